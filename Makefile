@@ -1,0 +1,47 @@
+# Two commands set everything up: `make run` and `make test`. See README.md.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+
+export CRM_LANDING_DIR ?= data/landing
+export CRM_WAREHOUSE ?= data/warehouse.duckdb
+export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+
+.PHONY: install run test ui bench lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==0.13.8
+	$(UV) pip install --quiet --python $(PY) --compile-bytecode --require-hashes -r requirements.lock
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .
+	$(PY) -m compileall -q crm_pipeline crm_pipeline_tests
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+$(DAGSTER_HOME):
+	mkdir -p $@
+
+run: install $(DAGSTER_HOME)
+	@test -e $(CRM_LANDING_DIR)/online_shop.sqlite || $(VENV)/bin/crm-pipeline generate --out $(CRM_LANDING_DIR)
+	$(VENV)/bin/crm-pipeline materialize
+	$(VENV)/bin/crm-pipeline summary
+
+test: install
+	$(VENV)/bin/pytest -q
+
+ui: install $(DAGSTER_HOME)
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: install
+	$(VENV)/bin/crm-pipeline bench --customers $${CUSTOMERS:-100000}
+
+# Re-resolve the pinned dependencies after editing pyproject.toml.
+lock: install
+	$(UV) pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 -o requirements.lock --quiet
+
+clean:
+	rm -rf $(VENV) data/landing data/ground_truth data/warehouse.duckdb* data/dagster_home

@@ -1,0 +1,65 @@
+"""Validating warehouse tables against pandera models, streamed so memory stays bounded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import duckdb
+import pandas as pd
+import pandera.errors
+import pandera.pandas as pa
+
+BATCH_ROWS = 250_000
+MAX_FAILURE_EXAMPLES = 20
+
+
+@dataclass
+class ValidationOutcome:
+    """What a contract check found: rows seen, failures counted, a few examples to act on."""
+
+    rows: int = 0
+    failures: int = 0
+    examples: list[dict] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.failures == 0
+
+    def describe(self) -> str:
+        if self.passed:
+            return f"{self.rows} rows satisfy the contract"
+        lines = [f"{self.failures} contract failures in {self.rows} rows, for example:"]
+        lines += [
+            f"- column {e['column']}: {e['check']} failed on {e['failure_case']!r} (row {e['index']})"
+            for e in self.examples[:5]
+        ]
+        return "\n".join(lines)
+
+
+def validate_query(
+    conn: duckdb.DuckDBPyConnection,
+    query: str,
+    params: list | None,
+    model: type[pa.DataFrameModel],
+    batch_rows: int = BATCH_ROWS,
+) -> ValidationOutcome:
+    """Validate the rows of a query against a model, one Arrow record batch at a time."""
+    outcome = ValidationOutcome()
+    reader = conn.sql(query, params=params or None).to_arrow_reader(batch_rows)
+    for batch in reader:
+        frame = batch.to_pandas(date_as_object=False)
+        frame.index = pd.RangeIndex(outcome.rows, outcome.rows + len(frame))
+        outcome.rows += len(frame)
+        try:
+            model.validate(frame, lazy=True)
+        except pandera.errors.SchemaErrors as err:
+            cases = err.failure_cases
+            outcome.failures += len(cases)
+            room = MAX_FAILURE_EXAMPLES - len(outcome.examples)
+            if room > 0:
+                outcome.examples += (
+                    cases.head(room)[["column", "check", "failure_case", "index"]]
+                    .astype(str)
+                    .to_dict("records")
+                )
+    return outcome

@@ -1,0 +1,8 @@
+"""The Dagster code location: every layer's assets and checks, bound to their resources."""
+
+import dagster as dg
+
+from crm_pipeline.raw.assets import raw_assets
+from crm_pipeline.resources import resources_from_env
+
+defs = dg.Definitions(assets=[*raw_assets], resources=resources_from_env())

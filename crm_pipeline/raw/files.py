@@ -1,0 +1,327 @@
+"""Loading delivered files (CSV and JSON Lines) into raw tables with DuckDB, losing nothing.
+
+Every value is read as text with the columns the file's own header names, never sniffed. What
+DuckDB cannot parse (a cut-off line, bytes that are not UTF-8, a wrong column count, a line of
+JSON that does not parse) goes to quarantine.raw_rejects with the file, the record number, the
+raw bytes (undecodable ones escaped) and the reason. A file whose header lacks a contract
+column cannot be mapped safely, so all its lines go to quarantine, naming the missing columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import count
+from pathlib import Path
+
+import duckdb
+
+from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, quote_ident, quote_literal
+
+_READ_ID = count()
+# A delimiter that cannot occur in a valid JSON line (control characters must be escaped in
+# JSON), so reading JSON Lines "as CSV" yields exactly one column per physical line.
+_LINE_DELIMITER = "\x1f"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One delivered file: where it is, its name as recorded in lineage, and its partition."""
+
+    path: Path
+    name: str
+    partition_date: str | None
+    content: bytes
+
+    @property
+    def data_lines(self) -> int:
+        """Non-empty physical lines, excluding the CSV header (the count conservation uses)."""
+        return sum(1 for line in self.content.split(b"\n") if line.strip(b"\r"))
+
+    def line_text(self, byte_offset: int) -> str:
+        """The line DuckDB reports a rejected record at, undecodable bytes escaped.
+
+        DuckDB's byte position lands on the record's line or on the newline just before it
+        (after a blank line), so a blank line there means the record is the next one.
+        """
+        start = self.content.rfind(b"\n", 0, max(byte_offset, 0)) + 1
+        raw = self._line_from(start)
+        if not raw.strip() and start < len(self.content):
+            raw = self._line_from(self.content.find(b"\n", start) + 1 or len(self.content))
+        return raw.decode("utf-8", errors="backslashreplace")
+
+    def _line_from(self, start: int) -> bytes:
+        end = self.content.find(b"\n", start)
+        return self.content[start : end if end >= 0 else len(self.content)].rstrip(b"\r")
+
+
+def deliveries(paths: list[tuple[Path, str, str | None]]) -> list[Delivery]:
+    """Read each file once; the bytes serve the header, the line count and reject texts."""
+    return [Delivery(p, name, day, p.read_bytes()) for p, name, day in paths]
+
+
+def _header(delivery: Delivery) -> tuple[str, ...]:
+    first = delivery.content.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace")
+    return tuple(name.strip() for name in next(csv.reader(io.StringIO(first)), []))
+
+
+def _log_deliveries(
+    conn: duckdb.DuckDBPyConnection, source: str, files: list[Delivery], loaded_at: datetime,
+    header_lines: int,
+) -> None:
+    rows = [
+        (source, f.partition_date, f.name, max(f.data_lines - header_lines, 0), loaded_at)
+        for f in files
+    ]
+    if rows:
+        conn.executemany(f"INSERT INTO {DELIVERIES_TABLE} VALUES (?, ?, ?, ?, ?)", rows)
+
+
+def _register_files(conn: duckdb.DuckDBPyConnection, files: list[Delivery]) -> str:
+    name = f"files_{next(_READ_ID)}"
+    conn.execute(
+        f"CREATE TEMP TABLE {name} (__path VARCHAR, __name VARCHAR, __partition DATE)"
+    )
+    conn.executemany(
+        f"INSERT INTO {name} VALUES (?, ?, ?)",
+        [(str(f.path), f.name, f.partition_date) for f in files],
+    )
+    return name
+
+
+def _reject_lines(
+    conn: duckdb.DuckDBPyConnection, source: str, rows: list[tuple], loaded_at: datetime
+) -> None:
+    """rows: (partition_date, file name, record number, raw text, reason, detail)."""
+    if rows:
+        conn.executemany(
+            f"INSERT INTO {REJECTS_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(source, *row, loaded_at) for row in rows],
+        )
+
+
+def _reject_whole_file(
+    conn: duckdb.DuckDBPyConnection, source: str, f: Delivery, reason: str, detail: str,
+    loaded_at: datetime, header_lines: int,
+) -> None:
+    lines = [line for line in f.content.split(b"\n") if line.strip(b"\r")][header_lines:]
+    _reject_lines(
+        conn,
+        source,
+        [
+            (
+                f.partition_date, f.name, number + header_lines + 1,
+                line.rstrip(b"\r").decode("utf-8", errors="backslashreplace"), reason, detail,
+            )
+            for number, line in enumerate(lines)
+        ],
+        loaded_at,
+    )
+
+
+_REASONS = {
+    "MISSING COLUMNS": ("missing_values", "the line has fewer fields than the header (cut off?)"),
+    "TOO MANY COLUMNS": ("extra_values", "the line has more fields than the header"),
+    "INVALID ENCODING": ("invalid_encoding", "bytes that are not UTF-8; re-export as UTF-8"),
+    "UNQUOTED VALUE": ("unquoted_value", "a quote inside an unquoted field"),
+    "LINE SIZE OVER MAXIMUM": ("line_too_long", "the line exceeds the maximum line size"),
+    "CAST ERROR": ("unparseable", "a value does not parse"),
+}
+
+
+def _scan(
+    conn: duckdb.DuckDBPyConnection, files: list[Delivery], columns: tuple[str, ...], *,
+    header: bool, delimiter: str, quote: str,
+) -> tuple[str, list[tuple]]:
+    """Read files into a temp table in file order; return it and DuckDB's rejected records."""
+    read_id = next(_READ_ID)
+    loaded, errors, scans = f"scan_{read_id}", f"scan_errors_{read_id}", f"scan_files_{read_id}"
+    struct = "{" + ", ".join(f"{quote_literal(c)}: 'VARCHAR'" for c in columns) + "}"
+    paths = "[" + ", ".join(quote_literal(str(f.path)) for f in files) + "]"
+    # Insertion order is preserved, so rowid runs in file order and numbers the records.
+    conn.execute(
+        f"""
+        CREATE TEMP TABLE {loaded} AS
+        SELECT *
+        FROM read_csv(
+            {paths},
+            columns = {struct},
+            header = {str(header).lower()},
+            delim = {quote_literal(delimiter)},
+            quote = {quote_literal(quote)},
+            escape = {quote_literal(quote)},
+            auto_detect = false,
+            strict_mode = true,
+            null_padding = false,
+            filename = '__landing_file',
+            store_rejects = true,
+            rejects_table = '{errors}',
+            rejects_scan = '{scans}'
+        )
+        """
+    )
+    rejected = conn.execute(
+        f"""
+        SELECT s.file_path, e.line, min(e.line_byte_position), min(e.error_type), min(e.error_message)
+        FROM {errors} AS e
+        JOIN {scans} AS s USING (scan_id, file_id)
+        GROUP BY s.file_path, e.line
+        ORDER BY s.file_path, e.line
+        """
+    ).fetchall()
+    conn.execute(f"DROP TABLE {errors}")
+    conn.execute(f"DROP TABLE {scans}")
+    return loaded, rejected
+
+
+def _record_rejects(
+    conn: duckdb.DuckDBPyConnection, source: str, files: list[Delivery], rejected: list[tuple],
+    loaded_at: datetime, first_record: int,
+) -> str:
+    """Quarantine DuckDB's rejected records; return a temp table mapping them for numbering."""
+    by_path = {str(f.path): f for f in files}
+    rows = []
+    for path, line, byte_pos, error_type, message in rejected:
+        f = by_path[path]
+        reason, hint = _REASONS.get(error_type, (error_type.lower().replace(" ", "_"), message))
+        rows.append((f.partition_date, f.name, line, f.line_text(byte_pos - 1), reason,
+                     f"{f.name} record {line}: {hint} ({message})"))
+    _reject_lines(conn, source, rows, loaded_at)
+    table = f"rejected_{next(_READ_ID)}"
+    conn.execute(f"CREATE TEMP TABLE {table} (path VARCHAR, loaded_before BIGINT, k BIGINT)")
+    # For the j-th rejected record at number r, r - first_record - j records were loaded
+    # before it; an ASOF join turns a loaded record's index back into its record number.
+    marks = []
+    for path in {r[0] for r in rejected}:
+        lines = sorted(r[1] for r in rejected if r[0] == path)
+        # Consecutive rejects share a threshold; the last one carries the full count.
+        last = {line - first_record - j: j + 1 for j, line in enumerate(lines)}
+        marks += [(path, before, k) for before, k in last.items()]
+    if marks:
+        conn.executemany(f"INSERT INTO {table} VALUES (?, ?, ?)", marks)
+    return table
+
+
+def _numbered(loaded: str, marks: str, first_record: int) -> str:
+    """SQL for the loaded rows with their record number in the file (header = 1)."""
+    return f"""
+        WITH indexed AS (
+            SELECT *, rowid - min(rowid) OVER (PARTITION BY __landing_file) AS __loaded_index
+            FROM {loaded}
+        )
+        SELECT indexed.*, __loaded_index + {first_record} + coalesce(marks.k, 0) AS __record_no
+        FROM indexed
+        ASOF LEFT JOIN {marks} AS marks
+          ON indexed.__landing_file = marks.path
+         AND indexed.__loaded_index >= marks.loaded_before
+    """
+
+
+def load_csv(
+    conn: duckdb.DuckDBPyConnection, table: str, contract: tuple[str, ...],
+    files: list[Delivery], loaded_at: datetime,
+) -> None:
+    """Append the files' rows to raw.<table>; contract columns as text, the rest kept as JSON."""
+    _log_deliveries(conn, table, files, loaded_at, header_lines=1)
+    groups: dict[tuple[str, ...], list[Delivery]] = {}
+    for f in files:
+        header = _header(f)
+        missing = [c for c in contract if c not in header]
+        duplicated = sorted({c for c in header if header.count(c) > 1})
+        if missing or duplicated or not f.content.strip():
+            if not f.content.strip():
+                continue
+            unexpected = [c for c in header if c not in contract]
+            detail = (
+                f"{f.name}: header lacks {missing} (it has {unexpected or 'no other columns'})"
+                if missing
+                else f"{f.name}: header repeats {duplicated}"
+            ) + "; fix the header and deliver the file again, then re-run this partition"
+            _reject_whole_file(conn, table, f, "header_mismatch", detail, loaded_at, 1)
+            continue
+        groups.setdefault(header, []).append(f)
+    for header, group in groups.items():
+        loaded, rejected = _scan(conn, group, header, header=True, delimiter=",", quote='"')
+        marks = _record_rejects(conn, table, group, rejected, loaded_at, first_record=2)
+        extra = [c for c in header if c not in contract]
+        extra_sql = (
+            "json_object("
+            + ", ".join(f"{quote_literal(c)}, numbered.{quote_ident(c)}" for c in extra)
+            + ")"
+            if extra
+            else "NULL"
+        )
+        file_map = _register_files(conn, group)
+        conn.execute(
+            f"""
+            INSERT INTO raw.{table}
+            SELECT {", ".join(f"numbered.{quote_ident(c)}" for c in contract)},
+                   {extra_sql},
+                   files.__name,
+                   numbered.__record_no,
+                   files.__partition,
+                   ?
+            FROM ({_numbered(loaded, marks, 2)}) AS numbered
+            JOIN {file_map} AS files ON files.__path = numbered.__landing_file
+            """,
+            [loaded_at],
+        )
+        for temp in (loaded, marks, file_map):
+            conn.execute(f"DROP TABLE {temp}")
+
+
+def load_jsonl(
+    conn: duckdb.DuckDBPyConnection, table: str, contract: tuple[str, ...],
+    files: list[Delivery], loaded_at: datetime,
+) -> None:
+    """Append JSON Lines to raw.<table>; keys outside the contract are kept as JSON."""
+    _log_deliveries(conn, table, files, loaded_at, header_lines=0)
+    files = [f for f in files if f.content.strip()]
+    if not files:
+        return
+    loaded, rejected = _scan(conn, files, ("line",), header=False, delimiter=_LINE_DELIMITER, quote="")
+    marks = _record_rejects(conn, table, files, rejected, loaded_at, first_record=1)
+    file_map = _register_files(conn, files)
+    conn.execute(
+        f"""
+        CREATE TEMP TABLE {loaded}_lines AS
+        SELECT files.__name AS name, files.__partition AS partition_date,
+               numbered.__record_no AS record_no, numbered.line,
+               CASE WHEN json_valid(numbered.line) THEN json_type(numbered.line) = 'OBJECT' ELSE false END
+                   AS is_object
+        FROM ({_numbered(loaded, marks, 1)}) AS numbered
+        JOIN {file_map} AS files ON files.__path = numbered.__landing_file
+        """
+    )
+    conn.execute(
+        f"""
+        INSERT INTO {REJECTS_TABLE}
+        SELECT ?, partition_date, name, record_no, line, 'invalid_json',
+               name || ' line ' || record_no
+                   || ': not a JSON object (cut off or malformed); fix or re-deliver the file',
+               ?
+        FROM {loaded}_lines
+        WHERE NOT is_object
+          AND trim(line) <> ''
+        """,
+        [table, loaded_at],
+    )
+    drop_contract = "{" + ", ".join(f'"{c}": null' for c in contract) + "}"
+    conn.execute(
+        f"""
+        INSERT INTO raw.{table}
+        SELECT {", ".join(f"line ->> {quote_literal('$.' + quote_ident(c))}" for c in contract)},
+               nullif(json_merge_patch(line, {quote_literal(drop_contract)}), '{{}}'),
+               name,
+               record_no,
+               partition_date,
+               ?
+        FROM {loaded}_lines
+        WHERE is_object
+        """,
+        [loaded_at],
+    )
+    for temp in (loaded, f"{loaded}_lines", marks, file_map):
+        conn.execute(f"DROP TABLE {temp}")

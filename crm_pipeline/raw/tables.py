@@ -1,0 +1,90 @@
+"""The raw layer's tables: one per source table, plus the delivery log and the reject quarantine.
+
+Raw keeps every delivered value as delivered, as text; typing is staging's job. Each row
+carries its lineage: the file (or shop table) it came from, its record number there, the
+partition it belongs to and when it was loaded.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+LINEAGE_COLUMNS = {
+    "extra_columns": "VARCHAR",
+    "source_file": "VARCHAR NOT NULL",
+    "source_line": "BIGINT NOT NULL",
+    "partition_date": "DATE",
+    "loaded_at": "TIMESTAMP NOT NULL",
+}
+
+REJECTS_TABLE = "quarantine.raw_rejects"
+DELIVERIES_TABLE = "raw.deliveries"
+
+_REJECTS_DDL = f"""
+CREATE TABLE IF NOT EXISTS {REJECTS_TABLE} (
+    source VARCHAR NOT NULL,
+    partition_date DATE,
+    source_file VARCHAR NOT NULL,
+    source_line BIGINT,
+    raw_text VARCHAR,
+    reason VARCHAR NOT NULL,
+    detail VARCHAR NOT NULL,
+    loaded_at TIMESTAMP NOT NULL
+)
+"""
+
+_DELIVERIES_DDL = f"""
+CREATE TABLE IF NOT EXISTS {DELIVERIES_TABLE} (
+    source VARCHAR NOT NULL,
+    partition_date DATE,
+    source_file VARCHAR NOT NULL,
+    source_rows BIGINT NOT NULL,
+    loaded_at TIMESTAMP NOT NULL
+)
+"""
+
+
+def quote_ident(name: str) -> str:
+    """A SQL identifier for any delivered column name (headers are untrusted input)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    """A SQL string literal, for the few places DuckDB takes no parameter (read_csv options)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def ensure_raw_tables(conn: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...]) -> None:
+    """Create the schemas, the raw table of one source, the delivery log and the quarantine."""
+    conn.execute("CREATE SCHEMA IF NOT EXISTS raw")
+    conn.execute("CREATE SCHEMA IF NOT EXISTS quarantine")
+    conn.execute(_REJECTS_DDL)
+    conn.execute(_DELIVERIES_DDL)
+    cols = [f"{quote_ident(c)} VARCHAR" for c in columns]
+    cols += [f"{name} {kind}" for name, kind in LINEAGE_COLUMNS.items()]
+    conn.execute(f"CREATE TABLE IF NOT EXISTS raw.{table} (\n    " + ",\n    ".join(cols) + "\n)")
+
+
+def clear_slice(
+    conn: duckdb.DuckDBPyConnection, table: str, first: str | None, last: str | None
+) -> None:
+    """Remove what an earlier load of these partitions left, so a re-run replaces it.
+
+    With no partition bounds the whole source is replaced (reference data, account snapshot).
+    Rejects that belong to no partition (a date no partition covers) are re-swept on every load.
+    """
+    if first is None:
+        conn.execute(f"DELETE FROM raw.{table}")
+        for log in (REJECTS_TABLE, DELIVERIES_TABLE):
+            conn.execute(f"DELETE FROM {log} WHERE source = ?", [table])
+        return
+    conn.execute(f"DELETE FROM raw.{table} WHERE partition_date BETWEEN ? AND ?", [first, last])
+    for log in (REJECTS_TABLE, DELIVERIES_TABLE):
+        conn.execute(
+            f"""
+            DELETE FROM {log}
+            WHERE source = ?
+              AND (partition_date BETWEEN ? AND ? OR partition_date IS NULL)
+            """,
+            [table, first, last],
+        )

@@ -1,0 +1,66 @@
+"""What an operator sees for a table: row count, column schema with descriptions, a preview."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+import pandera.pandas as pa
+
+PREVIEW_ROWS = 5
+
+
+def column_schema(
+    conn: duckdb.DuckDBPyConnection, table: str, model: type[pa.DataFrameModel]
+) -> dg.TableSchema:
+    """The table's columns with their warehouse types and the contract's descriptions."""
+    schema, name = table.split(".")
+    types = conn.execute(
+        """
+        SELECT column_name, data_type
+        FROM information_schema.columns
+        WHERE table_schema = ? AND table_name = ?
+        ORDER BY ordinal_position
+        """,
+        [schema, name],
+    ).fetchall()
+    contract = model.to_schema().columns
+    columns = []
+    for column, data_type in types:
+        spec = contract.get(column)
+        personal = bool(spec is not None and (spec.metadata or {}).get("personal_data"))
+        columns.append(
+            dg.TableColumn(
+                name=column,
+                type=data_type,
+                description=spec.description if spec is not None else None,
+                tags={"personal_data": "true"} if personal else {},
+            )
+        )
+    return dg.TableSchema(columns=columns)
+
+
+def preview(conn: duckdb.DuckDBPyConnection, query: str, params: list | None = None) -> str:
+    """A few rows as a Markdown table (values shortened so the UI stays readable)."""
+    frame = conn.execute(f"SELECT * FROM ({query}) LIMIT {PREVIEW_ROWS}", params or []).df()
+    frame = frame.astype(str).apply(lambda col: col.str.slice(0, 40))
+    return frame.to_markdown(index=False) if len(frame) else "_no rows_"
+
+
+def table_metadata(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    model: type[pa.DataFrameModel],
+    where: str = "TRUE",
+    params: list | None = None,
+) -> dict[str, dg.MetadataValue | int]:
+    """Row count (of the slice written), column schema and preview, in Dagster's standard keys."""
+    query = f"SELECT * FROM {table} WHERE {where}"
+    rows = conn.execute(f"SELECT count(*) FROM ({query})", params or []).fetchone()[0]
+    total = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    return {
+        "dagster/row_count": rows,
+        "table_rows": total,
+        "dagster/column_schema": column_schema(conn, table, model),
+        "dagster/table_name": dg.MetadataValue.text(table),
+        "preview": dg.MetadataValue.md(preview(conn, query, params)),
+    }

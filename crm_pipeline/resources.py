@@ -1,0 +1,84 @@
+"""Resources: the DuckDB warehouse and the landing zone, each configured in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from crm_pipeline.landing import shop_url_for
+
+DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
+DEFAULT_LANDING_DIR = "data/landing"
+# Every asset that writes the warehouse runs in this pool. Its limit (1) is set on the
+# instance (dagster.yaml), so Dagster serialises writers instead of DuckDB's file lock.
+WAREHOUSE_POOL = "warehouse"
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The DuckDB warehouse file. One writing process at a time: writers run in the pool."""
+
+    path: str = DEFAULT_WAREHOUSE
+    memory_limit: str = "3GB"
+    threads: int = 2
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the warehouse. No lock retries: a second writer is a scheduling bug to surface."""
+        if not read_only:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = duckdb.connect(
+            self.path,
+            read_only=read_only,
+            config={"memory_limit": self.memory_limit, "threads": self.threads},
+        )
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+class LandingZoneResource(dg.ConfigurableResource):
+    """Where sources are delivered: daily file folders, reference CSVs and the shop database."""
+
+    root: str = DEFAULT_LANDING_DIR
+    shop_url: str = ""
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root)
+
+    @property
+    def database_url(self) -> str:
+        """The online shop's SQLAlchemy URL; by default the SQLite file in the landing zone."""
+        return self.shop_url or shop_url_for(self.root)
+
+
+SETTINGS = {
+    "CRM_WAREHOUSE": DEFAULT_WAREHOUSE,
+    "CRM_LANDING_DIR": DEFAULT_LANDING_DIR,
+    "CRM_SHOP_URL": "",
+}
+
+
+def resources_from_env(resolve: bool = False) -> dict[str, dg.ConfigurableResource]:
+    """The resources every asset uses, bound once: CRM_WAREHOUSE, CRM_LANDING_DIR, CRM_SHOP_URL.
+
+    A setting given in the environment is bound as an EnvVar, so the UI shows where it comes
+    from; resolve=True reads the values now instead (for the command line).
+    """
+    def setting(name: str) -> str | dg.EnvVar:
+        if not os.environ.get(name):
+            return SETTINGS[name]
+        return os.environ[name] if resolve else dg.EnvVar(name)
+
+    return {
+        "warehouse": WarehouseResource(path=setting("CRM_WAREHOUSE")),
+        "landing_zone": LandingZoneResource(
+            root=setting("CRM_LANDING_DIR"), shop_url=setting("CRM_SHOP_URL")
+        ),
+    }

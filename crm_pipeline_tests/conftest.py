@@ -1,0 +1,24 @@
+"""Shared fixtures: a tiny landing zone, a warehouse in a temp folder, resources bound to them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from crm_pipeline import landing
+from crm_pipeline.resources import LandingZoneResource, WarehouseResource
+from crm_pipeline_tests import landing_builder
+
+
+@pytest.fixture(scope="module")
+def tiny_zone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return landing_builder.build(tmp_path_factory.mktemp("landing"))
+
+
+def bind(zone: Path, warehouse: Path) -> dict[str, dg.ConfigurableResource]:
+    return {
+        "warehouse": WarehouseResource(path=str(warehouse)),
+        "landing_zone": LandingZoneResource(root=str(zone), shop_url=landing.shop_url_for(zone)),
+    }

@@ -1,0 +1,155 @@
+"""The raw layer on a tiny hand-made landing zone: every row lands or is rejected with a reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from crm_pipeline.raw.assets import raw_assets
+from crm_pipeline.raw.checks import rows_accounted_result
+from crm_pipeline.run import range_tags
+from crm_pipeline_tests.conftest import bind
+from crm_pipeline_tests.landing_builder import DAY1, DAY2
+
+
+def _load(zone: Path, warehouse: Path, first: str, last: str) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        raw_assets, resources=bind(zone, warehouse), tags=range_tags(first, last),
+        raise_on_error=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_zone: Path, tmp_path_factory: pytest.TempPathFactory):
+    warehouse = tmp_path_factory.mktemp("wh") / "warehouse.duckdb"
+    result = _load(tiny_zone, warehouse, DAY1, DAY2)
+    conn = duckdb.connect(str(warehouse), read_only=True)
+    yield result, conn, warehouse
+    conn.close()
+
+
+def _count(conn: duckdb.DuckDBPyConnection, sql: str, *params: object) -> int:
+    return conn.execute(sql, list(params)).fetchone()[0]
+
+
+def _rejects(conn: duckdb.DuckDBPyConnection, source: str) -> list[tuple]:
+    return conn.execute(
+        "SELECT source_line, reason, raw_text FROM quarantine.raw_rejects "
+        "WHERE source = ? ORDER BY partition_date NULLS LAST, source_line",
+        [source],
+    ).fetchall()
+
+
+def test_every_raw_asset_materializes(loaded) -> None:
+    result, _, _ = loaded
+    assert result.success
+    keys = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
+    assert {"raw/online_accounts", "raw/store_purchases", "raw/loyalty_members"} <= keys
+
+
+def test_shop_tables_land_by_order_day_and_undatable_orders_are_quarantined(loaded) -> None:
+    _, conn, _ = loaded
+    assert _count(conn, "SELECT count(*) FROM raw.online_accounts") == 2
+    by_day = conn.execute(
+        "SELECT partition_date::VARCHAR, count(*) FROM raw.online_orders GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert by_day == [(DAY1, 1), (DAY2, 2)]  # the re-exported O2 is kept twice, as delivered
+    rejected = conn.execute(
+        "SELECT raw_text ->> 'order_id', reason FROM quarantine.raw_rejects "
+        "WHERE source = 'online_orders' ORDER BY 1"
+    ).fetchall()
+    assert rejected == [("O3", "no_partition"), ("O4", "no_partition")]
+    items = conn.execute(
+        "SELECT order_id, partition_date::VARCHAR FROM raw.online_order_items ORDER BY ALL"
+    ).fetchall()
+    assert items == [("O1", DAY1), ("O1", DAY1), ("O2", DAY2)]
+    orphans = conn.execute(
+        "SELECT raw_text ->> 'order_id' FROM quarantine.raw_rejects "
+        "WHERE source = 'online_order_items' ORDER BY 1"
+    ).fetchall()
+    assert orphans == [("O3",), ("O9",)]
+
+
+def test_extra_delivered_columns_are_kept_as_json(loaded) -> None:
+    _, conn, _ = loaded
+    wrap = conn.execute(
+        "SELECT extra_columns ->> 'gift_wrap' FROM raw.online_order_items WHERE line_no = '2'"
+    ).fetchone()[0]
+    assert wrap == "yes"
+    priority = conn.execute(
+        "SELECT extra_columns ->> 'priority' FROM raw.inquiries WHERE inquiry_id = 'I1'"
+    ).fetchone()[0]
+    assert priority == "high"
+
+
+def test_cut_off_and_non_utf8_lines_are_quarantined_with_their_raw_text(loaded) -> None:
+    _, conn, _ = loaded
+    assert _count(conn, "SELECT count(*) FROM raw.store_purchases WHERE partition_date = ?", DAY1) == 3
+    kept = conn.execute(
+        "SELECT receipt_id, source_line FROM raw.store_purchases WHERE partition_date = ? ORDER BY 2",
+        [DAY2],
+    ).fetchall()
+    assert kept == [("R3", 2), ("R5", 4)]
+    assert _rejects(conn, "store_purchases") == [
+        (3, "invalid_encoding", f"R4,S2,{DAY2} 10:00:00,,,SKU2,1,5.0,caf\\xe9"),
+        (5, "missing_values", f"R6,S2,{DAY2} 11:30:00,,,SK"),
+    ]
+
+
+def test_truncated_json_line_is_quarantined_and_the_rest_loads(loaded) -> None:
+    _, conn, _ = loaded
+    assert conn.execute("SELECT inquiry_id, text FROM raw.inquiries ORDER BY 1").fetchall() == [
+        ("I1", "broken\nlid"), ("I2", None),
+    ]
+    assert _rejects(conn, "inquiries") == [(3, "invalid_json", '{"inquiry_id": "I3", "topic": "comp')]
+
+
+def test_file_with_a_renamed_column_goes_to_quarantine_whole(loaded) -> None:
+    _, conn, _ = loaded
+    assert conn.execute("SELECT response_id FROM raw.feedback ORDER BY 1").fetchall() == [
+        ("F1",), ("F2",),
+    ]
+    reason, detail = conn.execute(
+        "SELECT reason, detail FROM quarantine.raw_rejects WHERE source = 'feedback'"
+    ).fetchone()
+    assert reason == "header_mismatch"
+    assert "lacks ['nps']" in detail and "nps_score" in detail
+
+
+def test_rows_accounted_check_warns_with_the_reject_count(loaded) -> None:
+    result, _, _ = loaded
+    checks = {
+        (e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()
+    }
+    store = checks[("store_purchases", "rows_accounted")]
+    assert not store.passed and store.severity == dg.AssetCheckSeverity.WARN
+    assert store.metadata["rejected_rows"].value == 2
+    assert checks[("products", "rows_accounted")].passed
+    assert all(e.passed for (_, name), e in checks.items() if name == "contract")
+
+
+def test_rows_accounted_check_fails_when_a_row_is_lost(loaded, tmp_path: Path) -> None:
+    _, _, warehouse = loaded
+    copy = tmp_path / "copy.duckdb"
+    copy.write_bytes(warehouse.read_bytes())
+    with duckdb.connect(str(copy)) as conn:
+        conn.execute("DELETE FROM raw.stores WHERE store_id = 'S2'")
+        result = rows_accounted_result(conn, "stores", ("store_id", "city", "region"), True, "TRUE", [])
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
+    assert "delivered 2, raw 1, rejected 0" in result.description
+
+
+def test_rerunning_a_day_replaces_it_and_never_double_counts(tiny_zone: Path, tmp_path: Path) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    _load(tiny_zone, warehouse, DAY1, DAY2)
+    assert _load(tiny_zone, warehouse, DAY2, DAY2).success
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        counts = conn.execute(
+            "SELECT partition_date::VARCHAR, count(*) FROM raw.store_purchases GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        assert counts == [(DAY1, 3), (DAY2, 2)]
+        assert _count(conn, "SELECT count(*) FROM quarantine.raw_rejects WHERE source = 'online_orders'") == 2
+        assert _count(conn, "SELECT count(*) FROM raw.deliveries WHERE source = 'store_purchases'") == 2
