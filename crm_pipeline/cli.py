@@ -27,7 +27,7 @@ def _materialize(args: argparse.Namespace) -> int:
     first, last = args.first or days[0], args.last or days[-1]
     instance = prepare_instance(Path(os.environ.get("DAGSTER_HOME", DEFAULT_DAGSTER_HOME)))
     print(f"Materializing every asset, event sources over {first}..{last} (one run)")
-    result = materialize_all(defs, instance, first, last)
+    result = materialize_all(defs, instance, first, last, args.select)
     failed_checks = []
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:
@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     materialize = commands.add_parser("materialize", help="materialize every asset in one run")
     materialize.add_argument("--first", help="first partition day (default: first day delivered)")
     materialize.add_argument("--last", help="last partition day (default: last day delivered)")
+    materialize.add_argument("--select", help="asset selection, e.g. 'group:raw' (default: all)")
     materialize.set_defaults(handler=_materialize)
 
     summary = commands.add_parser("summary", help="print the warehouse's tables and row counts")
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     bench.add_argument("--customers", type=int, default=100_000)
     bench.add_argument("--days", type=int, default=365)
     bench.add_argument("--workdir", default="data/bench")
+    bench.add_argument("--reuse", action="store_true", help="keep an existing generated scale")
     bench.set_defaults(handler=_bench)
 
     args = parser.parse_args(argv)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -46,12 +47,22 @@ def range_tags(first: str, last: str) -> dict[str, str]:
 
 
 def materialize_all(
-    defs: dg.Definitions, instance: dg.DagsterInstance, first: str, last: str
+    defs: dg.Definitions, instance: dg.DagsterInstance, first: str, last: str,
+    selection: str | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Materialize every asset in one in-process run, event sources over [first, last]."""
+    """Materialize every asset (or a selection, e.g. 'group:raw') in one in-process run,
+    event sources over the days [first, last]."""
     job = defs.resolve_implicit_global_asset_job_def()
+    keys = None
+    if selection:
+        with warnings.catch_warnings():  # Dagster's own parser uses a beta parameter
+            warnings.simplefilter("ignore", dg.BetaWarning)
+            keys = list(
+                dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph())
+            )
     return job.execute_in_process(
-        instance=instance, tags=range_tags(first, last), raise_on_error=False
+        instance=instance, tags=range_tags(first, last), raise_on_error=False,
+        asset_selection=keys,
     )
 
 

@@ -1,0 +1,105 @@
+"""The benchmark: generate a scale, then time the floor (reading every input once) and each layer.
+
+Each phase runs in its own process, so its wall time and peak RSS are its own. Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+
+from crm_pipeline import landing
+
+# Layers in the order they run; each is timed as one `materialize --select group:<layer>` run.
+LAYERS = ("raw",)
+
+
+def _timed(command: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Run a command as a child process; its wall time and its own peak RSS."""
+    start = time.perf_counter()
+    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"benchmark step failed: {' '.join(command)}")
+    return {"wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def read_inputs_once(root: str) -> None:
+    """The floor: DuckDB reads every landing file once with the contract's columns (no
+    sniffing), and the shop tables are fetched once through SQLAlchemy."""
+    import sqlalchemy as sa
+
+    conn = duckdb.connect()
+    for source in landing.DAILY_FILE_SOURCES + landing.REFERENCE_FILES:
+        files = f"{root}/{source.folder}/{'*/' if source.daily else ''}{source.pattern}"
+        columns = {c: "VARCHAR" for c in source.columns}
+        if source is landing.INQUIRIES:
+            reader = "read_json(?, format = 'newline_delimited', ignore_errors = true, columns = ?)"
+        else:
+            reader = "read_csv(?, columns = ?, header = true, auto_detect = false, ignore_errors = true)"
+        conn.execute(f"SELECT count(*) FROM {reader}", [files, columns]).fetchall()
+    with sa.create_engine(landing.shop_url_for(root)).connect() as db:
+        for table in landing.SHOP_TABLES:
+            result = db.exec_driver_sql(f"SELECT * FROM {table.name}")
+            while result.fetchmany(200_000):
+                pass
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    work = Path(args.workdir).resolve()
+    root = work / "landing"
+    bin_dir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "CRM_LANDING_DIR": str(root),
+        "CRM_WAREHOUSE": str(work / "warehouse.duckdb"),
+        "CRM_SHOP_URL": "",
+        "DAGSTER_HOME": str(work / "dagster_home"),
+    }
+    report: dict = {"customers": args.customers, "days": args.days}
+    if not args.reuse or not (root / landing.SHOP_DATABASE_FILE).exists():
+        report["generate"] = _timed(
+            [str(bin_dir / "crm-pipeline"), "generate", "--out", str(root),
+             "--customers", str(args.customers), "--days", str(args.days)],
+            env,
+        )
+    for leftover in work.glob("warehouse.duckdb*"):
+        leftover.unlink()
+    floor = _timed(
+        [sys.executable, "-c",
+         f"from crm_pipeline.bench import read_inputs_once; read_inputs_once({str(root)!r})"],
+        env,
+    )
+    report["floor_read_inputs"] = floor
+    for layer in LAYERS:
+        step = _timed(
+            [str(bin_dir / "crm-pipeline"), "materialize", "--select", f"group:{layer}"], env
+        )
+        with duckdb.connect(env["CRM_WAREHOUSE"], read_only=True) as conn:
+            rows = conn.execute(
+                """
+                SELECT sum(estimated_size)
+                FROM duckdb_tables()
+                WHERE schema_name = ?
+                """,
+                [layer],
+            ).fetchone()[0] or 0
+            if layer == "raw":
+                report["order_lines"] = conn.execute(
+                    "SELECT (SELECT count(*) FROM raw.online_order_items)"
+                    " + (SELECT count(*) FROM raw.store_purchases)"
+                ).fetchone()[0]
+        step["rows"] = int(rows)
+        step["rows_per_s"] = round(rows / step["wall_s"]) if step["wall_s"] else None
+        step["x_floor"] = round(step["wall_s"] / floor["wall_s"], 2) if floor["wall_s"] else None
+        report[layer] = step
+    print(json.dumps(report, indent=2))
+    return 0
