@@ -44,7 +44,9 @@ def read_inputs_once(root: str) -> None:
         if source is landing.INQUIRIES:
             reader = "read_json(?, format = 'newline_delimited', ignore_errors = true, columns = ?)"
         else:
-            reader = "read_csv(?, columns = ?, header = true, auto_detect = false, ignore_errors = true)"
+            reader = (
+                "read_csv(?, columns = ?, header = true, auto_detect = false, ignore_errors = true)"
+            )
         conn.execute(f"SELECT count(*) FROM {reader}", [files, columns]).fetchall()
     with sa.create_engine(landing.shop_url_for(root)).connect() as db:
         for table in landing.SHOP_TABLES:
@@ -67,15 +69,26 @@ def run_bench(args: argparse.Namespace) -> int:
     report: dict = {"customers": args.customers, "days": args.days}
     if not args.reuse or not (root / landing.SHOP_DATABASE_FILE).exists():
         report["generate"] = _timed(
-            [str(bin_dir / "crm-pipeline"), "generate", "--out", str(root),
-             "--customers", str(args.customers), "--days", str(args.days)],
+            [
+                str(bin_dir / "crm-pipeline"),
+                "generate",
+                "--out",
+                str(root),
+                "--customers",
+                str(args.customers),
+                "--days",
+                str(args.days),
+            ],
             env,
         )
     for leftover in work.glob("warehouse.duckdb*"):
         leftover.unlink()
     floor = _timed(
-        [sys.executable, "-c",
-         f"from crm_pipeline.bench import read_inputs_once; read_inputs_once({str(root)!r})"],
+        [
+            sys.executable,
+            "-c",
+            f"from crm_pipeline.bench import read_inputs_once; read_inputs_once({str(root)!r})",
+        ],
         env,
     )
     report["floor_read_inputs"] = floor
@@ -84,14 +97,17 @@ def run_bench(args: argparse.Namespace) -> int:
             [str(bin_dir / "crm-pipeline"), "materialize", "--select", f"group:{layer}"], env
         )
         with duckdb.connect(env["CRM_WAREHOUSE"], read_only=True) as conn:
-            rows = conn.execute(
-                """
+            rows = (
+                conn.execute(
+                    """
                 SELECT sum(estimated_size)
                 FROM duckdb_tables()
                 WHERE schema_name = ?
                 """,
-                [layer],
-            ).fetchone()[0] or 0
+                    [layer],
+                ).fetchone()[0]
+                or 0
+            )
             if layer == "raw":
                 report["order_lines"] = conn.execute(
                     "SELECT (SELECT count(*) FROM raw.online_order_items)"

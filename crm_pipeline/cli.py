@@ -33,15 +33,19 @@ def _materialize(args: argparse.Namespace) -> int:
         if not evaluation.passed:
             level = evaluation.severity.value
             description = evaluation.description or ""
-            print(f"  {level:5} {evaluation.asset_key.to_user_string()} {evaluation.check_name}: "
-                  f"{description.splitlines()[0] if description else ''}")
+            print(
+                f"  {level:5} {evaluation.asset_key.to_user_string()} {evaluation.check_name}: "
+                f"{description.splitlines()[0] if description else ''}"
+            )
             if level == "ERROR":
                 failed_checks.append(evaluation)
     if not result.success:
         for event in result.all_events:
             if event.is_failure:
-                print(f"  FAILED {event.step_key}: {event.event_specific_data.error.message.strip()}",
-                      file=sys.stderr)
+                print(
+                    f"  FAILED {event.step_key}: {event.event_specific_data.error.message.strip()}",
+                    file=sys.stderr,
+                )
         return 1
     print(f"Run {result.run_id} succeeded" + (" with failed checks" if failed_checks else ""))
     return 1 if failed_checks else 0
@@ -62,7 +66,7 @@ def _summary(args: argparse.Namespace) -> int:
         print(f"  {name:<{width}}  {count:>12,}")
     print(
         "\nQuery it (read-only, while no run is writing):\n"
-        f"  .venv/bin/python -c \"import duckdb; "
+        f'  .venv/bin/python -c "import duckdb; '
         f"print(duckdb.connect('{path}', read_only=True).sql('FROM raw.online_orders LIMIT 5'))\"\n"
         "  Rows set aside, and why: FROM quarantine.raw_rejects\n"
     )

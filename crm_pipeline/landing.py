@@ -43,13 +43,31 @@ class FileSource:
 ACCOUNTS = ShopTable(
     "accounts",
     (
-        "account_id", "email", "phone", "full_name", "gender", "birth_date", "address", "city",
-        "customer_type", "company_name", "income", "created_at",
+        "account_id",
+        "email",
+        "phone",
+        "full_name",
+        "gender",
+        "birth_date",
+        "address",
+        "city",
+        "customer_type",
+        "company_name",
+        "income",
+        "created_at",
     ),
 )
 ORDERS = ShopTable(
     "orders",
-    ("order_id", "account_id", "ordered_at", "status", "payment_method", "currency", "total_amount"),
+    (
+        "order_id",
+        "account_id",
+        "ordered_at",
+        "status",
+        "payment_method",
+        "currency",
+        "total_amount",
+    ),
 )
 ORDER_ITEMS = ShopTable(
     "order_items", ("order_id", "line_no", "sku", "quantity", "unit_price", "discount")
@@ -60,8 +78,15 @@ STORE_PURCHASES = FileSource(
     "store_purchases",
     "*.csv",
     (
-        "receipt_id", "store_id", "purchased_at", "loyalty_card", "phone", "sku", "quantity",
-        "unit_price", "payment_method",
+        "receipt_id",
+        "store_id",
+        "purchased_at",
+        "loyalty_card",
+        "phone",
+        "sku",
+        "quantity",
+        "unit_price",
+        "payment_method",
     ),
 )
 INQUIRIES = FileSource(
@@ -69,8 +94,17 @@ INQUIRIES = FileSource(
     "inquiries",
     "*.jsonl",
     (
-        "inquiry_id", "channel", "opened_at", "first_response_at", "closed_at", "account_id",
-        "email", "phone", "topic", "sku", "text",
+        "inquiry_id",
+        "channel",
+        "opened_at",
+        "first_response_at",
+        "closed_at",
+        "account_id",
+        "email",
+        "phone",
+        "topic",
+        "sku",
+        "text",
     ),
 )
 FEEDBACK = FileSource(
@@ -78,7 +112,12 @@ FEEDBACK = FileSource(
     "feedback",
     "*.csv",
     (
-        "response_id", "submitted_at", "account_id", "email", "phone", "satisfaction_rating",
+        "response_id",
+        "submitted_at",
+        "account_id",
+        "email",
+        "phone",
+        "satisfaction_rating",
         "nps",
         *(f"need_{d}_{side}" for d in NEED_DIMENSIONS for side in ("importance", "satisfaction")),
         "comment",
@@ -91,7 +130,9 @@ PRODUCTS = FileSource(
     ("sku", "name", "category", "subcategory", "kind", "unit_price", "unit_cost"),
     daily=False,
 )
-STORES = FileSource("stores", "reference", "stores.csv", ("store_id", "city", "region"), daily=False)
+STORES = FileSource(
+    "stores", "reference", "stores.csv", ("store_id", "city", "region"), daily=False
+)
 LOYALTY_MEMBERS = FileSource(
     "loyalty_members",
     "reference",

@@ -71,6 +71,7 @@ def resources_from_env(resolve: bool = False) -> dict[str, dg.ConfigurableResour
     A setting given in the environment is bound as an EnvVar, so the UI shows where it comes
     from; resolve=True reads the values now instead (for the command line).
     """
+
     def setting(name: str) -> str | dg.EnvVar:
         if not os.environ.get(name):
             return SETTINGS[name]

@@ -47,7 +47,10 @@ def range_tags(first: str, last: str) -> dict[str, str]:
 
 
 def materialize_all(
-    defs: dg.Definitions, instance: dg.DagsterInstance, first: str, last: str,
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    first: str,
+    last: str,
     selection: str | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize every asset (or a selection, e.g. 'group:raw') in one in-process run,
@@ -61,7 +64,9 @@ def materialize_all(
                 dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph())
             )
     return job.execute_in_process(
-        instance=instance, tags=range_tags(first, last), raise_on_error=False,
+        instance=instance,
+        tags=range_tags(first, last),
+        raise_on_error=False,
         asset_selection=keys,
     )
 
@@ -78,6 +83,5 @@ def warehouse_summary(path: str) -> list[tuple[str, int]]:
             """
         ).fetchall()
         return [
-            (name, conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0])
-            for (name,) in tables
+            (name, conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]) for (name,) in tables
         ]

@@ -33,10 +33,34 @@ def write_shop(url: str) -> None:
     meta.drop_all(engine)
     meta.create_all(engine)
     accounts = [
-        ("A1", "ann@example.com", "+1 415 555 0100", "Ann Lee", "f", "1990-04-01", "1 Main St",
-         "Springfield", "individual", None, "52000", "2024-12-01 09:00:00"),
-        ("A2", "bo@example.com", "(415) 555-0101", "Bo Chen", "m", "1985-02-02", "2 Oak Ave",
-         "Springfield", "individual", None, None, "2024-12-02 10:00:00"),
+        (
+            "A1",
+            "ann@example.com",
+            "+1 415 555 0100",
+            "Ann Lee",
+            "f",
+            "1990-04-01",
+            "1 Main St",
+            "Springfield",
+            "individual",
+            None,
+            "52000",
+            "2024-12-01 09:00:00",
+        ),
+        (
+            "A2",
+            "bo@example.com",
+            "(415) 555-0101",
+            "Bo Chen",
+            "m",
+            "1985-02-02",
+            "2 Oak Ave",
+            "Springfield",
+            "individual",
+            None,
+            None,
+            "2024-12-02 10:00:00",
+        ),
     ]
     orders = [
         ("O1", "A1", f"{DAY1} 10:00:00", "completed", "card", "USD", "30.0"),
@@ -62,11 +86,15 @@ def build(root: Path) -> Path:
     """Write the zone; returns its root. Known contents are asserted by the tests."""
     write_shop(landing.shop_url_for(root))
     pos = list(landing.STORE_PURCHASES.columns)
-    write_csv(root / "store_purchases" / DAY1 / "pos.csv", pos, [
-        ["R1", "S1", f"{DAY1} 09:00:00", "C1", "", "SKU1", "1", "10.0", "cash"],
-        ["R1", "S1", f"{DAY1} 09:00:00", "C1", "", "SKU2", "2", "5.0", "cash"],
-        ["R2", "S1", f"{DAY1} 12:00:00", "", "4155550100", "SKU1", "1", "10.0", "card"],
-    ])
+    write_csv(
+        root / "store_purchases" / DAY1 / "pos.csv",
+        pos,
+        [
+            ["R1", "S1", f"{DAY1} 09:00:00", "C1", "", "SKU1", "1", "10.0", "cash"],
+            ["R1", "S1", f"{DAY1} 09:00:00", "C1", "", "SKU2", "2", "5.0", "cash"],
+            ["R2", "S1", f"{DAY1} 12:00:00", "", "4155550100", "SKU1", "1", "10.0", "card"],
+        ],
+    )
     # Day 2: a Latin-1 line, then a file cut off in the middle of its last line.
     day2 = root / "store_purchases" / DAY2 / "pos.csv"
     write_csv(day2, pos, [["R3", "S2", f"{DAY2} 09:00:00", "", "", "SKU1", "1", "10.0", "cash"]])
@@ -77,8 +105,16 @@ def build(root: Path) -> Path:
 
     inquiry = {c: None for c in landing.INQUIRIES.columns}
     lines = [
-        json.dumps({**inquiry, "inquiry_id": "I1", "topic": "complaint", "text": "broken\nlid",
-                    "opened_at": f"{DAY1} 08:00:00", "priority": "high"}),
+        json.dumps(
+            {
+                **inquiry,
+                "inquiry_id": "I1",
+                "topic": "complaint",
+                "text": "broken\nlid",
+                "opened_at": f"{DAY1} 08:00:00",
+                "priority": "high",
+            }
+        ),
         json.dumps({**inquiry, "inquiry_id": "I2", "topic": "pre_sales"}),
         '{"inquiry_id": "I3", "topic": "comp',
     ]
@@ -90,24 +126,53 @@ def build(root: Path) -> Path:
 
     answers = ["4", "3"] * len(landing.NEED_DIMENSIONS)
     survey = list(landing.FEEDBACK.columns)
-    write_csv(root / "feedback" / DAY1 / "survey.csv", survey, [
-        ["F1", f"{DAY1} 18:00:00", "A1", "", "", "5", "9", *answers, "great,\nreally"],
-        ["F2", f"{DAY1} 19:00:00", "", "bo@example.com", "", "2", "3", *answers, ""],
-    ])
+    write_csv(
+        root / "feedback" / DAY1 / "survey.csv",
+        survey,
+        [
+            ["F1", f"{DAY1} 18:00:00", "A1", "", "", "5", "9", *answers, "great,\nreally"],
+            ["F2", f"{DAY1} 19:00:00", "", "bo@example.com", "", "2", "3", *answers, ""],
+        ],
+    )
     renamed = ["nps_score" if c == "nps" else c for c in survey]
-    write_csv(root / "feedback" / DAY2 / "survey.csv", renamed, [
-        ["F3", f"{DAY2} 18:00:00", "A2", "", "", "4", "8", *answers, "ok"],
-    ])
+    write_csv(
+        root / "feedback" / DAY2 / "survey.csv",
+        renamed,
+        [
+            ["F3", f"{DAY2} 18:00:00", "A2", "", "", "4", "8", *answers, "ok"],
+        ],
+    )
 
-    write_csv(root / "reference" / "products.csv", list(landing.PRODUCTS.columns), [
-        ["SKU1", "Kettle", "Kitchen", "Appliances", "physical", "10.0", "6.0"],
-        ["SKU2", "Setup call", "Services", "Support", "service", "5.0", "1.0"],
-    ])
-    write_csv(root / "reference" / "stores.csv", list(landing.STORES.columns), [
-        ["S1", "Springfield", "West"], ["S2", "Shelbyville", "West"],
-    ])
-    write_csv(root / "reference" / "loyalty_members.csv", list(landing.LOYALTY_MEMBERS.columns), [
-        ["C1", "ANN LEE", "415-555-0100", "Ann.Lee@example.com", "1990-04-01", "1 Main St",
-         "", "2024-06-01"],
-    ])
+    write_csv(
+        root / "reference" / "products.csv",
+        list(landing.PRODUCTS.columns),
+        [
+            ["SKU1", "Kettle", "Kitchen", "Appliances", "physical", "10.0", "6.0"],
+            ["SKU2", "Setup call", "Services", "Support", "service", "5.0", "1.0"],
+        ],
+    )
+    write_csv(
+        root / "reference" / "stores.csv",
+        list(landing.STORES.columns),
+        [
+            ["S1", "Springfield", "West"],
+            ["S2", "Shelbyville", "West"],
+        ],
+    )
+    write_csv(
+        root / "reference" / "loyalty_members.csv",
+        list(landing.LOYALTY_MEMBERS.columns),
+        [
+            [
+                "C1",
+                "ANN LEE",
+                "415-555-0100",
+                "Ann.Lee@example.com",
+                "1990-04-01",
+                "1 Main St",
+                "",
+                "2024-06-01",
+            ],
+        ],
+    )
     return root

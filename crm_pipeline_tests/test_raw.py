@@ -17,7 +17,9 @@ from crm_pipeline_tests.landing_builder import DAY1, DAY2
 
 def _load(zone: Path, warehouse: Path, first: str, last: str) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        raw_assets, resources=bind(zone, warehouse), tags=range_tags(first, last),
+        raw_assets,
+        resources=bind(zone, warehouse),
+        tags=range_tags(first, last),
         raise_on_error=False,
     )
 
@@ -87,7 +89,9 @@ def test_extra_delivered_columns_are_kept_as_json(loaded) -> None:
 
 def test_cut_off_and_non_utf8_lines_are_quarantined_with_their_raw_text(loaded) -> None:
     _, conn, _ = loaded
-    assert _count(conn, "SELECT count(*) FROM raw.store_purchases WHERE partition_date = ?", DAY1) == 3
+    assert (
+        _count(conn, "SELECT count(*) FROM raw.store_purchases WHERE partition_date = ?", DAY1) == 3
+    )
     kept = conn.execute(
         "SELECT receipt_id, source_line FROM raw.store_purchases WHERE partition_date = ? ORDER BY 2",
         [DAY2],
@@ -102,15 +106,19 @@ def test_cut_off_and_non_utf8_lines_are_quarantined_with_their_raw_text(loaded) 
 def test_truncated_json_line_is_quarantined_and_the_rest_loads(loaded) -> None:
     _, conn, _ = loaded
     assert conn.execute("SELECT inquiry_id, text FROM raw.inquiries ORDER BY 1").fetchall() == [
-        ("I1", "broken\nlid"), ("I2", None),
+        ("I1", "broken\nlid"),
+        ("I2", None),
     ]
-    assert _rejects(conn, "inquiries") == [(3, "invalid_json", '{"inquiry_id": "I3", "topic": "comp')]
+    assert _rejects(conn, "inquiries") == [
+        (3, "invalid_json", '{"inquiry_id": "I3", "topic": "comp')
+    ]
 
 
 def test_file_with_a_renamed_column_goes_to_quarantine_whole(loaded) -> None:
     _, conn, _ = loaded
     assert conn.execute("SELECT response_id FROM raw.feedback ORDER BY 1").fetchall() == [
-        ("F1",), ("F2",),
+        ("F1",),
+        ("F2",),
     ]
     reason, detail = conn.execute(
         "SELECT reason, detail FROM quarantine.raw_rejects WHERE source = 'feedback'"
@@ -121,9 +129,7 @@ def test_file_with_a_renamed_column_goes_to_quarantine_whole(loaded) -> None:
 
 def test_rows_accounted_check_warns_with_the_reject_count(loaded) -> None:
     result, _, _ = loaded
-    checks = {
-        (e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()
-    }
+    checks = {(e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()}
     store = checks[("store_purchases", "rows_accounted")]
     assert not store.passed and store.severity == dg.AssetCheckSeverity.WARN
     assert store.metadata["rejected_rows"].value == 2
@@ -137,12 +143,16 @@ def test_rows_accounted_check_fails_when_a_row_is_lost(loaded, tmp_path: Path) -
     copy.write_bytes(warehouse.read_bytes())
     with duckdb.connect(str(copy)) as conn:
         conn.execute("DELETE FROM raw.stores WHERE store_id = 'S2'")
-        result = rows_accounted_result(conn, "stores", ("store_id", "city", "region"), True, "TRUE", [])
+        result = rows_accounted_result(
+            conn, "stores", ("store_id", "city", "region"), True, "TRUE", []
+        )
     assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
     assert "delivered 2, raw 1, rejected 0" in result.description
 
 
-def test_rerunning_a_day_replaces_it_and_never_double_counts(tiny_zone: Path, tmp_path: Path) -> None:
+def test_rerunning_a_day_replaces_it_and_never_double_counts(
+    tiny_zone: Path, tmp_path: Path
+) -> None:
     warehouse = tmp_path / "warehouse.duckdb"
     _load(tiny_zone, warehouse, DAY1, DAY2)
     assert _load(tiny_zone, warehouse, DAY2, DAY2).success
@@ -151,5 +161,13 @@ def test_rerunning_a_day_replaces_it_and_never_double_counts(tiny_zone: Path, tm
             "SELECT partition_date::VARCHAR, count(*) FROM raw.store_purchases GROUP BY 1 ORDER BY 1"
         ).fetchall()
         assert counts == [(DAY1, 3), (DAY2, 2)]
-        assert _count(conn, "SELECT count(*) FROM quarantine.raw_rejects WHERE source = 'online_orders'") == 2
-        assert _count(conn, "SELECT count(*) FROM raw.deliveries WHERE source = 'store_purchases'") == 2
+        assert (
+            _count(
+                conn, "SELECT count(*) FROM quarantine.raw_rejects WHERE source = 'online_orders'"
+            )
+            == 2
+        )
+        assert (
+            _count(conn, "SELECT count(*) FROM raw.deliveries WHERE source = 'store_purchases'")
+            == 2
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import dagster as dg
@@ -47,5 +48,5 @@ def test_parallel_writers_take_turns_and_all_succeed(
     assert result.success
     windows = _step_windows(instance, result.run_id)
     assert len(windows) == 3
-    for (_, end), (start, _) in zip(windows, windows[1:]):
+    for (_, end), (start, _) in itertools.pairwise(windows):
         assert start >= end, "two warehouse writers ran at the same time"

@@ -4,7 +4,6 @@ Event sources are daily-partitioned; a run over a range of days is one run, and 
 replaces it. Snapshot sources (accounts, reference files) are replaced whole on each load.
 """
 
-
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -40,15 +39,19 @@ def _slice(days: list[str] | None) -> tuple[str, list]:
 
 
 def _result(
-    conn: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...],
-    days: list[str] | None, multiline: bool,
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: tuple[str, ...],
+    days: list[str] | None,
+    multiline: bool,
 ) -> dg.MaterializeResult:
     """Checks and metadata for the slice just written (a whole table or a range of days)."""
     model = RAW_MODELS[table]
     where, params = _slice(days)
     rejected = conn.execute(
         "SELECT reason, count(*) FROM quarantine.raw_rejects WHERE source = ? AND "
-        + where + " GROUP BY ALL ORDER BY 2 DESC",
+        + where
+        + " GROUP BY ALL ORDER BY 2 DESC",
         [table, *params],
     ).fetchall()
     metadata = table_metadata(conn, f"raw.{table}", model, where, params)
@@ -92,7 +95,8 @@ def file_asset(source: landing.FileSource, loader: Loader) -> dg.AssetsDefinitio
 
     @_asset(source.name, source.daily, {kind})
     def _raw(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
         landing_zone: LandingZoneResource,
     ) -> dg.MaterializeResult:
         root = landing_zone.path
@@ -127,7 +131,8 @@ def shop_asset(table: landing.ShopTable, partitioned: bool) -> dg.AssetsDefiniti
 
     @_asset(name, partitioned, {"sql"})
     def _raw(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
         landing_zone: LandingZoneResource,
     ) -> dg.MaterializeResult:
         url = landing_zone.database_url
@@ -142,8 +147,14 @@ def shop_asset(table: landing.ShopTable, partitioned: bool) -> dg.AssetsDefiniti
             conn.begin()
             clear_slice(conn, name, *((days[0], days[-1]) if days else (None, None)))
             load_shop_table(
-                conn, url, read, days=days, unplaceable=unplaceable, counts=counts,
-                loaded_at=loaded_at, partition_range=span,
+                conn,
+                url,
+                read,
+                days=days,
+                unplaceable=unplaceable,
+                counts=counts,
+                loaded_at=loaded_at,
+                partition_range=span,
             )
             conn.commit()
             return _result(conn, name, table.columns, days, multiline=False)

@@ -34,8 +34,11 @@ def check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
 
 
 def contract_result(
-    conn: duckdb.DuckDBPyConnection, table: str, model: type[pa.DataFrameModel],
-    where: str, params: list,
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    model: type[pa.DataFrameModel],
+    where: str,
+    params: list,
 ) -> dg.AssetCheckResult:
     """Validate the rows just loaded (streamed), plus the one cross-row rule raw has."""
     outcome = validate_query(conn, f"SELECT * FROM raw.{table} WHERE {where}", params, model)
@@ -64,8 +67,12 @@ def contract_result(
 
 
 def rows_accounted_result(
-    conn: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...], multiline: bool,
-    where: str, params: list,
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: tuple[str, ...],
+    multiline: bool,
+    where: str,
+    params: list,
 ) -> dg.AssetCheckResult:
     """Compare delivered rows with raw rows plus rejected rows, partition by partition.
 
@@ -107,19 +114,28 @@ def rows_accounted_result(
     lost = [(str(p) if p else "no partition", d, l, r) for p, d, l, r in rows if d != l + r]
     delivered = sum(r[1] for r in rows)
     rejected = sum(r[3] for r in rows)
-    metadata = {"delivered_rows": delivered, "raw_rows": sum(r[2] for r in rows), "rejected_rows": rejected}
+    metadata = {
+        "delivered_rows": delivered,
+        "raw_rows": sum(r[2] for r in rows),
+        "rejected_rows": rejected,
+    }
     if lost:
         worst = "; ".join(
-            f"{p}: delivered {d}, raw {l}, rejected {r} ({d - l - r:+d})" for p, d, l, r in lost[:10]
+            f"{p}: delivered {d}, raw {l}, rejected {r} ({d - l - r:+d})"
+            for p, d, l, r in lost[:10]
         )
         return dg.AssetCheckResult(
-            check_name=ROWS_ACCOUNTED, passed=False, severity=dg.AssetCheckSeverity.ERROR,
+            check_name=ROWS_ACCOUNTED,
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
             description=f"Rows unaccounted for in {len(lost)} partition(s) of raw.{table}: {worst}",
             metadata=metadata,
         )
     if rejected:
         return dg.AssetCheckResult(
-            check_name=ROWS_ACCOUNTED, passed=False, severity=dg.AssetCheckSeverity.WARN,
+            check_name=ROWS_ACCOUNTED,
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
             description=(
                 f"All {delivered} delivered rows accounted for; {rejected} set aside in "
                 f"{REJECTS_TABLE} (query it with source = '{table}' for the reasons)."
@@ -127,6 +143,8 @@ def rows_accounted_result(
             metadata=metadata,
         )
     return dg.AssetCheckResult(
-        check_name=ROWS_ACCOUNTED, passed=True,
-        description=f"All {delivered} delivered rows are in raw.{table}.", metadata=metadata,
+        check_name=ROWS_ACCOUNTED,
+        passed=True,
+        description=f"All {delivered} delivered rows are in raw.{table}.",
+        metadata=metadata,
     )

@@ -68,7 +68,10 @@ def _header(delivery: Delivery) -> tuple[str, ...]:
 
 
 def _log_deliveries(
-    conn: duckdb.DuckDBPyConnection, source: str, files: list[Delivery], loaded_at: datetime,
+    conn: duckdb.DuckDBPyConnection,
+    source: str,
+    files: list[Delivery],
+    loaded_at: datetime,
     header_lines: int,
 ) -> None:
     rows = [
@@ -81,9 +84,7 @@ def _log_deliveries(
 
 def _register_files(conn: duckdb.DuckDBPyConnection, files: list[Delivery]) -> str:
     name = f"files_{next(_READ_ID)}"
-    conn.execute(
-        f"CREATE TEMP TABLE {name} (__path VARCHAR, __name VARCHAR, __partition DATE)"
-    )
+    conn.execute(f"CREATE TEMP TABLE {name} (__path VARCHAR, __name VARCHAR, __partition DATE)")
     conn.executemany(
         f"INSERT INTO {name} VALUES (?, ?, ?)",
         [(str(f.path), f.name, f.partition_date) for f in files],
@@ -103,8 +104,13 @@ def _reject_lines(
 
 
 def _reject_whole_file(
-    conn: duckdb.DuckDBPyConnection, source: str, f: Delivery, reason: str, detail: str,
-    loaded_at: datetime, header_lines: int,
+    conn: duckdb.DuckDBPyConnection,
+    source: str,
+    f: Delivery,
+    reason: str,
+    detail: str,
+    loaded_at: datetime,
+    header_lines: int,
 ) -> None:
     lines = [line for line in f.content.split(b"\n") if line.strip(b"\r")][header_lines:]
     _reject_lines(
@@ -112,8 +118,12 @@ def _reject_whole_file(
         source,
         [
             (
-                f.partition_date, f.name, number + header_lines + 1,
-                line.rstrip(b"\r").decode("utf-8", errors="backslashreplace"), reason, detail,
+                f.partition_date,
+                f.name,
+                number + header_lines + 1,
+                line.rstrip(b"\r").decode("utf-8", errors="backslashreplace"),
+                reason,
+                detail,
             )
             for number, line in enumerate(lines)
         ],
@@ -132,8 +142,13 @@ _REASONS = {
 
 
 def _scan(
-    conn: duckdb.DuckDBPyConnection, files: list[Delivery], columns: tuple[str, ...], *,
-    header: bool, delimiter: str, quote: str,
+    conn: duckdb.DuckDBPyConnection,
+    files: list[Delivery],
+    columns: tuple[str, ...],
+    *,
+    header: bool,
+    delimiter: str,
+    quote: str,
 ) -> tuple[str, list[tuple]]:
     """Read files into a temp table in file order; return it and DuckDB's rejected records."""
     read_id = next(_READ_ID)
@@ -177,8 +192,12 @@ def _scan(
 
 
 def _record_rejects(
-    conn: duckdb.DuckDBPyConnection, source: str, files: list[Delivery], rejected: list[tuple],
-    loaded_at: datetime, first_record: int,
+    conn: duckdb.DuckDBPyConnection,
+    source: str,
+    files: list[Delivery],
+    rejected: list[tuple],
+    loaded_at: datetime,
+    first_record: int,
 ) -> str:
     """Quarantine DuckDB's rejected records; return a temp table mapping them for numbering."""
     by_path = {str(f.path): f for f in files}
@@ -186,8 +205,16 @@ def _record_rejects(
     for path, line, byte_pos, error_type, message in rejected:
         f = by_path[path]
         reason, hint = _REASONS.get(error_type, (error_type.lower().replace(" ", "_"), message))
-        rows.append((f.partition_date, f.name, line, f.line_text(byte_pos - 1), reason,
-                     f"{f.name} record {line}: {hint} ({message})"))
+        rows.append(
+            (
+                f.partition_date,
+                f.name,
+                line,
+                f.line_text(byte_pos - 1),
+                reason,
+                f"{f.name} record {line}: {hint} ({message})",
+            )
+        )
     _reject_lines(conn, source, rows, loaded_at)
     table = f"rejected_{next(_READ_ID)}"
     conn.execute(f"CREATE TEMP TABLE {table} (path VARCHAR, loaded_before BIGINT, k BIGINT)")
@@ -220,8 +247,11 @@ def _numbered(loaded: str, marks: str, first_record: int) -> str:
 
 
 def load_csv(
-    conn: duckdb.DuckDBPyConnection, table: str, contract: tuple[str, ...],
-    files: list[Delivery], loaded_at: datetime,
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    contract: tuple[str, ...],
+    files: list[Delivery],
+    loaded_at: datetime,
 ) -> None:
     """Append the files' rows to raw.<table>; contract columns as text, the rest kept as JSON."""
     _log_deliveries(conn, table, files, loaded_at, header_lines=1)
@@ -273,15 +303,20 @@ def load_csv(
 
 
 def load_jsonl(
-    conn: duckdb.DuckDBPyConnection, table: str, contract: tuple[str, ...],
-    files: list[Delivery], loaded_at: datetime,
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    contract: tuple[str, ...],
+    files: list[Delivery],
+    loaded_at: datetime,
 ) -> None:
     """Append JSON Lines to raw.<table>; keys outside the contract are kept as JSON."""
     _log_deliveries(conn, table, files, loaded_at, header_lines=0)
     files = [f for f in files if f.content.strip()]
     if not files:
         return
-    loaded, rejected = _scan(conn, files, ("line",), header=False, delimiter=_LINE_DELIMITER, quote="")
+    loaded, rejected = _scan(
+        conn, files, ("line",), header=False, delimiter=_LINE_DELIMITER, quote=""
+    )
     marks = _record_rejects(conn, table, files, rejected, loaded_at, first_record=1)
     file_map = _register_files(conn, files)
     conn.execute(

@@ -124,7 +124,9 @@ class RawFeedback(RawRecord):
     satisfaction_rating: Series[str] = _text("Overall satisfaction, 1-5.")
     nps: Series[str] = _text("Likelihood to recommend, 0-10.")
     need_product_quality_importance: Series[str] = _text("Importance of product quality, 1-5.")
-    need_product_quality_satisfaction: Series[str] = _text("Satisfaction with product quality, 1-5.")
+    need_product_quality_satisfaction: Series[str] = _text(
+        "Satisfaction with product quality, 1-5."
+    )
     need_price_importance: Series[str] = _text("Importance of price, 1-5.")
     need_price_satisfaction: Series[str] = _text("Satisfaction with price, 1-5.")
     need_delivery_importance: Series[str] = _text("Importance of delivery, 1-5.")
@@ -188,8 +190,15 @@ class RawRejects(pa.DataFrameModel):
     )
     reason: Series[str] = pa.Field(
         isin=[
-            "missing_values", "extra_values", "invalid_encoding", "unquoted_value",
-            "line_too_long", "unparseable", "header_mismatch", "invalid_json", "no_partition",
+            "missing_values",
+            "extra_values",
+            "invalid_encoding",
+            "unquoted_value",
+            "line_too_long",
+            "unparseable",
+            "header_mismatch",
+            "invalid_json",
+            "no_partition",
         ],
         description="Rule that rejected it.",
     )

@@ -60,7 +60,9 @@ def _day_of_order(orders: sa.TableClause) -> sa.ColumnElement:
     return sa.func.substr(sa.cast(orders.c.ordered_at, sa.String), 1, 10)
 
 
-def _select(engine: sa.Engine, read: ShopRead, columns: list[str]) -> tuple[sa.Select, sa.ColumnElement | None]:
+def _select(
+    engine: sa.Engine, read: ShopRead, columns: list[str]
+) -> tuple[sa.Select, sa.ColumnElement | None]:
     """The read of one table as text columns, with a row id and the partition day."""
     table = sa.table(read.table, *[sa.column(c) for c in columns])
     if engine.dialect.name == "sqlite":
@@ -91,16 +93,14 @@ def _chunks(engine: sa.Engine, stmt: sa.Select, names: list[str]) -> Iterator[pa
         result = conn.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(stmt)
         for rows in result.partitions(CHUNK_ROWS):
             columns = list(zip(*rows)) if rows else [[] for _ in names]
-            yield pa.table(
-                {n: pa.array(col, type=pa.string()) for n, col in zip(names, columns)}
-            )
+            yield pa.table({n: pa.array(col, type=pa.string()) for n, col in zip(names, columns)})
 
 
 def day_counts(url: str, read: ShopRead) -> dict[str | None, int]:
     """Rows per partition day as the shop database has them (the source side of conservation)."""
     engine = _engine(url)
-    columns, extra = _source_columns(engine, read)
-    stmt, day = _select(engine, read, columns)
+    columns, _ = _source_columns(engine, read)
+    stmt, _ = _select(engine, read, columns)
     sub = stmt.subquery()
     query = sa.select(sub.c.__day, sa.func.count()).group_by(sub.c.__day)
     with engine.connect() as conn:
@@ -108,9 +108,15 @@ def day_counts(url: str, read: ShopRead) -> dict[str | None, int]:
 
 
 def load_shop_table(
-    conn: duckdb.DuckDBPyConnection, url: str, read: ShopRead, *,
-    days: list[str] | None, unplaceable: list[str | None], counts: dict[str | None, int],
-    loaded_at: datetime, partition_range: str,
+    conn: duckdb.DuckDBPyConnection,
+    url: str,
+    read: ShopRead,
+    *,
+    days: list[str] | None,
+    unplaceable: list[str | None],
+    counts: dict[str | None, int],
+    loaded_at: datetime,
+    partition_range: str,
 ) -> None:
     """Append one shop table (or the given partition days of it) to raw.<source>.
 
@@ -171,7 +177,12 @@ def load_shop_table(
 
 
 def _reject_chunk(
-    conn: duckdb.DuckDBPyConnection, source: str, lineage: str, read: ShopRead, partition_range: str, loaded_at: datetime,
+    conn: duckdb.DuckDBPyConnection,
+    source: str,
+    lineage: str,
+    read: ShopRead,
+    partition_range: str,
+    loaded_at: datetime,
 ) -> None:
     what = "ordered_at" if read.table == "orders" else "the ordered_at of its order_id"
     conn.execute(

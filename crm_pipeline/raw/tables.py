@@ -54,7 +54,9 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def ensure_raw_tables(conn: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...]) -> None:
+def ensure_raw_tables(
+    conn: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...]
+) -> None:
     """Create the schemas, the raw table of one source, the delivery log and the quarantine."""
     conn.execute("CREATE SCHEMA IF NOT EXISTS raw")
     conn.execute("CREATE SCHEMA IF NOT EXISTS quarantine")
