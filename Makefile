@@ -22,10 +22,11 @@ $(STAMP): requirements.lock pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-$(DAGSTER_HOME):
-	mkdir -p $@
+$(DAGSTER_HOME)/dagster.yaml: crm_pipeline/dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	test -f $@ || cp $< $@
 
-run: install $(DAGSTER_HOME)
+run: install
 	@test -e $(CRM_LANDING_DIR)/online_shop.sqlite || $(VENV)/bin/crm-pipeline generate --out $(CRM_LANDING_DIR)
 	$(VENV)/bin/crm-pipeline materialize
 	$(VENV)/bin/crm-pipeline summary
@@ -33,7 +34,7 @@ run: install $(DAGSTER_HOME)
 test: install
 	$(VENV)/bin/pytest -q
 
-ui: install $(DAGSTER_HOME)
+ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 bench: install

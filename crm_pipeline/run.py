@@ -64,6 +64,7 @@ def materialize_all(
                 dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph())
             )
     return job.execute_in_process(
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         instance=instance,
         tags=range_tags(first, last),
         raise_on_error=False,
