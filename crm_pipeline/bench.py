@@ -34,7 +34,7 @@ def _timed(command: list[str], env: dict[str, str]) -> dict[str, float]:
 
 def read_inputs_once(root: str) -> None:
     """The floor: DuckDB reads every landing file once with the contract's columns (no
-    sniffing), and the shop tables are fetched once through SQLAlchemy."""
+    sniffing), and each shop table is fetched once in bulk through SQLAlchemy."""
     import sqlalchemy as sa
 
     conn = duckdb.connect()
@@ -48,10 +48,14 @@ def read_inputs_once(root: str) -> None:
                 "read_csv(?, columns = ?, header = true, auto_detect = false, ignore_errors = true)"
             )
         conn.execute(f"SELECT count(*) FROM {reader}", [files, columns]).fetchall()
-    with sa.create_engine(landing.shop_url_for(root)).connect() as db:
+    engine = sa.create_engine(landing.shop_url_for(root))
+    with engine.connect() as db:
         for table in landing.SHOP_TABLES:
-            result = db.exec_driver_sql(f"SELECT * FROM {table.name}")
-            while result.fetchmany(200_000):
+            row = sa.func.json_array(*[sa.column(c) for c in table.columns])
+            result = db.execution_options(stream_results=True).execute(
+                sa.select(row).select_from(sa.table(table.name))
+            )
+            for _ in result.partitions(200_000):
                 pass
 
 

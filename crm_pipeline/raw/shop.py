@@ -88,12 +88,33 @@ def _select(
     return stmt, days.c.day
 
 
-def _chunks(engine: sa.Engine, stmt: sa.Select, names: list[str]) -> Iterator[pa.Table]:
-    with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(stmt)
+# Dialects that can pack a row into one JSON array: Python then handles one string per row
+# instead of one object per value, which is what makes a bulk read through SQLAlchemy fast.
+_ROW_AS_JSON = {
+    "sqlite": lambda cols: sa.func.json_array(*cols),
+    "postgresql": lambda cols: sa.cast(sa.func.json_build_array(*cols), sa.Text),
+}
+
+
+def _chunks(
+    engine: sa.Engine, stmt: sa.Select, names: list[str], conn: duckdb.DuckDBPyConnection
+) -> Iterator[pa.Table]:
+    """Stream a select as Arrow tables of text columns, CHUNK_ROWS rows at a time."""
+    pack = _ROW_AS_JSON.get(engine.dialect.name)
+    if pack is not None:
+        sub = stmt.subquery()
+        stmt = sa.select(pack([sub.c[n] for n in names]))
+        unpack = ", ".join(f"packed.r ->> {i} AS {quote_ident(n)}" for i, n in enumerate(names))
+    with engine.connect() as db:
+        result = db.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(stmt)
         for rows in result.partitions(CHUNK_ROWS):
-            columns = list(zip(*rows)) if rows else [[] for _ in names]
-            yield pa.table({n: pa.array(col, type=pa.string()) for n, col in zip(names, columns)})
+            if pack is None:
+                columns = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
+                yield pa.table({n: pa.array(c, type=pa.string()) for n, c in zip(names, columns)})
+                continue
+            conn.register("packed", pa.table({"r": pa.array([r[0] for r in rows], pa.string())}))
+            yield conn.sql(f"SELECT {unpack} FROM packed").to_arrow_table()
+            conn.unregister("packed")
 
 
 def day_counts(url: str, read: ShopRead) -> dict[str | None, int]:
@@ -158,7 +179,7 @@ def load_shop_table(
                 sweep = sa.or_(sweep, day.is_(None))
             reads.append((stmt.where(sweep), True))
     for query, rejected in reads:
-        for chunk in _chunks(engine, query, names):
+        for chunk in _chunks(engine, query, names, conn):
             conn.register("chunk", chunk)
             if rejected:
                 _reject_chunk(conn, source, lineage, read, partition_range, loaded_at)
