@@ -11,7 +11,7 @@ import duckdb
 
 from crm_pipeline import landing
 from crm_pipeline.partitions import daily_partitions
-from crm_pipeline.raw.shop import ShopRead, day_counts
+from crm_pipeline.raw.shop import order_days
 from crm_pipeline.resources import LandingZoneResource
 
 INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
@@ -25,8 +25,7 @@ def landing_days(zone: LandingZoneResource) -> list[str]:
         folder = zone.path / source.folder
         if folder.is_dir():
             found |= {p.name for p in folder.iterdir() if p.is_dir()}
-    orders = ShopRead(landing.ORDERS.name, landing.ORDERS.columns, partitioned=True)
-    found |= {d for d in day_counts(zone.database_url, orders) if d}
+    found |= {d for d in order_days(zone.database_url) if d}
     return sorted(found & keys)
 
 

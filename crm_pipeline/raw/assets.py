@@ -16,7 +16,7 @@ from crm_pipeline.partitions import daily_partitions, single_run_backfill
 from crm_pipeline.raw import checks
 from crm_pipeline.raw.files import Delivery, deliveries, load_csv, load_jsonl
 from crm_pipeline.raw.schemas import RAW_MODELS
-from crm_pipeline.raw.shop import ShopRead, day_counts, load_shop_table
+from crm_pipeline.raw.shop import ShopRead, load_shop_table
 from crm_pipeline.raw.tables import clear_slice, ensure_raw_tables
 from crm_pipeline.reporting import table_metadata
 from crm_pipeline.resources import WAREHOUSE_POOL, LandingZoneResource, WarehouseResource
@@ -136,11 +136,7 @@ def shop_asset(table: landing.ShopTable, partitioned: bool) -> dg.AssetsDefiniti
         landing_zone: LandingZoneResource,
     ) -> dg.MaterializeResult:
         url = landing_zone.database_url
-        counts = day_counts(url, read)
         days = _days(context) if partitioned else None
-        known = set(daily_partitions.get_partition_keys())
-        unplaceable = [d for d in counts if d not in known] if partitioned else []
-        span = f"{daily_partitions.start:%Y-%m-%d} to yesterday"
         loaded_at = _now()
         with warehouse.connect() as conn:
             ensure_raw_tables(conn, name, table.columns)
@@ -151,10 +147,8 @@ def shop_asset(table: landing.ShopTable, partitioned: bool) -> dg.AssetsDefiniti
                 url,
                 read,
                 days=days,
-                unplaceable=unplaceable,
-                counts=counts,
+                valid_days=daily_partitions.get_partition_keys(),
                 loaded_at=loaded_at,
-                partition_range=span,
             )
             conn.commit()
             return _result(conn, name, table.columns, days, multiline=False)

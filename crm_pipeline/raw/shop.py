@@ -1,14 +1,17 @@
 """Loading the online shop's tables into raw through SQLAlchemy, in bulk, losing nothing.
 
-Values are cast to text in the source database and streamed in chunks as Arrow tables into
-DuckDB. Orders and their items are partitioned by the order's day. A row whose day belongs to
-no partition (missing, malformed or out of range, such as an order dated years ahead) cannot be
-placed in any partition, so every load sweeps those rows into quarantine.raw_rejects anew.
+Each row is packed into one JSON array of text values by the source database, fetched in
+chunks and unpacked by DuckDB, so Python handles one string per row, never one per value.
+Orders and their items are partitioned by the order's day. A row whose day belongs to no
+partition (missing, malformed or out of range, such as an order dated years ahead, or an item
+whose order does not exist) goes to quarantine.raw_rejects; every load sweeps those anew.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,7 +21,7 @@ import sqlalchemy as sa
 
 from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, quote_ident, quote_literal
 
-CHUNK_ROWS = 200_000
+CHUNK_ROWS = 100_000
 
 
 class ShopSchemaError(Exception):
@@ -27,15 +30,19 @@ class ShopSchemaError(Exception):
 
 @dataclass(frozen=True)
 class ShopRead:
-    """How to read one shop table: its contract columns and, if partitioned, its day expression."""
+    """One shop table to read: its contract columns and whether it is partitioned by day."""
 
     table: str
     columns: tuple[str, ...]
     partitioned: bool
 
 
-def _engine(url: str) -> sa.Engine:
-    return sa.create_engine(url)
+@dataclass(frozen=True)
+class _Part:
+    """One select of a load, and whether its rows go to raw or to quarantine."""
+
+    select: sa.Select
+    rejected: bool
 
 
 def _source_columns(engine: sa.Engine, read: ShopRead) -> tuple[list[str], list[str]]:
@@ -56,76 +63,141 @@ def _source_columns(engine: sa.Engine, read: ShopRead) -> tuple[list[str], list[
     return list(read.columns), [c for c in present if c not in read.columns]
 
 
-def _day_of_order(orders: sa.TableClause) -> sa.ColumnElement:
+def _day_of(orders: sa.TableClause) -> sa.ColumnElement:
     return sa.func.substr(sa.cast(orders.c.ordered_at, sa.String), 1, 10)
 
 
-def _select(
-    engine: sa.Engine, read: ShopRead, columns: list[str]
-) -> tuple[sa.Select, sa.ColumnElement | None]:
-    """The read of one table as text columns, with a row id and the partition day."""
+_ORDERS = sa.table("orders", sa.column("order_id"), sa.column("ordered_at"))
+
+
+def order_days(url: str) -> dict[str | None, int]:
+    """Orders per day as the shop database has them (NULL or malformed days included)."""
+    engine = sa.create_engine(url)
+    _source_columns(engine, ShopRead("orders", ("order_id", "ordered_at"), True))
+    day = _day_of(_ORDERS)
+    with engine.connect() as db:
+        return {d: n for d, n in db.execute(sa.select(day, sa.func.count()).group_by(day))}
+
+
+def _first_days(valid: list[str], days: list[str]) -> sa.Select:
+    """Each order's first valid day, for the orders whose first day is one of `days`."""
+    day = _day_of(_ORDERS)
+    return (
+        sa.select(_ORDERS.c.order_id, sa.func.min(day).label("day"))
+        .where(_ORDERS.c.order_id.is_not(None), day.in_(valid))
+        .group_by(_ORDERS.c.order_id)
+        .having(sa.func.min(day).in_(days))
+    )
+
+
+Condition = Callable[[sa.TableClause], sa.ColumnElement]
+
+
+def _row_selects(
+    engine: sa.Engine,
+    read: ShopRead,
+    columns: list[str],
+    where: Condition,
+    day: Condition | None,
+) -> list[sa.Select]:
+    """The rows matching `where` as text, with a row id and their day; on SQLite split in two
+    halves by rowid, so both cores fetch at once."""
     table = sa.table(read.table, *[sa.column(c) for c in columns])
-    if engine.dialect.name == "sqlite":
-        row_id = sa.literal_column(f"{read.table}.rowid")
-    else:
-        row_id = sa.func.row_number().over(order_by=[table.c[c] for c in read.columns[:2]])
-    row_id = sa.cast(row_id, sa.String)
     texts = [sa.cast(table.c[c], sa.String).label(c) for c in columns]
-    if not read.partitioned:
-        return sa.select(*texts, row_id.label("__row_id"), sa.null().label("__day")), None
+    day_col = (day(table) if day else sa.null()).label("__day")
+    if engine.dialect.name != "sqlite":
+        row_id = sa.func.row_number().over(order_by=[table.c[c] for c in read.columns[:2]])
+        row = sa.cast(row_id, sa.String).label("__row_id")
+        return [sa.select(*texts, row, day_col).where(where(table))]
+    row_id = sa.literal_column(f"{read.table}.rowid")
+    with engine.connect() as db:
+        top = db.execute(sa.select(sa.func.max(row_id)).select_from(table)).scalar() or 0
+    row = sa.cast(row_id, sa.String).label("__row_id")
+    base = sa.select(*texts, row, day_col).where(where(table))
+    return [base.where(row_id <= top // 2), base.where(row_id > top // 2)]
+
+
+def _parts(
+    engine: sa.Engine,
+    read: ShopRead,
+    columns: list[str],
+    days: list[str] | None,
+    valid: list[str],
+) -> list[_Part]:
+    """The selects of one load: rows for raw, and (partitioned) rows of no partition."""
+
+    def parts(where: Condition, day: Condition | None, rejected: bool) -> list[_Part]:
+        return [_Part(s, rejected) for s in _row_selects(engine, read, columns, where, day)]
+
+    if days is None:
+        return parts(lambda t: sa.true(), None, False)
     if read.table == "orders":
-        day = _day_of_order(table)
-        return sa.select(*texts, row_id.label("__row_id"), day.label("__day")), day
-    orders = sa.table("orders", sa.column("order_id"), sa.column("ordered_at"))
-    days = (
-        sa.select(orders.c.order_id, sa.func.min(_day_of_order(orders)).label("day"))
-        .group_by(orders.c.order_id)
-        .subquery()
+        return parts(lambda t: _day_of(t).in_(days), _day_of, False) + parts(
+            lambda t: sa.or_(_day_of(t).is_(None), _day_of(t).not_in(valid)), _day_of, True
+        )
+    # Items take their order's day, joined in DuckDB (SQLite has no index to join with).
+    first = _first_days(valid, days).subquery()
+    known = sa.select(_ORDERS.c.order_id).where(
+        _ORDERS.c.order_id.is_not(None), _day_of(_ORDERS).in_(valid)
     )
-    stmt = sa.select(*texts, row_id.label("__row_id"), days.c.day.label("__day")).select_from(
-        table.outerjoin(days, days.c.order_id == table.c.order_id)
+    return parts(lambda t: t.c.order_id.in_(sa.select(first.c.order_id)), None, False) + parts(
+        lambda t: sa.or_(t.c.order_id.is_(None), t.c.order_id.not_in(known)), None, True
     )
-    return stmt, days.c.day
 
 
-# Dialects that can pack a row into one JSON array: Python then handles one string per row
-# instead of one object per value, which is what makes a bulk read through SQLAlchemy fast.
 _ROW_AS_JSON = {
     "sqlite": lambda cols: sa.func.json_array(*cols),
     "postgresql": lambda cols: sa.cast(sa.func.json_build_array(*cols), sa.Text),
 }
 
 
+def _fetch(engine: sa.Engine, part: _Part, names: list[str], out: queue.Queue) -> None:
+    """Fetch one select in a thread, putting (part, packed rows or columns) on the queue."""
+    try:
+        pack = _ROW_AS_JSON.get(engine.dialect.name)
+        select = part.select
+        if pack is not None:
+            sub = select.subquery()
+            select = sa.select(pack([sub.c[n] for n in names]))
+        with engine.connect() as db:
+            result = db.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(select)
+            for rows in result.partitions(CHUNK_ROWS):
+                if pack is not None:
+                    out.put((part, pa.table({"r": pa.array([r[0] for r in rows], pa.string())})))
+                else:
+                    cols = list(zip(*rows, strict=True))
+                    out.put(
+                        (part, pa.table({n: pa.array(c, pa.string()) for n, c in zip(names, cols)}))
+                    )
+        out.put((part, None))
+    except Exception as error:  # noqa: BLE001 (handed to the loading thread, which raises it)
+        out.put((part, error))
+
+
 def _chunks(
-    engine: sa.Engine, stmt: sa.Select, names: list[str], conn: duckdb.DuckDBPyConnection
-) -> Iterator[pa.Table]:
-    """Stream a select as Arrow tables of text columns, CHUNK_ROWS rows at a time."""
-    pack = _ROW_AS_JSON.get(engine.dialect.name)
-    if pack is not None:
-        sub = stmt.subquery()
-        stmt = sa.select(pack([sub.c[n] for n in names]))
-        unpack = ", ".join(f"packed.r ->> {i} AS {quote_ident(n)}" for i, n in enumerate(names))
-    with engine.connect() as db:
-        result = db.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(stmt)
-        for rows in result.partitions(CHUNK_ROWS):
-            if pack is None:
-                columns = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
-                yield pa.table({n: pa.array(c, type=pa.string()) for n, c in zip(names, columns)})
-                continue
-            conn.register("packed", pa.table({"r": pa.array([r[0] for r in rows], pa.string())}))
-            yield conn.sql(f"SELECT {unpack} FROM packed").to_arrow_table()
+    engine: sa.Engine, parts: list[_Part], names: list[str], conn: duckdb.DuckDBPyConnection
+) -> Iterator[tuple[_Part, pa.Table]]:
+    """All parts fetched concurrently (the source database does the scanning), unpacked here."""
+    out: queue.Queue = queue.Queue(maxsize=4)
+    threads = [
+        threading.Thread(target=_fetch, args=(engine, p, names, out), daemon=True) for p in parts
+    ]
+    for t in threads:
+        t.start()
+    unpack = ", ".join(f"packed.r ->> {i} AS {quote_ident(n)}" for i, n in enumerate(names))
+    running = len(threads)
+    while running:
+        part, item = out.get()
+        if item is None:
+            running -= 1
+        elif isinstance(item, Exception):
+            raise item
+        elif "r" in item.column_names:
+            conn.register("packed", item)
+            yield part, conn.sql(f"SELECT {unpack} FROM packed").to_arrow_table()
             conn.unregister("packed")
-
-
-def day_counts(url: str, read: ShopRead) -> dict[str | None, int]:
-    """Rows per partition day as the shop database has them (the source side of conservation)."""
-    engine = _engine(url)
-    columns, _ = _source_columns(engine, read)
-    stmt, _ = _select(engine, read, columns)
-    sub = stmt.subquery()
-    query = sa.select(sub.c.__day, sa.func.count()).group_by(sub.c.__day)
-    with engine.connect() as conn:
-        return {d: n for d, n in conn.execute(query)}
+        else:
+            yield part, item
 
 
 def load_shop_table(
@@ -134,67 +206,98 @@ def load_shop_table(
     read: ShopRead,
     *,
     days: list[str] | None,
-    unplaceable: list[str | None],
-    counts: dict[str | None, int],
+    valid_days: list[str],
     loaded_at: datetime,
-    partition_range: str,
 ) -> None:
-    """Append one shop table (or the given partition days of it) to raw.<source>.
+    """Append one shop table (or the given partition days of it) to raw.online_<table>.
 
-    days: the partition days to load (None: the whole table). unplaceable: day values that
-    belong to no partition; their rows go to quarantine. counts: source rows per day.
+    days: the partition days to load (None: the whole table, unpartitioned). valid_days:
+    every partition day; rows whose day is not one of them go to quarantine.
     """
-    engine = _engine(url)
+    engine = sa.create_engine(url)
     columns, extra = _source_columns(engine, read)
     names = columns + extra + ["__row_id", "__day"]
-    stmt, day = _select(engine, read, columns + extra)
-    source = f"online_{read.table}"
-    lineage = f"shop:{read.table}"
+    source, lineage = f"online_{read.table}", f"shop:{read.table}"
     extra_sql = (
         "json_object(" + ", ".join(f"{quote_literal(c)}, {quote_ident(c)}" for c in extra) + ")"
         if extra
         else "NULL"
     )
     contract_sql = ", ".join(quote_ident(c) for c in read.columns)
-    if days is None:
-        conn.execute(
-            f"INSERT INTO {DELIVERIES_TABLE} VALUES (?, NULL, ?, ?, ?)",
-            [source, lineage, sum(counts.values()), loaded_at],
-        )
-        reads = [(stmt, False)]
-    else:
-        conn.executemany(
-            f"INSERT INTO {DELIVERIES_TABLE} VALUES (?, ?, ?, ?, ?)",
-            [(source, d, lineage, counts.get(d, 0), loaded_at) for d in days],
-        )
-        reads = [(stmt.where(day.in_(days)), False)] if days else []
-        bad_days = [d for d in unplaceable if d is not None]
-        if unplaceable:
-            conn.execute(
-                f"INSERT INTO {DELIVERIES_TABLE} VALUES (?, NULL, ?, ?, ?)",
-                [source, lineage, sum(counts.get(d, 0) for d in unplaceable), loaded_at],
-            )
-            sweep = day.in_(bad_days) if bad_days else sa.false()
-            if None in unplaceable:
-                sweep = sa.or_(sweep, day.is_(None))
-            reads.append((stmt.where(sweep), True))
-    for query, rejected in reads:
-        for chunk in _chunks(engine, query, names, conn):
-            conn.register("chunk", chunk)
-            if rejected:
-                _reject_chunk(conn, source, lineage, read, partition_range, loaded_at)
-                conn.unregister("chunk")
-                continue
+    span = f"{valid_days[0]} to {valid_days[-1]}" if valid_days else "none"
+    day_sql = "CAST(__day AS DATE)"
+    if days is not None and read.table != "orders":
+        _load_first_days(conn, engine, valid_days, days)
+        day_sql = "(SELECT day FROM order_first_day AS o WHERE o.order_id = chunk.order_id)"
+    fetched = {False: 0, True: 0}
+    for part, chunk in _chunks(
+        engine, _parts(engine, read, columns + extra, days, valid_days), names, conn
+    ):
+        fetched[part.rejected] += chunk.num_rows
+        conn.register("chunk", chunk)
+        if part.rejected:
+            _reject_chunk(conn, source, lineage, read, span, loaded_at)
+        else:
             conn.execute(
                 f"""
                 INSERT INTO raw.{source}
                 SELECT {contract_sql}, {extra_sql}, ?, CAST(__row_id AS BIGINT),
-                       CAST(__day AS DATE), ?
+                       {day_sql}, ?
                 FROM chunk
                 """,
                 [lineage, loaded_at],
             )
-            conn.unregister("chunk")
+        conn.unregister("chunk")
+    _log_deliveries(conn, source, lineage, days, fetched, loaded_at)
+
+
+def _load_first_days(
+    conn: duckdb.DuckDBPyConnection, engine: sa.Engine, valid: list[str], days: list[str]
+) -> None:
+    """Fetch each order's partition day for the load's days into a temp table."""
+    conn.execute("CREATE OR REPLACE TEMP TABLE order_first_day (order_id VARCHAR, day DATE)")
+    first = _Part(_first_days(valid, days), False)
+    for _, chunk in _chunks(engine, [first], ["order_id", "day"], conn):
+        conn.register("chunk", chunk)
+        conn.execute("INSERT INTO order_first_day SELECT order_id, CAST(day AS DATE) FROM chunk")
+        conn.unregister("chunk")
+
+
+def _log_deliveries(
+    conn: duckdb.DuckDBPyConnection,
+    source: str,
+    lineage: str,
+    days: list[str] | None,
+    fetched: dict[bool, int],
+    loaded_at: datetime,
+) -> None:
+    """Rows the shop delivered, per day: counted as fetched, before DuckDB wrote them."""
+    if days is None:
+        conn.execute(
+            f"INSERT INTO {DELIVERIES_TABLE} VALUES (?, NULL, ?, ?, ?)",
+            [source, lineage, fetched[False], loaded_at],
+        )
+        return
+    landed = dict(
+        conn.execute(
+            f"SELECT partition_date::VARCHAR, count(*) FROM raw.{source} "
+            "WHERE loaded_at = ? GROUP BY ALL",
+            [loaded_at],
+        ).fetchall()
+    )
+    if sum(landed.values()) != fetched[False]:
+        raise RuntimeError(
+            f"raw.{source}: fetched {fetched[False]} rows from {lineage} but wrote "
+            f"{sum(landed.values())}; the load was rolled back, re-run it"
+        )
+    conn.executemany(
+        f"INSERT INTO {DELIVERIES_TABLE} VALUES (?, ?, ?, ?, ?)",
+        [(source, d, lineage, landed.get(d, 0), loaded_at) for d in days],
+    )
+    conn.execute(
+        f"INSERT INTO {DELIVERIES_TABLE} VALUES (?, NULL, ?, ?, ?)",
+        [source, lineage, fetched[True], loaded_at],
+    )
 
 
 def _reject_chunk(
@@ -202,21 +305,22 @@ def _reject_chunk(
     source: str,
     lineage: str,
     read: ShopRead,
-    partition_range: str,
+    span: str,
     loaded_at: datetime,
 ) -> None:
-    what = "ordered_at" if read.table == "orders" else "the ordered_at of its order_id"
+    what = "ordered_at" if read.table == "orders" else "its order's ordered_at"
+    record = ", ".join(f"{quote_ident(c)} := {quote_ident(c)}" for c in read.columns)
     conn.execute(
         f"""
         INSERT INTO {REJECTS_TABLE}
         SELECT ?, NULL, ?, CAST(__row_id AS BIGINT),
-               to_json(struct_pack({", ".join(f"{quote_ident(c)} := {quote_ident(c)}" for c in read.columns)}))::VARCHAR,
+               to_json(struct_pack({record}))::VARCHAR,
                'no_partition',
                ? || ' row ' || __row_id || ': ' || ? || ' is '
-                 || coalesce('''' || __day || '''', 'missing')
+                 || coalesce('''' || __day || '''', 'missing or unknown')
                  || ', not a day of any partition (' || ? || '); correct it in the shop database',
                ?
         FROM chunk
         """,
-        [source, lineage, lineage, what, partition_range, loaded_at],
+        [source, lineage, lineage, what, span, loaded_at],
     )
