@@ -79,17 +79,6 @@ def order_days(url: str) -> dict[str | None, int]:
         return {d: n for d, n in db.execute(sa.select(day, sa.func.count()).group_by(day))}
 
 
-def _first_days(valid: list[str], days: list[str]) -> sa.Select:
-    """Each order's first valid day, for the orders whose first day is one of `days`."""
-    day = _day_of(_ORDERS)
-    return (
-        sa.select(_ORDERS.c.order_id, sa.func.min(day).label("day"))
-        .where(_ORDERS.c.order_id.is_not(None), day.in_(valid))
-        .group_by(_ORDERS.c.order_id)
-        .having(sa.func.min(day).in_(days))
-    )
-
-
 Condition = Callable[[sa.TableClause], sa.ColumnElement]
 
 
@@ -103,17 +92,15 @@ def _row_selects(
     """The rows matching `where` as text, with a row id and their day; on SQLite split in two
     halves by rowid, so both cores fetch at once."""
     table = sa.table(read.table, *[sa.column(c) for c in columns])
-    texts = [sa.cast(table.c[c], sa.String).label(c) for c in columns]
+    values = [table.c[c] for c in columns]
     day_col = (day(table) if day else sa.null()).label("__day")
     if engine.dialect.name != "sqlite":
         row_id = sa.func.row_number().over(order_by=[table.c[c] for c in read.columns[:2]])
-        row = sa.cast(row_id, sa.String).label("__row_id")
-        return [sa.select(*texts, row, day_col).where(where(table))]
+        return [sa.select(*values, row_id.label("__row_id"), day_col).where(where(table))]
     row_id = sa.literal_column(f"{read.table}.rowid")
     with engine.connect() as db:
         top = db.execute(sa.select(sa.func.max(row_id)).select_from(table)).scalar() or 0
-    row = sa.cast(row_id, sa.String).label("__row_id")
-    base = sa.select(*texts, row, day_col).where(where(table))
+    base = sa.select(*values, row_id.label("__row_id"), day_col).where(where(table))
     return [base.where(row_id <= top // 2), base.where(row_id > top // 2)]
 
 
@@ -135,13 +122,18 @@ def _parts(
         return parts(lambda t: _day_of(t).in_(days), _day_of, False) + parts(
             lambda t: sa.or_(_day_of(t).is_(None), _day_of(t).not_in(valid)), _day_of, True
         )
-    # Items take their order's day, joined in DuckDB (SQLite has no index to join with).
-    first = _first_days(valid, days).subquery()
-    known = sa.select(_ORDERS.c.order_id).where(
-        _ORDERS.c.order_id.is_not(None), _day_of(_ORDERS).in_(valid)
-    )
-    return parts(lambda t: t.c.order_id.in_(sa.select(first.c.order_id)), None, False) + parts(
-        lambda t: sa.or_(t.c.order_id.is_(None), t.c.order_id.not_in(known)), None, True
+
+    # Items take their order's day from raw.online_orders in DuckDB: a shop database need
+    # have no index to join them with.
+    def orders_on(some_days: list[str]) -> sa.Select:
+        return sa.select(_ORDERS.c.order_id).where(
+            _ORDERS.c.order_id.is_not(None), _day_of(_ORDERS).in_(some_days)
+        )
+
+    return parts(lambda t: t.c.order_id.in_(orders_on(days)), None, False) + parts(
+        lambda t: sa.or_(t.c.order_id.is_(None), t.c.order_id.not_in(orders_on(valid))),
+        None,
+        True,
     )
 
 
@@ -151,24 +143,40 @@ _ROW_AS_JSON = {
 }
 
 
+def _row_batches(engine: sa.Engine, select: sa.Select) -> Iterator[list[tuple]]:
+    """The select's rows in batches. SQLite is read through the driver's cursor with the
+    statement SQLAlchemy compiled: its Result layer would double the cost of every row."""
+    if engine.dialect.name == "sqlite":
+        compiled = select.compile(engine, compile_kwargs={"render_postcompile": True})
+        params = compiled.construct_params()
+        cursor = engine.raw_connection().cursor()
+        cursor.execute(str(compiled), [params[k] for k in compiled.positiontup or []])
+        while rows := cursor.fetchmany(CHUNK_ROWS):
+            yield rows
+        cursor.close()
+        return
+    with engine.connect() as db:
+        result = db.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(select)
+        yield from result.partitions(CHUNK_ROWS)
+
+
 def _fetch(engine: sa.Engine, part: _Part, names: list[str], out: queue.Queue) -> None:
     """Fetch one select in a thread, putting (part, packed rows or columns) on the queue."""
     try:
         pack = _ROW_AS_JSON.get(engine.dialect.name)
-        select = part.select
-        if pack is not None:
-            sub = select.subquery()
+        sub = part.select.subquery()
+        if pack is not None:  # JSON renders every value as delivered
             select = sa.select(pack([sub.c[n] for n in names]))
-        with engine.connect() as db:
-            result = db.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(select)
-            for rows in result.partitions(CHUNK_ROWS):
-                if pack is not None:
-                    out.put((part, pa.table({"r": pa.array([r[0] for r in rows], pa.string())})))
-                else:
-                    cols = list(zip(*rows, strict=True))
-                    out.put(
-                        (part, pa.table({n: pa.array(c, pa.string()) for n, c in zip(names, cols)}))
-                    )
+        else:
+            select = sa.select(*[sa.cast(sub.c[n], sa.String) for n in names])
+        for rows in _row_batches(engine, select):
+            if pack is not None:
+                out.put((part, pa.table({"r": pa.array([r[0] for r in rows], pa.string())})))
+            else:
+                cols = list(zip(*rows, strict=True))
+                out.put(
+                    (part, pa.table({n: pa.array(c, pa.string()) for n, c in zip(names, cols)}))
+                )
         out.put((part, None))
     except Exception as error:  # noqa: BLE001 (handed to the loading thread, which raises it)
         out.put((part, error))
@@ -184,7 +192,6 @@ def _chunks(
     ]
     for t in threads:
         t.start()
-    unpack = ", ".join(f"packed.r ->> {i} AS {quote_ident(n)}" for i, n in enumerate(names))
     running = len(threads)
     while running:
         part, item = out.get()
@@ -192,12 +199,17 @@ def _chunks(
             running -= 1
         elif isinstance(item, Exception):
             raise item
-        elif "r" in item.column_names:
-            conn.register("packed", item)
-            yield part, conn.sql(f"SELECT {unpack} FROM packed").to_arrow_table()
-            conn.unregister("packed")
         else:
             yield part, item
+
+
+def _unpacked(names: list[str], chunk: pa.Table) -> str:
+    """SQL reading a fetched chunk (registered as `chunk`) as named text columns."""
+    if "r" not in chunk.column_names:
+        return "SELECT * FROM chunk"
+    # Parse each packed row once into a list of text values, then pick them by position.
+    columns = ", ".join(f"v[{i + 1}] AS {quote_ident(n)}" for i, n in enumerate(names))
+    return f"SELECT {columns} FROM (SELECT json_transform(r, '[\"VARCHAR\"]') AS v FROM chunk)"
 
 
 def load_shop_table(
@@ -225,42 +237,45 @@ def load_shop_table(
     )
     contract_sql = ", ".join(quote_ident(c) for c in read.columns)
     span = f"{valid_days[0]} to {valid_days[-1]}" if valid_days else "none"
-    day_sql = "CAST(__day AS DATE)"
-    if days is not None and read.table != "orders":
-        _load_first_days(conn, engine, valid_days, days)
-        day_sql = "(SELECT day FROM order_first_day AS o WHERE o.order_id = chunk.order_id)"
+    # Rows are staged first, then written in one statement: per-chunk joins would rebuild
+    # the join's hash table for every chunk.
+    staged = {False: "shop_rows", True: "shop_unplaced"}
     fetched = {False: 0, True: 0}
     for part, chunk in _chunks(
         engine, _parts(engine, read, columns + extra, days, valid_days), names, conn
     ):
         fetched[part.rejected] += chunk.num_rows
         conn.register("chunk", chunk)
-        if part.rejected:
-            _reject_chunk(conn, source, lineage, read, span, loaded_at)
-        else:
-            conn.execute(
-                f"""
-                INSERT INTO raw.{source}
-                SELECT {contract_sql}, {extra_sql}, ?, CAST(__row_id AS BIGINT),
-                       {day_sql}, ?
-                FROM chunk
-                """,
-                [lineage, loaded_at],
+        rows = _unpacked(names, chunk)
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staged[part.rejected]} AS {rows} LIMIT 0")
+        conn.execute(f"INSERT INTO {staged[part.rejected]} {rows}")
+        conn.unregister("chunk")
+    day_sql = "CAST(__day AS DATE)"
+    if days is not None and read.table != "orders":
+        day_sql = """(
+            SELECT min(o.partition_date)
+            FROM raw.online_orders AS o
+            WHERE o.order_id = rows.order_id
+              AND o.partition_date BETWEEN ? AND ?
+        )"""
+    if fetched[False]:
+        conn.execute(
+            f"""
+            INSERT INTO raw.{source}
+            SELECT * FROM (
+                SELECT {contract_sql}, {extra_sql}, ? AS source_file,
+                       CAST(__row_id AS BIGINT), {day_sql} AS day, ?
+                FROM shop_rows AS rows
             )
-        conn.unregister("chunk")
+            WHERE day IS NOT NULL OR ?
+            """,
+            [lineage, *([days[0], days[-1]] if "?" in day_sql else []), loaded_at, days is None],
+        )
+    if fetched[True]:
+        _reject_staged(conn, source, lineage, read, span, loaded_at)
+    for table in staged.values():
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
     _log_deliveries(conn, source, lineage, days, fetched, loaded_at)
-
-
-def _load_first_days(
-    conn: duckdb.DuckDBPyConnection, engine: sa.Engine, valid: list[str], days: list[str]
-) -> None:
-    """Fetch each order's partition day for the load's days into a temp table."""
-    conn.execute("CREATE OR REPLACE TEMP TABLE order_first_day (order_id VARCHAR, day DATE)")
-    first = _Part(_first_days(valid, days), False)
-    for _, chunk in _chunks(engine, [first], ["order_id", "day"], conn):
-        conn.register("chunk", chunk)
-        conn.execute("INSERT INTO order_first_day SELECT order_id, CAST(day AS DATE) FROM chunk")
-        conn.unregister("chunk")
 
 
 def _log_deliveries(
@@ -288,7 +303,8 @@ def _log_deliveries(
     if sum(landed.values()) != fetched[False]:
         raise RuntimeError(
             f"raw.{source}: fetched {fetched[False]} rows from {lineage} but wrote "
-            f"{sum(landed.values())}; the load was rolled back, re-run it"
+            f"{sum(landed.values())}; nothing was kept. For order items, materialize "
+            "raw/online_orders for the same days first (items take their order's day)."
         )
     conn.executemany(
         f"INSERT INTO {DELIVERIES_TABLE} VALUES (?, ?, ?, ?, ?)",
@@ -300,7 +316,7 @@ def _log_deliveries(
     )
 
 
-def _reject_chunk(
+def _reject_staged(
     conn: duckdb.DuckDBPyConnection,
     source: str,
     lineage: str,
@@ -320,7 +336,7 @@ def _reject_chunk(
                  || coalesce('''' || __day || '''', 'missing or unknown')
                  || ', not a day of any partition (' || ? || '); correct it in the shop database',
                ?
-        FROM chunk
+        FROM shop_unplaced
         """,
         [source, lineage, lineage, what, span, loaded_at],
     )
