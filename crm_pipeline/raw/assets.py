@@ -69,7 +69,7 @@ def _result(
 
 
 def _asset(
-    table: str, partitioned: bool, kinds: set[str], deps: list[str] | None = None
+    table: str, partitioned: bool, kinds: set[str]
 ) -> Callable[[Callable], dg.AssetsDefinition]:
     key = dg.AssetKey(["raw", table])
     model = RAW_MODELS[table]
@@ -85,7 +85,6 @@ def _asset(
             pool=WAREHOUSE_POOL,
             kinds={"duckdb", *kinds},
             check_specs=checks.check_specs(key),
-            deps=[dg.AssetKey(["raw", d]) for d in deps or []],
             tags={"layer": "raw"},
         )
 
@@ -130,10 +129,7 @@ def shop_asset(table: landing.ShopTable, partitioned: bool) -> dg.AssetsDefiniti
     name = f"online_{table.name}"
     read = ShopRead(table.name, table.columns, partitioned)
 
-    # Items are partitioned by their order's day, which they take from raw.online_orders.
-    deps = ["online_orders"] if table is landing.ORDER_ITEMS else None
-
-    @_asset(name, partitioned, {"sql"}, deps)
+    @_asset(name, partitioned, {"sql"})
     def _raw(
         context: dg.AssetExecutionContext,
         warehouse: WarehouseResource,

@@ -1,17 +1,19 @@
 """Loading the online shop's tables into raw through SQLAlchemy, in bulk, losing nothing.
 
-Each row is packed into one JSON array of text values by the source database, fetched in
-chunks and unpacked by DuckDB, so Python handles one string per row, never one per value.
-Orders and their items are partitioned by the order's day. A row whose day belongs to no
-partition (missing, malformed or out of range, such as an order dated years ahead, or an item
-whose order does not exist) goes to quarantine.raw_rejects; every load sweeps those anew.
+Each table is read in one pass: the source database packs every row into one JSON array of
+its values, so Python handles one string per row, never one per value; DuckDB unpacks them
+and does the rest. A shop database need have no index, so rows are routed to partitions in
+DuckDB, not filtered in the source: orders by their day, items by their order's day. A row
+whose day belongs to no partition (missing, malformed or out of range, such as an order dated
+years ahead, or an item whose order does not exist) goes to quarantine.raw_rejects; each load
+sweeps those anew.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,6 +24,7 @@ import sqlalchemy as sa
 from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, quote_ident, quote_literal
 
 CHUNK_ROWS = 100_000
+_ROW_ID, _SHOP_ROWS, _ORDER_DAYS = "__row_id", "shop_rows", "shop_order_days"
 
 
 class ShopSchemaError(Exception):
@@ -35,14 +38,6 @@ class ShopRead:
     table: str
     columns: tuple[str, ...]
     partitioned: bool
-
-
-@dataclass(frozen=True)
-class _Part:
-    """One select of a load, and whether its rows go to raw or to quarantine."""
-
-    select: sa.Select
-    rejected: bool
 
 
 def _source_columns(engine: sa.Engine, read: ShopRead) -> tuple[list[str], list[str]]:
@@ -63,153 +58,132 @@ def _source_columns(engine: sa.Engine, read: ShopRead) -> tuple[list[str], list[
     return list(read.columns), [c for c in present if c not in read.columns]
 
 
-def _day_of(orders: sa.TableClause) -> sa.ColumnElement:
-    return sa.func.substr(sa.cast(orders.c.ordered_at, sa.String), 1, 10)
-
-
 _ORDERS = sa.table("orders", sa.column("order_id"), sa.column("ordered_at"))
+_ORDER_DAY = sa.func.substr(sa.cast(_ORDERS.c.ordered_at, sa.String), 1, 10)
 
 
 def order_days(url: str) -> dict[str | None, int]:
     """Orders per day as the shop database has them (NULL or malformed days included)."""
     engine = sa.create_engine(url)
     _source_columns(engine, ShopRead("orders", ("order_id", "ordered_at"), True))
-    day = _day_of(_ORDERS)
     with engine.connect() as db:
-        return {d: n for d, n in db.execute(sa.select(day, sa.func.count()).group_by(day))}
+        query = sa.select(_ORDER_DAY, sa.func.count()).group_by(_ORDER_DAY)
+        return {day: n for day, n in db.execute(query)}
 
 
-Condition = Callable[[sa.TableClause], sa.ColumnElement]
+def _selects(engine: sa.Engine, table: str, values: list[sa.ColumnElement]) -> list[sa.Select]:
+    """The whole table as one JSON array per row (or plain text columns), with a row id; on
+    SQLite in two halves by rowid, so both cores work."""
+    source = sa.table(table)
+    if engine.dialect.name == "sqlite":
+        row_id = sa.literal_column(f"{table}.rowid")
+        pack = sa.func.json_array(*values, row_id)
+        with engine.connect() as db:
+            top = db.execute(sa.select(sa.func.max(row_id)).select_from(source)).scalar() or 0
+        base = sa.select(pack).select_from(source)
+        return [base.where(row_id <= top // 2), base.where(row_id > top // 2)]
+    row_id = sa.func.row_number().over(order_by=values[:2])
+    if engine.dialect.name == "postgresql":
+        return [sa.select(sa.cast(sa.func.json_build_array(*values, row_id), sa.Text))]
+    return [sa.select(*[sa.cast(v, sa.String) for v in [*values, row_id]]).select_from(source)]
 
 
-def _row_selects(
-    engine: sa.Engine,
-    read: ShopRead,
-    columns: list[str],
-    where: Condition,
-    day: Condition | None,
-) -> list[sa.Select]:
-    """The rows matching `where` as text, with a row id and their day; on SQLite split in two
-    halves by rowid, so both cores fetch at once."""
-    table = sa.table(read.table, *[sa.column(c) for c in columns])
-    values = [table.c[c] for c in columns]
-    day_col = (day(table) if day else sa.null()).label("__day")
-    if engine.dialect.name != "sqlite":
-        row_id = sa.func.row_number().over(order_by=[table.c[c] for c in read.columns[:2]])
-        return [sa.select(*values, row_id.label("__row_id"), day_col).where(where(table))]
-    row_id = sa.literal_column(f"{read.table}.rowid")
-    with engine.connect() as db:
-        top = db.execute(sa.select(sa.func.max(row_id)).select_from(table)).scalar() or 0
-    base = sa.select(*values, row_id.label("__row_id"), day_col).where(where(table))
-    return [base.where(row_id <= top // 2), base.where(row_id > top // 2)]
-
-
-def _parts(
-    engine: sa.Engine,
-    read: ShopRead,
-    columns: list[str],
-    days: list[str] | None,
-    valid: list[str],
-) -> list[_Part]:
-    """The selects of one load: rows for raw, and (partitioned) rows of no partition."""
-
-    def parts(where: Condition, day: Condition | None, rejected: bool) -> list[_Part]:
-        return [_Part(s, rejected) for s in _row_selects(engine, read, columns, where, day)]
-
-    if days is None:
-        return parts(lambda t: sa.true(), None, False)
-    if read.table == "orders":
-        return parts(lambda t: _day_of(t).in_(days), _day_of, False) + parts(
-            lambda t: sa.or_(_day_of(t).is_(None), _day_of(t).not_in(valid)), _day_of, True
-        )
-
-    # Items take their order's day from raw.online_orders in DuckDB: a shop database need
-    # have no index to join them with.
-    def orders_on(some_days: list[str]) -> sa.Select:
-        return sa.select(_ORDERS.c.order_id).where(
-            _ORDERS.c.order_id.is_not(None), _day_of(_ORDERS).in_(some_days)
-        )
-
-    return parts(lambda t: t.c.order_id.in_(orders_on(days)), None, False) + parts(
-        lambda t: sa.or_(t.c.order_id.is_(None), t.c.order_id.not_in(orders_on(valid))),
-        None,
-        True,
-    )
-
-
-_ROW_AS_JSON = {
-    "sqlite": lambda cols: sa.func.json_array(*cols),
-    "postgresql": lambda cols: sa.cast(sa.func.json_build_array(*cols), sa.Text),
-}
-
-
-def _row_batches(engine: sa.Engine, select: sa.Select) -> Iterator[list[tuple]]:
+def _batches(engine: sa.Engine, select: sa.Select) -> Iterator[list[tuple]]:
     """The select's rows in batches. SQLite is read through the driver's cursor with the
     statement SQLAlchemy compiled: its Result layer would double the cost of every row."""
-    if engine.dialect.name == "sqlite":
-        compiled = select.compile(engine, compile_kwargs={"render_postcompile": True})
-        params = compiled.construct_params()
-        cursor = engine.raw_connection().cursor()
-        cursor.execute(str(compiled), [params[k] for k in compiled.positiontup or []])
-        while rows := cursor.fetchmany(CHUNK_ROWS):
-            yield rows
-        cursor.close()
+    if engine.dialect.name != "sqlite":
+        with engine.connect() as db:
+            result = db.execution_options(stream_results=True, yield_per=CHUNK_ROWS)
+            yield from result.execute(select).partitions(CHUNK_ROWS)
         return
-    with engine.connect() as db:
-        result = db.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(select)
-        yield from result.partitions(CHUNK_ROWS)
+    compiled = select.compile(engine)
+    params = compiled.construct_params()
+    cursor = engine.raw_connection().cursor()
+    cursor.execute(str(compiled), [params[k] for k in compiled.positiontup or []])
+    while rows := cursor.fetchmany(CHUNK_ROWS):
+        yield rows
+    cursor.close()
 
 
-def _fetch(engine: sa.Engine, part: _Part, names: list[str], out: queue.Queue) -> None:
-    """Fetch one select in a thread, putting (part, packed rows or columns) on the queue."""
+def _fetch(engine: sa.Engine, select: sa.Select, out: queue.Queue) -> None:
+    """Fetch one select in a thread, putting Arrow tables (or the error) on the queue."""
     try:
-        pack = _ROW_AS_JSON.get(engine.dialect.name)
-        sub = part.select.subquery()
-        if pack is not None:  # JSON renders every value as delivered
-            select = sa.select(pack([sub.c[n] for n in names]))
-        else:
-            select = sa.select(*[sa.cast(sub.c[n], sa.String) for n in names])
-        for rows in _row_batches(engine, select):
-            if pack is not None:
-                out.put((part, pa.table({"r": pa.array([r[0] for r in rows], pa.string())})))
+        for rows in _batches(engine, select):
+            if len(rows[0]) == 1:
+                out.put(pa.table({"r": pa.array([r[0] for r in rows], pa.string())}))
             else:
-                cols = list(zip(*rows, strict=True))
+                columns = list(zip(*rows, strict=True))
                 out.put(
-                    (part, pa.table({n: pa.array(c, pa.string()) for n, c in zip(names, cols)}))
+                    pa.table({f"c{i}": pa.array(c, pa.string()) for i, c in enumerate(columns)})
                 )
-        out.put((part, None))
+        out.put(None)
     except Exception as error:  # noqa: BLE001 (handed to the loading thread, which raises it)
-        out.put((part, error))
+        out.put(error)
 
 
-def _chunks(
-    engine: sa.Engine, parts: list[_Part], names: list[str], conn: duckdb.DuckDBPyConnection
-) -> Iterator[tuple[_Part, pa.Table]]:
-    """All parts fetched concurrently (the source database does the scanning), unpacked here."""
+def _stage(
+    conn: duckdb.DuckDBPyConnection,
+    engine: sa.Engine,
+    table: str,
+    names: list[str],
+    target: str,
+) -> int:
+    """Copy a whole shop table into a DuckDB temp table of text columns; returns its rows."""
+    values = [sa.column(n) for n in names]
+    selects = _selects(engine, table, values)
     out: queue.Queue = queue.Queue(maxsize=4)
-    threads = [
-        threading.Thread(target=_fetch, args=(engine, p, names, out), daemon=True) for p in parts
-    ]
-    for t in threads:
-        t.start()
-    running = len(threads)
+    for select in selects:
+        threading.Thread(target=_fetch, args=(engine, select, out), daemon=True).start()
+    all_names = [*names, _ROW_ID]
+    # A packed row is parsed once into a list of text values, then picked by position.
+    packed = ", ".join(f"v[{i + 1}] AS {quote_ident(n)}" for i, n in enumerate(all_names))
+    plain = ", ".join(f"c{i} AS {quote_ident(n)}" for i, n in enumerate(all_names))
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE {target} ("
+        + ", ".join(f"{quote_ident(n)} VARCHAR" for n in all_names)
+        + ")"
+    )
+    rows, running = 0, len(selects)
     while running:
-        part, item = out.get()
+        item = out.get()
         if item is None:
             running -= 1
-        elif isinstance(item, Exception):
+            continue
+        if isinstance(item, Exception):
             raise item
+        rows += item.num_rows
+        conn.register("chunk", item)
+        if "r" in item.column_names:
+            conn.execute(
+                f"INSERT INTO {target} SELECT {packed} "
+                "FROM (SELECT json_transform(r, '[\"VARCHAR\"]') AS v FROM chunk)"
+            )
         else:
-            yield part, item
+            conn.execute(f"INSERT INTO {target} SELECT {plain} FROM chunk")
+        conn.unregister("chunk")
+    return rows
 
 
-def _unpacked(names: list[str], chunk: pa.Table) -> str:
-    """SQL reading a fetched chunk (registered as `chunk`) as named text columns."""
-    if "r" not in chunk.column_names:
-        return "SELECT * FROM chunk"
-    # Parse each packed row once into a list of text values, then pick them by position.
-    columns = ", ".join(f"v[{i + 1}] AS {quote_ident(n)}" for i, n in enumerate(names))
-    return f"SELECT {columns} FROM (SELECT json_transform(r, '[\"VARCHAR\"]') AS v FROM chunk)"
+def _routing(read: ShopRead) -> str:
+    """SQL giving each staged row its partition day text (NULL: belongs to no partition)."""
+    if read.table == "orders":
+        return f"""
+            SELECT rows.*, days.day AS __day
+            FROM {_SHOP_ROWS} AS rows
+            LEFT JOIN partition_days AS days ON days.day = substr(rows.ordered_at, 1, 10)
+        """
+    # An item belongs to its order's first valid day; orders exported twice count once.
+    return f"""
+        WITH first_day AS (
+            SELECT o.order_id, min(days.day) AS day
+            FROM {_ORDER_DAYS} AS o
+            JOIN partition_days AS days ON days.day = substr(o.ordered_at, 1, 10)
+            GROUP BY o.order_id
+        )
+        SELECT rows.*, first_day.day AS __day
+        FROM {_SHOP_ROWS} AS rows
+        LEFT JOIN first_day ON first_day.order_id = rows.order_id
+    """
 
 
 def load_shop_table(
@@ -221,61 +195,47 @@ def load_shop_table(
     valid_days: list[str],
     loaded_at: datetime,
 ) -> None:
-    """Append one shop table (or the given partition days of it) to raw.online_<table>.
+    """Append one shop table (or the rows of the given partition days) to raw.online_<table>.
 
     days: the partition days to load (None: the whole table, unpartitioned). valid_days:
-    every partition day; rows whose day is not one of them go to quarantine.
+    every partition day; rows whose day is none of them go to quarantine.
     """
     engine = sa.create_engine(url)
     columns, extra = _source_columns(engine, read)
-    names = columns + extra + ["__row_id", "__day"]
     source, lineage = f"online_{read.table}", f"shop:{read.table}"
+    _stage(conn, engine, read.table, columns + extra, _SHOP_ROWS)
     extra_sql = (
         "json_object(" + ", ".join(f"{quote_literal(c)}, {quote_ident(c)}" for c in extra) + ")"
         if extra
         else "NULL"
     )
-    contract_sql = ", ".join(quote_ident(c) for c in read.columns)
-    span = f"{valid_days[0]} to {valid_days[-1]}" if valid_days else "none"
-    # Rows are staged first, then written in one statement: per-chunk joins would rebuild
-    # the join's hash table for every chunk.
-    staged = {False: "shop_rows", True: "shop_unplaced"}
-    fetched = {False: 0, True: 0}
-    for part, chunk in _chunks(
-        engine, _parts(engine, read, columns + extra, days, valid_days), names, conn
-    ):
-        fetched[part.rejected] += chunk.num_rows
-        conn.register("chunk", chunk)
-        rows = _unpacked(names, chunk)
-        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staged[part.rejected]} AS {rows} LIMIT 0")
-        conn.execute(f"INSERT INTO {staged[part.rejected]} {rows}")
-        conn.unregister("chunk")
-    day_sql = "CAST(__day AS DATE)"
-    if days is not None and read.table != "orders":
-        day_sql = """(
-            SELECT min(o.partition_date)
-            FROM raw.online_orders AS o
-            WHERE o.order_id = rows.order_id
-              AND o.partition_date BETWEEN ? AND ?
-        )"""
-    if fetched[False]:
+    insert = f"""
+        INSERT INTO raw.{source}
+        SELECT {", ".join(quote_ident(c) for c in read.columns)}, {extra_sql}, ?,
+               CAST({_ROW_ID} AS BIGINT), CAST(__day AS DATE), ?
+        FROM routed
+    """
+    if days is None:
         conn.execute(
-            f"""
-            INSERT INTO raw.{source}
-            SELECT * FROM (
-                SELECT {contract_sql}, {extra_sql}, ? AS source_file,
-                       CAST(__row_id AS BIGINT), {day_sql} AS day, ?
-                FROM shop_rows AS rows
-            )
-            WHERE day IS NOT NULL OR ?
-            """,
-            [lineage, *([days[0], days[-1]] if "?" in day_sql else []), loaded_at, days is None],
+            f"CREATE OR REPLACE TEMP TABLE routed AS SELECT *, NULL::VARCHAR AS __day FROM {_SHOP_ROWS}"
         )
-    if fetched[True]:
-        _reject_staged(conn, source, lineage, read, span, loaded_at)
-    for table in staged.values():
-        conn.execute(f"DROP TABLE IF EXISTS {table}")
-    _log_deliveries(conn, source, lineage, days, fetched, loaded_at)
+        conn.execute(insert, [lineage, loaded_at])
+    else:
+        conn.execute("CREATE OR REPLACE TEMP TABLE partition_days (day VARCHAR, in_run BOOLEAN)")
+        conn.executemany(
+            "INSERT INTO partition_days VALUES (?, ?)",
+            [(d, days[0] <= d <= days[-1]) for d in valid_days],
+        )
+        if read.table != "orders":
+            _stage(conn, engine, "orders", ["order_id", "ordered_at"], _ORDER_DAYS)
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE routed AS {_routing(read)}")
+        conn.execute(
+            insert + " WHERE __day BETWEEN ? AND ?", [lineage, loaded_at, days[0], days[-1]]
+        )
+        _reject_unplaced(conn, source, lineage, read, valid_days, loaded_at)
+    _log_deliveries(conn, source, lineage, days, loaded_at)
+    for temp in ("routed", _SHOP_ROWS, _ORDER_DAYS):
+        conn.execute(f"DROP TABLE IF EXISTS {temp}")
 
 
 def _log_deliveries(
@@ -283,60 +243,56 @@ def _log_deliveries(
     source: str,
     lineage: str,
     days: list[str] | None,
-    fetched: dict[bool, int],
     loaded_at: datetime,
 ) -> None:
-    """Rows the shop delivered, per day: counted as fetched, before DuckDB wrote them."""
+    """Rows the shop delivered, per day, as fetched into DuckDB before routing."""
     if days is None:
         conn.execute(
-            f"INSERT INTO {DELIVERIES_TABLE} VALUES (?, NULL, ?, ?, ?)",
-            [source, lineage, fetched[False], loaded_at],
+            f"INSERT INTO {DELIVERIES_TABLE} SELECT ?, NULL, ?, count(*), ? FROM {_SHOP_ROWS}",
+            [source, lineage, loaded_at],
         )
         return
-    landed = dict(
-        conn.execute(
-            f"SELECT partition_date::VARCHAR, count(*) FROM raw.{source} "
-            "WHERE loaded_at = ? GROUP BY ALL",
-            [loaded_at],
-        ).fetchall()
-    )
-    if sum(landed.values()) != fetched[False]:
-        raise RuntimeError(
-            f"raw.{source}: fetched {fetched[False]} rows from {lineage} but wrote "
-            f"{sum(landed.values())}; nothing was kept. For order items, materialize "
-            "raw/online_orders for the same days first (items take their order's day)."
-        )
-    conn.executemany(
-        f"INSERT INTO {DELIVERIES_TABLE} VALUES (?, ?, ?, ?, ?)",
-        [(source, d, lineage, landed.get(d, 0), loaded_at) for d in days],
-    )
     conn.execute(
-        f"INSERT INTO {DELIVERIES_TABLE} VALUES (?, NULL, ?, ?, ?)",
-        [source, lineage, fetched[True], loaded_at],
+        f"""
+        INSERT INTO {DELIVERIES_TABLE}
+        SELECT ?, CAST(days.day AS DATE), ?, count(routed.__day), ?
+        FROM partition_days AS days
+        LEFT JOIN routed ON routed.__day = days.day
+        WHERE days.in_run
+        GROUP BY days.day
+        UNION ALL
+        SELECT ?, NULL, ?, count(*), ?
+        FROM routed
+        WHERE __day IS NULL
+        """,
+        [source, lineage, loaded_at, source, lineage, loaded_at],
     )
 
 
-def _reject_staged(
+def _reject_unplaced(
     conn: duckdb.DuckDBPyConnection,
     source: str,
     lineage: str,
     read: ShopRead,
-    span: str,
+    valid_days: list[str],
     loaded_at: datetime,
 ) -> None:
     what = "ordered_at" if read.table == "orders" else "its order's ordered_at"
+    span = f"{valid_days[0]} to {valid_days[-1]}" if valid_days else "none"
     record = ", ".join(f"{quote_ident(c)} := {quote_ident(c)}" for c in read.columns)
+    shown = "substr(ordered_at, 1, 10)" if read.table == "orders" else "NULL"
     conn.execute(
         f"""
         INSERT INTO {REJECTS_TABLE}
-        SELECT ?, NULL, ?, CAST(__row_id AS BIGINT),
+        SELECT ?, NULL, ?, CAST({_ROW_ID} AS BIGINT),
                to_json(struct_pack({record}))::VARCHAR,
                'no_partition',
-               ? || ' row ' || __row_id || ': ' || ? || ' is '
-                 || coalesce('''' || __day || '''', 'missing or unknown')
+               ? || ' row ' || {_ROW_ID} || ': ' || ? || ' is '
+                 || coalesce('''' || {shown} || '''', 'missing or unknown')
                  || ', not a day of any partition (' || ? || '); correct it in the shop database',
                ?
-        FROM shop_unplaced
+        FROM routed
+        WHERE __day IS NULL
         """,
         [source, lineage, lineage, what, span, loaded_at],
     )
