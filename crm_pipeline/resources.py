@@ -23,7 +23,7 @@ class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB warehouse file. One writing process at a time: writers run in the pool."""
 
     path: str = DEFAULT_WAREHOUSE
-    memory_limit: str = "3GB"
+    memory_limit: str = "1GB"
     threads: int = 2
 
     @contextmanager
