@@ -8,6 +8,7 @@ from datetime import date
 from pathlib import Path
 
 from crm_pipeline.generate.run import generate
+from crm_pipeline.landing import ground_truth_dir_for
 
 
 def parse_locales(text: str) -> dict[str, float]:
@@ -65,5 +66,7 @@ def run_from_args(args: argparse.Namespace) -> dict:
         manifest_dir=args.manifest_dir,
     )
     brief = {k: summary[k] for k in ("rows", "defects", "generation_seconds")}
+    truth = args.manifest_dir or ground_truth_dir_for(args.out)
+    print(f"Generated a landing zone in {args.out} (ground truth in {truth}):")
     print(json.dumps(brief, indent=1))
     return summary

@@ -18,7 +18,13 @@ from pathlib import Path
 
 import duckdb
 
-from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, quote_ident, quote_literal
+from crm_pipeline.raw.tables import (
+    DELIVERIES_TABLE,
+    REJECTS_TABLE,
+    extra_columns_sql,
+    quote_ident,
+    quote_literal,
+)
 
 _READ_ID = count()
 # A delimiter that cannot occur in a valid JSON line (control characters must be escaped in
@@ -276,13 +282,7 @@ def load_csv(
         loaded, rejected = _scan(conn, group, header, header=True, delimiter=",", quote='"')
         marks = _record_rejects(conn, table, group, rejected, loaded_at, first_record=2)
         extra = [c for c in header if c not in contract]
-        extra_sql = (
-            "json_object("
-            + ", ".join(f"{quote_literal(c)}, numbered.{quote_ident(c)}" for c in extra)
-            + ")"
-            if extra
-            else "NULL"
-        )
+        extra_sql = extra_columns_sql(extra, "numbered.")
         file_map = _register_files(conn, group)
         conn.execute(
             f"""

@@ -21,7 +21,7 @@ import duckdb
 import pyarrow as pa
 import sqlalchemy as sa
 
-from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, quote_ident, quote_literal
+from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, extra_columns_sql, quote_ident
 
 CHUNK_ROWS = 100_000
 _ROW_ID, _SHOP_ROWS, _ORDER_DAYS = "__row_id", "shop_rows", "shop_order_days"
@@ -204,11 +204,7 @@ def load_shop_table(
     columns, extra = _source_columns(engine, read)
     source, lineage = f"online_{read.table}", f"shop:{read.table}"
     _stage(conn, engine, read.table, columns + extra, _SHOP_ROWS)
-    extra_sql = (
-        "json_object(" + ", ".join(f"{quote_literal(c)}, {quote_ident(c)}" for c in extra) + ")"
-        if extra
-        else "NULL"
-    )
+    extra_sql = extra_columns_sql(extra)
     insert = f"""
         INSERT INTO raw.{source}
         SELECT {", ".join(quote_ident(c) for c in read.columns)}, {extra_sql}, ?,

@@ -54,6 +54,14 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def extra_columns_sql(extra: list[str], qualifier: str = "") -> str:
+    """SQL for the extra_columns value: delivered columns outside the contract, as JSON."""
+    if not extra:
+        return "NULL"
+    pairs = ", ".join(f"{quote_literal(c)}, {qualifier}{quote_ident(c)}" for c in extra)
+    return f"json_object({pairs})"
+
+
 def ensure_raw_tables(
     conn: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...]
 ) -> None:
