@@ -237,13 +237,20 @@ def _record_rejects(
     return table
 
 
-def _numbered(loaded: str, marks: str, first_record: int) -> str:
+def _numbered(conn: duckdb.DuckDBPyConnection, loaded: str, marks: str, first_record: int) -> str:
     """SQL for the loaded rows with their record number in the file (header = 1)."""
+    # A file's rows are consecutive rowids; its first rowid turns them into an index.
+    indexed = f"""
+        SELECT {loaded}.*, {loaded}.rowid - bases.base AS __loaded_index
+        FROM {loaded}
+        JOIN (
+            SELECT __landing_file, min(rowid) AS base FROM {loaded} GROUP BY ALL
+        ) AS bases USING (__landing_file)
+    """
+    if not conn.execute(f"SELECT count(*) FROM {marks}").fetchone()[0]:
+        return f"SELECT *, __loaded_index + {first_record} AS __record_no FROM ({indexed})"
     return f"""
-        WITH indexed AS (
-            SELECT *, rowid - min(rowid) OVER (PARTITION BY __landing_file) AS __loaded_index
-            FROM {loaded}
-        )
+        WITH indexed AS ({indexed})
         SELECT indexed.*, __loaded_index + {first_record} + coalesce(marks.k, 0) AS __record_no
         FROM indexed
         ASOF LEFT JOIN {marks} AS marks
@@ -293,7 +300,7 @@ def load_csv(
                    numbered.__record_no,
                    files.__partition,
                    ?
-            FROM ({_numbered(loaded, marks, 2)}) AS numbered
+            FROM ({_numbered(conn, loaded, marks, 2)}) AS numbered
             JOIN {file_map} AS files ON files.__path = numbered.__landing_file
             """,
             [loaded_at],
@@ -326,7 +333,7 @@ def load_jsonl(
                numbered.__record_no AS record_no, numbered.line,
                CASE WHEN json_valid(numbered.line) THEN json_type(numbered.line) = 'OBJECT' ELSE false END
                    AS is_object
-        FROM ({_numbered(loaded, marks, 1)}) AS numbered
+        FROM ({_numbered(conn, loaded, marks, 1)}) AS numbered
         JOIN {file_map} AS files ON files.__path = numbered.__landing_file
         """
     )
