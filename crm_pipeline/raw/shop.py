@@ -93,7 +93,9 @@ def _selects(engine: sa.Engine, table: str, values: list[sa.ColumnElement]) -> l
         return [base.where(row_id <= top // 2), base.where(row_id > top // 2)]
     row_id = sa.func.row_number().over(order_by=values[:2])
     if engine.dialect.name == "postgresql":
-        return [sa.select(sa.cast(sa.func.json_build_array(*values, row_id), sa.Text))]
+        # Text casts keep PostgreSQL's own rendering of each value (JSON would reformat times).
+        texts = [sa.cast(v, sa.Text) for v in [*values, row_id]]
+        return [sa.select(sa.cast(sa.func.json_build_array(*texts), sa.Text)).select_from(source)]
     return [sa.select(*[sa.cast(v, sa.String) for v in [*values, row_id]]).select_from(source)]
 
 
