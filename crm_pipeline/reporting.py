@@ -9,20 +9,8 @@ import pandera.pandas as pa
 PREVIEW_ROWS = 5
 
 
-def column_schema(
-    conn: duckdb.DuckDBPyConnection, table: str, model: type[pa.DataFrameModel]
-) -> dg.TableSchema:
-    """The table's columns with their warehouse types and the contract's descriptions."""
-    schema, name = table.split(".")
-    types = conn.execute(
-        """
-        SELECT column_name, data_type
-        FROM information_schema.columns
-        WHERE table_schema = ? AND table_name = ?
-        ORDER BY ordinal_position
-        """,
-        [schema, name],
-    ).fetchall()
+def schema_of(model: type[pa.DataFrameModel], types: list[tuple[str, str]]) -> dg.TableSchema:
+    """Columns with their warehouse types, the contract's descriptions and personal-data tags."""
     contract = model.to_schema().columns
     columns = []
     for column, data_type in types:
@@ -37,6 +25,23 @@ def column_schema(
             )
         )
     return dg.TableSchema(columns=columns)
+
+
+def column_schema(
+    conn: duckdb.DuckDBPyConnection, table: str, model: type[pa.DataFrameModel]
+) -> dg.TableSchema:
+    """The table's columns as the warehouse has them, described by the contract."""
+    schema, name = table.split(".")
+    types = conn.execute(
+        """
+        SELECT column_name, data_type
+        FROM information_schema.columns
+        WHERE table_schema = ? AND table_name = ?
+        ORDER BY ordinal_position
+        """,
+        [schema, name],
+    ).fetchall()
+    return schema_of(model, types)
 
 
 def preview(conn: duckdb.DuckDBPyConnection, query: str, params: list | None = None) -> str:

@@ -35,3 +35,13 @@ def test_every_contract_column_has_a_description() -> None:
     for table, model in RAW_MODELS.items():
         for name, column in model.to_schema().columns.items():
             assert column.description, f"raw.{table}.{name}"
+
+
+def test_every_asset_shows_its_columns_with_personal_data_tagged() -> None:
+    graph = _graph()
+    for key in graph.get_all_asset_keys():
+        schema = graph.get(key).metadata["dagster/column_schema"]
+        assert all(column.description for column in schema.columns), key
+    feedback = graph.get(dg.AssetKey(["raw", "feedback"])).metadata["dagster/column_schema"]
+    personal = {c.name for c in feedback.columns if c.tags.get("personal_data") == "true"}
+    assert personal == {"email", "phone", "comment"}

@@ -17,8 +17,8 @@ from crm_pipeline.raw import checks
 from crm_pipeline.raw.files import Delivery, deliveries, load_csv, load_jsonl
 from crm_pipeline.raw.schemas import RAW_MODELS
 from crm_pipeline.raw.shop import ShopRead, load_shop_table
-from crm_pipeline.raw.tables import clear_slice, ensure_raw_tables
-from crm_pipeline.reporting import table_metadata
+from crm_pipeline.raw.tables import clear_slice, ensure_raw_tables, raw_column_types
+from crm_pipeline.reporting import schema_of, table_metadata
 from crm_pipeline.resources import WAREHOUSE_POOL, LandingZoneResource, WarehouseResource
 
 Loader = Callable[[duckdb.DuckDBPyConnection, str, tuple[str, ...], list[Delivery], datetime], None]
@@ -69,7 +69,7 @@ def _result(
 
 
 def _asset(
-    table: str, partitioned: bool, kinds: set[str]
+    table: str, columns: tuple[str, ...], partitioned: bool, kinds: set[str]
 ) -> Callable[[Callable], dg.AssetsDefinition]:
     key = dg.AssetKey(["raw", table])
     model = RAW_MODELS[table]
@@ -86,6 +86,8 @@ def _asset(
             kinds={"duckdb", *kinds},
             check_specs=checks.check_specs(key),
             tags={"layer": "raw"},
+            # The schema shows in the UI before the first materialization, too.
+            metadata={"dagster/column_schema": schema_of(model, raw_column_types(columns))},
         )
 
 
@@ -93,7 +95,7 @@ def file_asset(source: landing.FileSource, loader: Loader) -> dg.AssetsDefinitio
     """The raw asset of a file source (daily exports or a reference file)."""
     kind = "csv" if loader is load_csv else "json"
 
-    @_asset(source.name, source.daily, {kind})
+    @_asset(source.name, source.columns, source.daily, {kind})
     def _raw(
         context: dg.AssetExecutionContext,
         warehouse: WarehouseResource,
@@ -129,7 +131,7 @@ def shop_asset(table: landing.ShopTable, partitioned: bool) -> dg.AssetsDefiniti
     name = f"online_{table.name}"
     read = ShopRead(table.name, table.columns, partitioned)
 
-    @_asset(name, partitioned, {"sql"})
+    @_asset(name, table.columns, partitioned, {"sql"})
     def _raw(
         context: dg.AssetExecutionContext,
         warehouse: WarehouseResource,

@@ -62,6 +62,13 @@ def extra_columns_sql(extra: list[str], qualifier: str = "") -> str:
     return f"json_object({pairs})"
 
 
+def raw_column_types(columns: tuple[str, ...]) -> list[tuple[str, str]]:
+    """A raw table's columns and warehouse types: delivered values as text, then lineage."""
+    return [(c, "VARCHAR") for c in columns] + [
+        (name, kind.removesuffix(" NOT NULL")) for name, kind in LINEAGE_COLUMNS.items()
+    ]
+
+
 def ensure_raw_tables(
     conn: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...]
 ) -> None:
