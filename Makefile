@@ -30,6 +30,7 @@ run: install
 	@test -e $(CRM_LANDING_DIR)/online_shop.sqlite || $(VENV)/bin/crm-pipeline generate --out $(CRM_LANDING_DIR)
 	$(VENV)/bin/crm-pipeline materialize
 	$(VENV)/bin/crm-pipeline summary
+	$(VENV)/bin/crm-pipeline dictionary --out data/data_dictionary.md
 
 test: install
 	$(VENV)/bin/pytest -q

@@ -80,6 +80,18 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dictionary(args: argparse.Namespace) -> int:
+    from crm_pipeline.dictionary import data_dictionary
+
+    text = data_dictionary()
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"Data dictionary: {Path(args.out).resolve()}")
+    else:
+        print(text)
+    return 0
+
+
 def _generate(args: argparse.Namespace) -> int:
     from crm_pipeline.generate import run_from_args
 
@@ -116,6 +128,10 @@ def main(argv: list[str] | None = None) -> None:
 
     summary = commands.add_parser("summary", help="print the warehouse's tables and row counts")
     summary.set_defaults(handler=_summary)
+
+    dictionary = commands.add_parser("dictionary", help="every table, its grain and columns")
+    dictionary.add_argument("--out", help="write Markdown here instead of printing it")
+    dictionary.set_defaults(handler=_dictionary)
 
     bench = commands.add_parser("bench", help="time generation and every layer at a scale")
     bench.add_argument("--customers", type=int, default=100_000)

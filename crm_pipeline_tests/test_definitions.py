@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from crm_pipeline.definitions import defs
+from crm_pipeline.dictionary import data_dictionary
 from crm_pipeline.raw.schemas import RAW_MODELS
 
 
@@ -45,3 +46,12 @@ def test_every_asset_shows_its_columns_with_personal_data_tagged() -> None:
     feedback = graph.get(dg.AssetKey(["raw", "feedback"])).metadata["dagster/column_schema"]
     personal = {c.name for c in feedback.columns if c.tags.get("personal_data") == "true"}
     assert personal == {"email", "phone", "comment"}
+
+
+def test_data_dictionary_lists_every_table_with_grain_and_personal_columns() -> None:
+    text = data_dictionary()
+    for table in RAW_MODELS:
+        assert f"## raw.{table}\n\n{RAW_MODELS[table].__doc__.splitlines()[0]}" in text
+    assert "## quarantine.raw_rejects" in text
+    assert "| email | VARCHAR | yes | Respondent email. Personal data. |" in text
+    assert "| source_line | BIGINT |  |" in text

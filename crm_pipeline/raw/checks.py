@@ -7,6 +7,7 @@ import duckdb
 import pandera.pandas as pa
 
 from crm_pipeline.contracts import validate_query
+from crm_pipeline.raw.schemas import RawDeliveries, RawRejects
 from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, quote_ident
 
 CONTRACT = "contract"
@@ -40,8 +41,15 @@ def contract_result(
     where: str,
     params: list,
 ) -> dg.AssetCheckResult:
-    """Validate the rows just loaded (streamed), plus the one cross-row rule raw has."""
+    """Validate the rows just loaded (streamed), the rejects and delivery log they came with,
+    and the one cross-row rule raw has."""
     outcome = validate_query(conn, f"SELECT * FROM raw.{table} WHERE {where}", params, model)
+    for log, log_model in ((REJECTS_TABLE, RawRejects), (DELIVERIES_TABLE, RawDeliveries)):
+        logged = validate_query(
+            conn, f"SELECT * FROM {log} WHERE source = ? AND ({where})", [table, *params], log_model
+        )
+        outcome.failures += logged.failures
+        outcome.examples += logged.examples
     repeated = conn.execute(
         f"""
         SELECT count(*) FROM (

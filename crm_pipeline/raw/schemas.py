@@ -186,6 +186,7 @@ class RawRejects(pa.DataFrameModel):
     )
     raw_text: Series[str] = pa.Field(
         nullable=True,
+        metadata={"personal_data": True},
         description=f"The record as delivered; bytes that are not UTF-8 escaped as \\xNN. {PERSONAL}",
     )
     reason: Series[str] = pa.Field(
@@ -203,6 +204,26 @@ class RawRejects(pa.DataFrameModel):
         description="Rule that rejected it.",
     )
     detail: Series[str] = pa.Field(description="What was wrong, where, and what to do.")
+    loaded_at: Series[pd.Timestamp] = pa.Field(description="When the load ran.")
+
+    class Config:
+        strict = True
+        coerce = True
+
+
+class RawDeliveries(pa.DataFrameModel):
+    """One row per delivered file (or shop table slice) per source, partition and load."""
+
+    source: Series[str] = pa.Field(description="Source (raw table) the delivery feeds.")
+    partition_date: Series[pd.Timestamp] = pa.Field(
+        nullable=True,
+        description="Delivery day; NULL for snapshots and for shop rows of no partition.",
+    )
+    source_file: Series[str] = pa.Field(description="File (or shop:<table>) delivered.")
+    source_rows: Series[int] = pa.Field(
+        ge=0,
+        description="Rows delivered: non-empty data lines of a file, rows fetched from the shop.",
+    )
     loaded_at: Series[pd.Timestamp] = pa.Field(description="When the load ran.")
 
     class Config:

@@ -20,28 +20,34 @@ LINEAGE_COLUMNS = {
 REJECTS_TABLE = "quarantine.raw_rejects"
 DELIVERIES_TABLE = "raw.deliveries"
 
-_REJECTS_DDL = f"""
-CREATE TABLE IF NOT EXISTS {REJECTS_TABLE} (
-    source VARCHAR NOT NULL,
-    partition_date DATE,
-    source_file VARCHAR NOT NULL,
-    source_line BIGINT,
-    raw_text VARCHAR,
-    reason VARCHAR NOT NULL,
-    detail VARCHAR NOT NULL,
-    loaded_at TIMESTAMP NOT NULL
-)
-"""
+REJECTS_COLUMNS = {
+    "source": "VARCHAR NOT NULL",
+    "partition_date": "DATE",
+    "source_file": "VARCHAR NOT NULL",
+    "source_line": "BIGINT",
+    "raw_text": "VARCHAR",
+    "reason": "VARCHAR NOT NULL",
+    "detail": "VARCHAR NOT NULL",
+    "loaded_at": "TIMESTAMP NOT NULL",
+}
 
-_DELIVERIES_DDL = f"""
-CREATE TABLE IF NOT EXISTS {DELIVERIES_TABLE} (
-    source VARCHAR NOT NULL,
-    partition_date DATE,
-    source_file VARCHAR NOT NULL,
-    source_rows BIGINT NOT NULL,
-    loaded_at TIMESTAMP NOT NULL
-)
-"""
+DELIVERIES_COLUMNS = {
+    "source": "VARCHAR NOT NULL",
+    "partition_date": "DATE",
+    "source_file": "VARCHAR NOT NULL",
+    "source_rows": "BIGINT NOT NULL",
+    "loaded_at": "TIMESTAMP NOT NULL",
+}
+
+
+def _ddl(table: str, columns: dict[str, str]) -> str:
+    body = ",\n    ".join(f"{name} {kind}" for name, kind in columns.items())
+    return f"CREATE TABLE IF NOT EXISTS {table} (\n    {body}\n)"
+
+
+def sql_types(columns: dict[str, str]) -> list[tuple[str, str]]:
+    """Column names and their warehouse types, constraints left out."""
+    return [(name, kind.removesuffix(" NOT NULL")) for name, kind in columns.items()]
 
 
 def quote_ident(name: str) -> str:
@@ -64,9 +70,7 @@ def extra_columns_sql(extra: list[str], qualifier: str = "") -> str:
 
 def raw_column_types(columns: tuple[str, ...]) -> list[tuple[str, str]]:
     """A raw table's columns and warehouse types: delivered values as text, then lineage."""
-    return [(c, "VARCHAR") for c in columns] + [
-        (name, kind.removesuffix(" NOT NULL")) for name, kind in LINEAGE_COLUMNS.items()
-    ]
+    return [(c, "VARCHAR") for c in columns] + sql_types(LINEAGE_COLUMNS)
 
 
 def ensure_raw_tables(
@@ -75,8 +79,8 @@ def ensure_raw_tables(
     """Create the schemas, the raw table of one source, the delivery log and the quarantine."""
     conn.execute("CREATE SCHEMA IF NOT EXISTS raw")
     conn.execute("CREATE SCHEMA IF NOT EXISTS quarantine")
-    conn.execute(_REJECTS_DDL)
-    conn.execute(_DELIVERIES_DDL)
+    conn.execute(_ddl(REJECTS_TABLE, REJECTS_COLUMNS))
+    conn.execute(_ddl(DELIVERIES_TABLE, DELIVERIES_COLUMNS))
     cols = [f"{quote_ident(c)} VARCHAR" for c in columns]
     cols += [f"{name} {kind}" for name, kind in LINEAGE_COLUMNS.items()]
     conn.execute(f"CREATE TABLE IF NOT EXISTS raw.{table} (\n    " + ",\n    ".join(cols) + "\n)")

@@ -1,0 +1,44 @@
+"""The data dictionary: every warehouse table, its grain and its columns, from the pandera contracts."""
+
+from __future__ import annotations
+
+import pandera.pandas as pa
+
+from crm_pipeline.raw.schemas import RAW_MODELS, RawDeliveries, RawRecord, RawRejects
+from crm_pipeline.raw.tables import (
+    DELIVERIES_COLUMNS,
+    DELIVERIES_TABLE,
+    REJECTS_COLUMNS,
+    REJECTS_TABLE,
+    raw_column_types,
+    sql_types,
+)
+
+
+def _raw_types(model: type[RawRecord]) -> list[tuple[str, str]]:
+    lineage = RawRecord.to_schema().columns
+    delivered = tuple(c for c in model.to_schema().columns if c not in lineage)
+    return raw_column_types(delivered)
+
+
+# Every table: its contract and its columns in warehouse order with their types.
+TABLES: dict[str, tuple[type[pa.DataFrameModel], list[tuple[str, str]]]] = {
+    **{f"raw.{table}": (model, _raw_types(model)) for table, model in RAW_MODELS.items()},
+    DELIVERIES_TABLE: (RawDeliveries, sql_types(DELIVERIES_COLUMNS)),
+    REJECTS_TABLE: (RawRejects, sql_types(REJECTS_COLUMNS)),
+}
+
+
+def data_dictionary() -> str:
+    """Markdown: one section per table (grain first), one row per column."""
+    lines = ["# Data dictionary", "", "Columns tagged personal are personal data.", ""]
+    for table, (model, types) in TABLES.items():
+        contract = model.to_schema().columns
+        lines += [f"## {table}", "", (model.__doc__ or "").strip().splitlines()[0], ""]
+        lines += ["| column | type | personal | description |", "|---|---|---|---|"]
+        for name, data_type in types:
+            column = contract[name]
+            personal = "yes" if (column.metadata or {}).get("personal_data") else ""
+            lines.append(f"| {name} | {data_type} | {personal} | {column.description} |")
+        lines.append("")
+    return "\n".join(lines)
