@@ -14,11 +14,16 @@ def _materialize(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from crm_pipeline.definitions import defs
+    from crm_pipeline.raw.shop import ShopSchemaError
     from crm_pipeline.resources import resources_from_env
     from crm_pipeline.run import landing_days, materialize_all, prepare_instance
 
     zone = resources_from_env(resolve=True)["landing_zone"]
-    days = landing_days(zone)
+    try:
+        days = landing_days(zone)
+    except ShopSchemaError as error:
+        print(error, file=sys.stderr)
+        return 2
     if not days and not (args.first and args.last):
         print(
             f"No delivery days found in {zone.root} or {zone.database_url}: "

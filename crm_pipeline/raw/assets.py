@@ -41,9 +41,7 @@ def _slice(days: list[str] | None) -> tuple[str, list]:
 def _result(
     conn: duckdb.DuckDBPyConnection,
     table: str,
-    columns: tuple[str, ...],
     days: list[str] | None,
-    multiline: bool,
 ) -> dg.MaterializeResult:
     """Checks and metadata for the slice just written (a whole table or a range of days)."""
     model = RAW_MODELS[table]
@@ -63,7 +61,7 @@ def _result(
         metadata=metadata,
         check_results=[
             checks.contract_result(conn, table, model, where, params),
-            checks.rows_accounted_result(conn, table, columns, multiline, where, params),
+            checks.rows_accounted_result(conn, table, where, params),
         ],
     )
 
@@ -121,7 +119,7 @@ def file_asset(source: landing.FileSource, loader: Loader) -> dg.AssetsDefinitio
             clear_slice(conn, source.name, *((days[0], days[-1]) if days else (None, None)))
             loader(conn, source.name, source.columns, deliveries(paths), loaded_at)
             conn.commit()
-            return _result(conn, source.name, source.columns, days, multiline=loader is load_csv)
+            return _result(conn, source.name, days)
 
     return _raw
 
@@ -153,7 +151,7 @@ def shop_asset(table: landing.ShopTable, partitioned: bool) -> dg.AssetsDefiniti
                 loaded_at=loaded_at,
             )
             conn.commit()
-            return _result(conn, name, table.columns, days, multiline=False)
+            return _result(conn, name, days)
 
     return _raw
 

@@ -8,7 +8,7 @@ import pandera.pandas as pa
 
 from crm_pipeline.contracts import validate_query
 from crm_pipeline.raw.schemas import RawDeliveries, RawRejects
-from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, quote_ident
+from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, line_breaks_sql
 
 CONTRACT = "contract"
 ROWS_ACCOUNTED = "rows_accounted"
@@ -75,20 +75,13 @@ def contract_result(
 
 
 def rows_accounted_result(
-    conn: duckdb.DuckDBPyConnection,
-    table: str,
-    columns: tuple[str, ...],
-    multiline: bool,
-    where: str,
-    params: list,
+    conn: duckdb.DuckDBPyConnection, table: str, where: str, params: list
 ) -> dg.AssetCheckResult:
     """Compare delivered rows with raw rows plus rejected rows, partition by partition.
 
-    Delivered rows of a file are its physical lines, so a CSV record whose quoted value spans
-    lines counts once per line it spans.
+    A file delivers non-empty physical lines; a record whose quoted value breaks lines
+    accounts for every line it spans (source_lines, and the same count over a reject's text).
     """
-    text = "concat_ws('', " + ", ".join(quote_ident(c) for c in columns) + ")"
-    lines = f"1 + length({text}) - length(replace({text}, chr(10), ''))" if multiline else "1"
     rows = conn.execute(
         f"""
         WITH delivered AS (
@@ -97,12 +90,12 @@ def rows_accounted_result(
             WHERE source = ? AND ({where})
             GROUP BY ALL
         ), landed AS (
-            SELECT partition_date, sum({lines}) AS n
+            SELECT partition_date, sum(source_lines) AS n
             FROM raw.{table}
             WHERE {where}
             GROUP BY ALL
         ), rejected AS (
-            SELECT partition_date, count(*) AS n
+            SELECT partition_date, sum(1 + {line_breaks_sql("raw_text")}) AS n
             FROM {REJECTS_TABLE}
             WHERE source = ? AND ({where})
             GROUP BY ALL

@@ -21,7 +21,7 @@ import duckdb
 from crm_pipeline.raw.tables import (
     DELIVERIES_TABLE,
     REJECTS_TABLE,
-    extra_columns_sql,
+    line_breaks_sql,
     quote_ident,
     quote_literal,
 )
@@ -46,17 +46,25 @@ class Delivery:
         """Non-empty physical lines, excluding the CSV header (the count conservation uses)."""
         return sum(1 for line in self.content.split(b"\n") if line.strip(b"\r"))
 
-    def line_text(self, byte_offset: int) -> str:
-        """The line DuckDB reports a rejected record at, undecodable bytes escaped.
+    def line_text(self, byte_offset: int, shown: str) -> str:
+        """The line of a record DuckDB could not decode, undecodable bytes escaped.
 
-        DuckDB's byte position lands on the record's line or on the newline just before it
-        (after a blank line), so a blank line there means the record is the next one.
+        DuckDB's byte position points at the line's start, at the character after it, or at
+        a blank line before it, depending on line endings; the candidate that starts like
+        what DuckDB shows (it prints undecodable bytes as '?') is the one.
         """
-        start = self.content.rfind(b"\n", 0, max(byte_offset, 0)) + 1
-        raw = self._line_from(start)
-        if not raw.strip() and start < len(self.content):
-            raw = self._line_from(self.content.find(b"\n", start) + 1 or len(self.content))
-        return raw.decode("utf-8", errors="backslashreplace")
+        wanted = shown.rstrip("\r\n").lstrip("\r\n")
+        candidates = []
+        for offset in (byte_offset - 1, byte_offset):
+            start = self.content.rfind(b"\n", 0, max(offset, 0)) + 1
+            while start < len(self.content) and not self._line_from(start).strip():
+                start = self.content.find(b"\n", start) + 1 or len(self.content)
+            candidates.append(self._line_from(start))
+        prefix = wanted.split("?")[0]
+        for raw in candidates:
+            if raw.decode("utf-8", errors="replace").startswith(prefix):
+                return raw.decode("utf-8", errors="backslashreplace")
+        return candidates[0].decode("utf-8", errors="backslashreplace")
 
     def _line_from(self, start: int) -> bytes:
         end = self.content.find(b"\n", start)
@@ -150,16 +158,17 @@ _REASONS = {
 def _scan(
     conn: duckdb.DuckDBPyConnection,
     files: list[Delivery],
-    columns: tuple[str, ...],
+    width: int,
     *,
     header: bool,
     delimiter: str,
     quote: str,
 ) -> tuple[str, list[tuple]]:
-    """Read files into a temp table in file order; return it and DuckDB's rejected records."""
+    """Read files into a temp table in file order, as text columns c0, c1, ... (delivered names
+    never meet SQL); return it and DuckDB's rejected records."""
     read_id = next(_READ_ID)
     loaded, errors, scans = f"scan_{read_id}", f"scan_errors_{read_id}", f"scan_files_{read_id}"
-    struct = "{" + ", ".join(f"{quote_literal(c)}: 'VARCHAR'" for c in columns) + "}"
+    struct = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(width)) + "}"
     paths = "[" + ", ".join(quote_literal(str(f.path)) for f in files) + "]"
     # Insertion order is preserved, so rowid runs in file order and numbers the records.
     conn.execute(
@@ -176,7 +185,7 @@ def _scan(
             auto_detect = false,
             strict_mode = true,
             null_padding = false,
-            filename = '__landing_file',
+            filename = '__crm_file',
             store_rejects = true,
             rejects_table = '{errors}',
             rejects_scan = '{scans}'
@@ -185,7 +194,8 @@ def _scan(
     )
     rejected = conn.execute(
         f"""
-        SELECT s.file_path, e.line, min(e.line_byte_position), min(e.error_type), min(e.error_message)
+        SELECT s.file_path, e.line, min(e.line_byte_position), min(e.error_type),
+               min(e.error_message), min(e.csv_line)
         FROM {errors} AS e
         JOIN {scans} AS s USING (scan_id, file_id)
         GROUP BY s.file_path, e.line
@@ -208,15 +218,17 @@ def _record_rejects(
     """Quarantine DuckDB's rejected records; return a temp table mapping them for numbering."""
     by_path = {str(f.path): f for f in files}
     rows = []
-    for path, line, byte_pos, error_type, message in rejected:
+    for path, line, byte_pos, error_type, message, csv_line in rejected:
         f = by_path[path]
         reason, hint = _REASONS.get(error_type, (error_type.lower().replace(" ", "_"), message))
+        # DuckDB keeps the record's text, all its lines, except where bytes were not UTF-8.
+        text = f.line_text(byte_pos, csv_line) if error_type == "INVALID ENCODING" else csv_line
         rows.append(
             (
                 f.partition_date,
                 f.name,
                 line,
-                f.line_text(byte_pos - 1),
+                text.rstrip("\r\n"),
                 reason,
                 f"{f.name} record {line}: {hint} ({message})",
             )
@@ -241,22 +253,27 @@ def _numbered(conn: duckdb.DuckDBPyConnection, loaded: str, marks: str, first_re
     """SQL for the loaded rows with their record number in the file (header = 1)."""
     # A file's rows are consecutive rowids; its first rowid turns them into an index.
     indexed = f"""
-        SELECT {loaded}.*, {loaded}.rowid - bases.base AS __loaded_index
+        SELECT {loaded}.*, {loaded}.rowid - bases.base AS __crm_index
         FROM {loaded}
         JOIN (
-            SELECT __landing_file, min(rowid) AS base FROM {loaded} GROUP BY ALL
-        ) AS bases USING (__landing_file)
+            SELECT __crm_file, min(rowid) AS base FROM {loaded} GROUP BY ALL
+        ) AS bases USING (__crm_file)
     """
     if not conn.execute(f"SELECT count(*) FROM {marks}").fetchone()[0]:
-        return f"SELECT *, __loaded_index + {first_record} AS __record_no FROM ({indexed})"
+        return f"SELECT *, __crm_index + {first_record} AS __crm_record FROM ({indexed})"
     return f"""
         WITH indexed AS ({indexed})
-        SELECT indexed.*, __loaded_index + {first_record} + coalesce(marks.k, 0) AS __record_no
+        SELECT indexed.*, __crm_index + {first_record} + coalesce(marks.k, 0) AS __crm_record
         FROM indexed
         ASOF LEFT JOIN {marks} AS marks
-          ON indexed.__landing_file = marks.path
-         AND indexed.__loaded_index >= marks.loaded_before
+          ON indexed.__crm_file = marks.path
+         AND indexed.__crm_index >= marks.loaded_before
     """
+
+
+def _header_names(delivery: Delivery) -> tuple[str, ...]:
+    """The header's column names; an unnamed column (a trailing comma) gets column_<n>."""
+    return tuple(name or f"column_{i + 1}" for i, name in enumerate(_header(delivery)))
 
 
 def load_csv(
@@ -270,12 +287,12 @@ def load_csv(
     _log_deliveries(conn, table, files, loaded_at, header_lines=1)
     groups: dict[tuple[str, ...], list[Delivery]] = {}
     for f in files:
-        header = _header(f)
+        if not f.content.strip():
+            continue
+        header = _header_names(f)
         missing = [c for c in contract if c not in header]
         duplicated = sorted({c for c in header if header.count(c) > 1})
-        if missing or duplicated or not f.content.strip():
-            if not f.content.strip():
-                continue
+        if missing or duplicated:
             unexpected = [c for c in header if c not in contract]
             detail = (
                 f"{f.name}: header lacks {missing} (it has {unexpected or 'no other columns'})"
@@ -286,22 +303,29 @@ def load_csv(
             continue
         groups.setdefault(header, []).append(f)
     for header, group in groups.items():
-        loaded, rejected = _scan(conn, group, header, header=True, delimiter=",", quote='"')
+        loaded, rejected = _scan(conn, group, len(header), header=True, delimiter=",", quote='"')
         marks = _record_rejects(conn, table, group, rejected, loaded_at, first_record=2)
+        position = {name: f"numbered.c{i}" for i, name in enumerate(header)}
         extra = [c for c in header if c not in contract]
-        extra_sql = extra_columns_sql(extra, "numbered.")
+        extra_sql = (
+            "json_object(" + ", ".join(f"{quote_literal(c)}, {position[c]}" for c in extra) + ")"
+            if extra
+            else "NULL"
+        )
+        lines = " + ".join(["1", *(line_breaks_sql(position[c]) for c in header)])
         file_map = _register_files(conn, group)
         conn.execute(
             f"""
             INSERT INTO raw.{table}
-            SELECT {", ".join(f"numbered.{quote_ident(c)}" for c in contract)},
+            SELECT {", ".join(f"{position[c]} AS {quote_ident(c)}" for c in contract)},
                    {extra_sql},
                    files.__name,
-                   numbered.__record_no,
+                   numbered.__crm_record,
+                   {lines},
                    files.__partition,
                    ?
             FROM ({_numbered(conn, loaded, marks, 2)}) AS numbered
-            JOIN {file_map} AS files ON files.__path = numbered.__landing_file
+            JOIN {file_map} AS files ON files.__path = numbered.__crm_file
             """,
             [loaded_at],
         )
@@ -321,22 +345,22 @@ def load_jsonl(
     files = [f for f in files if f.content.strip()]
     if not files:
         return
-    loaded, rejected = _scan(
-        conn, files, ("line",), header=False, delimiter=_LINE_DELIMITER, quote=""
-    )
+    loaded, rejected = _scan(conn, files, 1, header=False, delimiter=_LINE_DELIMITER, quote="")
     marks = _record_rejects(conn, table, files, rejected, loaded_at, first_record=1)
     file_map = _register_files(conn, files)
+    lines = f"{loaded}_lines"
     conn.execute(
         f"""
-        CREATE TEMP TABLE {loaded}_lines AS
+        CREATE TEMP TABLE {lines} AS
         SELECT files.__name AS name, files.__partition AS partition_date,
-               numbered.__record_no AS record_no, numbered.line,
-               CASE WHEN json_valid(numbered.line) THEN json_type(numbered.line) = 'OBJECT' ELSE false END
-                   AS is_object
+               numbered.__crm_record AS record_no, numbered.c0 AS line,
+               CASE WHEN json_valid(numbered.c0) THEN json_type(numbered.c0) = 'OBJECT'
+                    ELSE false END AS is_object
         FROM ({_numbered(conn, loaded, marks, 1)}) AS numbered
-        JOIN {file_map} AS files ON files.__path = numbered.__landing_file
+        JOIN {file_map} AS files ON files.__path = numbered.__crm_file
         """
     )
+    # An empty line reads as NULL and is no record; a line of blanks is a record, and wrong.
     conn.execute(
         f"""
         INSERT INTO {REJECTS_TABLE}
@@ -344,9 +368,9 @@ def load_jsonl(
                name || ' line ' || record_no
                    || ': not a JSON object (cut off or malformed); fix or re-deliver the file',
                ?
-        FROM {loaded}_lines
+        FROM {lines}
         WHERE NOT is_object
-          AND trim(line) <> ''
+          AND line IS NOT NULL
         """,
         [table, loaded_at],
     )
@@ -358,12 +382,13 @@ def load_jsonl(
                nullif(json_merge_patch(line, {quote_literal(drop_contract)}), '{{}}'),
                name,
                record_no,
+               1,
                partition_date,
                ?
-        FROM {loaded}_lines
+        FROM {lines}
         WHERE is_object
         """,
         [loaded_at],
     )
-    for temp in (loaded, f"{loaded}_lines", marks, file_map):
+    for temp in (loaded, lines, marks, file_map):
         conn.execute(f"DROP TABLE {temp}")

@@ -33,6 +33,10 @@ class RawRecord(pa.DataFrameModel):
         ge=1,
         description="Record number in the file (header = 1), or the row id in the shop table.",
     )
+    source_lines: Series[int] = pa.Field(
+        ge=1,
+        description="Non-empty physical lines the record spans (1 unless a quoted value breaks lines).",
+    )
     partition_date: Series[pd.Timestamp] = pa.Field(
         nullable=True, description="Delivery day (daily sources); NULL for snapshot sources."
     )

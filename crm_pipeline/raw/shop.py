@@ -28,7 +28,9 @@ import sqlalchemy as sa
 from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, extra_columns_sql, quote_ident
 
 CHUNK_ROWS = 100_000
-_ROW_ID, _SHOP_ROWS, _ORDER_DAYS = "__row_id", "shop_rows", "shop_order_days"
+# Internal names carry a prefix no delivered column is expected to use.
+_ROW_ID, _DAY = "__crm_row_id", "__crm_day"
+_SHOP_ROWS, _ORDER_DAYS = "shop_rows", "shop_order_days"
 
 
 class ShopSchemaError(Exception):
@@ -46,6 +48,13 @@ class ShopRead:
 
 def _source_columns(engine: sa.Engine, read: ShopRead) -> tuple[list[str], list[str]]:
     """The table's contract columns and extra columns; a clear error if the contract is unmet."""
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and not Path(database).exists():
+        # Connecting would create an empty database file in its place.
+        raise ShopSchemaError(
+            f"No online shop database at {database}: run `crm-pipeline generate` or set "
+            "CRM_SHOP_URL to the shop's SQLAlchemy URL."
+        )
     inspector = sa.inspect(engine)
     if not inspector.has_table(read.table):
         raise ShopSchemaError(
@@ -83,7 +92,8 @@ def _selects(engine: sa.Engine, table: str, values: list[sa.ColumnElement]) -> l
     """The whole table as one JSON array per row (or text columns), with a row id; a large
     SQLite table in two halves by rowid, one per core."""
     source = sa.table(table)
-    if engine.dialect.name == "sqlite":
+    # A view has no rowid; it is read in one pass, numbered by its first two columns.
+    if engine.dialect.name == "sqlite" and table not in sa.inspect(engine).get_view_names():
         row_id = sa.literal_column(f"{table}.rowid")
         base = sa.select(sa.func.json_array(*values, row_id)).select_from(source)
         with engine.connect() as db:
@@ -92,6 +102,8 @@ def _selects(engine: sa.Engine, table: str, values: list[sa.ColumnElement]) -> l
             return [base]
         return [base.where(row_id <= top // 2), base.where(row_id > top // 2)]
     row_id = sa.func.row_number().over(order_by=values[:2])
+    if engine.dialect.name == "sqlite":
+        return [sa.select(sa.func.json_array(*values, row_id)).select_from(source)]
     if engine.dialect.name == "postgresql":
         # Text casts keep PostgreSQL's own rendering of each value (JSON would reformat times).
         texts = [sa.cast(v, sa.Text) for v in [*values, row_id]]
@@ -213,7 +225,7 @@ def _routing(read: ShopRead) -> str:
     """SQL giving each staged row its partition day text (NULL: belongs to no partition)."""
     if read.table == "orders":
         return f"""
-            SELECT rows.*, days.day AS __day
+            SELECT rows.*, days.day AS {_DAY}
             FROM {_SHOP_ROWS} AS rows
             LEFT JOIN partition_days AS days ON days.day = substr(rows.ordered_at, 1, 10)
         """
@@ -225,7 +237,7 @@ def _routing(read: ShopRead) -> str:
             JOIN partition_days AS days ON days.day = substr(o.ordered_at, 1, 10)
             GROUP BY o.order_id
         )
-        SELECT rows.*, first_day.day AS __day
+        SELECT rows.*, first_day.day AS {_DAY}
         FROM {_SHOP_ROWS} AS rows
         LEFT JOIN first_day ON first_day.order_id = rows.order_id
     """
@@ -253,12 +265,12 @@ def load_shop_table(
     insert = f"""
         INSERT INTO raw.{source}
         SELECT {", ".join(quote_ident(c) for c in read.columns)}, {extra_sql}, ?,
-               CAST({_ROW_ID} AS BIGINT), CAST(__day AS DATE), ?
+               CAST({_ROW_ID} AS BIGINT), 1, CAST({_DAY} AS DATE), ?
         FROM routed
     """
     if days is None:
         conn.execute(
-            f"CREATE OR REPLACE TEMP TABLE routed AS SELECT *, NULL::VARCHAR AS __day FROM {_SHOP_ROWS}"
+            f"CREATE OR REPLACE TEMP TABLE routed AS SELECT *, NULL::VARCHAR AS {_DAY} FROM {_SHOP_ROWS}"
         )
         conn.execute(insert, [lineage, loaded_at])
     else:
@@ -271,7 +283,7 @@ def load_shop_table(
             _stage(conn, engine, "orders", ["order_id", "ordered_at"], _ORDER_DAYS)
         conn.execute(f"CREATE OR REPLACE TEMP TABLE routed AS {_routing(read)}")
         conn.execute(
-            insert + " WHERE __day BETWEEN ? AND ?", [lineage, loaded_at, days[0], days[-1]]
+            insert + f" WHERE {_DAY} BETWEEN ? AND ?", [lineage, loaded_at, days[0], days[-1]]
         )
         _reject_unplaced(conn, source, lineage, read, valid_days, loaded_at)
     _log_deliveries(conn, source, lineage, days, loaded_at)
@@ -296,15 +308,15 @@ def _log_deliveries(
     conn.execute(
         f"""
         INSERT INTO {DELIVERIES_TABLE}
-        SELECT ?, CAST(days.day AS DATE), ?, count(routed.__day), ?
+        SELECT ?, CAST(days.day AS DATE), ?, count(routed.{_DAY}), ?
         FROM partition_days AS days
-        LEFT JOIN routed ON routed.__day = days.day
+        LEFT JOIN routed ON routed.{_DAY} = days.day
         WHERE days.in_run
         GROUP BY days.day
         UNION ALL
         SELECT ?, NULL, ?, count(*), ?
         FROM routed
-        WHERE __day IS NULL
+        WHERE {_DAY} IS NULL
         """,
         [source, lineage, loaded_at, source, lineage, loaded_at],
     )
@@ -333,7 +345,7 @@ def _reject_unplaced(
                  || ', not a day of any partition (' || ? || '); correct it in the shop database',
                ?
         FROM routed
-        WHERE __day IS NULL
+        WHERE {_DAY} IS NULL
         """,
         [source, lineage, lineage, what, span, loaded_at],
     )

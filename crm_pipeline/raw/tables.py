@@ -13,6 +13,7 @@ LINEAGE_COLUMNS = {
     "extra_columns": "VARCHAR",
     "source_file": "VARCHAR NOT NULL",
     "source_line": "BIGINT NOT NULL",
+    "source_lines": "INTEGER NOT NULL",
     "partition_date": "DATE",
     "loaded_at": "TIMESTAMP NOT NULL",
 }
@@ -58,6 +59,14 @@ def quote_ident(name: str) -> str:
 def quote_literal(value: str) -> str:
     """A SQL string literal, for the few places DuckDB takes no parameter (read_csv options)."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def line_breaks_sql(value: str) -> str:
+    """SQL counting the non-empty physical lines a delivered value adds to its record: its line
+    breaks, less the empty lines it holds (conservation counts non-empty lines)."""
+    parts = f"string_split({value}, chr(10))"
+    empty = f"len(list_filter({parts}[2:-2], lambda s: s = '' OR s = chr(13)))"
+    return f"coalesce(len({parts}) - 1 - {empty}, 0)"
 
 
 def extra_columns_sql(extra: list[str], qualifier: str = "") -> str:

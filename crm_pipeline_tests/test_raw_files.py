@@ -1,0 +1,115 @@
+"""Awkward but ordinary files: every line lands or is quarantined with its own text, and counts add up."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+import sqlalchemy as sa
+
+from crm_pipeline import landing
+from crm_pipeline.raw.checks import rows_accounted_result
+from crm_pipeline.raw.files import deliveries, load_csv, load_jsonl
+from crm_pipeline.raw.shop import ShopRead, load_shop_table
+from crm_pipeline.raw.tables import ensure_raw_tables
+
+DAY = "2025-01-01"
+STORES = landing.STORES
+HEADER = b"store_id,city,region"
+
+
+def _load(tmp_path: Path, content: bytes, source: landing.FileSource = STORES):
+    path = tmp_path / f"{source.name}.file"
+    path.write_bytes(content)
+    conn = duckdb.connect()
+    ensure_raw_tables(conn, source.name, source.columns)
+    loader = load_jsonl if source is landing.INQUIRIES else load_csv
+    loader(conn, source.name, source.columns, deliveries([(path, path.name, DAY)]), datetime.now())
+    check = rows_accounted_result(conn, source.name, "TRUE", [])
+    return conn, check
+
+
+def _raw(conn: duckdb.DuckDBPyConnection, *columns: str) -> list[tuple]:
+    return conn.execute(
+        f"SELECT {', '.join(columns)} FROM raw.stores ORDER BY source_line"
+    ).fetchall()
+
+
+def _rejects(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
+    return conn.execute(
+        "SELECT source_line, reason, raw_text FROM quarantine.raw_rejects ORDER BY source_line"
+    ).fetchall()
+
+
+def test_a_quoted_value_with_a_blank_line_is_one_record_and_counts_add_up(tmp_path: Path) -> None:
+    conn, check = _load(tmp_path, HEADER + b'\nS1,"Spring\n\nfield",West\nS2,Shelby,West\n')
+    assert _raw(conn, "store_id", "city", "source_line") == [
+        ("S1", "Spring\n\nfield", 2),
+        ("S2", "Shelby", 3),
+    ]
+    assert check.passed, check.description
+
+
+def test_crlf_file_quarantines_the_bad_line_with_its_own_text(tmp_path: Path) -> None:
+    content = (
+        HEADER + b"\r\nS1,A,West\r\nS2,B,West\r\nS3,C,West\r\nS4,Caf\xe9,West\r\nS5,E,West\r\n"
+    )
+    conn, check = _load(tmp_path, content)
+    assert _rejects(conn) == [(5, "invalid_encoding", "S4,Caf\\xe9,West")]
+    assert [r[0] for r in _raw(conn, "store_id")] == ["S1", "S2", "S3", "S5"]
+    assert not check.passed and "All 5 delivered rows" in check.description
+
+
+def test_a_rejected_record_spanning_lines_keeps_all_its_text(tmp_path: Path) -> None:
+    conn, check = _load(tmp_path, HEADER + b'\nS1,"two\nlines"\nS2,B,West\n')
+    assert _rejects(conn) == [(2, "missing_values", 'S1,"two\nlines"')]
+    assert "All 3 delivered rows" in check.description
+
+
+def test_a_trailing_comma_in_the_header_keeps_the_unnamed_column(tmp_path: Path) -> None:
+    conn, check = _load(tmp_path, HEADER + b",\nS1,A,West,x\n")
+    assert _raw(conn, "store_id", "extra_columns") == [("S1", '{"column_4":"x"}')]
+    assert check.passed
+
+
+@pytest.mark.parametrize("extra", [b"rowid", b"STORE_ID", b"__crm_file"])
+def test_delivered_names_never_collide_with_internal_ones(tmp_path: Path, extra: bytes) -> None:
+    conn, check = _load(tmp_path, HEADER + b"," + extra + b"\nS1,A,West,x\n")
+    assert _raw(conn, "store_id", "extra_columns ->> '" + extra.decode() + "'") == [("S1", "x")]
+    assert check.passed
+
+
+def test_a_line_of_blanks_in_json_lines_is_quarantined(tmp_path: Path) -> None:
+    conn, check = _load(
+        tmp_path, b'{"inquiry_id": "I1"}\n   \n\n{"inquiry_id": "I2"}\n', landing.INQUIRIES
+    )
+    assert conn.execute(
+        "SELECT inquiry_id, source_line FROM raw.inquiries ORDER BY 2"
+    ).fetchall() == [
+        ("I1", 1),
+        ("I2", 4),
+    ]
+    assert _rejects(conn) == [(2, "invalid_json", "   ")]
+    assert "All 3 delivered rows" in check.description
+
+
+def test_a_shop_table_given_as_a_view_loads_like_a_table(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shop.sqlite'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as db:
+        db.exec_driver_sql("CREATE TABLE export (id TEXT, customer TEXT, at TEXT)")
+        db.exec_driver_sql("INSERT INTO export VALUES ('O1', 'A1', '2025-01-01 10:00:00')")
+        db.exec_driver_sql(
+            "CREATE VIEW orders AS SELECT id AS order_id, customer AS account_id, "
+            "at AS ordered_at, 'completed' AS status, 'card' AS payment_method, "
+            "'USD' AS currency, 10.0 AS total_amount FROM export"
+        )
+    conn = duckdb.connect()
+    ensure_raw_tables(conn, "online_orders", landing.ORDERS.columns)
+    read = ShopRead("orders", landing.ORDERS.columns, partitioned=True)
+    load_shop_table(conn, url, read, days=[DAY], valid_days=[DAY], loaded_at=datetime.now())
+    rows = conn.execute("SELECT order_id, source_line FROM raw.online_orders").fetchall()
+    assert rows == [("O1", 1)]
+    assert rows_accounted_result(conn, "online_orders", "TRUE", []).passed
