@@ -66,7 +66,7 @@ def line_breaks_sql(value: str) -> str:
     breaks, less the empty lines it holds (conservation counts non-empty lines)."""
     parts = f"string_split({value}, chr(10))"
     empty = f"len(list_filter({parts}[2:-2], lambda s: s = '' OR s = chr(13)))"
-    return f"coalesce(len({parts}) - 1 - {empty}, 0)"
+    return f"CASE WHEN contains({value}, chr(10)) THEN len({parts}) - 1 - {empty} ELSE 0 END"
 
 
 def extra_columns_sql(extra: list[str], qualifier: str = "") -> str:
