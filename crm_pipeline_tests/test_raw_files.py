@@ -113,3 +113,14 @@ def test_a_shop_table_given_as_a_view_loads_like_a_table(tmp_path: Path) -> None
     rows = conn.execute("SELECT order_id, source_line FROM raw.online_orders").fetchall()
     assert rows == [("O1", 1)]
     assert rows_accounted_result(conn, "online_orders", "TRUE", []).passed
+
+
+def test_a_file_name_with_glob_characters_is_read_once_as_itself(tmp_path: Path) -> None:
+    odd, plain = tmp_path / "pos*x[1].csv", tmp_path / "posAx1.csv"
+    odd.write_bytes(HEADER + b"\nS1,A,West\n")
+    plain.write_bytes(HEADER + b"\nS2,B,West\n")
+    conn = duckdb.connect()
+    ensure_raw_tables(conn, "stores", STORES.columns)
+    files = deliveries([(odd, odd.name, DAY)])
+    load_csv(conn, "stores", STORES.columns, files, datetime.now())
+    assert _raw(conn, "store_id", "source_file") == [("S1", "pos*x[1].csv")]

@@ -155,6 +155,11 @@ _REASONS = {
 }
 
 
+def _literal_path(path: Path) -> str:
+    """A path DuckDB reads as that one file: its glob characters bracketed."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in str(path))
+
+
 def _scan(
     conn: duckdb.DuckDBPyConnection,
     files: list[Delivery],
@@ -169,7 +174,7 @@ def _scan(
     read_id = next(_READ_ID)
     loaded, errors, scans = f"scan_{read_id}", f"scan_errors_{read_id}", f"scan_files_{read_id}"
     struct = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(width)) + "}"
-    paths = "[" + ", ".join(quote_literal(str(f.path)) for f in files) + "]"
+    paths = "[" + ", ".join(quote_literal(_literal_path(f.path)) for f in files) + "]"
     # Insertion order is preserved, so rowid runs in file order and numbers the records.
     conn.execute(
         f"""
