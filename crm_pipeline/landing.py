@@ -32,6 +32,19 @@ class FileSource:
     columns: tuple[str, ...]
     daily: bool = True
 
+    def stray_files(self, root: Path, days: set[str]) -> list[Path]:
+        """Files in the source's folder that no load will read: outside a partition day's
+        folder, in a folder that is no partition day, or not matching the pattern."""
+        base = root / self.folder
+        if not self.daily or not base.is_dir():
+            return []
+        return sorted(
+            p
+            for p in base.rglob("*")
+            if p.is_file()
+            and not (p.parent.parent == base and p.parent.name in days and p.match(self.pattern))
+        )
+
     def files(self, root: Path, day: str | None = None) -> list[Path]:
         """The delivered files, for one day or (reference files) for good."""
         base = root / self.folder

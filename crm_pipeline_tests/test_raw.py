@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -182,3 +183,23 @@ def test_large_shop_tables_are_read_by_worker_processes_with_the_same_result(
     query = "SELECT * EXCLUDE (loaded_at) FROM raw.online_order_items ORDER BY source_line"
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         assert conn.execute(query).fetchall() == serial.execute(query).fetchall()
+
+
+def test_files_outside_the_day_folders_are_reported_not_silently_skipped(
+    tiny_zone: Path, tmp_path: Path
+) -> None:
+    zone = tmp_path / "zone"
+    shutil.copytree(tiny_zone, zone)
+    (zone / "store_purchases" / "pos.csv").write_text("receipt_id\n")
+    (zone / "store_purchases" / "2025-1-5").mkdir()
+    (zone / "store_purchases" / "2025-1-5" / "pos.csv").write_text("receipt_id\n")
+    result = _load(zone, tmp_path / "warehouse.duckdb", DAY1, DAY2)
+    store = next(
+        m
+        for m in result.get_asset_materialization_events()
+        if m.asset_key.path[-1] == "store_purchases"
+    )
+    assert store.materialization.metadata["files_not_read"].value == [
+        "store_purchases/2025-1-5/pos.csv",
+        "store_purchases/pos.csv",
+    ]

@@ -42,6 +42,7 @@ def _result(
     conn: duckdb.DuckDBPyConnection,
     table: str,
     days: list[str] | None,
+    notes: dict[str, list[str]] | None = None,
 ) -> dg.MaterializeResult:
     """Checks and metadata for the slice just written (a whole table or a range of days)."""
     model = RAW_MODELS[table]
@@ -55,6 +56,8 @@ def _result(
     metadata = table_metadata(conn, f"raw.{table}", model, where, params)
     metadata["rejected_rows"] = sum(n for _, n in rejected)
     metadata["rejected_by_reason"] = dg.MetadataValue.json(dict(rejected))
+    for key, values in (notes or {}).items():
+        metadata[key] = dg.MetadataValue.json(values)
     if days is not None:
         metadata["partitions"] = dg.MetadataValue.text(f"{days[0]}..{days[-1]} ({len(days)} days)")
     return dg.MaterializeResult(
@@ -112,6 +115,14 @@ def file_asset(source: landing.FileSource, loader: Loader) -> dg.AssetsDefinitio
                 f"or point CRM_LANDING_DIR at the landing zone (now {root})."
             )
         context.log.info(f"raw.{source.name}: {len(paths)} file(s) from {root}")
+        stray = source.stray_files(root, set(daily_partitions.get_partition_keys()))
+        if stray:
+            context.log.warning(
+                f"raw.{source.name}: {len(stray)} file(s) not read, outside the "
+                f"{source.folder}/<YYYY-MM-DD>/{source.pattern} layout or before "
+                f"{daily_partitions.start:%Y-%m-%d}: "
+                + ", ".join(p.relative_to(root).as_posix() for p in stray[:10])
+            )
         loaded_at = _now()
         with warehouse.connect() as conn:
             ensure_raw_tables(conn, source.name, source.columns)
@@ -119,7 +130,8 @@ def file_asset(source: landing.FileSource, loader: Loader) -> dg.AssetsDefinitio
             clear_slice(conn, source.name, *((days[0], days[-1]) if days else (None, None)))
             loader(conn, source.name, source.columns, deliveries(paths), loaded_at)
             conn.commit()
-            return _result(conn, source.name, days)
+            not_read = [p.relative_to(root).as_posix() for p in stray[:50]]
+            return _result(conn, source.name, days, {"files_not_read": not_read})
 
     return _raw
 
