@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
 from datetime import datetime
-from itertools import count
-from pathlib import Path
 
 import duckdb
 
+from crm_pipeline.raw.delivery import Delivery, deliveries
+from crm_pipeline.raw.scan import numbered, record_rejects, register_files, reject_lines, scan
 from crm_pipeline.raw.tables import (
     DELIVERIES_TABLE,
     REJECTS_TABLE,
@@ -26,54 +25,11 @@ from crm_pipeline.raw.tables import (
     quote_literal,
 )
 
-_READ_ID = count()
+__all__ = ["Delivery", "deliveries", "load_csv", "load_jsonl"]
+
 # A delimiter that cannot occur in a valid JSON line (control characters must be escaped in
 # JSON), so reading JSON Lines "as CSV" yields exactly one column per physical line.
 _LINE_DELIMITER = "\x1f"
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One delivered file: where it is, its name as recorded in lineage, and its partition."""
-
-    path: Path
-    name: str
-    partition_date: str | None
-    content: bytes
-
-    @property
-    def data_lines(self) -> int:
-        """Non-empty physical lines, excluding the CSV header (the count conservation uses)."""
-        return sum(1 for line in self.content.split(b"\n") if line.strip(b"\r"))
-
-    def line_text(self, byte_offset: int, shown: str) -> str:
-        """The line of a record DuckDB could not decode, undecodable bytes escaped.
-
-        DuckDB's byte position points at the line's start, at the character after it, or at
-        a blank line before it, depending on line endings; the candidate that starts like
-        what DuckDB shows (it prints undecodable bytes as '?') is the one.
-        """
-        wanted = shown.rstrip("\r\n").lstrip("\r\n")
-        candidates = []
-        for offset in (byte_offset - 1, byte_offset):
-            start = self.content.rfind(b"\n", 0, max(offset, 0)) + 1
-            while start < len(self.content) and not self._line_from(start).strip():
-                start = self.content.find(b"\n", start) + 1 or len(self.content)
-            candidates.append(self._line_from(start))
-        prefix = wanted.split("?")[0]
-        for raw in candidates:
-            if raw.decode("utf-8", errors="replace").startswith(prefix):
-                return raw.decode("utf-8", errors="backslashreplace")
-        return candidates[0].decode("utf-8", errors="backslashreplace")
-
-    def _line_from(self, start: int) -> bytes:
-        end = self.content.find(b"\n", start)
-        return self.content[start : end if end >= 0 else len(self.content)].rstrip(b"\r")
-
-
-def deliveries(paths: list[tuple[Path, str, str | None]]) -> list[Delivery]:
-    """Read each file once; the bytes serve the header, the line count and reject texts."""
-    return [Delivery(p, name, day, p.read_bytes()) for p, name, day in paths]
 
 
 def _header(delivery: Delivery) -> tuple[str, ...]:
@@ -96,27 +52,6 @@ def _log_deliveries(
         conn.executemany(f"INSERT INTO {DELIVERIES_TABLE} VALUES (?, ?, ?, ?, ?)", rows)
 
 
-def _register_files(conn: duckdb.DuckDBPyConnection, files: list[Delivery]) -> str:
-    name = f"files_{next(_READ_ID)}"
-    conn.execute(f"CREATE TEMP TABLE {name} (__path VARCHAR, __name VARCHAR, __partition DATE)")
-    conn.executemany(
-        f"INSERT INTO {name} VALUES (?, ?, ?)",
-        [(str(f.path), f.name, f.partition_date) for f in files],
-    )
-    return name
-
-
-def _reject_lines(
-    conn: duckdb.DuckDBPyConnection, source: str, rows: list[tuple], loaded_at: datetime
-) -> None:
-    """rows: (partition_date, file name, record number, raw text, reason, detail)."""
-    if rows:
-        conn.executemany(
-            f"INSERT INTO {REJECTS_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(source, *row, loaded_at) for row in rows],
-        )
-
-
 def _reject_whole_file(
     conn: duckdb.DuckDBPyConnection,
     source: str,
@@ -127,7 +62,7 @@ def _reject_whole_file(
     header_lines: int,
 ) -> None:
     lines = [line for line in f.content.split(b"\n") if line.strip(b"\r")][header_lines:]
-    _reject_lines(
+    reject_lines(
         conn,
         source,
         [
@@ -143,137 +78,6 @@ def _reject_whole_file(
         ],
         loaded_at,
     )
-
-
-_REASONS = {
-    "MISSING COLUMNS": ("missing_values", "the line has fewer fields than the header (cut off?)"),
-    "TOO MANY COLUMNS": ("extra_values", "the line has more fields than the header"),
-    "INVALID ENCODING": ("invalid_encoding", "bytes that are not UTF-8; re-export as UTF-8"),
-    "UNQUOTED VALUE": ("unquoted_value", "a quote inside an unquoted field"),
-    "LINE SIZE OVER MAXIMUM": ("line_too_long", "the line exceeds the maximum line size"),
-    "CAST ERROR": ("unparseable", "a value does not parse"),
-}
-
-
-def _literal_path(path: Path) -> str:
-    """A path DuckDB reads as that one file: its glob characters bracketed."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in str(path))
-
-
-def _scan(
-    conn: duckdb.DuckDBPyConnection,
-    files: list[Delivery],
-    width: int,
-    *,
-    header: bool,
-    delimiter: str,
-    quote: str,
-) -> tuple[str, list[tuple]]:
-    """Read files into a temp table in file order, as text columns c0, c1, ... (delivered names
-    never meet SQL); return it and DuckDB's rejected records."""
-    read_id = next(_READ_ID)
-    loaded, errors, scans = f"scan_{read_id}", f"scan_errors_{read_id}", f"scan_files_{read_id}"
-    struct = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(width)) + "}"
-    paths = "[" + ", ".join(quote_literal(_literal_path(f.path)) for f in files) + "]"
-    # Insertion order is preserved, so rowid runs in file order and numbers the records.
-    conn.execute(
-        f"""
-        CREATE TEMP TABLE {loaded} AS
-        SELECT *
-        FROM read_csv(
-            {paths},
-            columns = {struct},
-            header = {str(header).lower()},
-            delim = {quote_literal(delimiter)},
-            quote = {quote_literal(quote)},
-            escape = {quote_literal(quote)},
-            auto_detect = false,
-            strict_mode = true,
-            null_padding = false,
-            filename = '__crm_file',
-            store_rejects = true,
-            rejects_table = '{errors}',
-            rejects_scan = '{scans}'
-        )
-        """
-    )
-    rejected = conn.execute(
-        f"""
-        SELECT s.file_path, e.line, min(e.line_byte_position), min(e.error_type),
-               min(e.error_message), min(e.csv_line)
-        FROM {errors} AS e
-        JOIN {scans} AS s USING (scan_id, file_id)
-        GROUP BY s.file_path, e.line
-        ORDER BY s.file_path, e.line
-        """
-    ).fetchall()
-    conn.execute(f"DROP TABLE {errors}")
-    conn.execute(f"DROP TABLE {scans}")
-    return loaded, rejected
-
-
-def _record_rejects(
-    conn: duckdb.DuckDBPyConnection,
-    source: str,
-    files: list[Delivery],
-    rejected: list[tuple],
-    loaded_at: datetime,
-    first_record: int,
-) -> str:
-    """Quarantine DuckDB's rejected records; return a temp table mapping them for numbering."""
-    by_path = {str(f.path): f for f in files}
-    rows = []
-    for path, line, byte_pos, error_type, message, csv_line in rejected:
-        f = by_path[path]
-        reason, hint = _REASONS.get(error_type, (error_type.lower().replace(" ", "_"), message))
-        # DuckDB keeps the record's text, all its lines, except where bytes were not UTF-8.
-        text = f.line_text(byte_pos, csv_line) if error_type == "INVALID ENCODING" else csv_line
-        rows.append(
-            (
-                f.partition_date,
-                f.name,
-                line,
-                text.rstrip("\r\n"),
-                reason,
-                f"{f.name} record {line}: {hint} ({message})",
-            )
-        )
-    _reject_lines(conn, source, rows, loaded_at)
-    table = f"rejected_{next(_READ_ID)}"
-    conn.execute(f"CREATE TEMP TABLE {table} (path VARCHAR, loaded_before BIGINT, k BIGINT)")
-    # For the j-th rejected record at number r, r - first_record - j records were loaded
-    # before it; an ASOF join turns a loaded record's index back into its record number.
-    marks = []
-    for path in {r[0] for r in rejected}:
-        lines = sorted(r[1] for r in rejected if r[0] == path)
-        # Consecutive rejects share a threshold; the last one carries the full count.
-        last = {line - first_record - j: j + 1 for j, line in enumerate(lines)}
-        marks += [(path, before, k) for before, k in last.items()]
-    if marks:
-        conn.executemany(f"INSERT INTO {table} VALUES (?, ?, ?)", marks)
-    return table
-
-
-def _numbered(conn: duckdb.DuckDBPyConnection, loaded: str, marks: str, first_record: int) -> str:
-    """SQL for the loaded rows with their record number in the file (header = 1)."""
-    # A file's rows are consecutive rowids; its first rowid turns them into an index.
-    indexed = f"""
-        SELECT {loaded}.*, {loaded}.rowid - bases.base AS __crm_index
-        FROM {loaded}
-        JOIN (
-            SELECT __crm_file, min(rowid) AS base FROM {loaded} GROUP BY ALL
-        ) AS bases USING (__crm_file)
-    """
-    if not conn.execute(f"SELECT count(*) FROM {marks}").fetchone()[0]:
-        return f"SELECT *, __crm_index + {first_record} AS __crm_record FROM ({indexed})"
-    return f"""
-        WITH indexed AS ({indexed})
-        SELECT indexed.*, __crm_index + {first_record} + coalesce(marks.k, 0) AS __crm_record
-        FROM indexed
-        ASOF LEFT JOIN {marks} AS marks
-          ON indexed.__crm_file = marks.path
-         AND indexed.__crm_index >= marks.loaded_before
-    """
 
 
 def _header_names(delivery: Delivery) -> tuple[str, ...]:
@@ -308,8 +112,8 @@ def load_csv(
             continue
         groups.setdefault(header, []).append(f)
     for header, group in groups.items():
-        loaded, rejected = _scan(conn, group, len(header), header=True, delimiter=",", quote='"')
-        marks = _record_rejects(conn, table, group, rejected, loaded_at, first_record=2)
+        loaded, rejected = scan(conn, group, len(header), header=True, delimiter=",", quote='"')
+        marks = record_rejects(conn, table, group, rejected, loaded_at, first_record=2)
         position = {name: f"numbered.c{i}" for i, name in enumerate(header)}
         extra = [c for c in header if c not in contract]
         extra_sql = (
@@ -318,7 +122,7 @@ def load_csv(
             else "NULL"
         )
         lines = " + ".join(["1", *(line_breaks_sql(position[c]) for c in header)])
-        file_map = _register_files(conn, group)
+        file_map = register_files(conn, group)
         conn.execute(
             f"""
             INSERT INTO raw.{table}
@@ -329,7 +133,7 @@ def load_csv(
                    {lines},
                    files.__partition,
                    ?
-            FROM ({_numbered(conn, loaded, marks, 2)}) AS numbered
+            FROM ({numbered(conn, loaded, marks, 2)}) AS numbered
             JOIN {file_map} AS files ON files.__path = numbered.__crm_file
             """,
             [loaded_at],
@@ -350,9 +154,9 @@ def load_jsonl(
     files = [f for f in files if f.content.strip()]
     if not files:
         return
-    loaded, rejected = _scan(conn, files, 1, header=False, delimiter=_LINE_DELIMITER, quote="")
-    marks = _record_rejects(conn, table, files, rejected, loaded_at, first_record=1)
-    file_map = _register_files(conn, files)
+    loaded, rejected = scan(conn, files, 1, header=False, delimiter=_LINE_DELIMITER, quote="")
+    marks = record_rejects(conn, table, files, rejected, loaded_at, first_record=1)
+    file_map = register_files(conn, files)
     lines = f"{loaded}_lines"
     conn.execute(
         f"""
@@ -361,7 +165,7 @@ def load_jsonl(
                numbered.__crm_record AS record_no, numbered.c0 AS line,
                CASE WHEN json_valid(numbered.c0) THEN json_type(numbered.c0) = 'OBJECT'
                     ELSE false END AS is_object
-        FROM ({_numbered(conn, loaded, marks, 1)}) AS numbered
+        FROM ({numbered(conn, loaded, marks, 1)}) AS numbered
         JOIN {file_map} AS files ON files.__path = numbered.__crm_file
         """
     )
