@@ -15,6 +15,7 @@ ROWS_ACCOUNTED = "rows_accounted"
 
 
 def check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    """The two checks every raw asset reports with each materialization."""
     return [
         dg.AssetCheckSpec(
             CONTRACT,
