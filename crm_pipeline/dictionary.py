@@ -13,6 +13,11 @@ from crm_pipeline.raw.tables import (
     raw_column_types,
     sql_types,
 )
+from crm_pipeline.staging.build import MERGED_COLUMNS, MERGED_TABLE, staging_columns
+from crm_pipeline.staging.build import REJECTS_COLUMNS as STAGING_REJECTS_COLUMNS
+from crm_pipeline.staging.build import REJECTS_TABLE as STAGING_REJECTS_TABLE
+from crm_pipeline.staging.rules import SOURCES
+from crm_pipeline.staging.schemas import STAGING_MODELS, MergedDuplicates, StagingRejects
 
 
 def _raw_types(model: type[RawRecord]) -> list[tuple[str, str]]:
@@ -26,6 +31,12 @@ TABLES: dict[str, tuple[type[pa.DataFrameModel], list[tuple[str, str]]]] = {
     **{f"raw.{table}": (model, _raw_types(model)) for table, model in RAW_MODELS.items()},
     DELIVERIES_TABLE: (RawDeliveries, sql_types(DELIVERIES_COLUMNS)),
     REJECTS_TABLE: (RawRejects, sql_types(REJECTS_COLUMNS)),
+    **{
+        f"staging.{name}": (model, sql_types(staging_columns(SOURCES[name])))
+        for name, model in STAGING_MODELS.items()
+    },
+    STAGING_REJECTS_TABLE: (StagingRejects, sql_types(STAGING_REJECTS_COLUMNS)),
+    MERGED_TABLE: (MergedDuplicates, sql_types(MERGED_COLUMNS)),
 }
 
 

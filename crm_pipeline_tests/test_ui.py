@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from crm_pipeline.definitions import defs
 from crm_pipeline.raw.schemas import RAW_MODELS
 from crm_pipeline.run import prepare_instance
 
@@ -90,7 +91,7 @@ def webserver(tiny_zone: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
             server.wait()
 
 
-def test_ui_loads_every_raw_asset_with_its_checks(webserver: str) -> None:
+def test_ui_loads_every_asset_with_its_checks(webserver: str) -> None:
     data = _graphql(
         webserver,
         "{ assetNodes { assetKey { path } groupName assetChecksOrError { "
@@ -98,10 +99,15 @@ def test_ui_loads_every_raw_asset_with_its_checks(webserver: str) -> None:
     )
     nodes = {tuple(n["assetKey"]["path"]): n for n in data["assetNodes"]}
     assert {("raw", t) for t in RAW_MODELS} <= set(nodes)
+    graph = defs.resolve_asset_graph()
+    expected: dict[tuple[str, ...], set[str]] = {}
+    for check in graph.asset_check_keys:
+        expected.setdefault(tuple(check.asset_key.path), set()).add(check.name)
+    assert set(nodes) == set(expected)
     for key, node in nodes.items():
         assert node["groupName"] == key[0]
         checks = {c["name"] for c in node["assetChecksOrError"]["checks"]}
-        assert checks >= {"contract", "rows_accounted"}, key
+        assert checks == expected[key], key
 
 
 def test_ui_launches_a_run_that_succeeds(webserver: str) -> None:

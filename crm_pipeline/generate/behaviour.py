@@ -136,6 +136,11 @@ class Shoppers:
         companion = cat.companions[anchor, rng.integers(0, 3, len(tx))]
         use = ~lead & (companion >= 0) & (rng.random(len(tx)) < 0.55)
         sku[use] = companion[use]
+        # A basket lists a product once (more units are quantity), as tills and shops record it.
+        _, first_line = np.unique(tx * len(cat.price) + sku, return_index=True)
+        keep = np.zeros(len(tx), dtype=bool)
+        keep[first_line] = True
+        tx, sku = tx[keep], sku[keep]
         price = cat.price[sku]
         business = ctype[tx] != INDIVIDUAL
         quantity = np.where(

@@ -41,7 +41,7 @@ DELIVERIES_COLUMNS = {
 }
 
 
-def _ddl(table: str, columns: dict[str, str]) -> str:
+def ddl(table: str, columns: dict[str, str]) -> str:
     body = ",\n    ".join(f"{name} {kind}" for name, kind in columns.items())
     return f"CREATE TABLE IF NOT EXISTS {table} (\n    {body}\n)"
 
@@ -88,8 +88,8 @@ def ensure_raw_tables(
     """Create the schemas, the raw table of one source, the delivery log and the quarantine."""
     conn.execute("CREATE SCHEMA IF NOT EXISTS raw")
     conn.execute("CREATE SCHEMA IF NOT EXISTS quarantine")
-    conn.execute(_ddl(REJECTS_TABLE, REJECTS_COLUMNS))
-    conn.execute(_ddl(DELIVERIES_TABLE, DELIVERIES_COLUMNS))
+    conn.execute(ddl(REJECTS_TABLE, REJECTS_COLUMNS))
+    conn.execute(ddl(DELIVERIES_TABLE, DELIVERIES_COLUMNS))
     cols = [f"{quote_ident(c)} VARCHAR" for c in columns]
     cols += [f"{name} {kind}" for name, kind in LINEAGE_COLUMNS.items()]
     conn.execute(f"CREATE TABLE IF NOT EXISTS raw.{table} (\n    " + ",\n    ".join(cols) + "\n)")

@@ -1,0 +1,150 @@
+"""The staging layer's checks: the contract holds, keys are unique, and every raw row is
+conserved (raw = staging + quarantined + merged duplicates, per partition)."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+
+from crm_pipeline.contracts import validate_query
+from crm_pipeline.raw.tables import quote_ident
+from crm_pipeline.staging.build import MERGED_TABLE, REJECTS_TABLE, slice_sql
+from crm_pipeline.staging.rules import Source
+from crm_pipeline.staging.schemas import STAGING_MODELS, MergedDuplicates, StagingRejects
+
+CONTRACT = "contract"
+CONSERVED = "rows_conserved"
+
+
+def check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            CONTRACT,
+            asset=key,
+            blocking=True,
+            description=(
+                "Every staged row satisfies the strict pandera contract, the business key is "
+                "unique and not null across the table, and the quarantine rows of the load do too."
+            ),
+        ),
+        dg.AssetCheckSpec(
+            CONSERVED,
+            asset=key,
+            blocking=True,
+            description=(
+                "Per partition: raw rows = staging rows + quarantined rows + merged duplicates. "
+                "Fails on a lost or doubled row; warns with the counts when rows were set aside."
+            ),
+        ),
+    ]
+
+
+def contract_result(
+    conn: duckdb.DuckDBPyConnection, source: Source, days: list[str] | None
+) -> dg.AssetCheckResult:
+    where, params = slice_sql(days)
+    outcome = validate_query(
+        conn,
+        f"SELECT * FROM staging.{source.name} WHERE {where}",
+        params,
+        STAGING_MODELS[source.name],
+    )
+    for log, model in ((REJECTS_TABLE, StagingRejects), (MERGED_TABLE, MergedDuplicates)):
+        logged = validate_query(
+            conn, f"SELECT * FROM {log} WHERE source = ? AND {where}", [source.name, *params], model
+        )
+        outcome.failures += logged.failures
+        outcome.examples += logged.examples
+    key = ", ".join(quote_ident(k) for k in source.key)
+    repeated = conn.execute(
+        f"""
+        SELECT {key}, count(*) AS copies, string_agg(DISTINCT CAST(partition_date AS VARCHAR), ', ')
+        FROM staging.{source.name}
+        GROUP BY ALL
+        HAVING count(*) > 1
+        LIMIT 5
+        """
+    ).fetchall()
+    description = outcome.describe()
+    if repeated:
+        description += (
+            f"\nBusiness key ({key}) repeats across partitions, e.g. "
+            + "; ".join(f"{r[:-2]} x{r[-2]} on {r[-1]}" for r in repeated)
+            + ". A record delivered again on another day: remove the second delivery and "
+            "re-run its day."
+        )
+    return dg.AssetCheckResult(
+        check_name=CONTRACT,
+        passed=outcome.passed and not repeated,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        metadata={"rows_checked": outcome.rows, "failures": outcome.failures + len(repeated)},
+    )
+
+
+def conservation(
+    conn: duckdb.DuckDBPyConnection, source: str, days: list[str] | None
+) -> list[tuple]:
+    """Per partition: raw rows, staged rows, quarantined rows, merged rows."""
+    where, params = slice_sql(days)
+    return conn.execute(
+        f"""
+        WITH counts AS (
+            SELECT partition_date, count(*) AS raw, 0 AS staged, 0 AS rejected, 0 AS merged
+            FROM raw.{source} WHERE {where} GROUP BY ALL
+            UNION ALL
+            SELECT partition_date, 0, count(*), 0, 0
+            FROM staging.{source} WHERE {where} GROUP BY ALL
+            UNION ALL
+            SELECT partition_date, 0, 0, count(*), 0
+            FROM {REJECTS_TABLE} WHERE source = ? AND {where} GROUP BY ALL
+            UNION ALL
+            SELECT partition_date, 0, 0, 0, count(*)
+            FROM {MERGED_TABLE} WHERE source = ? AND {where} GROUP BY ALL
+        )
+        SELECT partition_date, sum(raw), sum(staged), sum(rejected), sum(merged)
+        FROM counts
+        GROUP BY ALL
+        ORDER BY 1
+        """,
+        [*params, *params, source, *params, source, *params],
+    ).fetchall()
+
+
+def conserved_result(
+    conn: duckdb.DuckDBPyConnection, source: str, days: list[str] | None
+) -> dg.AssetCheckResult:
+    rows = conservation(conn, source, days)
+    totals = [sum(r[i] for r in rows) for i in range(1, 5)]
+    metadata = dict(zip(("raw_rows", "staged_rows", "quarantined_rows", "merged_rows"), totals))
+    broken = [r for r in rows if r[1] != r[2] + r[3] + r[4]]
+    if broken:
+        worst = "; ".join(
+            f"{p or 'snapshot'}: raw {a}, staged {s}, quarantined {q}, merged {m} ({a - s - q - m:+d})"
+            for p, a, s, q, m in broken[:10]
+        )
+        return dg.AssetCheckResult(
+            check_name=CONSERVED,
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"staging.{source} does not conserve raw rows in {len(broken)} partition(s): {worst}",
+            metadata=metadata,
+        )
+    raw, staged, rejected, merged = totals
+    if rejected:
+        return dg.AssetCheckResult(
+            check_name=CONSERVED,
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=(
+                f"All {raw} raw rows conserved: {staged} staged, {merged} merged duplicates, "
+                f"{rejected} quarantined (see {REJECTS_TABLE} where source = '{source}')."
+            ),
+            metadata=metadata,
+        )
+    return dg.AssetCheckResult(
+        check_name=CONSERVED,
+        passed=True,
+        description=f"All {raw} raw rows conserved: {staged} staged, {merged} merged duplicates.",
+        metadata=metadata,
+    )

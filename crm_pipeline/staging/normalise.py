@@ -1,0 +1,249 @@
+"""Canonical forms of the contact fields each source writes its own way: email, phone, name, address.
+
+Staging keeps the source value and adds these forms next to it, so the same mailbox, number or
+person written differently by two systems compares equal. Every function takes one value and
+returns None for a value that cannot be read; `over_distinct` applies one to a column.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from functools import cache
+
+import numpy as np
+import pandas as pd
+import phonenumbers
+from anyascii import anyascii
+from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberFormat
+from pypinyin import lazy_pinyin
+
+_EMAIL = re.compile(
+    r"(?P<local>[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
+    r"@(?P<domain>(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,})"
+)
+_GMAIL = frozenset({"gmail.com", "googlemail.com"})
+_WHITESPACE = re.compile(r"\s")
+_PHONE_START = re.compile(r"[+\d]")
+_NON_DIGIT = re.compile(r"\D")
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff"
+_HAN_CHAR = re.compile(f"[{_HAN}]")
+_HAN_NAME = re.compile(f"[{_HAN}]+")
+_SPACE_BETWEEN_HAN = re.compile(f"(?<=[{_HAN}])\\s+(?=[{_HAN}])")
+# Apostrophes and hyphens join ("O'Brien", "Anna-Lena"); any other punctuation separates.
+_JOINERS = re.compile(r"['’`-]")
+_NOT_ALNUM = re.compile(r"[^a-z0-9]+")
+# After a comma these are a suffix ("Smith, Jr."), not the given name of a "Last, First" form.
+_SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv", "phd", "md"})
+_ROMAN_NUMERALS = frozenset({"II", "III", "IV", "VI", "VII", "VIII"})
+_COMPOUND_SURNAMES = frozenset(
+    {"欧阳", "司马", "诸葛", "上官", "东方", "皇甫", "尉迟", "公孙", "慕容", "令狐", "夏侯", "长孙"}
+    | {"宇文", "司徒", "万俟", "轩辕", "端木", "独孤", "南宫", "西门"}
+)
+# pypinyin picks the everyday reading; as surnames these characters are read differently.
+_SURNAME_READINGS = {
+    "单": "shan",
+    "曾": "zeng",
+    "解": "xie",
+    "仇": "qiu",
+    "朴": "piao",
+    "区": "ou",
+    "查": "zha",
+    "盖": "ge",
+    "覃": "qin",
+    "缪": "miao",
+    "翟": "zhai",
+    "尉迟": "yuchi",
+    "万俟": "moqi",
+}
+
+
+def _nfkc(text: str) -> str:
+    # Most values are plain ASCII, which NFKC leaves unchanged; skipping it saves the call.
+    return text if text.isascii() else unicodedata.normalize("NFKC", text)
+
+
+def email(text: str | None) -> str | None:
+    """The canonical mailbox ('Anna.Berg+shop@Gmail.com' -> 'annaberg@gmail.com'), or None."""
+    if text is None:
+        return None
+    text = _nfkc(text).strip().lower()
+    # Inner whitespace is not a typo to repair: "anna gmail.com" is what a lost '@' looks like.
+    if _WHITESPACE.search(text):
+        return None
+    match = _EMAIL.fullmatch(text)
+    if match is None:
+        return None
+    local, domain = match["local"], match["domain"]
+    local = local.partition("+")[0]
+    if domain in _GMAIL:
+        # Gmail delivers 'a.n.n.a' to 'anna', and googlemail.com is the same service.
+        local, domain = local.replace(".", ""), "gmail.com"
+    return f"{local}@{domain}" if local else None
+
+
+def phone_e164(text: str | None, regions: tuple[str, ...] = ("US", "CN", "DE")) -> str | None:
+    """The number in E.164 ('(415) 555-0100' -> '+14155550100'), or None when not valid.
+
+    A number without an international prefix is read in each of `regions`. The reading wins
+    whose national format has exactly the typed digits ('15132066626' is a Chinese mobile, not
+    US '1' + 513...; '0151 50701220' is German, not a Chinese mobile behind a '0'); failing
+    that, the first reading that dropped a leading trunk prefix ('1 415 555 0100'). A reading
+    that needs a prefix nobody typed is refused: '415555010' is a US number that lost a digit,
+    not a German number without its '0'. Ties go to the earlier region.
+    """
+    if text is None:
+        return None
+    text = _nfkc(text)
+    start = _PHONE_START.search(text)
+    if start is None:
+        return None
+    number = text[start.start() :]
+    if number.startswith("00"):
+        # '00' is the IDD of China and Germany; as '+' it reads the same from any region.
+        number = "+" + number[2:]
+    if number.startswith("+"):
+        parsed = _parse(number, None)
+        if parsed is None or not _valid(parsed):
+            return None
+        return _e164(parsed)
+    typed = _NON_DIGIT.sub("", number)
+    fallback = None
+    for region in regions:
+        parsed = _parse(number, region)
+        if parsed is None or not _valid(parsed):
+            continue
+        if parsed.country_code != phonenumbers.country_code_for_region(region):
+            # Read through that region's own IDD ('011 49 ...' from the US): international.
+            return _e164(parsed)
+        written = _national_digits(parsed, region)
+        if typed == written:
+            return _e164(parsed)
+        if fallback is None and len(typed) > len(written) and typed.endswith(written):
+            fallback = parsed
+    return None if fallback is None else _e164(fallback)
+
+
+def _parse(number: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    try:
+        return phonenumbers.parse(number, region)
+    except NumberParseException:
+        return None
+
+
+def _valid(parsed: phonenumbers.PhoneNumber) -> bool:
+    # The length check is cheap and rejects most wrong regions before the costly pattern match,
+    # which for '+1' also tries every NANP country.
+    return phonenumbers.is_possible_number(parsed) and phonenumbers.is_valid_number(parsed)
+
+
+def _national_digits(parsed: phonenumbers.PhoneNumber, region: str) -> str:
+    """The digits the region itself writes for the number, trunk prefix and extension included."""
+    if not _writes_trunk_prefix(region):
+        # Formatting costs as much as parsing; a region that never writes a prefix needs none.
+        return phonenumbers.national_significant_number(parsed) + (parsed.extension or "")
+    return _NON_DIGIT.sub("", phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL))
+
+
+@cache
+def _writes_trunk_prefix(region: str) -> bool:
+    metadata = PhoneMetadata.metadata_for_region(region)
+    return metadata is None or any(
+        f.national_prefix_formatting_rule for f in metadata.number_format
+    )
+
+
+def _e164(parsed: phonenumbers.PhoneNumber) -> str:
+    # E.164 has no room for an extension, so 'ext. 12' is dropped here.
+    return phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
+
+
+def full_name(text: str | None) -> str | None:
+    """The name as shown to people: 'BERG, ANNA' -> 'Anna Berg', '王 伟' -> '王伟'."""
+    if text is None:
+        return None
+    text = " ".join(_nfkc(text).split())
+    if not text:
+        return None
+    text = " ".join(_given_first(text))
+    if not text.isascii():
+        text = _SPACE_BETWEEN_HAN.sub("", text)
+    if text == text.lower():
+        return text.title()
+    # A family name in capitals ('WANG Wei') is a convention, not the spelling of the name.
+    return " ".join(
+        t.title() if t.isupper() and len(t) > 1 and t not in _ROMAN_NUMERALS else t
+        for t in text.split(" ")
+    )
+
+
+def _given_first(text: str) -> list[str]:
+    """'Berg, Anna K.' -> ['Anna', 'K.', 'Berg']; names without one comma keep their order."""
+    last, comma, given = text.partition(",")
+    given = given.strip()
+    if not comma or "," in given or not given or _NOT_ALNUM.sub("", given.lower()) in _SUFFIXES:
+        return text.split(" ")
+    return given.split(" ") + last.strip().split(" ")
+
+
+def name_key(text: str | None) -> str | None:
+    """A key equal for one person's spellings: 'Berg, Anna K.' and 'anna berg' -> 'anna berg'.
+
+    Han names become toneless pinyin with the given name as one word, so '王秀英', '王 秀英'
+    and 'Xiuying Wang' all give 'wang xiuying'; tokens are sorted because systems disagree on
+    which name comes first.
+    """
+    if text is None:
+        return None
+    text = _nfkc(text).strip()
+    if not text.isascii():
+        if _HAN_CHAR.search(text):
+            text = _HAN_NAME.sub(_pinyin, text)
+        text = anyascii(text)
+    tokens = _NOT_ALNUM.sub(" ", _JOINERS.sub("", " ".join(_given_first(text)).lower())).split()
+    if len(tokens) > 2:
+        # A middle initial is written by some systems and not others.
+        tokens = [tokens[0], *(t for t in tokens[1:-1] if len(t) > 1), tokens[-1]]
+    return " ".join(sorted(tokens)) or None
+
+
+def _pinyin(match: re.Match[str]) -> str:
+    """A Han run as the romanised name: '王秀英' -> ' wang xiuying ', '秀英' in '王 秀英' -> ' xiuying '.
+
+    A name written without spaces is split after its surname so the given name stays one word,
+    as in 'Wang Xiuying'.
+    """
+    han = match.group()
+    if match.start() > 0 or match.end() < len(match.string):
+        return f" {_surname_reading(han) if match.start() == 0 else _reading(han)} "
+    cut = 2 if len(han) > 2 and han[:2] in _COMPOUND_SURNAMES else 1
+    return f" {_surname_reading(han[:cut])} {_reading(han[cut:])} "
+
+
+def _reading(han: str) -> str:
+    return "".join(lazy_pinyin(han, v_to_u=True))
+
+
+def _surname_reading(han: str) -> str:
+    return _SURNAME_READINGS.get(han) or _reading(han)
+
+
+def address(text: str | None) -> str | None:
+    """The address trimmed with single spaces, or None when empty."""
+    if text is None:
+        return None
+    return " ".join(_nfkc(text).split()) or None
+
+
+def over_distinct(values: pd.Series, fn: Callable[[str | None], str | None]) -> pd.Series:
+    """`fn` applied once per distinct non-null value and mapped back; nulls stay None.
+
+    Contact columns repeat heavily (one customer, many rows), so this is much faster than
+    `values.map(fn)` at millions of rows.
+    """
+    codes, uniques = pd.factorize(values)
+    # Code -1 marks a null; it picks the None appended after the results.
+    results = np.empty(len(uniques) + 1, dtype=object)
+    results[:-1] = [fn(v) for v in uniques]
+    return pd.Series(results[codes], index=values.index, name=values.name, dtype=object)

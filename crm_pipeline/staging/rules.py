@@ -1,0 +1,360 @@
+"""Staging rules: how each raw table becomes typed, normalised rows, and what sends a row away.
+
+One `Source` per raw table: the typed columns (SQL over the raw row `r`), the values that go
+through a Python normaliser first (emails, phones, names), the rules that quarantine a row,
+and the business key duplicates are merged on. Pure data and SQL text, no Dagster.
+
+Rules, one per defect class (first match wins, in this order):
+- missing_required: a value the row means nothing without is empty;
+- invalid_value: a value is there but does not parse as its type (a date, a number);
+- out_of_range: a value parses but is impossible (non-positive price or quantity, a timestamp
+  after the day it was delivered, a birth date giving an age outside 0-120, a rating off its
+  scale, an unknown SKU or store);
+then duplicates: rows sharing the business key keep one (the latest delivered); the others go
+to quarantine.merged_duplicates as exact_duplicate (same values) or superseded (older values).
+Missing optional values stay NULL; where a later score needs a value the default is documented
+on the column (discount 0, customer_type individual).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from crm_pipeline.landing import NEED_DIMENSIONS
+from crm_pipeline.raw.tables import quote_ident
+from crm_pipeline.staging import normalise
+
+MISSING_REQUIRED = "missing_required"
+INVALID_VALUE = "invalid_value"
+OUT_OF_RANGE = "out_of_range"
+EXACT_DUPLICATE = "exact_duplicate"
+SUPERSEDED = "superseded"
+RULES = (MISSING_REQUIRED, INVALID_VALUE, OUT_OF_RANGE)
+
+# Oldest plausible birth date and the age a customer must have reached by their delivery day.
+MAX_AGE_YEARS = 120
+
+
+def text(column: str) -> str:
+    """A delivered value trimmed, NULL when empty."""
+    return f"nullif(trim(r.{quote_ident(column)}), '')"
+
+
+@dataclass(frozen=True)
+class Typed:
+    """A staging column: its SQL type and how it is made from the raw row."""
+
+    name: str
+    sql_type: str
+    expr: str
+    required: bool = False
+    # The raw value it parses, when a non-empty value that fails to parse is an error.
+    parses: str | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    """An out-of-range rule on typed values: when `when` holds, the row is quarantined."""
+
+    when: str
+    reason: str  # SQL giving the reason shown to the analyst
+
+
+@dataclass(frozen=True)
+class Source:
+    """How one raw table is staged."""
+
+    name: str
+    columns: tuple[Typed, ...]
+    key: tuple[str, ...]
+    checks: tuple[Check, ...] = ()
+    # Values made in Python from a delivered column, over its distinct values:
+    # lookup name -> (raw column, normaliser); a column reads it as n_<lookup>.value.
+    normalised: dict[str, tuple[str, Callable[[str | None], str | None]]] = field(
+        default_factory=dict
+    )
+    daily: bool = True
+    # Staging tables this source's rules look values up in (unknown SKU, unknown store).
+    lookups: tuple[str, ...] = ()
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+
+def _cast(column: str, sql_type: str, required: bool = False, name: str | None = None) -> Typed:
+    return Typed(
+        name or column,
+        sql_type,
+        f"TRY_CAST({text(column)} AS {sql_type})",
+        required=required,
+        parses=text(column),
+    )
+
+
+def _text(column: str, required: bool = False, fold: str = "") -> Typed:
+    expr = f"{fold}({text(column)})" if fold else text(column)
+    return Typed(column, "VARCHAR", expr, required=required)
+
+
+def _norm(lookup: str) -> Typed:
+    """A value made by a Python normaliser (joined in as n_<lookup>)."""
+    return Typed(lookup, "VARCHAR", f"n_{lookup}.value")
+
+
+def _choice(column: str, values: tuple[str, ...]) -> Typed:
+    """A code from a fixed list; anything else is NULL (and counted by the quality report)."""
+    listed = ", ".join(f"'{v}'" for v in values)
+    return Typed(
+        column,
+        "VARCHAR",
+        f"CASE WHEN lower({text(column)}) IN ({listed}) THEN lower({text(column)}) END",
+    )
+
+
+def _future(column: str) -> Check:
+    """A timestamp after the end of the day it was delivered (or, for snapshots, loaded)."""
+    bound = "coalesce(t.partition_date + INTERVAL 1 DAY, t.raw_loaded_at)"
+    return Check(f"t.{column} >= {bound}", f"'{column} ' || t.{column} || ' is after its delivery'")
+
+
+def _positive(column: str) -> Check:
+    return Check(f"t.{column} <= 0", f"'{column} ' || t.{column} || ' is not positive'")
+
+
+def _birth(column: str = "birth_date") -> Check:
+    bound = "coalesce(t.partition_date, CAST(t.raw_loaded_at AS DATE))"
+    return Check(
+        f"t.{column} > {bound} OR t.{column} < {bound} - INTERVAL {MAX_AGE_YEARS} YEAR",
+        f"'{column} ' || t.{column} || ' gives an impossible age'",
+    )
+
+
+def _scale(column: str, low: int, high: int) -> Check:
+    return Check(
+        f"t.{column} NOT BETWEEN {low} AND {high}",
+        f"'{column} ' || t.{column} || ' is off the {low}-{high} scale'",
+    )
+
+
+def _known(column: str, table: str, key: str) -> Check:
+    return Check(
+        f"t.{column} IS NOT NULL AND t.{column} NOT IN (SELECT {key} FROM staging.{table})",
+        f"'{column} ' || t.{column} || ' is not in staging.{table}'",
+    )
+
+
+CUSTOMER_TYPES = ("individual", "enterprise", "organization")
+CONTACT_NORMALISERS = {
+    "email": ("email", normalise.email),
+    "phone": ("phone", normalise.phone_e164),
+}
+PERSON_NORMALISERS = {
+    **CONTACT_NORMALISERS,
+    "full_name": ("full_name", normalise.full_name),
+    "name_key": ("full_name", normalise.name_key),
+    "address": ("address", normalise.address),
+}
+
+PRODUCTS = Source(
+    "products",
+    (
+        _text("sku", required=True, fold="upper"),
+        _text("name", required=True),
+        _text("category", required=True),
+        _text("subcategory"),
+        _choice("kind", ("physical", "digital", "service")),
+        _cast("unit_price", "DECIMAL(12,2)", required=True),
+        _cast("unit_cost", "DECIMAL(12,2)"),
+    ),
+    key=("sku",),
+    checks=(
+        _positive("unit_price"),
+        Check("t.unit_cost < 0", "'unit_cost ' || t.unit_cost || ' is negative'"),
+    ),
+    daily=False,
+)
+
+STORES = Source(
+    "stores",
+    (_text("store_id", required=True, fold="upper"), _text("city", required=True), _text("region")),
+    key=("store_id",),
+    daily=False,
+)
+
+LOYALTY_MEMBERS = Source(
+    "loyalty_members",
+    (
+        _text("card_no", required=True, fold="upper"),
+        _norm("full_name"),
+        _norm("name_key"),
+        _norm("phone"),
+        _norm("email"),
+        _cast("birth_date", "DATE"),
+        _norm("address"),
+        _cast("income", "DECIMAL(12,2)"),
+        _cast("joined_at", "DATE", required=True),
+    ),
+    key=("card_no",),
+    checks=(_birth(), _future("joined_at")),
+    normalised=PERSON_NORMALISERS,
+    daily=False,
+)
+
+ONLINE_ACCOUNTS = Source(
+    "online_accounts",
+    (
+        _text("account_id", required=True, fold="upper"),
+        _norm("email"),
+        _norm("phone"),
+        _norm("full_name"),
+        _norm("name_key"),
+        _choice("gender", ("m", "f")),
+        _cast("birth_date", "DATE"),
+        _norm("address"),
+        _text("city"),
+        _choice("customer_type", CUSTOMER_TYPES),
+        _text("company_name"),
+        _cast("income", "DECIMAL(12,2)"),
+        _cast("created_at", "TIMESTAMP", required=True),
+    ),
+    key=("account_id",),
+    checks=(_birth(), _future("created_at")),
+    normalised=PERSON_NORMALISERS,
+    daily=False,
+)
+
+ONLINE_ORDERS = Source(
+    "online_orders",
+    (
+        _text("order_id", required=True, fold="upper"),
+        _text("account_id", required=True, fold="upper"),
+        _cast("ordered_at", "TIMESTAMP", required=True),
+        _text("status", fold="lower"),
+        _text("payment_method", fold="lower"),
+        _text("currency", fold="upper"),
+        _cast("total_amount", "DECIMAL(12,2)"),
+    ),
+    key=("order_id",),
+    checks=(_future("ordered_at"),),
+)
+
+ONLINE_ORDER_ITEMS = Source(
+    "online_order_items",
+    (
+        _text("order_id", required=True, fold="upper"),
+        _cast("line_no", "INTEGER", required=True),
+        _text("sku", required=True, fold="upper"),
+        _cast("quantity", "INTEGER", required=True),
+        _cast("unit_price", "DECIMAL(12,2)", required=True),
+        Typed(
+            "discount",
+            "DECIMAL(12,2)",
+            f"coalesce(TRY_CAST({text('discount')} AS DECIMAL(12,2)), 0)",
+            parses=text("discount"),
+        ),
+    ),
+    key=("order_id", "line_no"),
+    checks=(
+        _positive("quantity"),
+        _positive("unit_price"),
+        Check("t.discount < 0", "'discount ' || t.discount || ' is negative'"),
+        _known("sku", "products", "sku"),
+    ),
+    lookups=("products",),
+)
+
+STORE_PURCHASES = Source(
+    "store_purchases",
+    (
+        _text("receipt_id", required=True, fold="upper"),
+        _text("store_id", required=True, fold="upper"),
+        _cast("purchased_at", "TIMESTAMP", required=True),
+        _text("loyalty_card", fold="upper"),
+        _norm("phone"),
+        _text("sku", required=True, fold="upper"),
+        _cast("quantity", "INTEGER", required=True),
+        _cast("unit_price", "DECIMAL(12,2)", required=True),
+        _text("payment_method", fold="lower"),
+    ),
+    # A POS export has no line number; a receipt lists each product once (units are quantity).
+    key=("receipt_id", "sku"),
+    checks=(
+        _future("purchased_at"),
+        _positive("quantity"),
+        _positive("unit_price"),
+        _known("sku", "products", "sku"),
+        _known("store_id", "stores", "store_id"),
+    ),
+    normalised={"phone": ("phone", normalise.phone_e164)},
+    lookups=("products", "stores"),
+)
+
+INQUIRIES = Source(
+    "inquiries",
+    (
+        _text("inquiry_id", required=True, fold="upper"),
+        _text("channel", fold="lower"),
+        _cast("opened_at", "TIMESTAMP", required=True),
+        _cast("first_response_at", "TIMESTAMP"),
+        _cast("closed_at", "TIMESTAMP"),
+        _text("account_id", fold="upper"),
+        _norm("email"),
+        _norm("phone"),
+        _choice(
+            "topic", ("pre_sales", "complaint", "tech_support", "after_sales", "training", "other")
+        ),
+        _text("sku", fold="upper"),
+        _text("text"),
+    ),
+    key=("inquiry_id",),
+    checks=(_future("opened_at"), _known("sku", "products", "sku")),
+    normalised=CONTACT_NORMALISERS,
+    lookups=("products",),
+)
+
+_NEEDS = tuple(
+    _cast(f"need_{d}_{part}", "TINYINT")
+    for d in NEED_DIMENSIONS
+    for part in ("importance", "satisfaction")
+)
+
+FEEDBACK = Source(
+    "feedback",
+    (
+        _text("response_id", required=True, fold="upper"),
+        _cast("submitted_at", "TIMESTAMP", required=True),
+        _text("account_id", fold="upper"),
+        _norm("email"),
+        _norm("phone"),
+        _cast("satisfaction_rating", "TINYINT"),
+        _cast("nps", "TINYINT"),
+        *_NEEDS,
+        _text("comment"),
+    ),
+    key=("response_id",),
+    checks=(
+        _future("submitted_at"),
+        _scale("satisfaction_rating", 1, 5),
+        _scale("nps", 0, 10),
+        *(_scale(c.name, 1, 5) for c in _NEEDS),
+    ),
+    normalised=CONTACT_NORMALISERS,
+)
+
+# In the order they must be staged: lookups first.
+SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in (
+        PRODUCTS,
+        STORES,
+        LOYALTY_MEMBERS,
+        ONLINE_ACCOUNTS,
+        ONLINE_ORDERS,
+        ONLINE_ORDER_ITEMS,
+        STORE_PURCHASES,
+        INQUIRIES,
+        FEEDBACK,
+    )
+}

@@ -1,0 +1,263 @@
+"""Normalised contact fields: every way the generator writes one email, phone or name gives one value."""
+
+from __future__ import annotations
+
+from itertools import product
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crm_pipeline.generate.names import ZH_GIVEN_FEMALE, ZH_GIVEN_MALE, ZH_SURNAMES
+from crm_pipeline.generate.people import full_names
+from crm_pipeline.generate.spelling import (
+    EMAIL_STYLES,
+    NAME_STYLES,
+    PHONE_STYLES,
+    broken_phone,
+    email_text,
+    malformed_email,
+    phone_text,
+)
+from crm_pipeline.staging.normalise import (
+    address,
+    email,
+    full_name,
+    name_key,
+    over_distinct,
+    phone_e164,
+)
+
+MAILBOXES = {
+    "anna.berg@gmail.com": "annaberg@gmail.com",
+    "a.berg@outlook.com": "a.berg@outlook.com",
+    "1234567890@qq.com": "1234567890@qq.com",
+    "juergen_mueller@t-online.de": "juergen_mueller@t-online.de",
+    "wei.wang37@163.com": "wei.wang37@163.com",
+    "anna.berg@bergundsoehnegmbh.de": "anna.berg@bergundsoehnegmbh.de",
+}
+NUMBERS = {
+    (1, 4155550100): "+14155550100",
+    (1, 2125550199): "+12125550199",
+    (86, 15132066626): "+8615132066626",
+    (86, 13812345678): "+8613812345678",
+    (49, 15150701220): "+4915150701220",
+    (49, 17612345678): "+4917612345678",
+}
+
+
+@pytest.mark.parametrize(("mailbox", "canonical"), MAILBOXES.items())
+def test_every_spelling_of_a_mailbox_gives_one_address(mailbox: str, canonical: str) -> None:
+    spellings = {email_text(mailbox, style) for style in range(EMAIL_STYLES)}
+    assert {email(text) for text in spellings} == {canonical}
+
+
+def test_gmail_ignores_dots_plus_tags_and_the_googlemail_domain() -> None:
+    assert email("A.n.n.a.Berg+news@GoogleMail.com") == "annaberg@gmail.com"
+
+
+def test_a_plus_tag_is_dropped_for_every_domain_but_dots_only_for_gmail() -> None:
+    assert email("Anna.Berg+shop@web.de") == "anna.berg@web.de"
+
+
+def test_full_width_characters_are_read_as_ascii() -> None:
+    assert email("ａｎｎａ＠ｗｅｂ．ｄｅ") == "anna@web.de"
+
+
+@pytest.mark.parametrize(("mailbox", "kind"), list(product(MAILBOXES, range(4))))
+def test_every_malformed_kind_the_generator_writes_is_rejected(mailbox: str, kind: int) -> None:
+    assert email(malformed_email(mailbox, kind)) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "anna.berg@gmail.com.",
+        "anna.berg@gmail,com",
+        "anna berg@gmail.com",
+        "anna.berg@gmail.c",
+        "anna@-gmail.com",
+        "@gmail.com",
+        "anna.berg@",
+        "+shop@gmail.com",
+        "",
+        "   ",
+        None,
+    ],
+)
+def test_other_malformed_or_empty_emails_are_none(text: str | None) -> None:
+    assert email(text) is None
+
+
+@pytest.mark.parametrize(("number", "style"), list(product(NUMBERS, range(PHONE_STYLES))))
+def test_every_phone_layout_gives_the_e164_number(number: tuple[int, int], style: int) -> None:
+    assert phone_e164(phone_text(*number, style)) == NUMBERS[number]
+
+
+@pytest.mark.parametrize(
+    ("number", "style", "kind"), list(product(NUMBERS, range(PHONE_STYLES), (0, 2, 3)))
+)
+def test_a_prefix_an_extension_or_odd_separators_still_parse(
+    number: tuple[int, int], style: int, kind: int
+) -> None:
+    assert phone_e164(broken_phone(phone_text(*number, style), kind)) == NUMBERS[number]
+
+
+@pytest.mark.parametrize(
+    ("number", "style"), list(product([n for n in NUMBERS if n[0] != 49], range(PHONE_STYLES)))
+)
+def test_a_us_or_chinese_number_that_lost_a_digit_is_none(
+    number: tuple[int, int], style: int
+) -> None:
+    # German numbers vary in length, so a German one missing a digit can still be valid.
+    assert phone_e164(broken_phone(phone_text(*number, style), 1)) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "e164"),
+    [
+        ("15132066626", "+8615132066626"),
+        ("0151 50701220", "+4915150701220"),
+        ("4155550100", "+14155550100"),
+        ("1 415 555 0100", "+14155550100"),
+        ("011 49 151 50701220", "+4915150701220"),
+        ("0044 20 7946 0958", "+442079460958"),
+    ],
+)
+def test_a_national_number_goes_to_the_country_that_writes_it_that_way(
+    text: str, e164: str
+) -> None:
+    assert phone_e164(text) == e164
+
+
+def test_a_number_read_alike_in_two_regions_goes_to_the_earlier_region() -> None:
+    assert phone_e164("0415 555 0100") == "+864155550100"
+    assert phone_e164("0415 555 0100", regions=("DE", "CN")) == "+494155550100"
+
+
+@pytest.mark.parametrize("text", ["(415) 555-010", "+1 415 555 01", "12345", "n/a", "", None])
+def test_a_number_no_region_holds_is_none(text: str | None) -> None:
+    assert phone_e164(text) is None
+
+
+def _write_names(
+    first: list[str], last: list[str], roman: list[tuple[str, str]], chinese: bool
+) -> list[list[str]]:
+    """Every spelling style of each name, written by the generator's own `full_names`."""
+    n = len(first)
+    pools = SimpleNamespace(
+        locales=("zh_CN" if chinese else "en_US",),
+        first=np.array(first, dtype=object),
+        last=np.array(last, dtype=object),
+        first_roman=np.array([f for f, _ in roman], dtype=object),
+        last_roman=np.array([la for _, la in roman], dtype=object),
+    )
+    who = np.arange(n)
+    pop = SimpleNamespace(first=who, last=who, middle=who % 26, locale=np.zeros(n, dtype=int))
+    styles = [full_names(pools, pop, who, np.full(n, s)) for s in range(NAME_STYLES)]
+    return [[str(names[i]) for names in styles] for i in range(n)]
+
+
+def test_every_style_of_every_generated_chinese_name_gives_one_pinyin_key() -> None:
+    pairs = list(product(ZH_SURNAMES, ZH_GIVEN_FEMALE + ZH_GIVEN_MALE))
+    written = _write_names(
+        [g for _, (g, _) in pairs],
+        [s for (s, _), _ in pairs],
+        [(gp, sp) for (_, sp), (_, gp) in pairs],
+        chinese=True,
+    )
+    for ((_, surname), (_, given)), spellings in zip(pairs, written, strict=True):
+        expected = " ".join(sorted((surname.lower(), given.lower())))
+        assert {name_key(s) for s in spellings} == {expected}, spellings
+
+
+def test_the_five_styles_of_a_chinese_name_are_the_ones_expected() -> None:
+    assert _write_names(["秀英"], ["王"], [("Xiuying", "Wang")], chinese=True) == [
+        ["王秀英", "Wang Xiuying", "WANG Xiuying", "Xiuying Wang", "王 秀英"]
+    ]
+
+
+def test_every_style_of_a_latin_name_gives_one_key() -> None:
+    first = ["Anna", "Jürgen", "Seán", "Anna-Lena", "Mary"]
+    last = ["Berg", "Müller", "O'Brien", "Schäfer", "McDonald"]
+    written = _write_names(first, last, [("", "")] * len(first), chinese=False)
+    keys = [{name_key(s) for s in spellings} for spellings in written]
+    assert keys == [
+        {"anna berg"},
+        {"jurgen muller"},
+        {"obrien sean"},
+        {"annalena schafer"},
+        {"mary mcdonald"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("Berg, Anna K.", "anna berg"),
+        ("ANNA  K  BERG", "anna berg"),
+        ("欧阳秀英", "ouyang xiuying"),
+        ("单伟", "shan wei"),
+        ("A. Berg", "a berg"),
+        ("", None),
+        ("  ", None),
+        (None, None),
+    ],
+)
+def test_name_key_of_edge_spellings(text: str | None, key: str | None) -> None:
+    assert name_key(text) == key
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("Berg, Anna", "Anna Berg"),
+        ("ANNA BERG", "Anna Berg"),
+        ("anna   berg ", "Anna Berg"),
+        ("Anna K. Berg", "Anna K. Berg"),
+        ("SEÁN O'BRIEN", "Seán O'Brien"),
+        ("Mary McDonald", "Mary McDonald"),
+        ("John Smith III", "John Smith III"),
+        ("Smith, Jr.", "Smith, Jr."),
+        ("WANG Wei", "Wang Wei"),
+        ("王 伟", "王伟"),
+        ("王伟", "王伟"),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_full_name_is_the_display_form(text: str | None, shown: str | None) -> None:
+    assert full_name(text) == shown
+
+
+@pytest.mark.parametrize(
+    ("text", "clean"),
+    [
+        ("  12  Main   Street ", "12 Main Street"),
+        ("Hauptstraße\t7", "Hauptstraße 7"),
+        ("中山路１２号", "中山路12号"),
+        (" ", None),
+        (None, None),
+    ],
+)
+def test_address_is_trimmed_with_single_spaces(text: str | None, clean: str | None) -> None:
+    assert address(text) == clean
+
+
+def test_over_distinct_calls_once_per_value_and_keeps_index_and_nulls() -> None:
+    calls: list[str | None] = []
+
+    def upper(text: str | None) -> str | None:
+        calls.append(text)
+        return None if text == "bad" else str(text).upper()
+
+    values = pd.Series(["a", None, "b", "a", "bad", np.nan], index=[10, 11, 12, 13, 14, 15])
+    result = over_distinct(values, upper)
+    assert sorted(calls) == ["a", "b", "bad"]
+    assert result.index.tolist() == [10, 11, 12, 13, 14, 15]
+    assert result.tolist() == ["A", None, "B", "A", None, None]
+
+
+def test_over_distinct_of_an_empty_column_is_empty() -> None:
+    assert over_distinct(pd.Series([], dtype=object), email).empty

@@ -1,0 +1,145 @@
+"""Staging rules on hand-made raw rows: each defect class lands where its rule says, and every
+raw row is conserved (staged, quarantined or merged), checked and failing when one is lost."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from crm_pipeline import landing
+from crm_pipeline.raw.tables import ensure_raw_tables
+from crm_pipeline.staging.build import ensure_tables, stage
+from crm_pipeline.staging.checks import conserved_result, contract_result
+from crm_pipeline.staging.rules import SOURCES
+
+LOADED = datetime(2025, 3, 1, 6, 0)
+DAY = "2025-03-01"
+PRODUCTS = [
+    ["SKU1", "Lamp", "Home", "Lighting", "physical", "20.00", "12.50"],
+    ["SKU2", "Setup", "Services", "Install", "service", "0", "0"],
+]
+STORES = [["S1", "Berlin", "Europe"]]
+# receipt, store, time, card, phone, sku, qty, price, payment
+RECEIPTS = [
+    ["R1", "S1", "2025-03-01 10:00:00", "lc1", "", "SKU1", "2", "20.00", "Card"],
+    ["R1", "S1", "2025-03-01 10:00:00", "lc1", "", "SKU1", "2", "20.00", "Card"],  # repeated
+    ["R2", "S1", "2025-03-01 11:00:00", "", "030 1234567", "SKU1", "1", "-20.00", "cash"],
+    ["R3", "S1", "2029-03-01 11:00:00", "", "", "SKU1", "1", "20.00", "cash"],  # future
+    ["R4", "S1", "2025-03-01 12:00:00", "", "", "SKU9", "1", "20.00", "cash"],  # unknown sku
+    ["", "S1", "2025-03-01 12:00:00", "", "", "SKU1", "1", "20.00", "cash"],  # no receipt id
+    ["R5", "S1", "yesterday", "", "", "SKU1", "1", "20.00", "cash"],  # not a timestamp
+    ["R6", "S9", "2025-03-01 13:00:00", "", "", "SKU1", "1", "20.00", "cash"],  # unknown store
+    ["R7", "S1", "2025-03-01 14:00:00", "", "+49 30 1234567", "SKU1", "3", "20.00", "card"],
+]
+
+
+def _insert(conn, table: str, columns: tuple[str, ...], rows: list[list[str]], day: str | None):
+    ensure_raw_tables(conn, table, columns)
+    for line, row in enumerate(rows, start=2):
+        values = [v if v != "" else None for v in row]
+        conn.execute(
+            f"INSERT INTO raw.{table} VALUES ({', '.join('?' * len(values))}, NULL, ?, ?, 1, ?, ?)",
+            [*values, f"{table}.csv", line, day, LOADED],
+        )
+
+
+def _stage(conn, name: str, columns: tuple[str, ...], days: list[str] | None) -> None:
+    ensure_tables(conn, SOURCES[name])
+    stage(conn, SOURCES[name], columns, days, LOADED)
+
+
+@pytest.fixture()
+def staged(tmp_path: Path) -> duckdb.DuckDBPyConnection:
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    _insert(conn, "products", landing.PRODUCTS.columns, PRODUCTS, None)
+    _insert(conn, "stores", landing.STORES.columns, STORES, None)
+    _insert(conn, "store_purchases", landing.STORE_PURCHASES.columns, RECEIPTS, DAY)
+    _stage(conn, "products", landing.PRODUCTS.columns, None)
+    _stage(conn, "stores", landing.STORES.columns, None)
+    _stage(conn, "store_purchases", landing.STORE_PURCHASES.columns, [DAY])
+    yield conn
+    conn.close()
+
+
+def _rules(conn, source: str) -> dict[str, str]:
+    rows = conn.execute(
+        "SELECT record, rule, reason FROM quarantine.staging_rejects WHERE source = ?", [source]
+    ).fetchall()
+    return {
+        (json.loads(r)["receipt_id"] if source == "store_purchases" else json.loads(r)["sku"])
+        or "": (rule, reason)
+        for r, rule, reason in rows
+    }
+
+
+def test_each_defect_class_goes_to_quarantine_under_its_rule(staged) -> None:
+    rules = _rules(staged, "store_purchases")
+    assert rules["R2"] == ("out_of_range", "unit_price -20.00 is not positive")
+    assert rules["R3"][0] == "out_of_range" and "after its delivery" in rules["R3"][1]
+    assert rules["R4"] == ("out_of_range", "sku SKU9 is not in staging.products")
+    assert rules[""] == ("missing_required", "receipt_id is missing")
+    assert rules["R5"] == ("invalid_value", 'purchased_at "yesterday" is not a valid timestamp')
+    assert rules["R6"] == ("out_of_range", "store_id S9 is not in staging.stores")
+    assert rules.keys() == {"R2", "R3", "R4", "", "R5", "R6"}
+
+
+def test_a_repeated_line_is_kept_once_and_recorded_as_merged(staged) -> None:
+    kept = staged.execute(
+        "SELECT receipt_id, source_line, quantity FROM staging.store_purchases ORDER BY 1"
+    ).fetchall()
+    assert kept == [("R1", 3, 2), ("R7", 10, 3)]
+    merged = staged.execute(
+        "SELECT source_line, kept_source_line, rule FROM quarantine.merged_duplicates"
+    ).fetchall()
+    assert merged == [(2, 3, "exact_duplicate")]
+
+
+def test_values_are_typed_and_normalised(staged) -> None:
+    row = staged.execute(
+        "SELECT loyalty_card, phone, payment_method, unit_price, purchased_at "
+        "FROM staging.store_purchases WHERE receipt_id = 'R7'"
+    ).fetchone()
+    assert row[1:] == ("+49301234567", "card", 20, datetime(2025, 3, 1, 14))
+    assert staged.execute(
+        "SELECT loyalty_card FROM staging.store_purchases WHERE receipt_id = 'R1'"
+    ).fetchone() == ("LC1",)
+
+
+def test_zero_list_price_of_a_product_is_quarantined(staged) -> None:
+    assert _rules(staged, "products") == {
+        "SKU2": ("out_of_range", "unit_price 0.00 is not positive")
+    }
+
+
+def test_conservation_holds_and_warns_with_the_counts(staged) -> None:
+    result = conserved_result(staged, "store_purchases", [DAY])
+    assert result.severity == dg.AssetCheckSeverity.WARN
+    assert result.metadata["raw_rows"].value == 9
+    assert result.metadata["staged_rows"].value == 2
+    assert result.metadata["quarantined_rows"].value == 6
+    assert result.metadata["merged_rows"].value == 1
+    assert contract_result(staged, SOURCES["store_purchases"], [DAY]).passed
+
+
+def test_conservation_fails_when_a_row_is_lost(staged) -> None:
+    staged.execute("DELETE FROM staging.store_purchases WHERE receipt_id = 'R7'")
+    result = conserved_result(staged, "store_purchases", [DAY])
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
+    assert "2025-03-01: raw 9, staged 1, quarantined 6, merged 1 (+1)" in result.description
+
+
+def test_restaging_a_day_replaces_it(staged) -> None:
+    from crm_pipeline.staging.build import clear
+
+    clear(staged, SOURCES["store_purchases"], [DAY])
+    _stage(staged, "store_purchases", landing.STORE_PURCHASES.columns, [DAY])
+    assert conserved_result(staged, "store_purchases", [DAY]).metadata["raw_rows"].value == 9
+    assert staged.execute("SELECT count(*) FROM staging.store_purchases").fetchone() == (2,)
+    assert staged.execute(
+        "SELECT count(*) FROM quarantine.staging_rejects WHERE source = 'store_purchases'"
+    ).fetchone() == (6,)
