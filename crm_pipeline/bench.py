@@ -16,9 +16,10 @@ from pathlib import Path
 import duckdb
 
 from crm_pipeline import landing
+from crm_pipeline.core.crosswalk import pairwise_scores
 
 # Layers in the order they run; each is timed as one `materialize --select group:<layer>` run.
-LAYERS = ("raw",)
+LAYERS = ("raw", "staging", "core")
 
 
 def _timed(command: list[str], env: dict[str, str]) -> dict:
@@ -127,6 +128,9 @@ def run_bench(args: argparse.Namespace) -> int:
                     "SELECT (SELECT count(*) FROM raw.online_order_items)"
                     " + (SELECT count(*) FROM raw.store_purchases)"
                 ).fetchone()[0]
+            if layer == "core":
+                truth = landing.ground_truth_dir_for(str(root)) / "identities.csv"
+                report["identity"] = pairwise_scores(conn, truth)
         step["rows"] = int(rows)
         step["rows_per_s"] = round(rows / step["wall_s"]) if step["wall_s"] else None
         step["x_floor"] = round(step["wall_s"] / floor["wall_s"], 2) if floor["wall_s"] else None

@@ -2,8 +2,11 @@
 
 import dagster as dg
 
+from crm_pipeline.core.assets import core_assets
 from crm_pipeline.raw.assets import raw_assets
 from crm_pipeline.resources import resources_from_env
 from crm_pipeline.staging.assets import staging_assets
 
-defs = dg.Definitions(assets=[*raw_assets, *staging_assets], resources=resources_from_env())
+defs = dg.Definitions(
+    assets=[*raw_assets, *staging_assets, *core_assets], resources=resources_from_env()
+)

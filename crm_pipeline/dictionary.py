@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandera.pandas as pa
 
+from crm_pipeline.core.schemas import CORE_MODELS, column_types
 from crm_pipeline.raw.schemas import RAW_MODELS, RawDeliveries, RawRecord, RawRejects
 from crm_pipeline.raw.tables import (
     DELIVERIES_COLUMNS,
@@ -37,6 +38,7 @@ TABLES: dict[str, tuple[type[pa.DataFrameModel], list[tuple[str, str]]]] = {
     },
     STAGING_REJECTS_TABLE: (StagingRejects, sql_types(STAGING_REJECTS_COLUMNS)),
     MERGED_TABLE: (MergedDuplicates, sql_types(MERGED_COLUMNS)),
+    **{f"core.{name}": (model, column_types(model)) for name, model in CORE_MODELS.items()},
 }
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
 
+from crm_pipeline.core.crosswalk import pairwise_scores
 from crm_pipeline.definitions import defs
 from crm_pipeline.generate import generate
 from crm_pipeline.resources import LandingZoneResource, WarehouseResource
@@ -115,3 +117,45 @@ def test_orders_without_a_partition_day_are_quarantined_not_lost(run) -> None:
         ).fetchall()
     }
     assert undatable and undatable == quarantined
+
+
+def test_every_blocking_check_of_staging_and_core_passes(run) -> None:
+    result = run[0]
+    evaluations = result.get_asset_check_evaluations()
+    layers = {e.asset_key.path[0] for e in evaluations}
+    assert {"staging", "core"} <= layers
+    failed = [
+        (e.asset_key.to_user_string(), e.check_name, e.description)
+        for e in evaluations
+        if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+    ]
+    assert failed == []
+
+
+def test_injected_erroneous_values_never_reach_staging(run) -> None:
+    _, conn, _, defects, _ = run
+    staged = {
+        "store_purchases": "staging.store_purchases",
+        "feedback": "staging.feedback",
+        "inquiries": "staging.inquiries",
+    }
+    for d in defects:
+        if d["source"] in staged and d["defect"] in (
+            "future_date",
+            "negative_price",
+            "unknown_sku",
+            "rating_off_scale",
+        ):
+            kept = conn.execute(
+                f"SELECT count(*) FROM {staged[d['source']]} WHERE source_file = ? AND source_line = ?",
+                [d["file"], int(d["line"])],
+            ).fetchone()[0]
+            assert kept == 0, d
+
+
+def test_identity_resolution_scores_against_the_true_identities(run) -> None:
+    _, conn, _, _, _ = run
+    warehouse = Path(conn.execute("SELECT file FROM pragma_database_list").fetchall()[0][0])
+    scores = pairwise_scores(conn, warehouse.parent / "landing_ground_truth" / "identities.csv")
+    # At eight times the default defect rate the targets (0.98 / 0.95) must still nearly hold.
+    assert scores["precision"] >= 0.97 and scores["recall"] >= 0.9, scores

@@ -1,0 +1,276 @@
+"""Core model assets (schema core): the crosswalk of identities, and customers, products,
+stores, order lines, inquiries and feedback keyed by it."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import dagster as dg
+import duckdb
+
+from crm_pipeline.contracts import validate_query
+from crm_pipeline.core import model
+from crm_pipeline.core.classify import CoreConfig
+from crm_pipeline.core.crosswalk import build_crosswalk, pairwise_scores
+from crm_pipeline.core.schemas import CORE_MODELS, column_types
+from crm_pipeline.landing import NEED_DIMENSIONS, ground_truth_dir_for
+from crm_pipeline.reporting import schema_of, table_metadata
+from crm_pipeline.resources import WAREHOUSE_POOL, LandingZoneResource, WarehouseResource
+
+PRECISION_TARGET, RECALL_TARGET = 0.98, 0.95
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A column whose values must exist in another table's key."""
+
+    column: str
+    table: str
+    key: str
+
+
+@dataclass(frozen=True)
+class CoreTable:
+    name: str
+    deps: tuple[str, ...]
+    key: tuple[str, ...]
+    references: tuple[Reference, ...] = ()
+
+
+TABLES = {
+    t.name: t
+    for t in (
+        CoreTable(
+            "customer_crosswalk",
+            tuple(
+                f"staging/{s}"
+                for s in (
+                    "online_accounts",
+                    "loyalty_members",
+                    "store_purchases",
+                    "inquiries",
+                    "feedback",
+                    "online_orders",
+                )
+            ),
+            ("source", "source_id"),
+        ),
+        CoreTable("products", ("staging/products",), ("sku",)),
+        CoreTable("stores", ("staging/stores",), ("store_id",)),
+        CoreTable(
+            "order_lines",
+            (
+                "core/customer_crosswalk",
+                "staging/online_orders",
+                "staging/online_order_items",
+                "staging/store_purchases",
+                "core/products",
+            ),
+            ("channel", "order_id", "line_no"),
+            (
+                Reference("sku", "core.products", "sku"),
+                Reference("store_id", "core.stores", "store_id"),
+            ),
+        ),
+        CoreTable(
+            "inquiries",
+            ("core/customer_crosswalk", "staging/inquiries", "core/products"),
+            ("inquiry_id",),
+        ),
+        CoreTable("feedback", ("core/customer_crosswalk", "staging/feedback"), ("response_id",)),
+        CoreTable(
+            "feedback_needs", ("core/feedback", "staging/feedback"), ("response_id", "dimension")
+        ),
+        CoreTable(
+            "customers",
+            (
+                "core/customer_crosswalk",
+                "core/order_lines",
+                "core/inquiries",
+                "core/feedback",
+                "core/stores",
+                "staging/online_accounts",
+                "staging/loyalty_members",
+            ),
+            ("customer_key",),
+        ),
+    )
+}
+# Facts whose customer keys must all be in core.customers (checked on customers, built last).
+CUSTOMER_FACTS = ("order_lines", "inquiries", "feedback", "feedback_needs")
+
+
+def _keys_check(conn: duckdb.DuckDBPyConnection, table: CoreTable) -> dg.AssetCheckResult:
+    """Key unique and not null; references resolve."""
+    problems = []
+    key = ", ".join(table.key)
+    dupes = conn.execute(
+        f"SELECT count(*) FROM (SELECT {key} FROM core.{table.name} GROUP BY ALL HAVING count(*) > 1)"
+    ).fetchone()[0]
+    nulls = conn.execute(
+        f"SELECT count(*) FROM core.{table.name} WHERE "
+        + " OR ".join(f"{k} IS NULL" for k in table.key)
+    ).fetchone()[0]
+    if dupes:
+        problems.append(f"{dupes} values of ({key}) repeat")
+    if nulls:
+        problems.append(f"{nulls} rows have a NULL in ({key})")
+    for ref in table.references:
+        missing = conn.execute(
+            f"""
+            SELECT count(*), any_value(t.{ref.column})
+            FROM core.{table.name} AS t
+            ANTI JOIN {ref.table} AS r ON r.{ref.key} = t.{ref.column}
+            WHERE t.{ref.column} IS NOT NULL
+            """
+        ).fetchone()
+        if missing[0]:
+            problems.append(
+                f"{missing[0]} rows have a {ref.column} not in {ref.table}, e.g. {missing[1]}"
+            )
+    if table.name == "customers":
+        for fact in CUSTOMER_FACTS:
+            missing = conn.execute(
+                f"""
+                SELECT count(*), any_value(f.customer_key)
+                FROM core.{fact} AS f
+                ANTI JOIN core.customers AS c USING (customer_key)
+                WHERE f.customer_key IS NOT NULL
+                """
+            ).fetchone()
+            if missing[0]:
+                problems.append(
+                    f"{missing[0]} rows of core.{fact} have a customer_key not in core.customers, "
+                    f"e.g. {missing[1]}"
+                )
+    return dg.AssetCheckResult(
+        check_name="keys",
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(problems) or f"({key}) unique and not null; references resolve.",
+    )
+
+
+def _contract_check(conn: duckdb.DuckDBPyConnection, name: str) -> dg.AssetCheckResult:
+    outcome = validate_query(conn, f"SELECT * FROM core.{name}", [], CORE_MODELS[name])
+    return dg.AssetCheckResult(
+        check_name="contract",
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=outcome.describe(),
+        metadata={"rows_checked": outcome.rows, "failures": outcome.failures},
+    )
+
+
+def _identity_check(conn: duckdb.DuckDBPyConnection, landing_root: str) -> dg.AssetCheckResult:
+    truth = ground_truth_dir_for(landing_root) / "identities.csv"
+    if not truth.exists():
+        return dg.AssetCheckResult(
+            check_name="identity_accuracy",
+            passed=True,
+            description=f"No ground truth at {truth} (only generated landing zones have one).",
+        )
+    scores = pairwise_scores(conn, truth)
+    ok = scores["precision"] >= PRECISION_TARGET and scores["recall"] >= RECALL_TARGET
+    return dg.AssetCheckResult(
+        check_name="identity_accuracy",
+        passed=ok,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"Pairwise precision {scores['precision']:.4f} (target {PRECISION_TARGET}), "
+            f"recall {scores['recall']:.4f} (target {RECALL_TARGET}) against {truth}."
+        ),
+        metadata={k: float(v) for k, v in scores.items()},
+    )
+
+
+def _specs(key: dg.AssetKey, name: str) -> list[dg.AssetCheckSpec]:
+    specs = [
+        dg.AssetCheckSpec(
+            "contract", asset=key, blocking=True, description="The strict pandera contract holds."
+        ),
+        dg.AssetCheckSpec(
+            "keys",
+            asset=key,
+            blocking=True,
+            description="Key unique and not null; references to customers, products and stores resolve.",
+        ),
+    ]
+    if name == "customer_crosswalk":
+        specs.append(
+            dg.AssetCheckSpec(
+                "identity_accuracy",
+                asset=key,
+                description=(
+                    "Pairwise precision and recall against the generator's true identities, when "
+                    f"the landing zone has them (targets {PRECISION_TARGET} and {RECALL_TARGET})."
+                ),
+            )
+        )
+    return specs
+
+
+Builder = Callable[[duckdb.DuckDBPyConnection, CoreConfig], None]
+BUILDERS: dict[str, Builder] = {
+    "customer_crosswalk": lambda conn, _: build_crosswalk(
+        conn, datetime.now(UTC).replace(tzinfo=None)
+    ),
+    "products": lambda conn, _: model.build_products(conn),
+    "stores": lambda conn, _: model.build_stores(conn),
+    "order_lines": model.build_order_lines,
+    "inquiries": model.build_inquiries,
+    "feedback": model.build_feedback,
+    "feedback_needs": lambda conn, _: model.build_feedback_needs(conn, NEED_DIMENSIONS),
+    "customers": model.build_customers,
+}
+
+
+def core_asset(table: CoreTable) -> dg.AssetsDefinition:
+    key = dg.AssetKey(["core", table.name])
+    contract = CORE_MODELS[table.name]
+
+    @dg.asset(
+        key=key,
+        group_name="core",
+        description=contract.__doc__,
+        deps=[dg.AssetKey(d.split("/")) for d in table.deps],
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb"},
+        check_specs=_specs(key, table.name),
+        tags={"layer": "core"},
+        metadata={"dagster/column_schema": schema_of(contract, column_types(contract))},
+    )
+    def _core(
+        context: dg.AssetExecutionContext,
+        config: CoreConfig,
+        warehouse: WarehouseResource,
+        landing_zone: LandingZoneResource,
+    ) -> dg.MaterializeResult:
+        with warehouse.connect() as conn:
+            conn.execute("CREATE SCHEMA IF NOT EXISTS core")
+            conn.begin()
+            BUILDERS[table.name](conn, config)
+            conn.commit()
+            metadata = table_metadata(conn, f"core.{table.name}", contract)
+            checks = [_contract_check(conn, table.name), _keys_check(conn, table)]
+            if table.name == "customer_crosswalk":
+                rules = conn.execute(
+                    "SELECT match_rule, count(*) FROM core.customer_crosswalk GROUP BY ALL ORDER BY 2 DESC"
+                ).fetchall()
+                metadata["records_by_match_rule"] = dg.MetadataValue.json(dict(rules))
+                metadata["customers"] = conn.execute(
+                    "SELECT count(DISTINCT customer_key) FROM core.customer_crosswalk"
+                ).fetchone()[0]
+                checks.append(_identity_check(conn, landing_zone.root))
+            if table.name == "order_lines":
+                excluded = conn.execute(
+                    "SELECT entity || ': ' || rule, count(*) FROM core.excluded_rows GROUP BY ALL"
+                ).fetchall()
+                metadata["excluded_rows"] = dg.MetadataValue.json(dict(excluded))
+            context.log.info(f"core.{table.name}: {metadata['dagster/row_count']} rows")
+            return dg.MaterializeResult(metadata=metadata, check_results=checks)
+
+    return _core
+
+
+core_assets = [core_asset(table) for table in TABLES.values()]

@@ -1,0 +1,66 @@
+"""Classification and exclusion rules of the core model, with their thresholds in one place.
+
+The rules are SQL expressions built from plain settings, so an operator changes a threshold
+in the run config (Dagster launchpad) and the documented category values stay the same.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import Field
+
+LIFECYCLE_STAGES = ("new", "active", "lapsing", "lapsed", "prospect")
+CHANNEL_PREFERENCES = ("online", "store", "omnichannel", "none")
+PRICE_BANDS = ("budget", "mid", "premium")
+SIZE_BANDS = ("small", "medium", "large")
+
+
+class CoreConfig(dg.Config):
+    """Settings of the core model: what is left out, and where categories split."""
+
+    as_of: str = Field(
+        default="",
+        description="Day (YYYY-MM-DD) categories are computed as of; empty: the last event day.",
+    )
+    new_days: int = Field(default=90, description="First purchase within this many days: new.")
+    active_days: int = Field(default=180, description="Last purchase within this: active.")
+    lapsing_days: int = Field(default=365, description="Last purchase within this: lapsing.")
+    omnichannel_share: float = Field(
+        default=0.2, description="Share of purchases in the other channel that makes omnichannel."
+    )
+    excluded_statuses: list[str] = Field(
+        default=["cancelled"], description="Order statuses left out of order lines."
+    )
+    test_account_domains: list[str] = Field(
+        default=["example.com", "example.org", "test.com"],
+        description="Email domains of test accounts, left out with everything they did.",
+    )
+    staff_email_domains: list[str] = Field(
+        default=[], description="Email domains of staff, left out like test accounts."
+    )
+
+
+def lifecycle_sql(config: CoreConfig, first: str, last: str, as_of: str) -> str:
+    """new: first purchase within new_days of as_of; active: last purchase within active_days;
+    lapsing: within lapsing_days; lapsed: longer ago; prospect: never bought."""
+    return f"""
+        CASE
+            WHEN {last} IS NULL THEN 'prospect'
+            WHEN {first} > {as_of} - INTERVAL {int(config.new_days)} DAY THEN 'new'
+            WHEN {last} > {as_of} - INTERVAL {int(config.active_days)} DAY THEN 'active'
+            WHEN {last} > {as_of} - INTERVAL {int(config.lapsing_days)} DAY THEN 'lapsing'
+            ELSE 'lapsed'
+        END"""
+
+
+def channel_preference_sql(config: CoreConfig, online: str, store: str) -> str:
+    """online or store when the other channel has under omnichannel_share of the purchases;
+    omnichannel otherwise; none without purchases."""
+    share = float(config.omnichannel_share)
+    return f"""
+        CASE
+            WHEN coalesce({online}, 0) + coalesce({store}, 0) = 0 THEN 'none'
+            WHEN {store} < {share} * ({online} + {store}) THEN 'online'
+            WHEN {online} < {share} * ({online} + {store}) THEN 'store'
+            ELSE 'omnichannel'
+        END"""

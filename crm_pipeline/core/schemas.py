@@ -1,0 +1,257 @@
+"""Pandera contracts of the core model: one key per real customer, and the facts about them.
+
+Category values are listed in the descriptions; thresholds are in `classify.CoreConfig`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+from crm_pipeline.core.classify import CHANNEL_PREFERENCES, LIFECYCLE_STAGES
+from crm_pipeline.core.identity import RULE_CONFIDENCE
+from crm_pipeline.landing import INQUIRY_TOPICS, NEED_DIMENSIONS
+from crm_pipeline.staging.rules import CUSTOMER_TYPES
+from crm_pipeline.staging.schemas import E164, EMAIL, PERSONAL, field
+
+KEY = r"^C[0-9A-F]{16}$"
+
+
+def key_field(nullable: bool = False, what: str = "Customer key") -> object:
+    return field(
+        f"{what}: stable pseudonymous id ('C' + 16 hex digits) of one real customer.",
+        nullable=nullable,
+        str_matches=KEY,
+    )
+
+
+class CoreModel(pa.DataFrameModel):
+    class Config:
+        strict = True
+        coerce = True
+
+
+class CustomerCrosswalk(CoreModel):
+    """One row per identity-bearing source record (account, card, receipt, inquiry, response,
+    order) and the customer it belongs to."""
+
+    source: Series[str] = field("Staging table of the record.", nullable=False)
+    source_id: Series[str] = field("The record's id in its source.", nullable=False)
+    customer_key: Series[str] = key_field()
+    match_rule: Series[str] = field(
+        "Strongest rule linking the record to its customer: "
+        + ", ".join(RULE_CONFIDENCE)
+        + ", or unresolved_shared_phone (only a phone several customers share).",
+        nullable=False,
+        isin=[*RULE_CONFIDENCE, "unresolved_shared_phone"],
+    )
+    confidence: Series[float] = field(
+        "How sure the link is, 0-1 (1 for ids we issue, lower for fuzzy rules).",
+        nullable=False,
+        ge=0,
+        le=1,
+    )
+    seen_at: Series[pd.Timestamp] = field("Event time of the record.")
+    key_since: Series[pd.Timestamp] = field(
+        "When the customer key was first given.", nullable=False
+    )
+
+
+class CustomerKeyMerges(CoreModel):
+    """One row per customer key retired because a new link showed two keys are one customer."""
+
+    retired_key: Series[str] = key_field(what="Key no longer used")
+    surviving_key: Series[str] = key_field(what="Key that replaces it")
+    merged_at: Series[pd.Timestamp] = field("When the merge was found.", nullable=False)
+
+
+class Customers(CoreModel):
+    """One row per customer key: the golden record.
+
+    Survivorship: email and phone are the most recent valid ones across accounts, cards,
+    inquiries and responses; name, birth date, type and income the most recent given; address
+    the most complete (longest); first_seen_at the earliest record.
+    """
+
+    customer_key: Series[str] = key_field()
+    customer_type: Series[str] = field(
+        "individual, enterprise or organization (individual when never recorded).",
+        nullable=False,
+        isin=list(CUSTOMER_TYPES),
+    )
+    full_name: Series[str] = field("Name. " + PERSONAL)
+    email: Series[str] = field("Most recent valid email. " + PERSONAL, str_matches=EMAIL)
+    phone: Series[str] = field("Most recent valid phone, E.164. " + PERSONAL, str_matches=E164)
+    birth_date: Series[pd.Timestamp] = field("Birth date. " + PERSONAL)
+    gender: Series[str] = field("m or f, when recorded.", isin=["m", "f"])
+    address: Series[str] = field("Most complete postal address. " + PERSONAL)
+    city: Series[str] = field("City of the address, else of the store they buy at.")
+    region: Series[str] = field("Sales region of the city, when a store is there.")
+    company_name: Series[str] = field("Company or organisation, for non-individuals.")
+    income: Series[float] = field("Most recent declared yearly income; NULL when never given.")
+    has_online_account: Series[bool] = field("Has a shop account.", nullable=False)
+    has_loyalty_card: Series[bool] = field("Has a loyalty card.", nullable=False)
+    source_records: Series[int] = field(
+        "Source records resolved to this key.", nullable=False, ge=1
+    )
+    first_seen_at: Series[pd.Timestamp] = field("Earliest record of the customer.")
+    key_since: Series[pd.Timestamp] = field("When the key was first given.", nullable=False)
+    first_purchase_at: Series[pd.Timestamp] = field("First purchase up to as_of.")
+    last_purchase_at: Series[pd.Timestamp] = field("Last purchase up to as_of.")
+    online_orders: Series[int] = field("Online orders up to as_of.", nullable=False, ge=0)
+    store_orders: Series[int] = field("Store receipts up to as_of.", nullable=False, ge=0)
+    lifecycle_stage: Series[str] = field(
+        "new (first purchase within new_days), active (last within active_days), lapsing "
+        "(within lapsing_days), lapsed (longer ago), prospect (never bought).",
+        nullable=False,
+        isin=list(LIFECYCLE_STAGES),
+    )
+    channel_preference: Series[str] = field(
+        "online or store (under omnichannel_share of purchases in the other), omnichannel, or "
+        "none (no purchases).",
+        nullable=False,
+        isin=list(CHANNEL_PREFERENCES),
+    )
+    as_of: Series[pd.Timestamp] = field("Day the categories are computed for.", nullable=False)
+
+
+class Products(CoreModel):
+    """One row per product SKU, classified."""
+
+    sku: Series[str] = field("Product SKU.", nullable=False, unique=True)
+    name: Series[str] = field("Product name.", nullable=False)
+    category: Series[str] = field(
+        "Top-level category (the hierarchy's first level).", nullable=False
+    )
+    subcategory: Series[str] = field("Second level of the hierarchy.")
+    kind: Series[str] = field(
+        "physical, digital or service.", isin=["physical", "digital", "service"]
+    )
+    unit_price: Series[float] = field("List price.", nullable=False, gt=0)
+    unit_cost: Series[float] = field("Cost per unit; NULL when unknown.", ge=0)
+    margin_rate: Series[float] = field("(price - cost) / price; NULL when cost unknown.")
+    price_band: Series[str] = field(
+        "budget, mid or premium: tertiles of list price.",
+        nullable=False,
+        isin=["budget", "mid", "premium"],
+    )
+
+
+class Stores(CoreModel):
+    """One row per store."""
+
+    store_id: Series[str] = field("Store id.", nullable=False, unique=True)
+    city: Series[str] = field("City.", nullable=False)
+    region: Series[str] = field("Sales region.")
+
+
+class OrderLines(CoreModel):
+    """One row per order line, online and in store, after exclusions; sorted by customer and time."""
+
+    customer_key: Series[str] = key_field(
+        nullable=True, what="Customer key (NULL for anonymous store receipts)"
+    )
+    ordered_at: Series[pd.Timestamp] = field("Order or purchase time.", nullable=False)
+    channel: Series[str] = field("online or store.", nullable=False, isin=["online", "store"])
+    order_id: Series[str] = field("Order id (online) or receipt id (store).", nullable=False)
+    line_no: Series[int] = field("Line within the order or receipt.", nullable=False, ge=1)
+    store_id: Series[str] = field("Store, for store purchases.")
+    order_status: Series[str] = field("completed, refunded, ... (store: completed).")
+    payment_method: Series[str] = field("Payment method.")
+    order_size_band: Series[str] = field(
+        "small, medium or large: tertiles of order net amount.",
+        nullable=False,
+        isin=["small", "medium", "large"],
+    )
+    sku: Series[str] = field("Product SKU.", nullable=False)
+    category: Series[str] = field("Product category.")
+    subcategory: Series[str] = field("Product subcategory.")
+    product_kind: Series[str] = field("physical, digital or service.")
+    quantity: Series[int] = field("Units.", nullable=False, gt=0)
+    unit_price: Series[float] = field("Price per unit.", nullable=False, gt=0)
+    discount: Series[float] = field("Discount on the line.", nullable=False, ge=0)
+    gross_amount: Series[float] = field("quantity x unit_price.", nullable=False)
+    refund_amount: Series[float] = field(
+        "Refunded amount (whole line for refunded orders).", nullable=False
+    )
+    net_amount: Series[float] = field("gross - discount - refund.", nullable=False)
+    margin: Series[float] = field("net - quantity x unit_cost; NULL when cost unknown.")
+    source_file: Series[str] = field("File (or shop table) of the staged line.", nullable=False)
+    source_line: Series[int] = field("Record number of the staged line.", nullable=False)
+
+
+class Inquiries(CoreModel):
+    """One row per helpdesk inquiry, with its customer; sorted by customer and time."""
+
+    customer_key: Series[str] = key_field(nullable=True, what="Customer key (NULL when anonymous)")
+    opened_at: Series[pd.Timestamp] = field("Opened.", nullable=False)
+    inquiry_id: Series[str] = field("Ticket id.", nullable=False, unique=True)
+    channel: Series[str] = field("Contact channel.")
+    topic: Series[str] = field(", ".join(INQUIRY_TOPICS) + ".", isin=list(INQUIRY_TOPICS))
+    sku: Series[str] = field("Product concerned.")
+    category: Series[str] = field("Category of that product.")
+    first_response_at: Series[pd.Timestamp] = field("First response.")
+    closed_at: Series[pd.Timestamp] = field("Closed.")
+    first_response_hours: Series[float] = field("Hours to first response.")
+    resolution_hours: Series[float] = field("Hours to close.")
+
+
+class Feedback(CoreModel):
+    """One row per survey response, with its customer; sorted by customer and time."""
+
+    customer_key: Series[str] = key_field(nullable=True, what="Customer key (NULL when anonymous)")
+    submitted_at: Series[pd.Timestamp] = field("Submitted.", nullable=False)
+    response_id: Series[str] = field("Response id.", nullable=False, unique=True)
+    satisfaction_rating: Series[int] = field("Overall satisfaction 1-5.", ge=1, le=5)
+    nps: Series[int] = field("Likelihood to recommend 0-10.", ge=0, le=10)
+    nps_group: Series[str] = field(
+        "promoter (9-10), passive (7-8), detractor (0-6).",
+        isin=["promoter", "passive", "detractor"],
+    )
+    comment: Series[str] = field("Free-text comment. " + PERSONAL)
+
+
+class FeedbackNeeds(CoreModel):
+    """One row per survey response and need dimension answered."""
+
+    customer_key: Series[str] = key_field(nullable=True, what="Customer key (NULL when anonymous)")
+    submitted_at: Series[pd.Timestamp] = field("Submitted.", nullable=False)
+    response_id: Series[str] = field("Response id.", nullable=False)
+    dimension: Series[str] = field(
+        "Need dimension: " + ", ".join(NEED_DIMENSIONS) + ".",
+        nullable=False,
+        isin=list(NEED_DIMENSIONS),
+    )
+    importance: Series[int] = field("Importance 1-5.", ge=1, le=5)
+    satisfaction: Series[int] = field("Satisfaction 1-5.", ge=1, le=5)
+
+
+class ExcludedRows(CoreModel):
+    """One row per row left out of the core model by a configured exclusion."""
+
+    entity: Series[str] = field("order_lines or customers.", nullable=False)
+    id: Series[str] = field("channel:order:line, or customer key.", nullable=False)
+    rule: Series[str] = field(
+        "test_account, staff_account, or order_status_<status> (e.g. order_status_cancelled).",
+        nullable=False,
+    )
+
+
+CORE_MODELS: dict[str, type[CoreModel]] = {
+    "customer_crosswalk": CustomerCrosswalk,
+    "customer_key_merges": CustomerKeyMerges,
+    "customers": Customers,
+    "products": Products,
+    "stores": Stores,
+    "order_lines": OrderLines,
+    "inquiries": Inquiries,
+    "feedback": Feedback,
+    "feedback_needs": FeedbackNeeds,
+    "excluded_rows": ExcludedRows,
+}
+
+
+def column_types(model: type[pa.DataFrameModel]) -> list[tuple[str, str]]:
+    """Columns in table order with their contract types (core tables are built by CTAS)."""
+    return [(name, str(column.dtype)) for name, column in model.to_schema().columns.items()]
