@@ -17,8 +17,14 @@ from crm_pipeline.raw.tables import (
 from crm_pipeline.staging.build import MERGED_COLUMNS, MERGED_TABLE, staging_columns
 from crm_pipeline.staging.build import REJECTS_COLUMNS as STAGING_REJECTS_COLUMNS
 from crm_pipeline.staging.build import REJECTS_TABLE as STAGING_REJECTS_TABLE
+from crm_pipeline.staging.lookups import CACHE_TABLE
 from crm_pipeline.staging.rules import SOURCES
-from crm_pipeline.staging.schemas import STAGING_MODELS, MergedDuplicates, StagingRejects
+from crm_pipeline.staging.schemas import (
+    STAGING_MODELS,
+    MergedDuplicates,
+    NormalisedValues,
+    StagingRejects,
+)
 
 
 def _raw_types(model: type[RawRecord]) -> list[tuple[str, str]]:
@@ -38,6 +44,10 @@ TABLES: dict[str, tuple[type[pa.DataFrameModel], list[tuple[str, str]]]] = {
     },
     STAGING_REJECTS_TABLE: (StagingRejects, sql_types(STAGING_REJECTS_COLUMNS)),
     MERGED_TABLE: (MergedDuplicates, sql_types(MERGED_COLUMNS)),
+    CACHE_TABLE: (
+        NormalisedValues,
+        [("normaliser", "VARCHAR"), ("raw", "VARCHAR"), ("value", "VARCHAR")],
+    ),
     **{f"core.{name}": (model, column_types(model)) for name, model in CORE_MODELS.items()},
 }
 

@@ -79,12 +79,12 @@ def _rules(conn, source: str) -> dict[str, str]:
 
 def test_each_defect_class_goes_to_quarantine_under_its_rule(staged) -> None:
     rules = _rules(staged, "store_purchases")
-    assert rules["R2"] == ("out_of_range", "unit_price -20.00 is not positive")
-    assert rules["R3"][0] == "out_of_range" and "after its delivery" in rules["R3"][1]
-    assert rules["R4"] == ("out_of_range", "sku SKU9 is not in staging.products")
+    assert rules["R2"] == ("non_positive_unit_price", "unit_price -20.00 is not positive")
+    assert rules["R3"][0] == "future_timestamp" and "after its delivery" in rules["R3"][1]
+    assert rules["R4"] == ("unknown_sku", "sku SKU9 is not in staging.products")
     assert rules[""] == ("missing_required", "receipt_id is missing")
     assert rules["R5"] == ("invalid_value", 'purchased_at "yesterday" is not a valid timestamp')
-    assert rules["R6"] == ("out_of_range", "store_id S9 is not in staging.stores")
+    assert rules["R6"] == ("unknown_store", "store_id S9 is not in staging.stores")
     assert rules.keys() == {"R2", "R3", "R4", "", "R5", "R6"}
 
 
@@ -112,7 +112,7 @@ def test_values_are_typed_and_normalised(staged) -> None:
 
 def test_zero_list_price_of_a_product_is_quarantined(staged) -> None:
     assert _rules(staged, "products") == {
-        "SKU2": ("out_of_range", "unit_price 0.00 is not positive")
+        "SKU2": ("non_positive_unit_price", "unit_price 0.00 is not positive")
     }
 
 
@@ -143,3 +143,95 @@ def test_restaging_a_day_replaces_it(staged) -> None:
     assert staged.execute(
         "SELECT count(*) FROM quarantine.staging_rejects WHERE source = 'store_purchases'"
     ).fetchone() == (6,)
+
+
+def _one_source(tmp_path: Path, name: str, columns: tuple[str, ...], rows, day=None):
+    conn = duckdb.connect(str(tmp_path / f"{name}.duckdb"))
+    _insert(conn, name, columns, rows, day)
+    _stage(conn, name, columns, [day] if day else None)
+    return conn
+
+
+def test_accounts_are_normalised_and_an_impossible_age_is_quarantined(tmp_path: Path) -> None:
+    base = [
+        "a1",
+        "Anna.Berg+shop@Gmail.com",
+        "(415) 555-0100",
+        "BERG, ANNA",
+        "F",
+        "1990-02-03",
+        "  12  Main St ",
+        "Boston",
+        "Individual",
+        "",
+        "",
+        "2024-01-01 10:00:00",
+    ]
+    old = [
+        "a2",
+        "bob@@x.com",
+        "555",
+        "Bob Ray",
+        "m",
+        "1850-01-01",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "2024-01-01",
+    ]
+    no_type = ["a3", "", "", "Cy Dee", "", "", "", "", "", "", "52000", "2024-02-01"]
+    conn = _one_source(tmp_path, "online_accounts", landing.ACCOUNTS.columns, [base, old, no_type])
+    row = conn.execute(
+        "SELECT account_id, email, phone, full_name, name_key, gender, birth_date, address, "
+        "customer_type FROM staging.online_accounts WHERE account_id = 'A1'"
+    ).fetchone()
+    assert row == (
+        "A1",
+        "annaberg@gmail.com",
+        "+14155550100",
+        "Anna Berg",
+        "anna berg",
+        "f",
+        datetime(1990, 2, 3).date(),
+        "12 Main St",
+        "individual",
+    )
+    assert _count_rule(conn, "online_accounts", "impossible_age") == 1
+    # Missing optional values stay NULL (customer_type defaults to individual only in core).
+    assert conn.execute(
+        "SELECT email, customer_type, income FROM staging.online_accounts WHERE account_id = 'A3'"
+    ).fetchone() == (None, None, 52000)
+
+
+def _count_rule(conn, source: str, rule: str) -> int:
+    return conn.execute(
+        "SELECT count(*) FROM quarantine.staging_rejects WHERE source = ? AND rule = ?",
+        [source, rule],
+    ).fetchone()[0]
+
+
+def test_ratings_off_their_scale_and_bad_dates_are_quarantined(tmp_path: Path) -> None:
+    needs = ["4", "5"] * 5
+    good = ["r1", "2025-03-01 09:00:00", "A1", "", "", "5", "10", *needs, "fine"]
+    off = ["r2", "2025-03-01 09:00:00", "A1", "", "", "6", "10", *needs, ""]
+    nps_off = ["r3", "2025-03-01 09:00:00", "", "x@y.de", "", "3", "11", *needs, ""]
+    undated = ["r4", "", "", "", "", "3", "5", *needs, ""]
+    bad_date = ["r5", "2025-02-30 10:00:00", "", "", "", "3", "5", *needs, ""]
+    conn = _one_source(
+        tmp_path, "feedback", landing.FEEDBACK.columns, [good, off, nps_off, undated, bad_date], DAY
+    )
+    rules = dict(
+        conn.execute(
+            "SELECT json_extract_string(record, '$.response_id'), rule "
+            "FROM quarantine.staging_rejects"
+        ).fetchall()
+    )
+    assert rules == {
+        "r2": "rating_off_scale",
+        "r3": "rating_off_scale",
+        "r4": "missing_required",
+        "r5": "invalid_value",
+    }
+    assert conn.execute("SELECT response_id, nps FROM staging.feedback").fetchall() == [("R1", 10)]

@@ -4,6 +4,7 @@ Rows that break a rule go to quarantine.staging_rejects, duplicates to
 quarantine.merged_duplicates; both are queryable and counted in each materialization.
 """
 
+import time
 import warnings
 from datetime import UTC, datetime
 
@@ -78,6 +79,7 @@ def staging_asset(source: Source) -> dg.AssetsDefinition:
             else None
         )
         loaded_at = datetime.now(UTC).replace(tzinfo=None)
+        started = time.perf_counter()
         with warehouse.connect() as conn:
             ensure_tables(conn, source)
             conn.begin()
@@ -86,6 +88,10 @@ def staging_asset(source: Source) -> dg.AssetsDefinition:
             conn.commit()
             where, params = slice_sql(days)
             metadata = table_metadata(conn, f"staging.{source.name}", model, where, params)
+            context.log.info(
+                f"staging.{source.name}: {metadata['dagster/row_count']} rows staged in "
+                f"{time.perf_counter() - started:.1f} s"
+            )
             quarantined = _counts(conn, REJECTS_TABLE, source.name, where, params)
             merged = _counts(conn, MERGED_TABLE, source.name, where, params)
             metadata["quarantined_rows"] = sum(quarantined.values())

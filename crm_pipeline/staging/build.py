@@ -11,15 +11,13 @@ from __future__ import annotations
 from datetime import datetime
 
 import duckdb
-import pandas as pd
 
 from crm_pipeline.raw.tables import ddl, quote_ident, quote_literal
-from crm_pipeline.staging.normalise import over_distinct
+from crm_pipeline.staging.lookups import CACHE_TABLE, fill_cache, normaliser_id
 from crm_pipeline.staging.rules import (
     EXACT_DUPLICATE,
     INVALID_VALUE,
     MISSING_REQUIRED,
-    OUT_OF_RANGE,
     SUPERSEDED,
     Source,
     text,
@@ -87,26 +85,23 @@ def clear(conn: duckdb.DuckDBPyConnection, source: Source, days: list[str] | Non
 def _lookups(
     conn: duckdb.DuckDBPyConnection, source: Source, where: str, params: list
 ) -> list[str]:
-    """Normalise each distinct delivered value once in Python; join clauses for the results."""
+    """Normalise the distinct delivered values not seen before; join clauses for all."""
     joins = []
     for lookup, (column, fn) in source.normalised.items():
-        values = conn.execute(
+        fill_cache(
+            conn,
+            fn,
             f"""
             SELECT DISTINCT {text(column)} AS raw
             FROM raw.{source.name} AS r
             WHERE {where} AND {text(column)} IS NOT NULL
             """,
             params,
-        ).df()
-        values["value"] = over_distinct(values["raw"], fn).astype(object)
-        frame = pd.DataFrame({"raw": values["raw"], "value": values["value"]})
-        conn.register("lookup_frame", frame)
-        conn.execute(
-            f"CREATE OR REPLACE TEMP TABLE n_{lookup} AS "
-            "SELECT CAST(raw AS VARCHAR) AS raw, CAST(value AS VARCHAR) AS value FROM lookup_frame"
         )
-        conn.unregister("lookup_frame")
-        joins.append(f"LEFT JOIN n_{lookup} ON n_{lookup}.raw = {text(column)}")
+        joins.append(
+            f"LEFT JOIN {CACHE_TABLE} AS n_{lookup} "
+            f"ON n_{lookup}.normaliser = '{normaliser_id(fn)}' AND n_{lookup}.raw = {text(column)}"
+        )
     return joins
 
 
@@ -125,28 +120,29 @@ def _rule_sql(source: Source) -> tuple[str, str]:
         for c in source.columns
         if c.parses
     ]
-    out_of_range = [(f"coalesce({k.when}, FALSE)", k.reason) for k in source.checks]
-    classes = [(MISSING_REQUIRED, missing), (INVALID_VALUE, invalid), (OUT_OF_RANGE, out_of_range)]
-    classes = [(rule, conds) for rule, conds in classes if conds]
-    if not classes:
+    out_of_range = [(k.rule, f"coalesce({k.when}, FALSE)", k.reason) for k in source.checks]
+    classes = [
+        (name, conds)
+        for name, conds in ((MISSING_REQUIRED, missing), (INVALID_VALUE, invalid))
+        if conds
+    ]
+    if not classes and not out_of_range:
         return "NULL", "NULL"
-    rule = (
-        "CASE\n"
-        + "\n".join(
-            f"  WHEN {' OR '.join(f'({w})' for w, _ in conds)} THEN '{name}'"
-            for name, conds in classes
-        )
-        + "\nEND"
+    whens = [
+        f"  WHEN {' OR '.join(f'({w})' for w, _ in conds)} THEN '{name}'" for name, conds in classes
+    ]
+    whens += [f"  WHEN {w} THEN '{name}'" for name, w, _ in out_of_range]
+    rule = "CASE\n" + "\n".join(whens) + "\nEND"
+
+    def listed(conds: list[tuple[str, str]]) -> str:
+        return "concat_ws('; ', " + ", ".join(f"CASE WHEN {w} THEN {r} END" for w, r in conds) + ")"
+
+    reason = "CASE t.rule\n" + "".join(
+        f"  WHEN '{name}' THEN {listed(conds)}\n" for name, conds in classes
     )
-    reason = (
-        "CASE t.rule\n"
-        + "\n".join(
-            f"  WHEN '{name}' THEN concat_ws('; ', "
-            + ", ".join(f"CASE WHEN {w} THEN {r} END" for w, r in conds)
-            + ")"
-            for name, conds in classes
-        )
-        + "\nEND"
+    # An out-of-range row lists every impossible value it has, not only the first rule's.
+    reason += (
+        f"  ELSE {listed([(w, r) for _, w, r in out_of_range]) if out_of_range else 'NULL'}\nEND"
     )
     return rule, reason
 
@@ -164,7 +160,11 @@ def stage(
     days: list[str] | None,
     loaded_at: datetime,
 ) -> None:
-    """Stage one raw table for a range of days (None: the whole snapshot), replacing it."""
+    """Stage one raw table for a range of days (None: the whole snapshot), replacing it.
+
+    Only rows set aside are turned back into JSON records, and only rows whose business key
+    repeats are ranked: the common path is one scan of raw and one insert.
+    """
     where, params = slice_sql(days, "r.")
     joins = _lookups(conn, source, where, params)
     typed = ",\n    ".join(f"{c.expr} AS {quote_ident(c.name)}" for c in source.columns)
@@ -179,7 +179,6 @@ def stage(
                 r.source_line,
                 r.partition_date,
                 r.loaded_at AS raw_loaded_at,
-                {_record_sql(raw_columns)} AS record,
                 {typed}{parsed}
             FROM raw.{source.name} AS r
             {" ".join(joins)}
@@ -188,37 +187,59 @@ def stage(
             SELECT t.*, {rule} AS rule
             FROM t
         )
-        SELECT t.*, {reason} AS reason
+        SELECT t.*, CASE WHEN t.rule IS NOT NULL THEN {reason} END AS reason
         FROM ruled AS t
         """,
         params,
     )
+    delivered = f"""
+        JOIN raw.{source.name} AS r
+          ON r.source_file = s.source_file AND r.source_line = s.source_line AND {where}
+    """
     conn.execute(
         f"""
         INSERT INTO {REJECTS_TABLE}
-        SELECT ?, partition_date, source_file, source_line, rule, reason, record, ?
-        FROM staged
-        WHERE rule IS NOT NULL
+        SELECT ?, s.partition_date, s.source_file, s.source_line, s.rule, s.reason,
+               {_record_sql(raw_columns)}, ?
+        FROM staged AS s
+        {delivered}
+        WHERE s.rule IS NOT NULL
         """,
-        [source.name, loaded_at],
+        [source.name, loaded_at, *params],
     )
     key = ", ".join(quote_ident(k) for k in source.key)
+    on_key = " AND ".join(f"s.{quote_ident(k)} = d.{quote_ident(k)}" for k in source.key)
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE ranked AS
+        WITH repeated AS (
+            SELECT partition_date, {key}
+            FROM staged
+            WHERE rule IS NULL
+            GROUP BY ALL
+            HAVING count(*) > 1
+        ), copies AS (
+            SELECT s.partition_date, s.source_file, s.source_line, {_record_sql(raw_columns)} AS record,
+                   {", ".join(f"s.{quote_ident(k)}" for k in source.key)}
+            FROM staged AS s
+            SEMI JOIN repeated AS d
+              ON s.partition_date IS NOT DISTINCT FROM d.partition_date AND {on_key}
+            {delivered}
+            WHERE s.rule IS NULL
+        )
         SELECT
             *,
             row_number() OVER latest AS copy_no,
             first_value(source_file) OVER latest AS kept_source_file,
             first_value(source_line) OVER latest AS kept_source_line,
             first_value(md5(CAST(record AS VARCHAR))) OVER latest AS kept_hash
-        FROM staged
-        WHERE rule IS NULL
+        FROM copies
         WINDOW latest AS (
             PARTITION BY partition_date, {key}
             ORDER BY source_file DESC, source_line DESC
         )
-        """
+        """,
+        params,
     )
     conn.execute(
         f"""
@@ -236,16 +257,17 @@ def stage(
         """,
         [source.name, loaded_at],
     )
-    columns = ", ".join(quote_ident(c) for c in source.column_names)
+    columns = ", ".join(f"s.{quote_ident(c)}" for c in source.column_names)
     conn.execute(
         f"""
         INSERT INTO staging.{source.name}
-        SELECT {columns}, source_file, source_line, partition_date, ?
-        FROM ranked
-        WHERE copy_no = 1
-        ORDER BY {key}
+        SELECT {columns}, s.source_file, s.source_line, s.partition_date, ?
+        FROM staged AS s
+        ANTI JOIN (SELECT source_file, source_line FROM ranked WHERE copy_no > 1) AS m
+          ON m.source_file = s.source_file AND m.source_line = s.source_line
+        WHERE s.rule IS NULL
         """,
         [loaded_at],
     )
-    for temp in ("staged", "ranked", *(f"n_{lookup}" for lookup in source.normalised)):
+    for temp in ("staged", "ranked"):
         conn.execute(f"DROP TABLE IF EXISTS {temp}")

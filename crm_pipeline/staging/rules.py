@@ -7,9 +7,9 @@ and the business key duplicates are merged on. Pure data and SQL text, no Dagste
 Rules, one per defect class (first match wins, in this order):
 - missing_required: a value the row means nothing without is empty;
 - invalid_value: a value is there but does not parse as its type (a date, a number);
-- out_of_range: a value parses but is impossible (non-positive price or quantity, a timestamp
-  after the day it was delivered, a birth date giving an age outside 0-120, a rating off its
-  scale, an unknown SKU or store);
+- then the out-of-range rules, each named for what is impossible: non_positive_<column>
+  (price, quantity), negative_discount, negative_unit_cost, future_timestamp (after the day it
+  was delivered), impossible_age (outside 0-120), rating_off_scale, unknown_sku, unknown_store;
 then duplicates: rows sharing the business key keep one (the latest delivered); the others go
 to quarantine.merged_duplicates as exact_duplicate (same values) or superseded (older values).
 Missing optional values stay NULL; where a later score needs a value the default is documented
@@ -27,10 +27,8 @@ from crm_pipeline.staging import normalise
 
 MISSING_REQUIRED = "missing_required"
 INVALID_VALUE = "invalid_value"
-OUT_OF_RANGE = "out_of_range"
 EXACT_DUPLICATE = "exact_duplicate"
 SUPERSEDED = "superseded"
-RULES = (MISSING_REQUIRED, INVALID_VALUE, OUT_OF_RANGE)
 
 # Oldest plausible birth date and the age a customer must have reached by their delivery day.
 MAX_AGE_YEARS = 120
@@ -57,6 +55,7 @@ class Typed:
 class Check:
     """An out-of-range rule on typed values: when `when` holds, the row is quarantined."""
 
+    rule: str
     when: str
     reason: str  # SQL giving the reason shown to the analyst
 
@@ -116,16 +115,25 @@ def _choice(column: str, values: tuple[str, ...]) -> Typed:
 def _future(column: str) -> Check:
     """A timestamp after the end of the day it was delivered (or, for snapshots, loaded)."""
     bound = "coalesce(t.partition_date + INTERVAL 1 DAY, t.raw_loaded_at)"
-    return Check(f"t.{column} >= {bound}", f"'{column} ' || t.{column} || ' is after its delivery'")
+    return Check(
+        "future_timestamp",
+        f"t.{column} >= {bound}",
+        f"'{column} ' || t.{column} || ' is after its delivery'",
+    )
 
 
 def _positive(column: str) -> Check:
-    return Check(f"t.{column} <= 0", f"'{column} ' || t.{column} || ' is not positive'")
+    return Check(
+        f"non_positive_{column}",
+        f"t.{column} <= 0",
+        f"'{column} ' || t.{column} || ' is not positive'",
+    )
 
 
 def _birth(column: str = "birth_date") -> Check:
     bound = "coalesce(t.partition_date, CAST(t.raw_loaded_at AS DATE))"
     return Check(
+        "impossible_age",
         f"t.{column} > {bound} OR t.{column} < {bound} - INTERVAL {MAX_AGE_YEARS} YEAR",
         f"'{column} ' || t.{column} || ' gives an impossible age'",
     )
@@ -133,6 +141,7 @@ def _birth(column: str = "birth_date") -> Check:
 
 def _scale(column: str, low: int, high: int) -> Check:
     return Check(
+        "rating_off_scale",
         f"t.{column} NOT BETWEEN {low} AND {high}",
         f"'{column} ' || t.{column} || ' is off the {low}-{high} scale'",
     )
@@ -140,6 +149,7 @@ def _scale(column: str, low: int, high: int) -> Check:
 
 def _known(column: str, table: str, key: str) -> Check:
     return Check(
+        f"unknown_{column.removesuffix('_id')}",
         f"t.{column} IS NOT NULL AND t.{column} NOT IN (SELECT {key} FROM staging.{table})",
         f"'{column} ' || t.{column} || ' is not in staging.{table}'",
     )
@@ -171,7 +181,9 @@ PRODUCTS = Source(
     key=("sku",),
     checks=(
         _positive("unit_price"),
-        Check("t.unit_cost < 0", "'unit_cost ' || t.unit_cost || ' is negative'"),
+        Check(
+            "negative_unit_cost", "t.unit_cost < 0", "'unit_cost ' || t.unit_cost || ' is negative'"
+        ),
     ),
     daily=False,
 )
@@ -259,7 +271,7 @@ ONLINE_ORDER_ITEMS = Source(
     checks=(
         _positive("quantity"),
         _positive("unit_price"),
-        Check("t.discount < 0", "'discount ' || t.discount || ' is negative'"),
+        Check("negative_discount", "t.discount < 0", "'discount ' || t.discount || ' is negative'"),
         _known("sku", "products", "sku"),
     ),
     lookups=("products",),
@@ -358,3 +370,10 @@ SOURCES: dict[str, Source] = {
         FEEDBACK,
     )
 }
+
+# Every rule a staging reject can carry: the two generic ones, then each out-of-range check.
+RULES = (
+    MISSING_REQUIRED,
+    INVALID_VALUE,
+    *sorted({check.rule for source in SOURCES.values() for check in source.checks}),
+)

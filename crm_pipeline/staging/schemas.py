@@ -222,8 +222,10 @@ class StagingRejects(pa.DataFrameModel):
         isin=list(RULES),
         description=(
             "missing_required (a required value is empty), invalid_value (a value does not "
-            "parse) or out_of_range (impossible: non-positive price or quantity, future "
-            "timestamp, impossible age, rating off scale, unknown SKU or store)."
+            "parse), or the out-of-range rule of an impossible value: non_positive_unit_price, "
+            "non_positive_quantity, negative_discount, negative_unit_cost, future_timestamp "
+            "(after its delivery day), impossible_age (outside 0-120), rating_off_scale, "
+            "unknown_sku, unknown_store."
         ),
     )
     reason: Series[str] = pa.Field(description="Which values broke the rule, and how.")
@@ -259,6 +261,27 @@ class MergedDuplicates(pa.DataFrameModel):
         metadata={"personal_data": True},
     )
     loaded_at: Series[pd.Timestamp] = pa.Field(description="When staging ran.")
+
+    class Config:
+        strict = True
+        coerce = True
+
+
+class NormalisedValues(pa.DataFrameModel):
+    """One row per distinct delivered value a Python normaliser has seen (a cache: each value
+    is normalised once, then looked up)."""
+
+    normaliser: Series[str] = pa.Field(
+        description="Normaliser and a digest of its code (email, phone_e164, full_name, ...)."
+    )
+    raw: Series[str] = pa.Field(
+        description="The value as delivered, trimmed. " + PERSONAL, metadata={"personal_data": True}
+    )
+    value: Series[str] = pa.Field(
+        nullable=True,
+        description="The normalised value; NULL when the delivered one is not valid. " + PERSONAL,
+        metadata={"personal_data": True},
+    )
 
     class Config:
         strict = True
