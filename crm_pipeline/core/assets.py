@@ -12,10 +12,12 @@ from crm_pipeline.contracts import validate_query
 from crm_pipeline.core import model
 from crm_pipeline.core.classify import CoreConfig
 from crm_pipeline.core.crosswalk import build_crosswalk, pairwise_scores
+from crm_pipeline.core.quality import build_quality_report, summary_markdown, unconserved
 from crm_pipeline.core.schemas import CORE_MODELS, column_types
 from crm_pipeline.landing import NEED_DIMENSIONS, ground_truth_dir_for
 from crm_pipeline.reporting import schema_of, table_metadata
 from crm_pipeline.resources import WAREHOUSE_POOL, LandingZoneResource, WarehouseResource
+from crm_pipeline.staging.rules import SOURCES as STAGING_SOURCES
 
 PRECISION_TARGET, RECALL_TARGET = 0.98, 0.95
 
@@ -274,3 +276,55 @@ def core_asset(table: CoreTable) -> dg.AssetsDefinition:
 
 
 core_assets = [core_asset(table) for table in TABLES.values()]
+
+
+QUALITY_KEY = dg.AssetKey(["core", "quality_report"])
+
+
+@dg.asset(
+    key=QUALITY_KEY,
+    group_name="core",
+    description=CORE_MODELS["quality_report"].__doc__,
+    deps=[
+        *(dg.AssetKey(["staging", name]) for name in STAGING_SOURCES),
+        dg.AssetKey(["core", "customer_crosswalk"]),
+    ],
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb"},
+    tags={"layer": "core"},
+    metadata={
+        "dagster/column_schema": schema_of(
+            CORE_MODELS["quality_report"], column_types(CORE_MODELS["quality_report"])
+        )
+    },
+    check_specs=[
+        dg.AssetCheckSpec(
+            "rows_conserved",
+            asset=QUALITY_KEY,
+            blocking=True,
+            description="Every source partition: raw = staged + quarantined + merged.",
+        )
+    ],
+)
+def quality_report(warehouse: WarehouseResource) -> dg.MaterializeResult:
+    with warehouse.connect() as conn:
+        conn.begin()
+        build_quality_report(conn, list(STAGING_SOURCES))
+        conn.commit()
+        metadata = table_metadata(conn, "core.quality_report", CORE_MODELS["quality_report"])
+        metadata["report"] = dg.MetadataValue.md(summary_markdown(conn))
+        broken = unconserved(conn)
+        check = dg.AssetCheckResult(
+            check_name="rows_conserved",
+            passed=broken.empty,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=(
+                "Every raw row is staged, quarantined or merged."
+                if broken.empty
+                else "Rows unaccounted for:\n" + broken.head(10).to_markdown(index=False)
+            ),
+        )
+        return dg.MaterializeResult(metadata=metadata, check_results=[check])
+
+
+core_assets.append(quality_report)

@@ -26,6 +26,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 from rapidfuzz import fuzz
+from rapidfuzz.process import cpdist
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -113,10 +114,8 @@ def _token_edges(records: pd.DataFrame) -> list[tuple[np.ndarray, np.ndarray, st
         rows = np.flatnonzero(present)
         if len(rows) == 0:
             continue
-        codes, _ = pd.factorize(values.iloc[rows])
-        first = pd.Series(rows).groupby(codes).transform("min").to_numpy()
-        keep = first != rows
-        edges.append((rows[keep], first[keep], rule))
+        a, b = _star(rows, pd.factorize(values.iloc[rows])[0])
+        edges.append((a, b, rule))
     return edges
 
 
@@ -130,79 +129,117 @@ def _components(n: int, pairs: list[tuple[np.ndarray, np.ndarray, str]]) -> np.n
     return connected_components(graph, directed=False)[1]
 
 
+def _star(rows: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges from each row to the first row of its group (enough to connect the group)."""
+    first = pd.Series(rows).groupby(groups).transform("min").to_numpy()
+    keep = first != rows
+    return rows[keep], first[keep]
+
+
+def _distinct_names(group: pd.DataFrame, component: np.ndarray) -> tuple[list[int], list[tuple]]:
+    """Within named records sharing a value: one representative per distinct person (names
+    that agree are one person), and the links between records found to be the same person."""
+    seen: list[tuple[int, str]] = []
+    links = []
+    for rid, key in zip(group.index, group["name_key"], strict=True):
+        match = next((r for r, k in seen if names_agree(k, key)), None)
+        if match is None:
+            seen.append((rid, key))
+        elif component[match] != component[rid]:
+            links.append((rid, match))
+    return [r for r, _ in seen], links
+
+
 def _phone_edges(
     records: pd.DataFrame, component: np.ndarray
 ) -> tuple[list[tuple[np.ndarray, np.ndarray, str]], np.ndarray]:
     """Named records sharing a phone join when their names agree; records that give only a
     phone join the single named customer with it. Returns the edges and the records left
     unresolved because several customers share their phone."""
-    phoned = records[records["phone"].notna()].assign(component=component[records["phone"].notna()])
-    named = phoned[phoned["name_key"].notna()]
-    edges_a, edges_b, name_a, name_b = [], [], [], []
-    # Named customers per phone, after joining those whose names agree.
-    owners: dict[str, list[tuple[int, str]]] = {}
-    for phone, group in named.groupby("phone", sort=False):
-        seen: list[tuple[int, str]] = []  # (record, name key) of each distinct customer
-        for rid, key in zip(group.index, group["name_key"], strict=True):
-            match = next((r for r, k in seen if names_agree(k, key)), None)
-            if match is None:
-                seen.append((rid, key))
-            elif component[match] != component[rid]:
-                name_a.append(rid)
-                name_b.append(match)
-        owners[phone] = seen
-    unresolved = []
-    for phone, group in phoned[phoned["name_key"].isna()].groupby("phone", sort=False):
-        seen = owners.get(phone, [])
-        rids = group.index.to_numpy()
-        if len(seen) == 1:
-            target = seen[0][0]
-        elif not seen:
-            target = rids[0]
-        else:
-            # Several customers share this phone: a record that has nothing else stays apart.
-            alone = group.index[~group["component"].duplicated(keep=False)]
-            unresolved.extend(alone)
-            continue
-        edges_a.extend(rids)
-        edges_b.extend([target] * len(rids))
+    has_phone = records["phone"].notna().to_numpy()
+    named_mask = has_phone & records["name_key"].notna().to_numpy()
+    named = records.loc[named_mask, ["phone", "name_key"]]
+    names_per_phone = named.groupby("phone")["name_key"].nunique()
+    one_name = named["phone"].map(names_per_phone).to_numpy() == 1
+    # Most phones carry one name: every record with it is one person (a star per phone).
+    simple = named[one_name]
+    a, b = _star(simple.index.to_numpy(), pd.factorize(simple["phone"])[0])
+    owner = (
+        pd.Series(simple.index.to_numpy(), index=simple["phone"].to_numpy()).groupby(level=0).min()
+    )
+    owners = pd.DataFrame({"owner": owner, "owners": np.ones(len(owner), dtype=np.int64)})
+    # Phones with several names (a family, a company's staff, a typo): compare the names.
+    name_a, name_b = list(a), list(b)
+    shared_rows = []
+    for phone, group in named[~one_name].groupby("phone", sort=False):
+        people, links = _distinct_names(group, component)
+        name_a += [x for x, _ in links]
+        name_b += [y for _, y in links]
+        shared_rows.append((phone, people[0], len(people)))
+    if shared_rows:
+        shared = pd.DataFrame(shared_rows, columns=["phone", "owner", "owners"]).set_index("phone")
+        owners = pd.concat([owners, shared])
+    unnamed = records.loc[has_phone & ~named_mask, ["phone"]]
+    found = unnamed.join(owners, on="phone")
+    count = found["owners"].fillna(0).to_numpy()
+    rows = unnamed.index.to_numpy()
+    # One owner: join it. No owner: records with the same phone are one customer.
+    single = count == 1
+    lone = count == 0
+    star_a, star_b = _star(rows[lone], pd.factorize(unnamed["phone"].to_numpy()[lone])[0])
+    edges_a = np.concatenate([rows[single], star_a])
+    edges_b = np.concatenate([found["owner"].to_numpy()[single].astype(np.int64), star_b])
+    # Several owners: a record with nothing else to go on stays apart, marked unresolved.
+    sizes = np.bincount(component)
+    ambiguous = rows[count > 1]
+    unresolved = ambiguous[sizes[component[ambiguous]] == 1]
     edges = [
         (np.asarray(name_a, dtype=np.int64), np.asarray(name_b, dtype=np.int64), "phone_and_name"),
-        (np.asarray(edges_a, dtype=np.int64), np.asarray(edges_b, dtype=np.int64), "phone"),
+        (edges_a.astype(np.int64), edges_b.astype(np.int64), "phone"),
     ]
-    return edges, np.asarray(unresolved, dtype=np.int64)
+    return edges, unresolved
 
 
 def _fuzzy_edges(
     records: pd.DataFrame, component: np.ndarray
 ) -> list[tuple[np.ndarray, np.ndarray, str]]:
-    """Named records in different customers whose names agree and whose birth date or address
-    agrees too; candidates are blocked on the exact name key or the exact address."""
+    """Named records in different customers that are one person by name and birth date, or by
+    name and address: exact blocks in pandas, names compared with rapidfuzz (vectorised) only
+    within an address, where typos hide."""
     named = records[records["name_key"].notna()].assign(
-        component=component[records["name_key"].notna()]
+        component=component[records["name_key"].notna().to_numpy()]
     )
     named = named.drop_duplicates("component")
-    found = {"name_and_birth_date": ([], []), "name_and_address": ([], [])}
-    for block in ("name_key", "address"):
-        for _, group in named[named[block].notna()].groupby(block, sort=False):
-            if len(group) < 2:
-                continue
-            rows = list(group.itertuples())
-            for i, x in enumerate(rows):
-                for y in rows[i + 1 :]:
-                    if not names_agree(x.name_key, y.name_key):
-                        continue
-                    if pd.notna(x.birth_date) and pd.notna(y.birth_date):
-                        if x.birth_date == y.birth_date:
-                            found["name_and_birth_date"][0].append(x.Index)
-                            found["name_and_birth_date"][1].append(y.Index)
-                        continue  # two birth dates that differ are two people
-                    if addresses_agree(x.address, y.address):
-                        found["name_and_address"][0].append(x.Index)
-                        found["name_and_address"][1].append(y.Index)
+    dated = named[named["birth_date"].notna()]
+    a, b = _star(
+        dated.index.to_numpy(),
+        pd.factorize(dated["name_key"] + "|" + dated["birth_date"].astype(str))[0],
+    )
+    placed = named[named["address"].notna()]
+    placed = placed.assign(block=placed["address"].str.casefold())
+    placed = placed[placed["block"].duplicated(keep=False)]
+    side = placed[["block", "name_key", "birth_date"]].reset_index(names="rid")
+    pairs = side.merge(side, on="block", suffixes=("_a", "_b"))
+    pairs = pairs[pairs["rid_a"] < pairs["rid_b"]]
+    # Two birth dates that differ are two people however alike the names; two equal ones
+    # were linked above.
+    undated = pairs["birth_date_a"].isna() | pairs["birth_date_b"].isna()
+    pairs = pairs[undated.to_numpy()]
+    names_a = pairs["name_key_a"].astype(object).tolist()
+    names_b = pairs["name_key_b"].astype(object).tolist()
+    similar = (
+        cpdist(names_a, names_b, scorer=fuzz.ratio, workers=-1) >= NAME_MATCH
+        if names_a
+        else np.zeros(0, dtype=bool)
+    )
+    pairs = pairs[similar]
     return [
-        (np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64), rule)
-        for rule, (a, b) in found.items()
+        (a, b, "name_and_birth_date"),
+        (
+            pairs["rid_a"].to_numpy(dtype=np.int64),
+            pairs["rid_b"].to_numpy(dtype=np.int64),
+            "name_and_address",
+        ),
     ]
 
 

@@ -238,6 +238,34 @@ class ExcludedRows(CoreModel):
     )
 
 
+class QualityReport(CoreModel):
+    """One row per source, partition, stage and rule: how many rows went where."""
+
+    source: Series[str] = field("Source (raw table).", nullable=False)
+    partition_date: Series[pd.Timestamp] = field(
+        "Delivery day; NULL for snapshots, shop rows of no partition, and identity matches."
+    )
+    stage: Series[str] = field(
+        "delivered (rows in the files or shop tables), raw_rejected (unreadable), raw (landed), "
+        "quarantined (set aside by a staging rule), merged (duplicates), staged (rows out), "
+        "identity_match (crosswalk records by match rule).",
+        nullable=False,
+        isin=[
+            "delivered",
+            "raw_rejected",
+            "raw",
+            "quarantined",
+            "merged",
+            "staged",
+            "identity_match",
+        ],
+    )
+    rule: Series[str] = field(
+        "Reject reason, staging rule, merge rule or match rule; empty for counts.", nullable=False
+    )
+    rows: Series[int] = field("Rows.", nullable=False, ge=0)
+
+
 CORE_MODELS: dict[str, type[CoreModel]] = {
     "customer_crosswalk": CustomerCrosswalk,
     "customer_key_merges": CustomerKeyMerges,
@@ -249,6 +277,7 @@ CORE_MODELS: dict[str, type[CoreModel]] = {
     "feedback": Feedback,
     "feedback_needs": FeedbackNeeds,
     "excluded_rows": ExcludedRows,
+    "quality_report": QualityReport,
 }
 
 

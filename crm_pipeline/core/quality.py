@@ -1,0 +1,102 @@
+"""The data-quality report: where every delivered row went, per source and partition, and how
+identity-bearing records were matched."""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+
+# One row per source, partition, stage and rule: a long table analysts pivot as they need.
+REPORT_SQL = """
+CREATE OR REPLACE TABLE core.quality_report AS
+WITH counts AS (
+    SELECT source, partition_date, 'delivered' AS stage, '' AS rule, sum(source_rows) AS rows
+    FROM raw.deliveries GROUP BY ALL
+    UNION ALL
+    SELECT source, partition_date, 'raw_rejected', reason, count(*)
+    FROM quarantine.raw_rejects GROUP BY ALL
+    UNION ALL
+    SELECT source, partition_date, 'quarantined', rule, count(*)
+    FROM quarantine.staging_rejects GROUP BY ALL
+    UNION ALL
+    SELECT source, partition_date, 'merged', rule, count(*)
+    FROM quarantine.merged_duplicates GROUP BY ALL
+    UNION ALL
+    SELECT source, NULL, 'identity_match', match_rule, count(*)
+    FROM core.customer_crosswalk GROUP BY ALL
+    {raw_and_staged}
+)
+SELECT source, partition_date, stage, rule, CAST(rows AS BIGINT) AS rows
+FROM counts
+ORDER BY source, partition_date NULLS FIRST, stage, rule
+"""
+STAGES = ("delivered", "raw_rejected", "raw", "quarantined", "merged", "staged", "identity_match")
+
+
+def build_quality_report(conn: duckdb.DuckDBPyConnection, sources: list[str]) -> None:
+    raw_and_staged = "".join(
+        f"""
+    UNION ALL
+    SELECT '{s}', partition_date, 'raw', '', count(*) FROM raw.{s} GROUP BY ALL
+    UNION ALL
+    SELECT '{s}', partition_date, 'staged', '', count(*) FROM staging.{s} GROUP BY ALL"""
+        for s in sources
+    )
+    conn.execute(REPORT_SQL.format(raw_and_staged=raw_and_staged))
+
+
+def summary_markdown(conn: duckdb.DuckDBPyConnection) -> str:
+    """Totals per source: rows in, rows set aside at each stage, rows out, matches by rule."""
+    totals = conn.execute(
+        """
+        SELECT source, stage, sum(rows) AS rows
+        FROM core.quality_report
+        WHERE stage <> 'identity_match'
+        GROUP BY ALL
+        """
+    ).df()
+    table = totals.pivot(index="source", columns="stage", values="rows").fillna(0).astype(int)
+    table = table.reindex(columns=[s for s in STAGES if s in table.columns])
+    matches = conn.execute(
+        """
+        SELECT rule AS match_rule, sum(rows) AS records
+        FROM core.quality_report
+        WHERE stage = 'identity_match'
+        GROUP BY ALL
+        ORDER BY 2 DESC
+        """
+    ).df()
+    rules = conn.execute(
+        """
+        SELECT source, stage, rule, sum(rows) AS rows
+        FROM core.quality_report
+        WHERE stage IN ('raw_rejected', 'quarantined', 'merged')
+        GROUP BY ALL
+        ORDER BY source, stage, rows DESC
+        """
+    ).df()
+    return "\n\n".join(
+        [
+            "### Rows per source (all partitions)",
+            table.reset_index().to_markdown(index=False),
+            "### Set aside, by rule",
+            rules.to_markdown(index=False) if len(rules) else "_nothing set aside_",
+            "### Identity matches, by rule",
+            matches.to_markdown(index=False) if len(matches) else "_no records_",
+        ]
+    )
+
+
+def unconserved(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Source partitions where raw != staged + quarantined + merged (should be none)."""
+    return conn.execute(
+        """
+        SELECT source, partition_date,
+               sum(rows) FILTER (WHERE stage = 'raw') AS raw,
+               sum(rows) FILTER (WHERE stage IN ('staged', 'quarantined', 'merged')) AS accounted
+        FROM core.quality_report
+        WHERE stage IN ('raw', 'staged', 'quarantined', 'merged')
+        GROUP BY ALL
+        HAVING coalesce(raw, 0) <> coalesce(accounted, 0)
+        """
+    ).df()
