@@ -79,8 +79,9 @@ def _summary(args: argparse.Namespace) -> int:
     print(
         "\nQuery it (read-only, while no run is writing):\n"
         f'  .venv/bin/python -c "import duckdb; '
-        f"print(duckdb.connect('{path}', read_only=True).sql('FROM raw.online_orders LIMIT 5'))\"\n"
-        "  Rows set aside, and why: FROM quarantine.raw_rejects\n"
+        f"print(duckdb.connect('{path}', read_only=True).sql('FROM core.customers LIMIT 5'))\"\n"
+        "  Where every delivered row went: FROM core.quality_report\n"
+        "  Rows set aside, and why: FROM quarantine.raw_rejects, FROM quarantine.staging_rejects\n"
     )
     return 0
 

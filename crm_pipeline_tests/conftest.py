@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 
 from crm_pipeline import landing
+from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.resources import LandingZoneResource, WarehouseResource
 from crm_pipeline_tests import landing_builder
 
@@ -17,8 +18,11 @@ def tiny_zone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return landing_builder.build(tmp_path_factory.mktemp("landing"))
 
 
-def bind(zone: Path, warehouse: Path) -> dict[str, dg.ConfigurableResource]:
+def bind(
+    zone: Path, warehouse: Path, rules: CoreRules | None = None
+) -> dict[str, dg.ConfigurableResource]:
     return {
         "warehouse": WarehouseResource(path=str(warehouse)),
         "landing_zone": LandingZoneResource(root=str(zone), shop_url=landing.shop_url_for(zone)),
+        "core_rules": rules or CoreRules(),
     }

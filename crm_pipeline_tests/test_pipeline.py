@@ -9,6 +9,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.crosswalk import pairwise_scores
 from crm_pipeline.definitions import defs
 from crm_pipeline.generate import generate
@@ -38,7 +39,11 @@ def run(tmp_path_factory: pytest.TempPathFactory):
     days = landing_days(zone)
     test_defs = dg.Definitions(
         assets=list(defs.assets),
-        resources={"warehouse": WarehouseResource(path=str(warehouse)), "landing_zone": zone},
+        resources={
+            "warehouse": WarehouseResource(path=str(warehouse)),
+            "landing_zone": zone,
+            "core_rules": CoreRules(),
+        },
     )
     result = materialize_all(test_defs, dg.DagsterInstance.ephemeral(), days[0], days[-1])
     conn = duckdb.connect(str(warehouse), read_only=True)

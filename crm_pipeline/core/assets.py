@@ -10,7 +10,7 @@ import duckdb
 
 from crm_pipeline.contracts import validate_query
 from crm_pipeline.core import model
-from crm_pipeline.core.classify import CoreConfig
+from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.crosswalk import build_crosswalk, pairwise_scores
 from crm_pipeline.core.quality import build_quality_report, summary_markdown, unconserved
 from crm_pipeline.core.schemas import CORE_MODELS, column_types
@@ -78,6 +78,7 @@ TABLES = {
             "inquiries",
             ("core/customer_crosswalk", "staging/inquiries", "core/products"),
             ("inquiry_id",),
+            (Reference("sku", "core.products", "sku"),),
         ),
         CoreTable("feedback", ("core/customer_crosswalk", "staging/feedback"), ("response_id",)),
         CoreTable(
@@ -212,7 +213,7 @@ def _specs(key: dg.AssetKey, name: str) -> list[dg.AssetCheckSpec]:
     return specs
 
 
-Builder = Callable[[duckdb.DuckDBPyConnection, CoreConfig], None]
+Builder = Callable[[duckdb.DuckDBPyConnection, CoreRules], None]
 BUILDERS: dict[str, Builder] = {
     "customer_crosswalk": lambda conn, _: build_crosswalk(
         conn, datetime.now(UTC).replace(tzinfo=None)
@@ -244,14 +245,14 @@ def core_asset(table: CoreTable) -> dg.AssetsDefinition:
     )
     def _core(
         context: dg.AssetExecutionContext,
-        config: CoreConfig,
+        core_rules: CoreRules,
         warehouse: WarehouseResource,
         landing_zone: LandingZoneResource,
     ) -> dg.MaterializeResult:
         with warehouse.connect() as conn:
             conn.execute("CREATE SCHEMA IF NOT EXISTS core")
             conn.begin()
-            BUILDERS[table.name](conn, config)
+            BUILDERS[table.name](conn, core_rules)
             conn.commit()
             metadata = table_metadata(conn, f"core.{table.name}", contract)
             checks = [_contract_check(conn, table.name), _keys_check(conn, table)]

@@ -1,7 +1,8 @@
 """Classification and exclusion rules of the core model, with their thresholds in one place.
 
-The rules are SQL expressions built from plain settings, so an operator changes a threshold
-in the run config (Dagster launchpad) and the documented category values stay the same.
+The rules are SQL expressions built from plain settings held by one resource (core_rules), so
+every core table applies the same exclusions; an operator changes a threshold in the resource
+config and the documented category values stay the same.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ PRICE_BANDS = ("budget", "mid", "premium")
 SIZE_BANDS = ("small", "medium", "large")
 
 
-class CoreConfig(dg.Config):
-    """Settings of the core model: what is left out, and where categories split."""
+class CoreRules(dg.ConfigurableResource):
+    """Rules of the core model, bound once for every core asset: what is left out, and where
+    categories split."""
 
     as_of: str = Field(
         default="",
@@ -40,7 +42,7 @@ class CoreConfig(dg.Config):
     )
 
 
-def lifecycle_sql(config: CoreConfig, first: str, last: str, as_of: str) -> str:
+def lifecycle_sql(config: CoreRules, first: str, last: str, as_of: str) -> str:
     """new: first purchase within new_days of as_of; active: last purchase within active_days;
     lapsing: within lapsing_days; lapsed: longer ago; prospect: never bought."""
     return f"""
@@ -53,7 +55,7 @@ def lifecycle_sql(config: CoreConfig, first: str, last: str, as_of: str) -> str:
         END"""
 
 
-def channel_preference_sql(config: CoreConfig, online: str, store: str) -> str:
+def channel_preference_sql(config: CoreRules, online: str, store: str) -> str:
     """online or store when the other channel has under omnichannel_share of the purchases;
     omnichannel otherwise; none without purchases."""
     share = float(config.omnichannel_share)

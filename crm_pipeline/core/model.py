@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import duckdb
 
-from crm_pipeline.core.classify import CoreConfig, channel_preference_sql, lifecycle_sql
+from crm_pipeline.core.classify import CoreRules, channel_preference_sql, lifecycle_sql
 
 CROSSWALK = "core.customer_crosswalk"
 
@@ -21,7 +21,7 @@ def _in_list(values: list[str]) -> str:
     return "(" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + ")"
 
 
-def excluded_customers_sql(config: CoreConfig) -> str:
+def excluded_customers_sql(config: CoreRules) -> str:
     """Customer keys of test and staff accounts, with the rule that excludes them."""
     test = _in_list([d.lower() for d in config.test_account_domains])
     staff = _in_list([d.lower() for d in config.staff_email_domains])
@@ -35,7 +35,7 @@ def excluded_customers_sql(config: CoreConfig) -> str:
     """
 
 
-def build_order_lines(conn: duckdb.DuckDBPyConnection, config: CoreConfig) -> None:
+def build_order_lines(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
     statuses = _in_list([s.lower() for s in config.excluded_statuses])
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE excluded_customers AS {excluded_customers_sql(config)}"
@@ -155,7 +155,7 @@ def build_order_lines(conn: duckdb.DuckDBPyConnection, config: CoreConfig) -> No
     )
 
 
-def build_customers(conn: duckdb.DuckDBPyConnection, config: CoreConfig) -> None:
+def build_customers(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
     """The golden record: one row per customer key, survivorship documented per column."""
     as_of = (
         f"DATE '{config.as_of}'"
@@ -304,7 +304,7 @@ def build_stores(conn: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def build_inquiries(conn: duckdb.DuckDBPyConnection, config: CoreConfig) -> None:
+def build_inquiries(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE excluded_customers AS {excluded_customers_sql(config)}"
     )
@@ -333,7 +333,7 @@ def build_inquiries(conn: duckdb.DuckDBPyConnection, config: CoreConfig) -> None
     )
 
 
-def build_feedback(conn: duckdb.DuckDBPyConnection, config: CoreConfig) -> None:
+def build_feedback(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE excluded_customers AS {excluded_customers_sql(config)}"
     )

@@ -1,6 +1,6 @@
 """Pandera contracts of the core model: one key per real customer, and the facts about them.
 
-Category values are listed in the descriptions; thresholds are in `classify.CoreConfig`.
+Category values are listed in the descriptions; thresholds are in `classify.CoreRules`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,109 @@
+"""The core model over the tiny landing zone: exclusions are applied in one place and counted,
+keys survive a re-run and a new day, and every core check passes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from crm_pipeline.core.classify import CoreRules
+from crm_pipeline.definitions import defs
+from crm_pipeline.run import range_tags
+from crm_pipeline_tests.conftest import bind
+from crm_pipeline_tests.landing_builder import DAY1, DAY2
+
+ASSETS = list(defs.assets)
+
+
+def _run(zone: Path, warehouse: Path, last: str, rules: CoreRules | None = None):
+    result = dg.materialize(
+        ASSETS,
+        resources=bind(zone, warehouse, rules),
+        tags=range_tags(DAY1, last),
+        raise_on_error=False,
+    )
+    assert result.success
+    return result
+
+
+def _keys(warehouse: Path) -> dict[tuple[str, str], str]:
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT source, source_id, customer_key FROM core.customer_crosswalk"
+        ).fetchall()
+    return {(s, i): k for s, i, k in rows}
+
+
+def _rows(warehouse: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+@pytest.fixture(scope="module")
+def everything_kept(tiny_zone: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    warehouse = tmp_path_factory.mktemp("core") / "warehouse.duckdb"
+    result = _run(tiny_zone, warehouse, DAY2, CoreRules(test_account_domains=[]))
+    failed = [
+        (e.asset_key.to_user_string(), e.check_name)
+        for e in result.get_asset_check_evaluations()
+        if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+    ]
+    assert failed == []
+    return warehouse
+
+
+def test_one_customer_for_ann_across_account_card_receipts_and_survey(everything_kept) -> None:
+    keys = _keys(everything_kept)
+    ann = keys["online_accounts", "A1"]
+    assert keys["loyalty_members", "C1"] == ann  # same phone, same name
+    assert keys["store_purchases", "R1"] == ann  # her card
+    assert keys["store_purchases", "R2"] == ann  # her phone, typed another way
+    assert keys["feedback", "F1"] == ann  # her account id
+    assert keys["feedback", "F2"] == keys["online_accounts", "A2"]  # Bo's email
+    assert ann != keys["online_accounts", "A2"]
+
+
+def test_order_lines_are_unified_and_net(everything_kept) -> None:
+    lines = _rows(
+        everything_kept,
+        "SELECT channel, order_id, line_no, quantity, net_amount FROM core.order_lines "
+        "ORDER BY channel, order_id, line_no",
+    )
+    assert ("online", "O1", 1, 2, 20) in lines and ("online", "O2", 1, 1, 12.5) in lines
+    assert ("store", "R1", 2, 2, 10) in lines
+    # Ann's lines come first: the table is sorted by customer and time.
+    first = _rows(everything_kept, "SELECT customer_key FROM core.order_lines LIMIT 1")[0][0]
+    assert first == min(
+        k for (k,) in _rows(everything_kept, "SELECT customer_key FROM core.customers")
+    )
+
+
+def test_keys_survive_a_rerun_and_a_new_day(tiny_zone: Path, tmp_path: Path) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    rules = CoreRules(test_account_domains=[])
+    _run(tiny_zone, warehouse, DAY1, rules)
+    day_one = _keys(warehouse)
+    _run(tiny_zone, warehouse, DAY2, rules)
+    both_days = _keys(warehouse)
+    assert {k: both_days[k] for k in day_one} == day_one
+    assert len(both_days) > len(day_one)
+    _run(tiny_zone, warehouse, DAY2, rules)
+    assert _keys(warehouse) == both_days
+
+
+def test_test_accounts_are_excluded_everywhere_and_counted(tiny_zone: Path, tmp_path: Path) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.rmtree(tmp_path / "unused", ignore_errors=True)
+    _run(tiny_zone, warehouse, DAY2)  # default rules: example.com addresses are test accounts
+    excluded = dict(
+        _rows(warehouse, "SELECT entity, count(*) FROM core.excluded_rows GROUP BY ALL")
+    )
+    kept = _rows(warehouse, "SELECT DISTINCT order_id FROM core.order_lines ORDER BY 1")
+    # Ann's and Bo's orders and Ann's receipts are left out; anonymous receipts stay.
+    assert kept == [("R3",), ("R5",)]
+    assert excluded == {"customers": 2, "order_lines": 6}
+    assert _rows(warehouse, "SELECT count(*) FROM core.customers") == [(0,)]
