@@ -96,8 +96,13 @@ def run_bench(args: argparse.Namespace) -> int:
             ],
             env,
         )
-    for leftover in work.glob("warehouse.duckdb*"):
-        leftover.unlink()
+    layers = tuple(args.layers.split(",")) if args.layers else LAYERS
+    unknown = set(layers) - set(LAYERS)
+    if unknown:
+        raise SystemExit(f"--layers: unknown {sorted(unknown)}; choose from {', '.join(LAYERS)}")
+    if not args.layers:
+        for leftover in work.glob("warehouse.duckdb*"):
+            leftover.unlink()
     floor = _timed(
         [
             sys.executable,
@@ -107,7 +112,7 @@ def run_bench(args: argparse.Namespace) -> int:
         env,
     )
     report["floor_read_inputs"] = floor
-    for layer in LAYERS:
+    for layer in layers:
         step = _timed(
             [str(bin_dir / "crm-pipeline"), "materialize", "--select", f"group:{layer}"], env
         )

@@ -144,6 +144,11 @@ def main(argv: list[str] | None = None) -> None:
     bench.add_argument("--days", type=int, default=365)
     bench.add_argument("--workdir", default="data/bench")
     bench.add_argument("--reuse", action="store_true", help="keep an existing generated scale")
+    bench.add_argument(
+        "--layers",
+        help="comma-separated layers to time, keeping the warehouse as it is (e.g. staging,core); "
+        "default: every layer on a fresh warehouse",
+    )
     bench.set_defaults(handler=_bench)
 
     args = parser.parse_args(argv)

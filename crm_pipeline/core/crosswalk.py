@@ -6,9 +6,8 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 
-from crm_pipeline.core.identity import load_records, resolve
+from crm_pipeline.core.identity import RECORDS, load_records, resolve
 from crm_pipeline.core.keys import assign_keys
 
 CROSSWALK = "core.customer_crosswalk"
@@ -17,8 +16,8 @@ MERGES = "core.customer_key_merges"
 SCORED_SOURCES = ("online_accounts", "loyalty_members", "store_purchases", "inquiries", "feedback")
 
 
-def build_crosswalk(conn: duckdb.DuckDBPyConnection, now: datetime) -> pd.DataFrame:
-    """Resolve identities, keep earlier keys, record merges; returns the new crosswalk."""
+def build_crosswalk(conn: duckdb.DuckDBPyConnection, now: datetime) -> None:
+    """Resolve identities, keep earlier keys, record merges, write the crosswalk."""
     conn.execute(
         f"""
         CREATE TABLE IF NOT EXISTS {MERGES} (
@@ -31,39 +30,57 @@ def build_crosswalk(conn: duckdb.DuckDBPyConnection, now: datetime) -> pd.DataFr
     exists = conn.execute(
         "SELECT count(*) FROM information_schema.tables "
         "WHERE table_schema = 'core' AND table_name = 'customer_crosswalk'"
-    ).fetchone()[0]
-    previous = (
-        conn.execute(f"SELECT source, source_id, customer_key, key_since FROM {CROSSWALK}").df()
-        if exists
-        else pd.DataFrame(columns=["source", "source_id", "customer_key", "key_since"])
+    ).fetchall()[0][0]
+    conn.execute(
+        "CREATE OR REPLACE TEMP VIEW previous AS "
+        + (
+            f"SELECT source, source_id, customer_key, key_since FROM {CROSSWALK}"
+            if exists
+            else "SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS source_id, "
+            "NULL::VARCHAR AS customer_key, NULL::TIMESTAMP AS key_since WHERE FALSE"
+        )
     )
-    resolved = resolve(load_records(conn))
-    keyed, merges = assign_keys(resolved, previous, now)
-    crosswalk = keyed[
-        ["source", "source_id", "customer_key", "match_rule", "confidence", "seen_at", "key_since"]
-    ]
-    conn.register("crosswalk_frame", crosswalk)
+    load_records(conn)
+    conn.register("links_frame", resolve(conn))
     conn.execute(
         f"""
-        CREATE OR REPLACE TABLE {CROSSWALK} AS
-        SELECT
-            CAST(source AS VARCHAR) AS source,
-            CAST(source_id AS VARCHAR) AS source_id,
-            CAST(customer_key AS VARCHAR) AS customer_key,
-            CAST(match_rule AS VARCHAR) AS match_rule,
-            CAST(confidence AS DOUBLE) AS confidence,
-            CAST(seen_at AS TIMESTAMP) AS seen_at,
-            CAST(key_since AS TIMESTAMP) AS key_since
-        FROM crosswalk_frame
-        ORDER BY customer_key, seen_at, source, source_id
+        CREATE OR REPLACE TEMP TABLE resolved AS
+        SELECT r.source, r.source_id, r.seen_at, l.component, l.match_rule, l.confidence
+        FROM {RECORDS} AS r
+        JOIN links_frame AS l USING (rid)
         """
     )
-    conn.unregister("crosswalk_frame")
+    conn.unregister("links_frame")
+    keys, merges = assign_keys(conn, now)
+    conn.register("keys_frame", keys)
+    # Built beside the old crosswalk and swapped in: the view `previous` reads the old one.
+    conn.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE new_crosswalk AS
+        SELECT
+            r.source,
+            r.source_id,
+            CAST(k.customer_key AS VARCHAR) AS customer_key,
+            CAST(r.match_rule AS VARCHAR) AS match_rule,
+            CAST(r.confidence AS DOUBLE) AS confidence,
+            CAST(r.seen_at AS TIMESTAMP) AS seen_at,
+            CAST(k.key_since AS TIMESTAMP) AS key_since
+        FROM resolved AS r
+        JOIN keys_frame AS k USING (component)
+        """
+    )
+    conn.unregister("keys_frame")
+    conn.execute("DROP VIEW previous")
+    conn.execute(
+        f"CREATE OR REPLACE TABLE {CROSSWALK} AS "
+        "SELECT * FROM new_crosswalk ORDER BY customer_key, seen_at, source, source_id"
+    )
     if len(merges):
         conn.register("merges_frame", merges)
         conn.execute(f"INSERT INTO {MERGES} SELECT * FROM merges_frame")
         conn.unregister("merges_frame")
-    return crosswalk
+    for temp in ("new_crosswalk", "resolved", RECORDS, "phone_owners"):
+        conn.execute(f"DROP TABLE IF EXISTS {temp}")
 
 
 def pairwise_scores(conn: duckdb.DuckDBPyConnection, identities_csv: Path) -> dict[str, float]:

@@ -5,7 +5,7 @@ customers that had different keys, the oldest key survives and the others are re
 core.customer_key_merges (never silently rewritten); when a customer's records are pulled
 apart, the key stays with the part holding most of them. A customer never seen before gets
 'C' + 16 hex digits of a hash of its first record's id: pseudonymous, and the same on a
-rebuild from scratch.
+rebuild from scratch. The work is set work, so it runs in DuckDB over the frames.
 """
 
 from __future__ import annotations
@@ -13,71 +13,83 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
+import duckdb
 import pandas as pd
 
+KEYS_SQL = """
+WITH claims AS (
+    SELECT r.component, p.customer_key, count(*) AS records, min(p.key_since) AS key_since
+    FROM resolved AS r
+    JOIN previous AS p USING (source, source_id)
+    GROUP BY ALL
+), owned AS (
+    -- A key claimed by several components (a split) stays with the biggest part.
+    SELECT *
+    FROM claims
+    QUALIFY row_number() OVER (PARTITION BY customer_key ORDER BY records DESC, component) = 1
+)
+SELECT
+    component,
+    customer_key,
+    key_since,
+    -- A component holding several keys (a merge) keeps the oldest.
+    row_number() OVER (PARTITION BY component ORDER BY key_since, customer_key) AS rank
+FROM owned
+"""
 
-def new_key(anchor: str, taken: set[str]) -> str:
-    salt = 0
-    while True:
-        digest = hashlib.sha256(f"{anchor}#{salt}".encode()).hexdigest()[:16]
-        key = f"C{digest.upper()}"
-        if key not in taken:
-            return key
-        salt += 1
+NEW_KEYS_SQL = """
+SELECT component, 'C' || upper(substr(sha256(min(source || ':' || source_id) || '#0'), 1, 16)) AS customer_key
+FROM resolved
+ANTI JOIN (SELECT component FROM kept WHERE rank = 1) AS k USING (component)
+GROUP BY component
+"""
+
+
+def new_key(anchor: str, salt: int) -> str:
+    """The key of a new customer whose first record is `anchor` (salt > 0 only on a clash)."""
+    return "C" + hashlib.sha256(f"{anchor}#{salt}".encode()).hexdigest()[:16].upper()
 
 
 def assign_keys(
-    resolved: pd.DataFrame, previous: pd.DataFrame, now: datetime
+    conn: duckdb.DuckDBPyConnection, now: datetime
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Keys for resolved records, given the previous crosswalk.
+    """Keys per component, given the previous crosswalk.
 
-    resolved: source, source_id, component, ... ; previous: source, source_id, customer_key,
-    key_since. Returns (resolved with customer_key and key_since, merges: retired_key,
-    surviving_key, merged_at).
+    Reads `resolved` (source, source_id, component) and `previous` (source, source_id,
+    customer_key, key_since) in conn. Returns (component, customer_key, key_since) and the
+    merges (retired_key, surviving_key, merged_at).
     """
-    had = resolved.merge(
-        previous[["source", "source_id", "customer_key", "key_since"]],
-        on=["source", "source_id"],
-        how="left",
-    )
-    claims = (
-        had.dropna(subset=["customer_key"])
-        .groupby(["component", "customer_key"], as_index=False)
-        .agg(records=("source_id", "size"), key_since=("key_since", "min"))
-    )
-    # A key claimed by several components (a split) stays with the biggest part.
-    claims = claims.sort_values(
-        ["customer_key", "records", "component"], ascending=[True, False, True]
-    )
-    claims = claims.drop_duplicates("customer_key", keep="first")
-    # A component holding several keys (a merge) keeps the oldest.
-    claims = claims.sort_values(["component", "key_since", "customer_key"])
-    survivors = claims.drop_duplicates("component", keep="first")
-    retired = claims[claims.duplicated("component", keep="first")].merge(
-        survivors[["component", "customer_key"]], on="component", suffixes=("", "_surviving")
-    )
-    merges = pd.DataFrame(
-        {
-            "retired_key": retired["customer_key"].to_numpy(),
-            "surviving_key": retired["customer_key_surviving"].to_numpy(),
-            "merged_at": now,
-        }
-    )
-    keys = dict(zip(survivors["component"], survivors["customer_key"], strict=True))
-    since = dict(zip(survivors["component"], survivors["key_since"], strict=True))
-    taken = set(previous["customer_key"]) | set(keys.values())
-    anchors = (
-        resolved.assign(anchor=resolved["source"] + ":" + resolved["source_id"].astype(str))
-        .groupby("component")["anchor"]
-        .min()
-    )
-    for component, anchor in anchors.items():
-        if component not in keys:
-            key = new_key(anchor, taken)
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE kept AS {KEYS_SQL}")
+    merges = conn.execute(
+        """
+        SELECT r.customer_key AS retired_key, s.customer_key AS surviving_key,
+               CAST(? AS TIMESTAMP) AS merged_at
+        FROM kept AS r
+        JOIN kept AS s ON s.component = r.component AND s.rank = 1
+        WHERE r.rank > 1
+        ORDER BY ALL
+        """,
+        [now],
+    ).df()
+    fresh = conn.execute(NEW_KEYS_SQL).df()
+    taken = {k for (k,) in conn.execute("SELECT DISTINCT customer_key FROM previous").fetchall()}
+    clashes = fresh["customer_key"].duplicated(keep="first") | fresh["customer_key"].isin(taken)
+    if clashes.any():
+        taken |= set(fresh.loc[~clashes, "customer_key"])
+        anchors = dict(
+            conn.execute(
+                "SELECT component, min(source || ':' || source_id) FROM resolved GROUP BY ALL"
+            ).fetchall()
+        )
+        for row in fresh.index[clashes]:
+            anchor, salt = anchors[fresh.at[row, "component"]], 1
+            while (key := new_key(anchor, salt)) in taken:
+                salt += 1
+            fresh.at[row, "customer_key"] = key
             taken.add(key)
-            keys[component] = key
-            since[component] = now
-    out = resolved.copy()
-    out["customer_key"] = out["component"].map(keys)
-    out["key_since"] = pd.to_datetime(out["component"].map(since))
-    return out, merges
+    kept = conn.execute("SELECT component, customer_key, key_since FROM kept WHERE rank = 1").df()
+    conn.execute("DROP TABLE kept")
+    fresh["key_since"] = pd.Timestamp(now)
+    keys = pd.concat([kept, fresh], ignore_index=True)
+    keys["key_since"] = pd.to_datetime(keys["key_since"])
+    return keys, merges

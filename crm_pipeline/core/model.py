@@ -36,6 +36,12 @@ def excluded_customers_sql(config: CoreRules) -> str:
 
 
 def build_order_lines(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
+    """Order lines from both channels, exclusions applied, one sorted write.
+
+    The lines are assembled once into a temporary table; the kept ones are written sorted,
+    the excluded ones listed in core.excluded_rows. Size bands split orders into tertiles of
+    their net amount over every staged order.
+    """
     statuses = _in_list([s.lower() for s in config.excluded_statuses])
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE excluded_customers AS {excluded_customers_sql(config)}"
@@ -57,10 +63,13 @@ def build_order_lines(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> Non
             i.unit_price,
             i.discount,
             i.source_file,
-            i.source_line
+            i.source_line,
+            CASE WHEN e.rule IS NOT NULL THEN e.rule
+                 WHEN o.status IN {statuses} THEN 'order_status_' || o.status END AS excluded_by
         FROM staging.online_order_items AS i
         JOIN staging.online_orders AS o USING (order_id)
         LEFT JOIN {CROSSWALK} AS x ON x.source = 'online_orders' AND x.source_id = o.order_id
+        LEFT JOIN excluded_customers AS e ON e.customer_key = x.customer_key
         UNION ALL
         SELECT
             'store',
@@ -76,35 +85,27 @@ def build_order_lines(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> Non
             p.unit_price,
             0,
             p.source_file,
-            p.source_line
+            p.source_line,
+            e.rule
         FROM staging.store_purchases AS p
         LEFT JOIN {CROSSWALK} AS x ON x.source = 'store_purchases' AND x.source_id = p.receipt_id
+        LEFT JOIN excluded_customers AS e ON e.customer_key = x.customer_key
         """
     )
     conn.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE line_exclusions AS
-        SELECT l.channel, l.order_id, l.line_no,
-               coalesce(e.rule, 'order_status_' || l.order_status) AS rule
-        FROM all_lines AS l
-        LEFT JOIN excluded_customers AS e USING (customer_key)
-        WHERE e.rule IS NOT NULL OR l.order_status IN {statuses}
+        """
+        CREATE OR REPLACE TEMP TABLE order_totals AS
+        SELECT channel, order_id, sum(quantity * unit_price - discount) AS order_net
+        FROM all_lines
+        GROUP BY ALL
         """
     )
     conn.execute(
         """
         CREATE OR REPLACE TABLE core.order_lines AS
-        WITH kept AS (
-            SELECT l.*
-            FROM all_lines AS l
-            ANTI JOIN line_exclusions AS e USING (channel, order_id, line_no)
-        ), orders AS (
-            SELECT channel, order_id, sum(quantity * unit_price - discount) AS order_net
-            FROM kept
-            GROUP BY ALL
-        ), bands AS (
+        WITH bands AS (
             SELECT quantile_cont(order_net, 1 / 3) AS low, quantile_cont(order_net, 2 / 3) AS high
-            FROM orders
+            FROM order_totals
         )
         SELECT
             k.customer_key,
@@ -135,24 +136,29 @@ def build_order_lines(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> Non
                  END AS DECIMAL(14,2)) AS margin,
             k.source_file,
             k.source_line
-        FROM kept AS k
-        JOIN orders AS o USING (channel, order_id)
+        FROM all_lines AS k
+        JOIN order_totals AS o USING (channel, order_id)
         CROSS JOIN bands AS b
         LEFT JOIN staging.products AS p USING (sku)
+        WHERE k.excluded_by IS NULL
         ORDER BY k.customer_key NULLS LAST, k.ordered_at, k.channel, k.order_id, k.line_no
         """
     )
     conn.execute(
         """
         CREATE OR REPLACE TABLE core.excluded_rows AS
-        SELECT 'order_lines' AS entity, channel || ':' || order_id || ':' || line_no AS id, rule
-        FROM line_exclusions
+        SELECT 'order_lines' AS entity, channel || ':' || order_id || ':' || line_no AS id,
+               excluded_by AS rule
+        FROM all_lines
+        WHERE excluded_by IS NOT NULL
         UNION ALL
         SELECT 'customers', customer_key, rule
         FROM excluded_customers
         ORDER BY ALL
         """
     )
+    conn.execute("DROP TABLE all_lines")
+    conn.execute("DROP TABLE order_totals")
 
 
 def build_customers(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
