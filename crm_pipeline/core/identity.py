@@ -88,11 +88,15 @@ Edges = list[tuple[np.ndarray, np.ndarray, str]]
 
 
 def load_records(conn: duckdb.DuckDBPyConnection, query: str = RECORDS_SQL) -> None:
-    """Every identity-bearing record, numbered (rid) in a stable order, as a temp table."""
+    """Every identity-bearing record, numbered 0..n-1 (rid), as a temp table.
+
+    The numbering need not be stable: links and components do not depend on it, and keys
+    are anchored on source ids.
+    """
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {RECORDS} AS
-        SELECT row_number() OVER (ORDER BY source, source_id) - 1 AS rid, *
+        SELECT row_number() OVER () - 1 AS rid, *
         FROM ({query})
         """
     )
