@@ -235,3 +235,34 @@ def test_ratings_off_their_scale_and_bad_dates_are_quarantined(tmp_path: Path) -
         "r5": "invalid_value",
     }
     assert conn.execute("SELECT response_id, nps FROM staging.feedback").fetchall() == [("R1", 10)]
+
+
+def test_order_lines_rules_and_a_changed_redelivery_supersedes(tmp_path: Path) -> None:
+    rows = [
+        ["o1", "1", "SKU1", "1", "20.00", ""],  # no discount given: 0
+        ["o1", "2", "SKU1", "0", "20.00", "0"],  # zero quantity
+        ["o1", "3", "SKU1", "1", "20.00", "-1"],  # negative discount
+        ["o2", "1", "SKU1", "1", "20.00", "0"],
+        ["o2", "1", "SKU1", "2", "20.00", "0"],  # the same line again, changed: the later wins
+    ]
+    conn = duckdb.connect(str(tmp_path / "items.duckdb"))
+    _insert(conn, "products", landing.PRODUCTS.columns, PRODUCTS, None)
+    _stage(conn, "products", landing.PRODUCTS.columns, None)
+    _insert(conn, "online_order_items", landing.ORDER_ITEMS.columns, rows, DAY)
+    _stage(conn, "online_order_items", landing.ORDER_ITEMS.columns, [DAY])
+    assert conn.execute(
+        "SELECT order_id, line_no, quantity, discount, source_line FROM staging.online_order_items "
+        "ORDER BY 1, 2"
+    ).fetchall() == [("O1", 1, 1, 0, 2), ("O2", 1, 2, 0, 6)]
+    assert _count_rule(conn, "online_order_items", "non_positive_quantity") == 1
+    assert _count_rule(conn, "online_order_items", "negative_discount") == 1
+    assert conn.execute(
+        "SELECT source_line, kept_source_line, rule FROM quarantine.merged_duplicates"
+    ).fetchall() == [(5, 6, "superseded")]
+    assert conserved_result(conn, "online_order_items", [DAY]).metadata["merged_rows"].value == 1
+
+
+def test_a_negative_unit_cost_is_quarantined(tmp_path: Path) -> None:
+    rows = [*PRODUCTS, ["SKU3", "Mug", "Home", "Kitchen", "physical", "5.00", "-1.00"]]
+    conn = _one_source(tmp_path, "products", landing.PRODUCTS.columns, rows)
+    assert _count_rule(conn, "products", "negative_unit_cost") == 1
