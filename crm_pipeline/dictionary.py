@@ -14,7 +14,13 @@ from crm_pipeline.raw.tables import (
     raw_column_types,
     sql_types,
 )
-from crm_pipeline.staging.build import MERGED_COLUMNS, MERGED_TABLE, staging_columns
+from crm_pipeline.staging.build import (
+    MERGED_COLUMNS,
+    MERGED_TABLE,
+    NULLED_COLUMNS,
+    NULLED_TABLE,
+    staging_columns,
+)
 from crm_pipeline.staging.build import REJECTS_COLUMNS as STAGING_REJECTS_COLUMNS
 from crm_pipeline.staging.build import REJECTS_TABLE as STAGING_REJECTS_TABLE
 from crm_pipeline.staging.lookups import CACHE_TABLE
@@ -23,6 +29,7 @@ from crm_pipeline.staging.schemas import (
     STAGING_MODELS,
     MergedDuplicates,
     NormalisedValues,
+    NulledValues,
     StagingRejects,
 )
 
@@ -44,6 +51,7 @@ TABLES: dict[str, tuple[type[pa.DataFrameModel], list[tuple[str, str]]]] = {
     },
     STAGING_REJECTS_TABLE: (StagingRejects, sql_types(STAGING_REJECTS_COLUMNS)),
     MERGED_TABLE: (MergedDuplicates, sql_types(MERGED_COLUMNS)),
+    NULLED_TABLE: (NulledValues, sql_types(NULLED_COLUMNS)),
     CACHE_TABLE: (
         NormalisedValues,
         [("normaliser", "VARCHAR"), ("raw", "VARCHAR"), ("value", "VARCHAR")],

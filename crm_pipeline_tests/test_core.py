@@ -105,5 +105,5 @@ def test_test_accounts_are_excluded_everywhere_and_counted(tiny_zone: Path, tmp_
     kept = _rows(warehouse, "SELECT DISTINCT order_id FROM core.order_lines ORDER BY 1")
     # Ann's and Bo's orders and Ann's receipts are left out; anonymous receipts stay.
     assert kept == [("R3",), ("R5",)]
-    assert excluded == {"customers": 2, "order_lines": 6}
+    assert excluded == {"customers": 2, "order_lines": 6, "feedback": 2}
     assert _rows(warehouse, "SELECT count(*) FROM core.customers") == [(0,)]

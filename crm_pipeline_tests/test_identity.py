@@ -57,14 +57,14 @@ def resolve(records: pd.DataFrame) -> pd.DataFrame:
     )
     load_records(conn, f"SELECT {typed} FROM frame")
     links = identity.resolve(conn)
-    ids = conn.execute("SELECT rid, source, source_id FROM id_records").df()
+    ids = conn.execute("SELECT rid, source, source_id, seen_at FROM id_records").df()
     return ids.merge(links, on="rid")
 
 
 def _keyed(resolved: pd.DataFrame, previous: pd.DataFrame, now: datetime):
     """Each record with its key (the crosswalk), and the merges."""
     conn = duckdb.connect()
-    conn.register("resolved", resolved[["source", "source_id", "component"]])
+    conn.register("resolved", resolved[["source", "source_id", "seen_at", "component"]])
     conn.register("previous", previous[["source", "source_id", "customer_key", "key_since"]])
     keys, merges = assign_keys(conn, now)
     return resolved.merge(keys, on="component"), merges
@@ -202,3 +202,26 @@ def test_new_keys_are_pseudonymous_and_reproducible() -> None:
     assert one["customer_key"].tolist() == two["customer_key"].tolist()
     assert all(re.fullmatch(r"C[0-9A-F]{16}", k) for k in one["customer_key"])
     assert one["customer_key"].nunique() == 2
+
+
+def test_a_rebuild_from_scratch_gives_the_keys_anchored_on_the_earliest_record() -> None:
+    opened = _records(account("A1", email="a@x.com", seen_at=datetime(2024, 5, 1)))
+    first, _ = _keyed(resolve(opened), NO_KEYS, T0)
+    # A survey that sorts before the account by id, but came later, joins the customer.
+    survey = {"source": "feedback", "source_id": "F1", "account_id": "A1"}
+    both = pd.concat([opened, _records({**survey, "seen_at": datetime(2025, 2, 1)})])
+    rebuilt, _ = _keyed(resolve(both.reset_index(drop=True)), NO_KEYS, datetime(2025, 3, 1))
+    assert set(rebuilt["customer_key"]) == {first["customer_key"].iloc[0]}
+
+
+def test_a_retired_key_is_never_given_out_again() -> None:
+    records = _records(account("A1", email="a@x.com"), account("A2", email="b@x.com"))
+    keyed, _ = _keyed(resolve(records), NO_KEYS, T0)
+    retired = keyed.set_index("source_id").loc["A2", "customer_key"]
+    conn = duckdb.connect()
+    # A2 was merged away earlier; now it stands alone again and must get a fresh key.
+    alone = resolve(records[records["source_id"] == "A2"].reset_index(drop=True))
+    conn.register("resolved", alone[["source", "source_id", "seen_at", "component"]])
+    conn.register("previous", NO_KEYS)
+    keys, _ = assign_keys(conn, T0, frozenset({retired}))
+    assert keys["customer_key"].iloc[0] != retired

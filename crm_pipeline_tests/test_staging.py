@@ -182,7 +182,27 @@ def test_accounts_are_normalised_and_an_impossible_age_is_quarantined(tmp_path: 
         "2024-01-01",
     ]
     no_type = ["a3", "", "", "Cy Dee", "", "", "", "", "", "", "52000", "2024-02-01"]
-    conn = _one_source(tmp_path, "online_accounts", landing.ACCOUNTS.columns, [base, old, no_type])
+    bad_contact = [
+        "a4",
+        "dee@@x.com",
+        "555",
+        "Dee Fox",
+        "x",
+        "",
+        "",
+        "",
+        "robot",
+        "",
+        "",
+        "2024-03-01",
+    ]
+    conn = _one_source(
+        tmp_path, "online_accounts", landing.ACCOUNTS.columns, [base, old, no_type, bad_contact]
+    )
+    # Invalid optional values are kept as NULL and counted per column.
+    assert dict(
+        conn.execute("SELECT column_name, rows FROM quarantine.nulled_values").fetchall()
+    ) == {"email": 1, "phone": 1, "gender": 1, "customer_type": 1}
     row = conn.execute(
         "SELECT account_id, email, phone, full_name, name_key, gender, birth_date, address, "
         "customer_type FROM staging.online_accounts WHERE account_id = 'A1'"
@@ -244,6 +264,9 @@ def test_order_lines_rules_and_a_changed_redelivery_supersedes(tmp_path: Path) -
         ["o1", "3", "SKU1", "1", "20.00", "-1"],  # negative discount
         ["o2", "1", "SKU1", "1", "20.00", "0"],
         ["o2", "1", "SKU1", "2", "20.00", "0"],  # the same line again, changed: the later wins
+        ["o3", "1", "SKU1", "2.6", "20.00", "0"],  # a fraction of a unit
+        ["o3", "2", "SKU1", "1", "20.00", "abc"],  # a discount that is no number
+        ["o3", "3", "SKU1", "1", "20.005", "0"],  # a price finer than cents
     ]
     conn = duckdb.connect(str(tmp_path / "items.duckdb"))
     _insert(conn, "products", landing.PRODUCTS.columns, PRODUCTS, None)
@@ -256,6 +279,7 @@ def test_order_lines_rules_and_a_changed_redelivery_supersedes(tmp_path: Path) -
     ).fetchall() == [("O1", 1, 1, 0, 2), ("O2", 1, 2, 0, 6)]
     assert _count_rule(conn, "online_order_items", "non_positive_quantity") == 1
     assert _count_rule(conn, "online_order_items", "negative_discount") == 1
+    assert _count_rule(conn, "online_order_items", "invalid_value") == 3
     assert conn.execute(
         "SELECT source_line, kept_source_line, rule FROM quarantine.merged_duplicates"
     ).fetchall() == [(5, 6, "superseded")]

@@ -91,6 +91,7 @@ TABLES = {
                 "core/order_lines",
                 "core/inquiries",
                 "core/feedback",
+                "core/feedback_needs",
                 "core/stores",
                 "staging/online_accounts",
                 "staging/loyalty_members",

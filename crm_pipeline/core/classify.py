@@ -7,6 +7,8 @@ config and the documented category values stay the same.
 
 from __future__ import annotations
 
+from datetime import date
+
 import dagster as dg
 from pydantic import Field
 
@@ -40,6 +42,18 @@ class CoreRules(dg.ConfigurableResource):
     staff_email_domains: list[str] = Field(
         default=[], description="Email domains of staff, left out like test accounts."
     )
+
+    def as_of_date(self) -> date | None:
+        """The configured as-of day, or None for the last day with events."""
+        if not self.as_of:
+            return None
+        try:
+            return date.fromisoformat(self.as_of)
+        except ValueError as err:
+            raise ValueError(
+                f"core_rules.as_of is {self.as_of!r}: give a day as YYYY-MM-DD, or leave it "
+                "empty for the last day with events"
+            ) from err
 
 
 def lifecycle_sql(config: CoreRules, first: str, last: str, as_of: str) -> str:

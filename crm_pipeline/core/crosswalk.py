@@ -51,7 +51,8 @@ def build_crosswalk(conn: duckdb.DuckDBPyConnection, now: datetime) -> None:
         """
     )
     conn.unregister("links_frame")
-    keys, merges = assign_keys(conn, now)
+    retired = frozenset(k for (k,) in conn.execute(f"SELECT retired_key FROM {MERGES}").fetchall())
+    keys, merges = assign_keys(conn, now, retired)
     conn.register("keys_frame", keys)
     # Built beside the old crosswalk and swapped in: the view `previous` reads the old one.
     conn.execute(

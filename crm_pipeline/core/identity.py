@@ -163,6 +163,32 @@ def _shared_phone_owners(
     return frame, link_a, link_b
 
 
+def _conflicting(
+    conn: duckdb.DuckDBPyConnection, component: np.ndarray, a: np.ndarray, b: np.ndarray
+) -> np.ndarray:
+    """Pairs a phone alone would link although their customers already say they are two
+    people: each has an email of its own (a mailbox is one person, and they do not share
+    one), or they carry names that disagree. A phone is shared by families and offices, so
+    it never overrides that evidence."""
+    n = len(component)
+    emailed = conn.execute(f"SELECT rid FROM {RECORDS} WHERE email IS NOT NULL").fetchnumpy()
+    has_email = np.bincount(component[emailed["rid"].astype(np.int64)], minlength=n) > 0
+    ca, cb = component[a], component[b]
+    conflict = (ca != cb) & has_email[ca] & has_email[cb]
+    named = conn.execute(f"SELECT rid, name_key FROM {RECORDS} WHERE name_key IS NOT NULL").df()
+    names = pd.Series(
+        named["name_key"].to_numpy(), index=component[named["rid"].to_numpy(np.int64)]
+    )
+    names = names[~names.index.duplicated()]
+    name_a = names.reindex(ca).to_numpy(dtype=object)
+    name_b = names.reindex(cb).to_numpy(dtype=object)
+    both = (ca != cb) & pd.notna(name_a) & pd.notna(name_b) & (name_a != name_b)
+    if both.any():
+        score = cpdist(name_a[both].tolist(), name_b[both].tolist(), scorer=fuzz.ratio, workers=-1)
+        conflict[np.flatnonzero(both)[score < NAME_MATCH]] = True
+    return conflict
+
+
 def _phone_edges(
     conn: duckdb.DuckDBPyConnection, component: np.ndarray
 ) -> tuple[Edges, np.ndarray]:
@@ -209,6 +235,7 @@ def _phone_edges(
     sizes = np.bincount(component, minlength=len(component))
     unresolved = ambiguous[sizes[component[ambiguous]] == 1]
     keep = (owners <= 1) & (a != b)
+    keep[keep] = ~_conflicting(conn, component, a[keep], b[keep])
     edges = [
         simple,
         (np.asarray(link_a, dtype=np.int64), np.asarray(link_b, dtype=np.int64), "phone_and_name"),

@@ -4,8 +4,9 @@ Each resolved component takes the key its records already had. When a new link j
 customers that had different keys, the oldest key survives and the others are recorded in
 core.customer_key_merges (never silently rewritten); when a customer's records are pulled
 apart, the key stays with the part holding most of them. A customer never seen before gets
-'C' + 16 hex digits of a hash of its first record's id: pseudonymous, and the same on a
-rebuild from scratch. The work is set work, so it runs in DuckDB over the frames.
+'C' + 16 hex digits of a hash of its earliest record's id: pseudonymous, and the same on a
+rebuild from scratch as long as records arrived in time order. A retired key is never given
+out again. The work is set work, so it runs in DuckDB over the frames.
 """
 
 from __future__ import annotations
@@ -16,6 +17,14 @@ from datetime import datetime
 import duckdb
 import pandas as pd
 
+ANCHORS_SQL = """
+CREATE OR REPLACE TEMP TABLE anchors AS
+SELECT component,
+       first(source || ':' || source_id ORDER BY seen_at NULLS LAST, source, source_id) AS anchor
+FROM resolved
+GROUP BY component
+"""
+
 KEYS_SQL = """
 WITH claims AS (
     SELECT r.component, p.customer_key, count(*) AS records, min(p.key_since) AS key_since
@@ -23,10 +32,12 @@ WITH claims AS (
     JOIN previous AS p USING (source, source_id)
     GROUP BY ALL
 ), owned AS (
-    -- A key claimed by several components (a split) stays with the biggest part.
-    SELECT *
-    FROM claims
-    QUALIFY row_number() OVER (PARTITION BY customer_key ORDER BY records DESC, component) = 1
+    -- A key claimed by several components (a split) stays with the biggest part, on a tie
+    -- with the part holding the earliest record.
+    SELECT c.*
+    FROM claims AS c
+    JOIN anchors AS a USING (component)
+    QUALIFY row_number() OVER (PARTITION BY customer_key ORDER BY records DESC, a.anchor) = 1
 )
 SELECT
     component,
@@ -38,10 +49,9 @@ FROM owned
 """
 
 NEW_KEYS_SQL = """
-SELECT component, 'C' || upper(substr(sha256(min(source || ':' || source_id) || '#0'), 1, 16)) AS customer_key
-FROM resolved
+SELECT component, anchor, 'C' || upper(substr(sha256(anchor || '#0'), 1, 16)) AS customer_key
+FROM anchors
 ANTI JOIN (SELECT component FROM kept WHERE rank = 1) AS k USING (component)
-GROUP BY component
 """
 
 
@@ -51,14 +61,16 @@ def new_key(anchor: str, salt: int) -> str:
 
 
 def assign_keys(
-    conn: duckdb.DuckDBPyConnection, now: datetime
+    conn: duckdb.DuckDBPyConnection, now: datetime, retired: frozenset[str] = frozenset()
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Keys per component, given the previous crosswalk.
+    """Keys per component, given the previous crosswalk and the keys retired by merges
+    (never given out again).
 
-    Reads `resolved` (source, source_id, component) and `previous` (source, source_id,
-    customer_key, key_since) in conn. Returns (component, customer_key, key_since) and the
-    merges (retired_key, surviving_key, merged_at).
+    Reads `resolved` (source, source_id, seen_at, component) and `previous` (source,
+    source_id, customer_key, key_since) in conn. Returns (component, customer_key, key_since)
+    and the merges (retired_key, surviving_key, merged_at).
     """
+    conn.execute(ANCHORS_SQL)
     conn.execute(f"CREATE OR REPLACE TEMP TABLE kept AS {KEYS_SQL}")
     merges = conn.execute(
         """
@@ -73,22 +85,20 @@ def assign_keys(
     ).df()
     fresh = conn.execute(NEW_KEYS_SQL).df()
     taken = {k for (k,) in conn.execute("SELECT DISTINCT customer_key FROM previous").fetchall()}
+    taken |= retired
     clashes = fresh["customer_key"].duplicated(keep="first") | fresh["customer_key"].isin(taken)
     if clashes.any():
         taken |= set(fresh.loc[~clashes, "customer_key"])
-        anchors = dict(
-            conn.execute(
-                "SELECT component, min(source || ':' || source_id) FROM resolved GROUP BY ALL"
-            ).fetchall()
-        )
         for row in fresh.index[clashes]:
-            anchor, salt = anchors[fresh.at[row, "component"]], 1
+            anchor, salt = fresh.at[row, "anchor"], 1
             while (key := new_key(anchor, salt)) in taken:
                 salt += 1
             fresh.at[row, "customer_key"] = key
             taken.add(key)
+    fresh = fresh.drop(columns="anchor")
     kept = conn.execute("SELECT component, customer_key, key_since FROM kept WHERE rank = 1").df()
     conn.execute("DROP TABLE kept")
+    conn.execute("DROP TABLE anchors")
     fresh["key_since"] = pd.Timestamp(now)
     keys = pd.concat([kept, fresh], ignore_index=True)
     keys["key_since"] = pd.to_datetime(keys["key_since"])

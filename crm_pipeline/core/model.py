@@ -22,36 +22,51 @@ def _in_list(values: list[str]) -> str:
 
 
 def excluded_customers_sql(config: CoreRules) -> str:
-    """Customer keys of test and staff accounts, with the rule that excludes them."""
+    """Customer keys of test and staff accounts (one row per key), with the excluding rule."""
     test = _in_list([d.lower() for d in config.test_account_domains])
     staff = _in_list([d.lower() for d in config.staff_email_domains])
     return f"""
-        SELECT DISTINCT x.customer_key,
-               CASE WHEN split_part(a.email, '@', 2) IN {test} THEN 'test_account'
-                    ELSE 'staff_account' END AS rule
+        SELECT x.customer_key,
+               min(CASE WHEN split_part(a.email, '@', 2) IN {test} THEN 'test_account'
+                        ELSE 'staff_account' END) AS rule
         FROM staging.online_accounts AS a
         JOIN {CROSSWALK} AS x ON x.source = 'online_accounts' AND x.source_id = a.account_id
         WHERE split_part(a.email, '@', 2) IN {test} OR split_part(a.email, '@', 2) IN {staff}
+        GROUP BY x.customer_key
     """
+
+
+def _excluded_customers(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE excluded_customers AS {excluded_customers_sql(config)}"
+    )
+
+
+def _record_exclusions(conn: duckdb.DuckDBPyConnection, entity: str, rows_sql: str) -> None:
+    """Replace the excluded rows of one entity (id, rule) in core.excluded_rows."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS core.excluded_rows "
+        "(entity VARCHAR NOT NULL, id VARCHAR NOT NULL, rule VARCHAR NOT NULL)"
+    )
+    conn.execute("DELETE FROM core.excluded_rows WHERE entity = ?", [entity])
+    conn.execute(f"INSERT INTO core.excluded_rows SELECT ?, id, rule FROM ({rows_sql})", [entity])
 
 
 def build_order_lines(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
     """Order lines from both channels, exclusions applied, one sorted write.
 
     The lines are assembled once into a temporary table; the kept ones are written sorted,
-    the excluded ones listed in core.excluded_rows. Size bands split orders into tertiles of
-    their net amount over every staged order.
+    the excluded ones listed in core.excluded_rows (items whose order was never staged among
+    them). Size bands split the kept orders into tertiles of their net amount.
     """
     statuses = _in_list([s.lower() for s in config.excluded_statuses])
-    conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE excluded_customers AS {excluded_customers_sql(config)}"
-    )
+    _excluded_customers(conn, config)
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE all_lines AS
         SELECT
             'online' AS channel,
-            o.order_id,
+            i.order_id,
             i.line_no,
             x.customer_key,
             NULL::VARCHAR AS store_id,
@@ -64,10 +79,11 @@ def build_order_lines(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> Non
             i.discount,
             i.source_file,
             i.source_line,
-            CASE WHEN e.rule IS NOT NULL THEN e.rule
+            CASE WHEN o.order_id IS NULL THEN 'order_not_staged'
+                 WHEN e.rule IS NOT NULL THEN e.rule
                  WHEN o.status IN {statuses} THEN 'order_status_' || o.status END AS excluded_by
         FROM staging.online_order_items AS i
-        JOIN staging.online_orders AS o USING (order_id)
+        LEFT JOIN staging.online_orders AS o USING (order_id)
         LEFT JOIN {CROSSWALK} AS x ON x.source = 'online_orders' AND x.source_id = o.order_id
         LEFT JOIN excluded_customers AS e ON e.customer_key = x.customer_key
         UNION ALL
@@ -97,6 +113,7 @@ def build_order_lines(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> Non
         CREATE OR REPLACE TEMP TABLE order_totals AS
         SELECT channel, order_id, sum(quantity * unit_price - discount) AS order_net
         FROM all_lines
+        WHERE excluded_by IS NULL
         GROUP BY ALL
         """
     )
@@ -144,18 +161,11 @@ def build_order_lines(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> Non
         ORDER BY k.customer_key NULLS LAST, k.ordered_at, k.channel, k.order_id, k.line_no
         """
     )
-    conn.execute(
-        """
-        CREATE OR REPLACE TABLE core.excluded_rows AS
-        SELECT 'order_lines' AS entity, channel || ':' || order_id || ':' || line_no AS id,
-               excluded_by AS rule
-        FROM all_lines
-        WHERE excluded_by IS NOT NULL
-        UNION ALL
-        SELECT 'customers', customer_key, rule
-        FROM excluded_customers
-        ORDER BY ALL
-        """
+    _record_exclusions(
+        conn,
+        "order_lines",
+        "SELECT channel || ':' || order_id || ':' || line_no AS id, excluded_by AS rule "
+        "FROM all_lines WHERE excluded_by IS NOT NULL",
     )
     conn.execute("DROP TABLE all_lines")
     conn.execute("DROP TABLE order_totals")
@@ -163,14 +173,15 @@ def build_order_lines(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> Non
 
 def build_customers(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
     """The golden record: one row per customer key, survivorship documented per column."""
-    as_of = (
-        f"DATE '{config.as_of}'"
-        if config.as_of
-        else "(SELECT CAST(max(ordered_at) AS DATE) FROM core.order_lines)"
+    day = (
+        config.as_of_date()
+        or conn.execute(
+            "SELECT coalesce(CAST(max(ordered_at) AS DATE), current_date) FROM core.order_lines"
+        ).fetchall()[0][0]
     )
-    conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE excluded_customers AS {excluded_customers_sql(config)}"
-    )
+    # A date object rendered by Python, never text from a user, goes into the SQL.
+    as_of = f"DATE '{day.isoformat()}'"
+    _excluded_customers(conn, config)
     conn.execute(
         f"""
         CREATE OR REPLACE TABLE core.customers AS
@@ -203,8 +214,8 @@ def build_customers(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
                 arg_max(full_name, seen_at) FILTER (WHERE full_name IS NOT NULL) AS full_name,
                 arg_max(birth_date, seen_at) FILTER (WHERE birth_date IS NOT NULL) AS birth_date,
                 arg_max(gender, seen_at) FILTER (WHERE gender IS NOT NULL) AS gender,
-                arg_max(address, length(address)) FILTER (WHERE address IS NOT NULL) AS address,
-                arg_max(city, length(address)) FILTER (WHERE city IS NOT NULL) AS city,
+                arg_max(struct_pack(a := address, c := city), length(address))
+                    FILTER (WHERE address IS NOT NULL) AS place,
                 arg_max(customer_type, seen_at) FILTER (WHERE customer_type IS NOT NULL) AS customer_type,
                 arg_max(company_name, seen_at) FILTER (WHERE company_name IS NOT NULL) AS company_name,
                 arg_max(income, seen_at) FILTER (WHERE income IS NOT NULL) AS income,
@@ -233,7 +244,9 @@ def build_customers(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
                 count(DISTINCT order_id) FILTER (WHERE channel = 'store') AS store_orders,
                 any_value(store_id) FILTER (WHERE store_id IS NOT NULL) AS a_store
             FROM core.order_lines
-            WHERE customer_key IS NOT NULL AND CAST(ordered_at AS DATE) <= {as_of}
+            WHERE customer_key IS NOT NULL
+              AND CAST(ordered_at AS DATE) <= {as_of}
+              AND order_status <> 'refunded'
             GROUP BY customer_key
         )
         SELECT
@@ -244,8 +257,8 @@ def build_customers(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
             c.phone,
             g.birth_date,
             g.gender,
-            g.address,
-            coalesce(g.city, s.city) AS city,
+            g.place.a AS address,
+            coalesce(g.place.c, s.city) AS city,
             r.region,
             g.company_name,
             g.income,
@@ -269,11 +282,12 @@ def build_customers(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
         LEFT JOIN staging.stores AS s ON s.store_id = p.a_store
         LEFT JOIN (
             SELECT city, any_value(region) AS region FROM staging.stores GROUP BY city
-        ) AS r ON r.city = coalesce(g.city, s.city)
+        ) AS r ON r.city = coalesce(g.place.c, s.city)
         ANTI JOIN excluded_customers AS e USING (customer_key)
         ORDER BY k.customer_key
         """
     )
+    _record_exclusions(conn, "customers", "SELECT customer_key AS id, rule FROM excluded_customers")
 
 
 def build_products(conn: duckdb.DuckDBPyConnection) -> None:
@@ -311,9 +325,7 @@ def build_stores(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def build_inquiries(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
-    conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE excluded_customers AS {excluded_customers_sql(config)}"
-    )
+    _excluded_customers(conn, config)
     conn.execute(
         f"""
         CREATE OR REPLACE TABLE core.inquiries AS
@@ -337,12 +349,20 @@ def build_inquiries(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
         ORDER BY x.customer_key NULLS LAST, i.opened_at, i.inquiry_id
         """
     )
+    _record_exclusions(
+        conn,
+        "inquiries",
+        f"""
+        SELECT i.inquiry_id AS id, e.rule
+        FROM staging.inquiries AS i
+        JOIN {CROSSWALK} AS x ON x.source = 'inquiries' AND x.source_id = i.inquiry_id
+        JOIN excluded_customers AS e USING (customer_key)
+        """,
+    )
 
 
 def build_feedback(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
-    conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE excluded_customers AS {excluded_customers_sql(config)}"
-    )
+    _excluded_customers(conn, config)
     conn.execute(
         f"""
         CREATE OR REPLACE TABLE core.feedback AS
@@ -361,6 +381,16 @@ def build_feedback(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
         ANTI JOIN excluded_customers AS e USING (customer_key)
         ORDER BY x.customer_key NULLS LAST, f.submitted_at, f.response_id
         """
+    )
+    _record_exclusions(
+        conn,
+        "feedback",
+        f"""
+        SELECT f.response_id AS id, e.rule
+        FROM staging.feedback AS f
+        JOIN {CROSSWALK} AS x ON x.source = 'feedback' AND x.source_id = f.response_id
+        JOIN excluded_customers AS e USING (customer_key)
+        """,
     )
 
 

@@ -22,6 +22,9 @@ WITH counts AS (
     SELECT source, partition_date, 'merged', rule, count(*)
     FROM quarantine.merged_duplicates GROUP BY ALL
     UNION ALL
+    SELECT source, partition_date, 'nulled', column_name, sum(rows)
+    FROM quarantine.nulled_values GROUP BY ALL
+    UNION ALL
     SELECT source, NULL, 'identity_match', match_rule, count(*)
     FROM core.customer_crosswalk GROUP BY ALL
     {raw_and_staged}
@@ -30,7 +33,16 @@ SELECT source, partition_date, stage, rule, CAST(rows AS BIGINT) AS rows
 FROM counts
 ORDER BY source, partition_date NULLS FIRST, stage, rule
 """
-STAGES = ("delivered", "raw_rejected", "raw", "quarantined", "merged", "staged", "identity_match")
+STAGES = (
+    "delivered",
+    "raw_rejected",
+    "raw",
+    "quarantined",
+    "merged",
+    "staged",
+    "nulled",
+    "identity_match",
+)
 
 
 def build_quality_report(conn: duckdb.DuckDBPyConnection, sources: list[str]) -> None:
@@ -70,14 +82,14 @@ def summary_markdown(conn: duckdb.DuckDBPyConnection) -> str:
         """
         SELECT source, stage, rule, sum(rows) AS rows
         FROM core.quality_report
-        WHERE stage IN ('raw_rejected', 'quarantined', 'merged')
+        WHERE stage IN ('raw_rejected', 'quarantined', 'merged', 'nulled')
         GROUP BY ALL
         ORDER BY source, stage, rows DESC
         """
     ).df()
     return "\n\n".join(
         [
-            "### Rows per source (all partitions)",
+            "### Rows per source (all partitions; nulled = staged values kept as NULL)",
             table.reset_index().to_markdown(index=False),
             "### Set aside, by rule",
             rules.to_markdown(index=False) if len(rules) else "_nothing set aside_",

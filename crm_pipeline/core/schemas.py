@@ -230,10 +230,13 @@ class FeedbackNeeds(CoreModel):
 class ExcludedRows(CoreModel):
     """One row per row left out of the core model by a configured exclusion."""
 
-    entity: Series[str] = field("order_lines or customers.", nullable=False)
-    id: Series[str] = field("channel:order:line, or customer key.", nullable=False)
+    entity: Series[str] = field("order_lines, inquiries, feedback or customers.", nullable=False)
+    id: Series[str] = field(
+        "channel:order:line, inquiry id, response id or customer key.", nullable=False
+    )
     rule: Series[str] = field(
-        "test_account, staff_account, or order_status_<status> (e.g. order_status_cancelled).",
+        "test_account, staff_account, order_status_<status> (e.g. order_status_cancelled), or "
+        "order_not_staged (an order line whose order was quarantined or never delivered).",
         nullable=False,
     )
 
@@ -248,7 +251,8 @@ class QualityReport(CoreModel):
     stage: Series[str] = field(
         "delivered (rows in the files or shop tables), raw_rejected (unreadable), raw (landed), "
         "quarantined (set aside by a staging rule), merged (duplicates), staged (rows out), "
-        "identity_match (crosswalk records by match rule).",
+        "nulled (staged values kept as NULL because invalid; rule = column), identity_match "
+        "(crosswalk records by match rule).",
         nullable=False,
         isin=[
             "delivered",
@@ -257,11 +261,13 @@ class QualityReport(CoreModel):
             "quarantined",
             "merged",
             "staged",
+            "nulled",
             "identity_match",
         ],
     )
     rule: Series[str] = field(
-        "Reject reason, staging rule, merge rule or match rule; empty for counts.", nullable=False
+        "Reject reason, staging rule, merge rule, nulled column or match rule; empty for counts.",
+        nullable=False,
     )
     rows: Series[int] = field("Rows.", nullable=False, ge=0)
 

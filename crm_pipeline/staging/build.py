@@ -41,6 +41,14 @@ REJECTS_COLUMNS = {
     "record": "JSON NOT NULL",
     "loaded_at": "TIMESTAMP NOT NULL",
 }
+NULLED_TABLE = "quarantine.nulled_values"
+NULLED_COLUMNS = {
+    "source": "VARCHAR NOT NULL",
+    "partition_date": "DATE",
+    "column_name": "VARCHAR NOT NULL",
+    "rows": "BIGINT NOT NULL",
+    "loaded_at": "TIMESTAMP NOT NULL",
+}
 MERGED_COLUMNS = {
     "source": "VARCHAR NOT NULL",
     "partition_date": "DATE",
@@ -64,6 +72,7 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection, source: Source) -> None:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     conn.execute(ddl(REJECTS_TABLE, REJECTS_COLUMNS))
     conn.execute(ddl(MERGED_TABLE, MERGED_COLUMNS))
+    conn.execute(ddl(NULLED_TABLE, NULLED_COLUMNS))
     conn.execute(ddl(f"staging.{source.name}", staging_columns(source)))
 
 
@@ -78,7 +87,7 @@ def clear(conn: duckdb.DuckDBPyConnection, source: Source, days: list[str] | Non
     """Remove what an earlier staging of these days left, so a re-run replaces it."""
     where, params = slice_sql(days)
     conn.execute(f"DELETE FROM staging.{source.name} WHERE {where}", params)
-    for log in (REJECTS_TABLE, MERGED_TABLE):
+    for log in (REJECTS_TABLE, MERGED_TABLE, NULLED_TABLE):
         conn.execute(f"DELETE FROM {log} WHERE source = ? AND {where}", [source.name, *params])
 
 
@@ -105,6 +114,17 @@ def _lookups(
     return joins
 
 
+def _invalid_sql(value: str, sql_type: str) -> str:
+    """A delivered value that does not parse as its type, judged on the value itself (not on
+    a default put in its place). A number the type would round (2.6 as a quantity, 10.005 as
+    an amount in cents) is not valid either."""
+    parsed = f"TRY_CAST({value} AS {sql_type})"
+    bad = f"{value} IS NOT NULL AND ({parsed} IS NULL"
+    if sql_type.startswith(("DECIMAL", "INTEGER", "TINYINT", "BIGINT", "SMALLINT")):
+        bad += f" OR TRY_CAST({value} AS DOUBLE) IS DISTINCT FROM CAST({parsed} AS DOUBLE)"
+    return bad + ")"
+
+
 def _rule_sql(source: Source) -> tuple[str, str]:
     """SQL for the first rule a typed row breaks (NULL when none) and the reason given."""
     missing = [
@@ -114,7 +134,7 @@ def _rule_sql(source: Source) -> tuple[str, str]:
     ]
     invalid = [
         (
-            f"t.p_{c.name} IS NOT NULL AND t.{c.name} IS NULL",
+            _invalid_sql(f"t.p_{c.name}", c.sql_type),
             f"'{c.name} ' || to_json(t.p_{c.name}) || ' is not a valid {c.sql_type.lower()}'",
         )
         for c in source.columns
@@ -169,6 +189,11 @@ def stage(
     joins = _lookups(conn, source, where, params)
     typed = ",\n    ".join(f"{c.expr} AS {quote_ident(c.name)}" for c in source.columns)
     parsed = "".join(f",\n    {c.parses} AS p_{c.name}" for c in source.columns if c.parses)
+    lost = [c for c in source.columns if c.nulls_invalid]
+    parsed += "".join(
+        f",\n    ({text(c.nulls_invalid)} IS NOT NULL AND {c.expr} IS NULL) AS lost_{c.name}"
+        for c in lost
+    )
     rule, reason = _rule_sql(source)
     conn.execute(
         f"""
@@ -269,5 +294,17 @@ def stage(
         """,
         [loaded_at],
     )
+    if lost:
+        counts = ", ".join(f"('{c.name}', lost_{c.name})" for c in lost)
+        conn.execute(
+            f"""
+            INSERT INTO {NULLED_TABLE}
+            SELECT ?, partition_date, v.column_name, count(*), ?
+            FROM staged, (VALUES {counts}) AS v(column_name, lost)
+            WHERE rule IS NULL AND v.lost
+            GROUP BY ALL
+            """,
+            [source.name, loaded_at],
+        )
     for temp in ("staged", "ranked"):
         conn.execute(f"DROP TABLE IF EXISTS {temp}")

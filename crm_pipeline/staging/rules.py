@@ -49,6 +49,9 @@ class Typed:
     required: bool = False
     # The raw value it parses, when a non-empty value that fails to parse is an error.
     parses: str | None = None
+    # The raw column of a value that is kept as NULL when it is not valid (an email without a
+    # domain, a code off its list): such values are counted, not quarantined.
+    nulls_invalid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,9 +100,9 @@ def _text(column: str, required: bool = False, fold: str = "") -> Typed:
     return Typed(column, "VARCHAR", expr, required=required)
 
 
-def _norm(lookup: str) -> Typed:
-    """A value made by a Python normaliser (joined in as n_<lookup>)."""
-    return Typed(lookup, "VARCHAR", f"n_{lookup}.value")
+def _norm(lookup: str, raw: str | None = None) -> Typed:
+    """A value made by a Python normaliser (joined in as n_<lookup>) from a raw column."""
+    return Typed(lookup, "VARCHAR", f"n_{lookup}.value", nulls_invalid=raw or lookup)
 
 
 def _choice(column: str, values: tuple[str, ...]) -> Typed:
@@ -109,6 +112,7 @@ def _choice(column: str, values: tuple[str, ...]) -> Typed:
         column,
         "VARCHAR",
         f"CASE WHEN lower({text(column)}) IN ({listed}) THEN lower({text(column)}) END",
+        nulls_invalid=column,
     )
 
 
@@ -200,7 +204,7 @@ LOYALTY_MEMBERS = Source(
     (
         _text("card_no", required=True, fold="upper"),
         _norm("full_name"),
-        _norm("name_key"),
+        _norm("name_key", "full_name"),
         _norm("phone"),
         _norm("email"),
         _cast("birth_date", "DATE"),
@@ -221,7 +225,7 @@ ONLINE_ACCOUNTS = Source(
         _norm("email"),
         _norm("phone"),
         _norm("full_name"),
-        _norm("name_key"),
+        _norm("name_key", "full_name"),
         _choice("gender", ("m", "f")),
         _cast("birth_date", "DATE"),
         _norm("address"),

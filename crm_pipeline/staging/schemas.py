@@ -267,6 +267,24 @@ class MergedDuplicates(pa.DataFrameModel):
         coerce = True
 
 
+class NulledValues(pa.DataFrameModel):
+    """One row per source, partition and column: staged rows whose delivered value was not
+    valid and is kept as NULL (an email without a domain, a phone no country issues, a code
+    off its list). The values themselves stay in raw."""
+
+    source: Series[str] = pa.Field(description="Raw table the rows came from.")
+    partition_date: Series[pd.Timestamp] = pa.Field(
+        nullable=True, description="Delivery day; NULL for snapshots."
+    )
+    column_name: Series[str] = pa.Field(description="Staging column set to NULL.")
+    rows: Series[int] = pa.Field(ge=1, description="Rows whose value was set to NULL.")
+    loaded_at: Series[pd.Timestamp] = pa.Field(description="When staging ran.")
+
+    class Config:
+        strict = True
+        coerce = True
+
+
 class NormalisedValues(pa.DataFrameModel):
     """One row per distinct delivered value a Python normaliser has seen (a cache: each value
     is normalised once, then looked up)."""
