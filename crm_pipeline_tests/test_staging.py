@@ -13,7 +13,7 @@ import pytest
 
 from crm_pipeline import landing
 from crm_pipeline.raw.tables import ensure_raw_tables
-from crm_pipeline.staging.build import ensure_tables, stage
+from crm_pipeline.staging.build import clear, ensure_tables, stage
 from crm_pipeline.staging.checks import conserved_result, contract_result
 from crm_pipeline.staging.rules import SOURCES
 
@@ -134,8 +134,6 @@ def test_conservation_fails_when_a_row_is_lost(staged) -> None:
 
 
 def test_restaging_a_day_replaces_it(staged) -> None:
-    from crm_pipeline.staging.build import clear
-
     clear(staged, SOURCES["store_purchases"], [DAY])
     _stage(staged, "store_purchases", landing.STORE_PURCHASES.columns, [DAY])
     assert conserved_result(staged, "store_purchases", [DAY]).metadata["raw_rows"].value == 9
@@ -290,3 +288,25 @@ def test_a_negative_unit_cost_is_quarantined(tmp_path: Path) -> None:
     rows = [*PRODUCTS, ["SKU3", "Mug", "Home", "Kitchen", "physical", "5.00", "-1.00"]]
     conn = _one_source(tmp_path, "products", landing.PRODUCTS.columns, rows)
     assert _count_rule(conn, "products", "negative_unit_cost") == 1
+
+
+def test_a_record_delivered_again_on_a_later_day_is_merged_into_the_first(staged) -> None:
+    later = "2025-03-02"
+    again = [
+        ["R7", "S1", "2025-03-01 14:00:00", "", "+49 30 1234567", "SKU1", "3", "20.00", "card"]
+    ]
+    _insert(staged, "store_purchases", landing.STORE_PURCHASES.columns, again, later)
+    for _ in range(2):  # re-running the later day changes nothing
+        clear(staged, SOURCES["store_purchases"], [later])
+        _stage(staged, "store_purchases", landing.STORE_PURCHASES.columns, [later])
+    assert staged.execute(
+        "SELECT partition_date FROM staging.store_purchases WHERE receipt_id = 'R7'"
+    ).fetchall() == [(datetime(2025, 3, 1).date(),)]
+    assert staged.execute(
+        "SELECT rule, kept_source_line FROM quarantine.merged_duplicates "
+        "WHERE partition_date = '2025-03-02'"
+    ).fetchall() == [("redelivered", 10)]
+    assert conserved_result(staged, "store_purchases", [DAY, later]).severity == (
+        dg.AssetCheckSeverity.WARN
+    )
+    assert contract_result(staged, SOURCES["store_purchases"], [later]).passed

@@ -18,6 +18,7 @@ from crm_pipeline.staging.rules import (
     EXACT_DUPLICATE,
     INVALID_VALUE,
     MISSING_REQUIRED,
+    REDELIVERED,
     SUPERSEDED,
     Source,
     text,
@@ -234,12 +235,39 @@ def stage(
     )
     key = ", ".join(quote_ident(k) for k in source.key)
     on_key = " AND ".join(f"s.{quote_ident(k)} = d.{quote_ident(k)}" for k in source.key)
+    # A record already staged on another day (this range was cleared, so every staged row is
+    # from elsewhere) is a re-delivery: the earliest staged copy stays.
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE redelivered AS
+        SELECT s.partition_date, s.source_file, s.source_line,
+               d.source_file AS kept_source_file, d.source_line AS kept_source_line
+        FROM staged AS s
+        JOIN staging.{source.name} AS d ON {on_key}
+        WHERE s.rule IS NULL
+        QUALIFY row_number() OVER (
+            PARTITION BY s.source_file, s.source_line
+            ORDER BY d.partition_date, d.source_file, d.source_line
+        ) = 1
+        """
+    )
+    conn.execute(
+        f"""
+        INSERT INTO {MERGED_TABLE}
+        SELECT ?, s.partition_date, s.source_file, s.source_line, s.kept_source_file,
+               s.kept_source_line, '{REDELIVERED}', {_record_sql(raw_columns)}, ?
+        FROM redelivered AS s
+        {delivered}
+        """,
+        [source.name, loaded_at, *params],
+    )
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE ranked AS
         WITH repeated AS (
             SELECT partition_date, {key}
             FROM staged
+            ANTI JOIN redelivered USING (source_file, source_line)
             WHERE rule IS NULL
             GROUP BY ALL
             HAVING count(*) > 1
@@ -249,6 +277,8 @@ def stage(
             FROM staged AS s
             SEMI JOIN repeated AS d
               ON s.partition_date IS NOT DISTINCT FROM d.partition_date AND {on_key}
+            ANTI JOIN redelivered AS x
+              ON x.source_file = s.source_file AND x.source_line = s.source_line
             {delivered}
             WHERE s.rule IS NULL
         )
@@ -288,7 +318,11 @@ def stage(
         INSERT INTO staging.{source.name}
         SELECT {columns}, s.source_file, s.source_line, s.partition_date, ?
         FROM staged AS s
-        ANTI JOIN (SELECT source_file, source_line FROM ranked WHERE copy_no > 1) AS m
+        ANTI JOIN (
+            SELECT source_file, source_line FROM ranked WHERE copy_no > 1
+            UNION ALL
+            SELECT source_file, source_line FROM redelivered
+        ) AS m
           ON m.source_file = s.source_file AND m.source_line = s.source_line
         WHERE s.rule IS NULL
         """,
@@ -306,5 +340,5 @@ def stage(
             """,
             [source.name, loaded_at],
         )
-    for temp in ("staged", "ranked"):
+    for temp in ("staged", "ranked", "redelivered"):
         conn.execute(f"DROP TABLE IF EXISTS {temp}")

@@ -10,8 +10,10 @@ Rules, one per defect class (first match wins, in this order):
 - then the out-of-range rules, each named for what is impossible: non_positive_<column>
   (price, quantity), negative_discount, negative_unit_cost, future_timestamp (after the day it
   was delivered), impossible_age (outside 0-120), rating_off_scale, unknown_sku, unknown_store;
-then duplicates: rows sharing the business key keep one (the latest delivered); the others go
-to quarantine.merged_duplicates as exact_duplicate (same values) or superseded (older values).
+then duplicates: a record whose business key is already staged from another day is merged
+into it (redelivered); within a day, rows sharing the key keep one (the latest delivered) and
+the others go to quarantine.merged_duplicates as exact_duplicate (same values) or superseded
+(older values).
 Missing optional values stay NULL; where a later score needs a value the default is documented
 on the column (discount 0, customer_type individual).
 """
@@ -29,6 +31,7 @@ MISSING_REQUIRED = "missing_required"
 INVALID_VALUE = "invalid_value"
 EXACT_DUPLICATE = "exact_duplicate"
 SUPERSEDED = "superseded"
+REDELIVERED = "redelivered"
 
 # Oldest plausible birth date and the age a customer must have reached by their delivery day.
 MAX_AGE_YEARS = 120

@@ -250,10 +250,11 @@ class MergedDuplicates(pa.DataFrameModel):
     kept_source_file: Series[str] = pa.Field(description="File of the row kept in staging.")
     kept_source_line: Series[int] = pa.Field(ge=1, description="Record number of the kept row.")
     rule: Series[str] = pa.Field(
-        isin=["exact_duplicate", "superseded"],
+        isin=["exact_duplicate", "superseded", "redelivered"],
         description=(
             "exact_duplicate: the same values delivered again (a repeated row, a re-exported "
-            "order); superseded: an older version of a record delivered again with changes."
+            "order); superseded: an older version of a record delivered again with changes; "
+            "redelivered: a record already staged from an earlier delivery day."
         ),
     )
     record: Series[str] = pa.Field(
