@@ -25,6 +25,18 @@ WITH counts AS (
     SELECT source, partition_date, 'nulled', column_name, sum(rows)
     FROM quarantine.nulled_values GROUP BY ALL
     UNION ALL
+    -- Orders whose recorded total differs from their staged lines (a line set aside, or the
+    -- shop's total is wrong): kept, and flagged for the analyst.
+    SELECT 'online_orders', o.partition_date, 'flagged', 'total_mismatch', count(*)
+    FROM staging.online_orders AS o
+    LEFT JOIN (
+        SELECT order_id, sum(quantity * unit_price - discount) AS net
+        FROM staging.online_order_items
+        GROUP BY order_id
+    ) AS i USING (order_id)
+    WHERE abs(o.total_amount - coalesce(i.net, 0)) > 0.01
+    GROUP BY ALL
+    UNION ALL
     SELECT source, NULL, 'identity_match', match_rule, count(*)
     FROM core.customer_crosswalk GROUP BY ALL
     {raw_and_staged}
@@ -41,6 +53,7 @@ STAGES = (
     "merged",
     "staged",
     "nulled",
+    "flagged",
     "identity_match",
 )
 
@@ -82,7 +95,7 @@ def summary_markdown(conn: duckdb.DuckDBPyConnection) -> str:
         """
         SELECT source, stage, rule, sum(rows) AS rows
         FROM core.quality_report
-        WHERE stage IN ('raw_rejected', 'quarantined', 'merged', 'nulled')
+        WHERE stage IN ('raw_rejected', 'quarantined', 'merged', 'nulled', 'flagged')
         GROUP BY ALL
         ORDER BY source, stage, rows DESC
         """

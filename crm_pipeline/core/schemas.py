@@ -251,8 +251,9 @@ class QualityReport(CoreModel):
     stage: Series[str] = field(
         "delivered (rows in the files or shop tables), raw_rejected (unreadable), raw (landed), "
         "quarantined (set aside by a staging rule), merged (duplicates), staged (rows out), "
-        "nulled (staged values kept as NULL because invalid; rule = column), identity_match "
-        "(crosswalk records by match rule).",
+        "nulled (staged values kept as NULL because invalid; rule = column), flagged (kept "
+        "but suspect: total_mismatch = an order total that differs from its lines), "
+        "identity_match (crosswalk records by match rule).",
         nullable=False,
         isin=[
             "delivered",
@@ -262,6 +263,7 @@ class QualityReport(CoreModel):
             "merged",
             "staged",
             "nulled",
+            "flagged",
             "identity_match",
         ],
     )

@@ -8,8 +8,10 @@ Rules, one per defect class (first match wins, in this order):
 - missing_required: a value the row means nothing without is empty;
 - invalid_value: a value is there but does not parse as its type (a date, a number);
 - then the out-of-range rules, each named for what is impossible: non_positive_<column>
-  (price, quantity), negative_discount, negative_unit_cost, future_timestamp (after the day it
-  was delivered), impossible_age (outside 0-120), rating_off_scale, unknown_sku, unknown_store;
+  (price, quantity), negative_discount, discount_exceeds_price, negative_unit_cost,
+  future_timestamp (after the day it was delivered), timestamps_out_of_order (an inquiry
+  answered or closed before it was opened), impossible_age (outside 0-120), rating_off_scale,
+  unknown_sku, unknown_store;
 then duplicates: a record whose business key is already staged from another day is merged
 into it (redelivered); within a day, rows sharing the key keep one (the latest delivered) and
 the others go to quarantine.merged_duplicates as exact_duplicate (same values) or superseded
@@ -279,6 +281,11 @@ ONLINE_ORDER_ITEMS = Source(
         _positive("quantity"),
         _positive("unit_price"),
         Check("negative_discount", "t.discount < 0", "'discount ' || t.discount || ' is negative'"),
+        Check(
+            "discount_exceeds_price",
+            "t.discount > t.quantity * t.unit_price",
+            "'discount ' || t.discount || ' exceeds the line price ' || (t.quantity * t.unit_price)",
+        ),
         _known("sku", "products", "sku"),
     ),
     lookups=("products",),
@@ -328,7 +335,15 @@ INQUIRIES = Source(
         _text("text"),
     ),
     key=("inquiry_id",),
-    checks=(_future("opened_at"), _known("sku", "products", "sku")),
+    checks=(
+        _future("opened_at"),
+        Check(
+            "timestamps_out_of_order",
+            "t.first_response_at < t.opened_at OR t.closed_at < t.opened_at",
+            "'answered or closed before it was opened at ' || t.opened_at",
+        ),
+        _known("sku", "products", "sku"),
+    ),
     normalised=CONTACT_NORMALISERS,
     lookups=("products",),
 )

@@ -223,8 +223,9 @@ class StagingRejects(pa.DataFrameModel):
         description=(
             "missing_required (a required value is empty), invalid_value (a value does not "
             "parse), or the out-of-range rule of an impossible value: non_positive_unit_price, "
-            "non_positive_quantity, negative_discount, negative_unit_cost, future_timestamp "
-            "(after its delivery day), impossible_age (outside 0-120), rating_off_scale, "
+            "non_positive_quantity, negative_discount, discount_exceeds_price, "
+            "negative_unit_cost, future_timestamp (after its delivery day), "
+            "timestamps_out_of_order, impossible_age (outside 0-120), rating_off_scale, "
             "unknown_sku, unknown_store."
         ),
     )
