@@ -17,7 +17,6 @@ import pandas as pd
 import phonenumbers
 from anyascii import anyascii
 from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberFormat
-from pypinyin import lazy_pinyin
 
 _EMAIL = re.compile(
     r"(?P<local>[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
@@ -222,6 +221,10 @@ def _pinyin(match: re.Match[str]) -> str:
 
 
 def _reading(han: str) -> str:
+    # Imported on first use: its dictionaries take half a second to load, and most processes
+    # that import this module (every Dagster step) never meet a Chinese name.
+    from pypinyin import lazy_pinyin
+
     return "".join(lazy_pinyin(han, v_to_u=True))
 
 
