@@ -28,9 +28,7 @@ $(DAGSTER_HOME)/dagster.yaml: crm_pipeline/dagster.yaml
 
 run: install
 	@test -e $(CRM_LANDING_DIR)/online_shop.sqlite || $(VENV)/bin/crm-pipeline generate --out $(CRM_LANDING_DIR)
-	$(VENV)/bin/crm-pipeline materialize
-	$(VENV)/bin/crm-pipeline summary
-	$(VENV)/bin/crm-pipeline dictionary --out data/data_dictionary.md
+	$(VENV)/bin/crm-pipeline materialize --dictionary data/data_dictionary.md --summary
 
 test: install
 	$(VENV)/bin/pytest -q
