@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -164,3 +165,12 @@ def test_identity_resolution_scores_against_the_true_identities(run) -> None:
     scores = pairwise_scores(conn, warehouse.parent / "landing_ground_truth" / "identities.csv")
     # At eight times the default defect rate the targets (0.98 / 0.95) must still nearly hold.
     assert scores["precision"] >= 0.97 and scores["recall"] >= 0.9, scores
+
+
+def test_the_readme_example_queries_run_and_return_rows(run) -> None:
+    _, conn, _, _, _ = run
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    queries = re.findall(r"\.sql\('([^']+)'\)", readme)
+    assert len(queries) >= 3
+    for query in queries:
+        assert conn.execute(query).fetchall(), query
