@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandera.pandas as pa
 
+from crm_pipeline.analytics.schemas import ANALYTICS_MODELS
 from crm_pipeline.core.schemas import CORE_MODELS, column_types
 from crm_pipeline.raw.schemas import RAW_MODELS, RawDeliveries, RawRecord, RawRejects
 from crm_pipeline.raw.tables import (
@@ -57,6 +58,10 @@ TABLES: dict[str, tuple[type[pa.DataFrameModel], list[tuple[str, str]]]] = {
         [("normaliser", "VARCHAR"), ("raw", "VARCHAR"), ("value", "VARCHAR")],
     ),
     **{f"core.{name}": (model, column_types(model)) for name, model in CORE_MODELS.items()},
+    **{
+        f"analytics.{name}": (model, column_types(model))
+        for name, model in ANALYTICS_MODELS.items()
+    },
 }
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.landing import shop_url_for
 
@@ -81,6 +82,7 @@ def resources_from_env(resolve: bool = False) -> dict[str, dg.ConfigurableResour
     return {
         "warehouse": WarehouseResource(path=setting("CRM_WAREHOUSE")),
         "core_rules": CoreRules(),
+        "analysis": AnalysisSettings(),
         "landing_zone": LandingZoneResource(
             root=setting("CRM_LANDING_DIR"), shop_url=setting("CRM_SHOP_URL")
         ),

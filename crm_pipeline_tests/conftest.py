@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 
 from crm_pipeline import landing
+from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.resources import LandingZoneResource, WarehouseResource
 from crm_pipeline_tests import landing_builder
@@ -25,4 +26,5 @@ def bind(
         "warehouse": WarehouseResource(path=str(warehouse)),
         "landing_zone": LandingZoneResource(root=str(zone), shop_url=landing.shop_url_for(zone)),
         "core_rules": rules or CoreRules(),
+        "analysis": AnalysisSettings(),
     }

@@ -39,7 +39,7 @@ def test_clv_inputs_merge_same_day_purchases_and_count_in_weeks() -> None:
     c1 = features.loc["C1"]
     assert c1["x"] == 2  # three purchase days, the first one is not a repeat
     assert c1["t_x"] == pytest.approx(70 / 7)
-    assert c1["T"] == pytest.approx(89 / 7)
+    assert c1["T"] == pytest.approx(90 / 7)  # to the end of the as-of day
     assert c1["m_x"] == pytest.approx(30.0)  # mean of the repeat days (20, 40)
     assert (c1["frequency"], c1["monetary"], c1["recency_days"]) == (4, 75.0, 19)
     assert (c1["active_months"], c1["months_with_purchase"]) == (3, 2)

@@ -10,6 +10,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.crosswalk import pairwise_scores
 from crm_pipeline.definitions import defs
@@ -44,6 +45,7 @@ def run(tmp_path_factory: pytest.TempPathFactory):
             "warehouse": WarehouseResource(path=str(warehouse)),
             "landing_zone": zone,
             "core_rules": CoreRules(),
+            "analysis": AnalysisSettings(),
         },
     )
     result = materialize_all(test_defs, dg.DagsterInstance.ephemeral(), days[0], days[-1])
@@ -174,3 +176,23 @@ def test_the_readme_example_queries_run_and_return_rows(run) -> None:
     assert len(queries) >= 3
     for query in queries:
         assert conn.execute(query).fetchall(), query
+
+
+def test_scored_customers_has_one_row_per_customer_and_no_personal_data(run) -> None:
+    _, conn, _, _, _ = run
+    customers = conn.execute("SELECT count(*) FROM core.customers").fetchall()[0][0]
+    scored = conn.execute(
+        "SELECT count(*), count(DISTINCT customer_key) FROM analytics.scored_customers"
+    ).fetchall()[0]
+    assert scored == (customers, customers)
+    columns = {
+        name
+        for (name,) in conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'analytics' AND table_name = 'scored_customers'"
+        ).fetchall()
+    }
+    assert not columns & {"full_name", "email", "phone", "address", "birth_date"}
+    assert conn.execute(
+        "SELECT min(p_alive) >= 0 AND max(p_alive) <= 1 FROM analytics.scored_customers"
+    ).fetchall()[0][0] in (True, None)

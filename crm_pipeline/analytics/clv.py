@@ -114,15 +114,18 @@ def _maximise(objective: Callable[[FloatArray], float], size: int) -> tuple[Floa
     # L-BFGS-B on finite differences does the work; a Nelder-Mead pass from its answer guards
     # against an early stop in a line search on a flat surface (Gamma-Gamma's q and gamma trade
     # off closely). On CDNOW it moves the estimates only in the fifth significant digit.
-    first = minimize(
-        objective, np.zeros(size), method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-10}
-    )
-    polish = minimize(
-        objective,
-        first.x,
-        method="Nelder-Mead",
-        options={"xatol": 1e-9, "fatol": 1e-13, "maxiter": 20_000, "maxfev": 40_000},
-    )
+    # Trial steps may reach parameters where the likelihood overflows; those steps are
+    # rejected by the optimiser, so their floating-point warnings are noise.
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        first = minimize(
+            objective, np.zeros(size), method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-10}
+        )
+        polish = minimize(
+            objective,
+            first.x,
+            method="Nelder-Mead",
+            options={"xatol": 1e-9, "fatol": 1e-13, "maxiter": 20_000, "maxfev": 40_000},
+        )
     best = polish if polish.fun <= first.fun else first
     return best.x, bool(first.success or polish.success) and bool(np.isfinite(best.fun))
 

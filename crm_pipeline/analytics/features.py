@@ -46,7 +46,8 @@ SELECT
     CAST(p.monetary AS DOUBLE) AS monetary,
     p.purchase_days - 1 AS x,
     date_diff('day', p.first_day, p.last_day) / 7.0 AS t_x,
-    date_diff('day', p.first_day, CAST($as_of AS DATE)) / 7.0 AS T,
+    -- Observed to the end of the as-of day, so a first purchase that day has an age.
+    (date_diff('day', p.first_day, CAST($as_of AS DATE)) + 1) / 7.0 AS T,
     CAST(r.repeat_value AS DOUBLE) AS m_x,
     date_diff('month', p.first_day, CAST($as_of AS DATE)) + 1 AS active_months,
     p.months_with_purchase

@@ -18,6 +18,19 @@ PRICE_BANDS = ("budget", "mid", "premium")
 SIZE_BANDS = ("small", "medium", "large")
 
 
+def parse_day(value: str, setting: str) -> date | None:
+    """A YYYY-MM-DD setting as a date (None when empty), or an error naming the setting."""
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as err:
+        raise ValueError(
+            f"{setting} is {value!r}: give a day as YYYY-MM-DD, or leave it empty for the last "
+            "day with events"
+        ) from err
+
+
 class CoreRules(dg.ConfigurableResource):
     """Rules of the core model, bound once for every core asset: what is left out, and where
     categories split."""
@@ -45,15 +58,7 @@ class CoreRules(dg.ConfigurableResource):
 
     def as_of_date(self) -> date | None:
         """The configured as-of day, or None for the last day with events."""
-        if not self.as_of:
-            return None
-        try:
-            return date.fromisoformat(self.as_of)
-        except ValueError as err:
-            raise ValueError(
-                f"core_rules.as_of is {self.as_of!r}: give a day as YYYY-MM-DD, or leave it "
-                "empty for the last day with events"
-            ) from err
+        return parse_day(self.as_of, "core_rules.as_of")
 
 
 def lifecycle_sql(config: CoreRules, first: str, last: str, as_of: str) -> str:
