@@ -10,21 +10,9 @@ import duckdb
 import pandas as pd
 
 from crm_pipeline.core import identity
-from crm_pipeline.core.identity import load_records
+from crm_pipeline.core.identity import COLUMNS, load_records
 from crm_pipeline.core.keys import assign_keys
 
-COLUMNS = (
-    "source",
-    "source_id",
-    "account_id",
-    "card_no",
-    "email",
-    "phone",
-    "name_key",
-    "birth_date",
-    "address",
-    "seen_at",
-)
 T0 = datetime(2025, 1, 1)
 NO_KEYS = pd.DataFrame(columns=["source", "source_id", "customer_key", "key_since"])
 

@@ -43,6 +43,7 @@ RULE_CONFIDENCE = {
     "single": 1.0,
 }
 RECORDS = "id_records"
+# The columns a records query gives load_records, in this order.
 COLUMNS = (
     "source",
     "source_id",

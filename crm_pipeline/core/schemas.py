@@ -11,6 +11,7 @@ from pandera.typing import Series
 
 from crm_pipeline.core.classify import CHANNEL_PREFERENCES, LIFECYCLE_STAGES
 from crm_pipeline.core.identity import RULE_CONFIDENCE
+from crm_pipeline.core.quality import STAGES
 from crm_pipeline.landing import INQUIRY_TOPICS, NEED_DIMENSIONS
 from crm_pipeline.staging.rules import CUSTOMER_TYPES
 from crm_pipeline.staging.schemas import E164, EMAIL, PERSONAL, field
@@ -255,17 +256,7 @@ class QualityReport(CoreModel):
         "but suspect: total_mismatch = an order total that differs from its lines), "
         "identity_match (crosswalk records by match rule).",
         nullable=False,
-        isin=[
-            "delivered",
-            "raw_rejected",
-            "raw",
-            "quarantined",
-            "merged",
-            "staged",
-            "nulled",
-            "flagged",
-            "identity_match",
-        ],
+        isin=list(STAGES),
     )
     rule: Series[str] = field(
         "Reject reason, staging rule, merge rule, nulled column or match rule; empty for counts.",
