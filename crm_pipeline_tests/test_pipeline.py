@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import csv
 import re
+import shutil
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
 
+from crm_pipeline.analytics.assets import analytics_assets
+from crm_pipeline.analytics.satisfaction import csat, nps
 from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.crosswalk import pairwise_scores
@@ -127,11 +131,11 @@ def test_orders_without_a_partition_day_are_quarantined_not_lost(run) -> None:
     assert undatable and undatable == quarantined
 
 
-def test_every_blocking_check_of_staging_and_core_passes(run) -> None:
+def test_every_blocking_check_of_staging_core_and_analytics_passes(run) -> None:
     result = run[0]
     evaluations = result.get_asset_check_evaluations()
     layers = {e.asset_key.path[0] for e in evaluations}
-    assert {"staging", "core"} <= layers
+    assert {"staging", "core", "analytics"} <= layers
     failed = [
         (e.asset_key.to_user_string(), e.check_name, e.description)
         for e in evaluations
@@ -196,3 +200,114 @@ def test_scored_customers_has_one_row_per_customer_and_no_personal_data(run) -> 
     assert conn.execute(
         "SELECT min(p_alive) >= 0 AND max(p_alive) <= 1 FROM analytics.scored_customers"
     ).fetchall()[0][0] in (True, None)
+
+
+def test_the_satisfaction_summary_agrees_with_the_measures_on_the_core_tables(run) -> None:
+    _, conn, _, _, _ = run
+    feedback = conn.execute("SELECT satisfaction_rating, nps FROM core.feedback").df()
+    topics = conn.execute("SELECT topic FROM core.inquiries").df()["topic"]
+    overall = conn.execute(
+        "SELECT responses, csat, nps, inquiries, complaints FROM analytics.satisfaction_summary "
+        "WHERE breakdown = 'overall'"
+    ).fetchall()
+    assert len(overall) == 1
+    responses, csat_pct, nps_pct, inquiries, complaints = overall[0]
+    assert responses == feedback["satisfaction_rating"].count()
+    assert csat_pct == pytest.approx(csat(feedback["satisfaction_rating"]))
+    assert nps_pct == pytest.approx(nps(feedback["nps"]))
+    assert (inquiries, complaints) == (len(topics), (topics == "complaint").sum())
+    # Each breakdown places every answer and every inquiry exactly once.
+    totals = conn.execute(
+        "SELECT breakdown, sum(responses), sum(inquiries) FROM analytics.satisfaction_summary "
+        "GROUP BY 1"
+    ).fetchall()
+    for breakdown, answered, asked in totals:
+        assert answered == (responses if breakdown != "contact_channel" else 0), breakdown
+        assert asked == inquiries, breakdown
+
+
+def test_unmet_needs_count_every_pre_sales_question_and_complaint(run) -> None:
+    _, conn, _, _, _ = run
+    expected = dict(
+        conn.execute(
+            "SELECT topic, count(*) FROM core.inquiries "
+            "WHERE topic IN ('pre_sales', 'complaint') GROUP BY 1"
+        ).fetchall()
+    )
+    got = conn.execute(
+        "SELECT topic, sum(inquiries), sum(share_of_topic), min(topic_rank) "
+        "FROM analytics.unmet_needs GROUP BY 1"
+    ).fetchall()
+    assert {t: n for t, n, _, _ in got} == expected
+    for _, _, share, first in got:
+        assert share == pytest.approx(100) and first == 1
+
+
+ANALYTICS_TABLES = (
+    "scored_customers",
+    "need_ipa",
+    "customer_needs",
+    "satisfaction_summary",
+    "unmet_needs",
+)
+
+
+def _analytics_as_of(warehouse: Path, day: date) -> dict[str, list]:
+    result = dg.materialize(
+        analytics_assets,
+        resources={
+            "warehouse": WarehouseResource(path=str(warehouse)),
+            "core_rules": CoreRules(),
+            # Few enough customers that the models are fitted on this small zone.
+            "analysis": AnalysisSettings(
+                as_of=day.isoformat(),
+                holdout_days=7,
+                min_buyers_to_fit=20,
+                min_repeat_buyers_to_fit=3,
+            ),
+        },
+    )
+    assert result.success
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        tables = {
+            name: sorted(map(repr, conn.execute(f"FROM analytics.{name}").fetchall()))
+            for name in ANALYTICS_TABLES
+        }
+        tables["model_runs"] = conn.execute(
+            "SELECT model, status, parameters, log_likelihood, customers, data_from, data_to, "
+            "metrics FROM analytics.model_runs ORDER BY model"
+        ).fetchall()
+    return tables
+
+
+def test_an_as_of_result_is_the_same_with_or_without_the_data_after_the_day(
+    run, tmp_path: Path
+) -> None:
+    _, conn, _, _, days = run
+    day = date.fromisoformat(days[len(days) * 2 // 3])
+    source = Path(conn.execute("SELECT file FROM pragma_database_list").fetchall()[0][0])
+    full, cut = tmp_path / "full.duckdb", tmp_path / "cut.duckdb"
+    shutil.copy(source, full)
+    shutil.copy(source, cut)
+    later = {
+        "core.order_lines": "ordered_at",
+        "core.feedback": "submitted_at",
+        "core.feedback_needs": "submitted_at",
+        "core.inquiries": "opened_at",
+        "core.customers": "first_seen_at",
+    }
+    with duckdb.connect(str(cut)) as writer:
+        removed = 0
+        for table, column in later.items():
+            removed += writer.execute(
+                f"DELETE FROM {table} WHERE {column} >= ?", [day + timedelta(days=1)]
+            ).fetchall()[0][0]
+    assert removed > 100  # a real share of the data lies after the day
+    for copy in (full, cut):
+        with duckdb.connect(str(copy)) as writer:
+            writer.execute("DROP SCHEMA analytics CASCADE")
+    with_later, without = _analytics_as_of(full, day), _analytics_as_of(cut, day)
+    assert len(with_later["scored_customers"]) > 100
+    assert [status for _, status, *_ in with_later["model_runs"]] == ["fitted"] * 3
+    for name, rows in without.items():
+        assert with_later[name] == rows, name

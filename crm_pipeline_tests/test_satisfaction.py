@@ -5,7 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from crm_pipeline.analytics.satisfaction import complaint_rate, csat, nps, satisfaction_scores
+from crm_pipeline.analytics.satisfaction import (
+    complaint_rate,
+    csat,
+    customer_measures,
+    nps,
+    nps_group,
+    satisfaction_scores,
+)
 
 
 def test_csat_is_the_share_of_fours_and_fives() -> None:
@@ -37,3 +44,50 @@ def test_satisfaction_score_multiplies_its_components_and_defaults_silence() -> 
     assert scores.loc["angry", "complaint_score_component"] == pytest.approx(1 / 3)
     # No survey: the population means (rating 3 -> 0.5, nps 5 -> 0.5), no complaints.
     assert scores.loc["silent", "satisfaction_score"] == pytest.approx(25.0)
+
+
+def test_customer_measures_are_their_own_answers_and_contacts() -> None:
+    customers = pd.Index(["a", "b", "silent"], name="customer_key")
+    feedback = pd.DataFrame(
+        {
+            "customer_key": ["a", "a", "a", "b"],
+            "submitted_at": pd.to_datetime(
+                ["2025-01-03", "2025-01-01", "2025-01-02", "2025-01-01"]
+            ),
+            "satisfaction_rating": [5, 2, None, 4],
+            "nps": [6, 10, 9, None],
+        }
+    )
+    inquiries = pd.DataFrame(
+        {
+            "customer_key": ["a", "a", "a", "b", None],
+            "topic": ["complaint", "pre_sales", "complaint", "other", "complaint"],
+            "first_response_hours": [1.0, 3.0, 8.0, None, 2.0],
+            "resolution_hours": [10.0, 20.0, 30.0, 5.0, 1.0],
+        }
+    )
+    out = customer_measures(customers, feedback, inquiries)
+    a, b, silent = (out.loc[k] for k in customers)
+    assert (a["surveys"], a["csat"], a["nps_group"]) == (3, 50.0, "detractor")  # latest: 6
+    assert (a["inquiries"], a["complaints"]) == (3, 2)
+    assert a["complaint_rate"] == pytest.approx(200 / 3)
+    assert (a["median_first_response_hours"], a["median_resolution_hours"]) == (3.0, 20.0)
+    assert (b["csat"], b["complaint_rate"]) == (100.0, 0.0)
+    assert pd.isna(b["nps_group"])  # b never answered the NPS question
+    assert (silent["surveys"], silent["inquiries"], silent["complaints"]) == (0, 0, 0)
+    assert pd.isna(silent["csat"]) and pd.isna(silent["median_resolution_hours"])
+
+
+@pytest.mark.parametrize(
+    ("score", "group"),
+    [
+        (10, "promoter"),
+        (9, "promoter"),
+        (8, "passive"),
+        (7, "passive"),
+        (6, "detractor"),
+        (0, "detractor"),
+    ],
+)
+def test_nps_groups(score: int, group: str) -> None:
+    assert nps_group(score) == group

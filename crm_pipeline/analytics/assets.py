@@ -1,134 +1,347 @@
-"""Analytics assets (schema analytics): scored customers as of a day, and the model runs."""
+"""Analytics assets (schema analytics): every customer-level result as of one day.
+
+scored_customers fits the models and scores each customer; the group-level tables (needs,
+satisfaction) place answers and contacts by the customers' attributes of the same day. Each
+table has a blocking contract check: its pandera model and one row per grain.
+"""
 
 import json
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
+import duckdb
 import pandas as pd
 
-from crm_pipeline.analytics.features import customer_features
+from crm_pipeline.analytics import breakdowns
+from crm_pipeline.analytics.features import customer_features, purchase_days_between
+from crm_pipeline.analytics.needs import ipa, need_scores
 from crm_pipeline.analytics.schemas import ANALYTICS_MODELS
-from crm_pipeline.analytics.scoring import score_customers
+from crm_pipeline.analytics.scoring import ModelRun, holdout_run, score_customers
 from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.contracts import validate_query
+from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.schemas import column_types
 from crm_pipeline.reporting import schema_of, table_metadata
 from crm_pipeline.resources import WAREHOUSE_POOL, WarehouseResource
 
-KEY = dg.AssetKey(["analytics", "scored_customers"])
-CONTRACT = ANALYTICS_MODELS["scored_customers"]
-
-
-@dg.asset(
-    key=KEY,
-    group_name="analytics",
-    description=CONTRACT.__doc__,
-    deps=[dg.AssetKey(["core", t]) for t in ("customers", "order_lines", "feedback", "inquiries")],
-    pool=WAREHOUSE_POOL,
-    kinds={"duckdb", "python"},
-    tags={"layer": "analytics"},
-    metadata={"dagster/column_schema": schema_of(CONTRACT, column_types(CONTRACT))},
-    check_specs=[
-        dg.AssetCheckSpec(
-            "contract",
-            asset=KEY,
-            blocking=True,
-            description="One row per customer, scores in range, P(alive) in [0, 1], one segment each.",
-        )
-    ],
+UNTIL = "< CAST($end AS DATE) + INTERVAL 1 DAY"
+MODEL_RUNS_DDL = """
+CREATE TABLE IF NOT EXISTS analytics.model_runs (
+    run_at TIMESTAMP, model VARCHAR, status VARCHAR, parameters VARCHAR,
+    log_likelihood DOUBLE, customers BIGINT, seconds DOUBLE, as_of TIMESTAMP,
+    data_from TIMESTAMP, data_to TIMESTAMP, note VARCHAR, metrics VARCHAR
 )
-def scored_customers(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, analysis: AnalysisSettings
-) -> dg.MaterializeResult:
-    with warehouse.connect() as conn:
-        day = (
-            analysis.as_of_date()
-            or conn.execute(
-                "SELECT coalesce(CAST(max(ordered_at) AS DATE), current_date) FROM core.order_lines"
-            ).fetchall()[0][0]
-        )
-        end = {"end": day}
-        customers = (
-            conn.execute(
-                """
-            SELECT customer_key, customer_type, city, region, CAST(income AS DOUBLE) AS income,
-                   date_diff('day', first_seen_at, CAST($end AS DATE)) AS tenure_days
-            FROM core.customers
-            WHERE first_seen_at < CAST($end AS DATE) + INTERVAL 1 DAY
-            """,
-                end,
-            )
-            .df()
-            .set_index("customer_key")
-        )
-        feedback = conn.execute(
-            "SELECT customer_key, satisfaction_rating, nps FROM core.feedback "
-            "WHERE submitted_at < CAST($end AS DATE) + INTERVAL 1 DAY",
-            end,
-        ).df()
-        inquiries = conn.execute(
-            "SELECT customer_key, topic FROM core.inquiries "
-            "WHERE opened_at < CAST($end AS DATE) + INTERVAL 1 DAY",
-            end,
-        ).df()
-        features = customer_features(conn, day)
-        scored, runs = score_customers(
-            customers, features, feedback, inquiries, analysis.clv_months, analysis.discount_rate
-        )
-        scored["as_of"] = pd.Timestamp(day)
-        frame = scored.reset_index(names="customer_key")
-        run_at = datetime.now(UTC).replace(tzinfo=None)
-        log = pd.DataFrame(
-            [
-                {
-                    "run_at": run_at,
-                    "model": r.model,
-                    "status": r.status,
-                    "parameters": json.dumps(r.parameters),
-                    "log_likelihood": r.log_likelihood,
-                    "customers": r.customers,
-                    "seconds": round(r.seconds, 3),
-                    "as_of": pd.Timestamp(day),
-                    "note": r.note,
-                }
-                for r in runs
-            ]
-        )
-        conn.execute("CREATE SCHEMA IF NOT EXISTS analytics")
-        conn.register("scored_frame", frame)
-        conn.register("runs_frame", log)
-        conn.begin()
-        conn.execute(
-            "CREATE OR REPLACE TABLE analytics.scored_customers AS SELECT * FROM scored_frame"
-        )
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS analytics.model_runs AS SELECT * FROM runs_frame WHERE FALSE"
-        )
-        conn.execute("INSERT INTO analytics.model_runs SELECT * FROM runs_frame")
-        conn.commit()
-        outcome = validate_query(conn, "SELECT * FROM analytics.scored_customers", [], CONTRACT)
-        dupes = conn.execute(
-            "SELECT count(*) - count(DISTINCT customer_key) FROM analytics.scored_customers"
+"""
+
+
+def as_of_day(conn: duckdb.DuckDBPyConnection, analysis: AnalysisSettings) -> date:
+    """The configured day, or the last day with orders (today when there are none)."""
+    return (
+        analysis.as_of_date()
+        or conn.execute(
+            "SELECT coalesce(CAST(max(ordered_at) AS DATE), current_date) FROM core.order_lines"
         ).fetchall()[0][0]
-        metadata = table_metadata(conn, "analytics.scored_customers", CONTRACT)
-        metadata["as_of"] = dg.MetadataValue.text(day.isoformat())
-        metadata["model_runs"] = dg.MetadataValue.md(
-            log.drop(columns="run_at").to_markdown(index=False)
+    )
+
+
+def record_runs(
+    conn: duckdb.DuckDBPyConnection,
+    runs: list[tuple[ModelRun, date | None, date | None]],
+    day: date,
+) -> pd.DataFrame:
+    """Append model runs, each with the first and last day of the data it saw, to
+    analytics.model_runs (adding columns an older warehouse lacks); returns the rows."""
+    run_at = datetime.now(UTC).replace(tzinfo=None)
+    log = pd.DataFrame(
+        [
+            {
+                "run_at": run_at,
+                "model": r.model,
+                "status": r.status,
+                "parameters": json.dumps(r.parameters),
+                "log_likelihood": r.log_likelihood,
+                "customers": r.customers,
+                "seconds": round(r.seconds, 3),
+                "as_of": pd.Timestamp(day),
+                "data_from": pd.Timestamp(start) if start else pd.NaT,
+                "data_to": pd.Timestamp(end) if end else pd.NaT,
+                "note": r.note,
+                "metrics": json.dumps(r.metrics),
+            }
+            for r, start, end in runs
+        ]
+    )
+    conn.execute("CREATE SCHEMA IF NOT EXISTS analytics")
+    conn.execute(MODEL_RUNS_DDL)
+    for column in ("data_from", "data_to"):
+        conn.execute(
+            f"ALTER TABLE analytics.model_runs ADD COLUMN IF NOT EXISTS {column} TIMESTAMP"
         )
-        metadata["segments"] = dg.MetadataValue.json(frame["rfm_segment"].value_counts().to_dict())
-        context.log.info(f"analytics.scored_customers: {len(frame)} customers as of {day}")
+    conn.execute(
+        "ALTER TABLE analytics.model_runs ADD COLUMN IF NOT EXISTS metrics VARCHAR DEFAULT '{}'"
+    )
+    conn.register("runs_frame", log)
+    conn.execute("INSERT INTO analytics.model_runs BY NAME SELECT * FROM runs_frame")
+    conn.unregister("runs_frame")
+    return log
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a builder tells the operator beyond the standard metadata."""
+
+    metadata: dict
+    message: str
+
+
+Builder = Callable[[duckdb.DuckDBPyConnection, date, AnalysisSettings, CoreRules], Built]
+
+
+def analytics_asset(
+    name: str, grain: list[str], deps: list[dg.AssetKey], build: Builder
+) -> dg.AssetsDefinition:
+    """An asset for analytics.<name>: `build` writes the table as of the day; the asset then
+    checks it against its contract and its grain, and reports it."""
+    key = dg.AssetKey(["analytics", name])
+    contract = ANALYTICS_MODELS[name]
+
+    @dg.asset(
+        key=key,
+        group_name="analytics",
+        description=contract.__doc__,
+        deps=deps,
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb", "python"},
+        tags={"layer": "analytics"},
+        metadata={"dagster/column_schema": schema_of(contract, column_types(contract))},
+        check_specs=[
+            dg.AssetCheckSpec(
+                "contract",
+                asset=key,
+                blocking=True,
+                description=f"The pandera contract, and one row per {', '.join(grain)}.",
+            )
+        ],
+    )
+    def _analytics(
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        analysis: AnalysisSettings,
+        core_rules: CoreRules,
+    ) -> dg.MaterializeResult:
+        table = f"analytics.{name}"
+        with warehouse.connect() as conn:
+            conn.execute("CREATE SCHEMA IF NOT EXISTS analytics")
+            day = as_of_day(conn, analysis)
+            built = build(conn, day, analysis, core_rules)
+            outcome = validate_query(conn, f"SELECT * FROM {table}", [], contract)
+            columns = ", ".join(grain)
+            repeats = conn.execute(
+                f"SELECT count(*) FROM (SELECT {columns} FROM {table} "
+                f"GROUP BY ALL HAVING count(*) > 1)"
+            ).fetchall()[0][0]
+            metadata = table_metadata(conn, table, contract)
+        metadata["as_of"] = dg.MetadataValue.text(day.isoformat())
+        context.log.info(f"{table}: {built.message} as of {day}")
         return dg.MaterializeResult(
-            metadata=metadata,
+            metadata=metadata | built.metadata,
             check_results=[
                 dg.AssetCheckResult(
                     check_name="contract",
-                    passed=outcome.passed and dupes == 0,
+                    passed=outcome.passed and repeats == 0,
                     severity=dg.AssetCheckSeverity.ERROR,
                     description=outcome.describe()
-                    + (f"\n{dupes} customer keys repeat" if dupes else ""),
+                    + (f"\n{repeats} values of ({columns}) repeat" if repeats else ""),
                 )
             ],
         )
 
+    return _analytics
 
-analytics_assets = [scored_customers]
+
+def _core(*tables: str) -> list[dg.AssetKey]:
+    return [dg.AssetKey(["core", t]) for t in tables]
+
+
+SCORED = dg.AssetKey(["analytics", "scored_customers"])
+
+
+def build_scored_customers(
+    conn: duckdb.DuckDBPyConnection, day: date, analysis: AnalysisSettings, _: CoreRules
+) -> Built:
+    """Fit BG/NBD and Gamma-Gamma on every buyer up to the day, check BG/NBD on a holdout,
+    score every customer first seen by then, and log the fits to analytics.model_runs."""
+    end = {"end": day}
+    customers = (
+        conn.execute(
+            f"""
+            SELECT customer_key, customer_type, city, region, CAST(income AS DOUBLE) AS income,
+                   date_diff('day', first_seen_at, CAST($end AS DATE)) AS tenure_days
+            FROM core.customers WHERE first_seen_at {UNTIL}
+            """,
+            end,
+        )
+        .df()
+        .set_index("customer_key")
+    )
+    feedback = conn.execute(
+        "SELECT customer_key, submitted_at, satisfaction_rating, nps FROM core.feedback "
+        f"WHERE submitted_at {UNTIL}",
+        end,
+    ).df()
+    inquiries = conn.execute(
+        "SELECT customer_key, topic, first_response_hours, resolution_hours FROM core.inquiries "
+        f"WHERE opened_at {UNTIL}",
+        end,
+    ).df()
+    first_day = conn.execute(
+        "SELECT CAST(min(ordered_at) AS DATE) FROM core.order_lines "
+        f"WHERE customer_key IS NOT NULL AND ordered_at {UNTIL}",
+        end,
+    ).fetchall()[0][0]
+    scored, runs = score_customers(
+        customers,
+        customer_features(conn, day),
+        feedback,
+        inquiries,
+        analysis.clv_months,
+        analysis.discount_rate,
+        analysis.minimums(),
+    )
+    cutoff = day - timedelta(days=analysis.holdout_days)
+    holdout = holdout_run(
+        customer_features(conn, cutoff),
+        purchase_days_between(conn, cutoff, day),
+        analysis.holdout_days,
+        analysis.minimums(),
+    )
+    scored["as_of"] = pd.Timestamp(day)
+    conn.register("scored_frame", scored.reset_index(names="customer_key"))
+    conn.begin()
+    conn.execute("CREATE OR REPLACE TABLE analytics.scored_customers AS SELECT * FROM scored_frame")
+    log = record_runs(
+        conn, [*((r, first_day, day) for r in runs), (holdout, first_day, cutoff)], day
+    )
+    conn.commit()
+    conn.unregister("scored_frame")
+    shown = log[["model", "status", "parameters", "log_likelihood", "customers", "seconds", "note"]]
+    return Built(
+        {
+            "model_runs": dg.MetadataValue.md(shown.to_markdown(index=False)),
+            "holdout": dg.MetadataValue.json(holdout.metrics or {"skipped": holdout.note}),
+            "segments": dg.MetadataValue.json(scored["rfm_segment"].value_counts().to_dict()),
+        },
+        f"{len(scored)} customers scored",
+    )
+
+
+def _needs_answers(
+    conn: duckdb.DuckDBPyConnection, day: date, segments: bool = False
+) -> pd.DataFrame:
+    """Need answers up to the day; with `segments`, the customer's RFM segment and type."""
+    unknown = f"'{breakdowns.UNKNOWN}'"
+    attributes = (
+        f"coalesce(s.rfm_segment, {unknown}) AS rfm_segment, "
+        f"coalesce(s.customer_type, {unknown}) AS customer_type"
+        if segments
+        else "NULL AS rfm_segment, NULL AS customer_type"
+    )
+    joined = "LEFT JOIN analytics.scored_customers AS s USING (customer_key)" if segments else ""
+    return conn.execute(
+        f"""
+        SELECT n.customer_key, n.dimension, CAST(n.importance AS DOUBLE) AS importance,
+               CAST(n.satisfaction AS DOUBLE) AS satisfaction, {attributes}
+        FROM core.feedback_needs AS n {joined}
+        WHERE n.submitted_at {UNTIL}
+        """,
+        {"end": day},
+    ).df()
+
+
+def build_need_ipa(
+    conn: duckdb.DuckDBPyConnection, day: date, _: AnalysisSettings, __: CoreRules
+) -> Built:
+    answers = _needs_answers(conn, day, segments=True)
+    tables = [ipa(answers).assign(breakdown="overall", group_value="all")]
+    for by in ("rfm_segment", "customer_type"):
+        tables.append(
+            ipa(answers, by=[by]).rename(columns={by: "group_value"}).assign(breakdown=by)
+        )
+    frame = pd.concat(tables, ignore_index=True).dropna(subset=["satisfaction"])
+    frame["as_of"] = pd.Timestamp(day)
+    columns = list(ANALYTICS_MODELS["need_ipa"].to_schema().columns)
+    conn.register("ipa_frame", frame[columns])
+    conn.execute("CREATE OR REPLACE TABLE analytics.need_ipa AS SELECT * FROM ipa_frame")
+    conn.unregister("ipa_frame")
+    overall = frame[frame["breakdown"] == "overall"].set_index("dimension")
+    return Built(
+        {"overall": dg.MetadataValue.md(overall.drop(columns=["as_of"]).to_markdown())},
+        f"{len(frame)} rows from {len(answers)} answers",
+    )
+
+
+def build_customer_needs(
+    conn: duckdb.DuckDBPyConnection, day: date, _: AnalysisSettings, __: CoreRules
+) -> Built:
+    answers = _needs_answers(conn, day).dropna(subset=["importance", "satisfaction"])
+    frame = need_scores(answers)
+    frame["as_of"] = pd.Timestamp(day)
+    conn.register("needs_frame", frame)
+    conn.execute(
+        "CREATE OR REPLACE TABLE analytics.customer_needs AS "
+        "SELECT * FROM needs_frame ORDER BY customer_key, dimension"
+    )
+    conn.unregister("needs_frame")
+    return Built({}, f"{frame['customer_key'].nunique()} customers with answers")
+
+
+def build_satisfaction_summary(
+    conn: duckdb.DuckDBPyConnection, day: date, _: AnalysisSettings, rules: CoreRules
+) -> Built:
+    breakdowns.customer_dimensions(conn, day, rules)
+    breakdowns.satisfaction_summary(conn, day, "analytics.satisfaction_summary")
+    overall = conn.execute(
+        "SELECT * EXCLUDE (breakdown, group_value, as_of) FROM analytics.satisfaction_summary "
+        "WHERE breakdown = 'overall'"
+    ).df()
+    return Built({"overall": dg.MetadataValue.md(overall.to_markdown(index=False))}, "written")
+
+
+def build_unmet_needs(
+    conn: duckdb.DuckDBPyConnection, day: date, _: AnalysisSettings, __: CoreRules
+) -> Built:
+    breakdowns.unmet_needs(conn, day, "analytics.unmet_needs")
+    return Built({}, "written")
+
+
+analytics_assets = [
+    analytics_asset(
+        "scored_customers",
+        ["customer_key"],
+        _core("customers", "order_lines", "feedback", "inquiries"),
+        build_scored_customers,
+    ),
+    analytics_asset(
+        "need_ipa",
+        ["breakdown", "group_value", "dimension"],
+        [*_core("feedback_needs"), SCORED],
+        build_need_ipa,
+    ),
+    analytics_asset(
+        "customer_needs",
+        ["customer_key", "dimension"],
+        _core("feedback_needs"),
+        build_customer_needs,
+    ),
+    analytics_asset(
+        "satisfaction_summary",
+        ["breakdown", "group_value"],
+        [*_core("feedback", "inquiries", "order_lines"), SCORED],
+        build_satisfaction_summary,
+    ),
+    analytics_asset(
+        "unmet_needs", ["topic", "category"], _core("inquiries", "order_lines"), build_unmet_needs
+    ),
+]

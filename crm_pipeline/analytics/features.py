@@ -12,16 +12,21 @@ from datetime import date
 import duckdb
 import pandas as pd
 
-FEATURES_SQL = """
-WITH days AS (
+# A purchase day of a customer from $start (exclusive; NULL: from the beginning) to the end
+# of $as_of, with its value and orders.
+PURCHASE_DAYS_SQL = """
     SELECT customer_key, CAST(ordered_at AS DATE) AS day, sum(net_amount) AS value,
            count(DISTINCT order_id) AS orders
     FROM core.order_lines
     WHERE customer_key IS NOT NULL
       AND order_status <> 'refunded'
       AND ordered_at < CAST($as_of AS DATE) + INTERVAL 1 DAY
+      AND ($start IS NULL OR ordered_at >= CAST($start AS DATE) + INTERVAL 1 DAY)
     GROUP BY ALL
-), per AS (
+"""
+
+FEATURES_SQL = f"""
+WITH days AS ({PURCHASE_DAYS_SQL}), per AS (
     SELECT
         customer_key,
         min(day) AS first_day,
@@ -59,5 +64,15 @@ ORDER BY p.customer_key
 
 def customer_features(conn: duckdb.DuckDBPyConnection, as_of: date) -> pd.DataFrame:
     """One row per customer with a purchase on or before as_of, indexed by customer_key."""
-    frame = conn.execute(FEATURES_SQL, {"as_of": as_of}).df()
+    frame = conn.execute(FEATURES_SQL, {"as_of": as_of, "start": None}).df()
     return frame.set_index("customer_key")
+
+
+def purchase_days_between(conn: duckdb.DuckDBPyConnection, start: date, end: date) -> pd.Series:
+    """Per customer, the purchase days after `start` up to the end of `end` (customers with
+    none are absent)."""
+    frame = conn.execute(
+        f"SELECT customer_key, count(*) AS days FROM ({PURCHASE_DAYS_SQL}) GROUP BY 1",
+        {"as_of": end, "start": start},
+    ).df()
+    return frame.set_index("customer_key")["days"]

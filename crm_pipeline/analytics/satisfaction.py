@@ -33,6 +33,49 @@ def complaint_rate(topics: pd.Series) -> float:
     return float((topics == "complaint").mean() * 100) if len(topics) else float("nan")
 
 
+def nps_group(score: float) -> str | None:
+    """promoter (9-10), passive (7-8) or detractor (0-6)."""
+    if pd.isna(score):
+        return None
+    return "promoter" if score >= 9 else "passive" if score >= 7 else "detractor"
+
+
+def customer_measures(
+    customers: pd.Index, feedback: pd.DataFrame, inquiries: pd.DataFrame
+) -> pd.DataFrame:
+    """Per customer, the standard measures of their own answers and contacts: surveys, CSAT
+    (% of their ratings 4 or 5), the NPS group of their latest answer, inquiries, complaints,
+    complaint rate (%) and median first-response and resolution hours. NULL where they gave
+    no answer or made no contact.
+
+    feedback: customer_key, submitted_at, satisfaction_rating, nps; inquiries: customer_key,
+    topic, first_response_hours, resolution_hours.
+    """
+    answered = feedback.dropna(subset=["customer_key"])
+    rating = answered["satisfaction_rating"]
+    answered = answered.assign(happy=(rating >= 4).where(rating.notna()) * 100.0)
+    latest = answered.dropna(subset=["nps"]).sort_values("submitted_at")
+    contacts = inquiries.dropna(subset=["customer_key"]).assign(
+        complaint=lambda f: f["topic"] == "complaint"
+    )
+    by_contact = contacts.groupby("customer_key")
+    out = pd.DataFrame(
+        {
+            "surveys": answered.groupby("customer_key").size(),
+            "csat": answered.groupby("customer_key")["happy"].mean(),
+            "nps_group": latest.groupby("customer_key")["nps"].last().map(nps_group),
+            "inquiries": by_contact.size(),
+            "complaints": by_contact["complaint"].sum(),
+            "complaint_rate": by_contact["complaint"].mean() * 100,
+            "median_first_response_hours": by_contact["first_response_hours"].median(),
+            "median_resolution_hours": by_contact["resolution_hours"].median(),
+        }
+    ).reindex(customers)
+    for count in ("surveys", "inquiries", "complaints"):
+        out[count] = out[count].fillna(0).astype("int64")
+    return out
+
+
 def satisfaction_scores(
     customers: pd.Index, feedback: pd.DataFrame, inquiries: pd.DataFrame
 ) -> pd.DataFrame:

@@ -1,21 +1,23 @@
 """Scored customers: every score for every customer, as of a day, from the building blocks.
 
 Standard methods (RFM, BG/NBD + Gamma-Gamma CLV, P(alive)) sit beside the seed formulas
-(value_score, satisfaction_score). Churn risk is 1 - P(alive) in tiers, and a rule flag:
-days since the last purchase beyond twice the customer's own typical gap (mean days between
-purchase days; 90 days for one-time buyers).
+(value_score, satisfaction_score). Churn risk is 1 - P(alive) in tiers (low below 0.3, medium
+below 0.7, high), and by rule: gap_ratio = days since the last purchase / the customer's own
+typical gap (mean days between purchase days; 90 days for one-time buyers), in tiers low (below
+1: not yet due), medium (1 to 2: late) and high (2 or more: overdue).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from crm_pipeline.analytics.clv import (
     WEEKS_PER_MONTH,
+    BgNbdFit,
     clv,
     expected_average_value,
     expected_purchases,
@@ -23,14 +25,30 @@ from crm_pipeline.analytics.clv import (
     fit_gamma_gamma,
     p_alive,
 )
+from crm_pipeline.analytics.holdout import holdout_check
 from crm_pipeline.analytics.rfm import rfm_scores
-from crm_pipeline.analytics.satisfaction import satisfaction_scores
+from crm_pipeline.analytics.satisfaction import customer_measures, satisfaction_scores
 from crm_pipeline.analytics.value import value_scores
 
-MIN_CUSTOMERS_TO_FIT = 50
-MIN_REPEAT_BUYERS_TO_FIT = 20
 ONE_TIME_GAP_DAYS = 90
 CHURN_TIERS = ("low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class Minimums:
+    """The least data a fit needs: buyers, and repeat buyers with a positive spend."""
+
+    buyers: int = 50
+    repeat_buyers: int = 20
+
+    def shortfall(self, buyers: int, repeat_buyers: int, period: str = "") -> str | None:
+        """Why a fit is skipped, or None when there is enough data."""
+        if buyers >= self.buyers and repeat_buyers >= self.repeat_buyers:
+            return None
+        return (
+            f"{period}{buyers} buyers and {repeat_buyers} repeat buyers: fewer than "
+            f"{self.buyers} and {self.repeat_buyers} needed to fit"
+        )
 
 
 @dataclass(frozen=True)
@@ -42,25 +60,66 @@ class ModelRun:
     customers: int
     seconds: float
     note: str
+    metrics: dict = field(default_factory=dict)
+
+
+def _tiers(values: pd.Series, medium: float, high: float) -> pd.Series:
+    tiers = pd.cut(
+        values, bins=[-np.inf, medium, high, np.inf], labels=list(CHURN_TIERS), right=False
+    )
+    return tiers.astype(object).where(values.notna(), None)
 
 
 def churn_tier(risk: pd.Series) -> pd.Series:
     """low below 0.3, medium below 0.7, high from 0.7 (NULL when unknown)."""
-    tiers = pd.cut(risk, bins=[-0.01, 0.3, 0.7, 1.0], labels=list(CHURN_TIERS), right=False)
-    return tiers.astype(object).where(risk.notna(), None)
+    return _tiers(risk, 0.3, 0.7)
+
+
+def rule_churn_tier(gap_ratio: pd.Series) -> pd.Series:
+    """low below 1 (not yet due), medium below 2 (late), high from 2 (overdue); NULL when the
+    customer never bought."""
+    return _tiers(gap_ratio, 1.0, 2.0)
+
+
+def holdout_run(
+    calibration: pd.DataFrame, actual: pd.Series, holdout_days: int, minimums: Minimums
+) -> ModelRun:
+    """The BG/NBD holdout check as a model run (skipped when the calibration period has too
+    few buyers to fit)."""
+    repeaters = int((calibration["x"] > 0).sum())
+    note = minimums.shortfall(len(calibration), repeaters, "calibration period: ")
+    if note:
+        return ModelRun("bgnbd_holdout", "skipped", {}, None, len(calibration), 0.0, note)
+    started = time.perf_counter()
+    fit, figures = holdout_check(calibration, actual, holdout_days / 7)
+    return _bgnbd_run(
+        "bgnbd_holdout",
+        fit,
+        time.perf_counter() - started,
+        f"fitted without the last {holdout_days} days; predicted "
+        f"{figures['predicted_purchases']:,.0f} purchase days in them, actual "
+        f"{figures['actual_purchases']:,.0f} ({figures['error_pct']:+}%)",
+        figures,
+    )
+
+
+def _bgnbd_run(
+    model: str, fit: BgNbdFit, seconds: float, note: str, metrics: dict | None = None
+) -> ModelRun:
+    parameters = {"r": fit.r, "alpha": fit.alpha, "a": fit.a, "b": fit.b}
+    return ModelRun(
+        model, "fitted", parameters, fit.log_likelihood, fit.n, seconds, note, metrics or {}
+    )
 
 
 def _fit_clv(
-    features: pd.DataFrame, months: int, discount: float
+    features: pd.DataFrame, months: int, discount: float, minimums: Minimums
 ) -> tuple[pd.DataFrame, list[ModelRun]]:
     out = pd.DataFrame(index=features.index, dtype=float)
     runs = []
     repeaters = features[(features["x"] > 0) & (features["m_x"] > 0)]
-    if len(features) < MIN_CUSTOMERS_TO_FIT or len(repeaters) < MIN_REPEAT_BUYERS_TO_FIT:
-        note = (
-            f"{len(features)} buyers and {len(repeaters)} repeat buyers: fewer than "
-            f"{MIN_CUSTOMERS_TO_FIT} and {MIN_REPEAT_BUYERS_TO_FIT} needed to fit"
-        )
+    note = minimums.shortfall(len(features), len(repeaters))
+    if note:
         for model in ("bgnbd", "gamma_gamma"):
             runs.append(ModelRun(model, "skipped", {}, None, len(features), 0.0, note))
         for column in (
@@ -76,12 +135,9 @@ def _fit_clv(
     started = time.perf_counter()
     bg = fit_bgnbd(x, t_x, T)
     runs.append(
-        ModelRun(
+        _bgnbd_run(
             "bgnbd",
-            "fitted",
-            {"r": bg.r, "alpha": bg.alpha, "a": bg.a, "b": bg.b},
-            bg.log_likelihood,
-            bg.n,
+            bg,
             time.perf_counter() - started,
             "weeks; converged" if bg.converged else "weeks; did not converge",
         )
@@ -125,21 +181,26 @@ def score_customers(
     inquiries: pd.DataFrame,
     months: int = 12,
     discount_rate: float = 0.10,
+    minimums: Minimums = Minimums(),
 ) -> tuple[pd.DataFrame, list[ModelRun]]:
     """customers: indexed by customer_key with customer_type, city, region, income,
-    tenure_days; features: customer_features(); feedback and inquiries as of the day."""
+    tenure_days; features: customer_features(); feedback (customer_key, submitted_at,
+    satisfaction_rating, nps) and inquiries (customer_key, topic, first_response_hours,
+    resolution_hours) as of the day."""
     scored = customers[["customer_type", "city", "region"]].copy()
     bought = features.reindex(scored.index)
     buyers = features.index.intersection(scored.index)
     rfm = rfm_scores(features.loc[buyers])
     scored = scored.join(rfm)
     scored["rfm_segment"] = scored["rfm_segment"].fillna("No purchase")
-    model, runs = _fit_clv(features.loc[buyers], months, discount_rate)
+    model, runs = _fit_clv(features.loc[buyers], months, discount_rate, minimums)
     scored = scored.join(model)
     scored["churn_risk"] = 1 - scored["p_alive"]
     scored["churn_tier"] = churn_tier(scored["churn_risk"])
     gap = (bought["t_x"] * 7 / bought["x"].where(bought["x"] > 0)).fillna(ONE_TIME_GAP_DAYS)
-    scored["overdue"] = (bought["recency_days"] > 2 * gap).fillna(False).astype(bool)
+    scored["gap_ratio"] = bought["recency_days"] / gap
+    scored["rule_churn_tier"] = rule_churn_tier(scored["gap_ratio"])
+    scored["overdue"] = (scored["gap_ratio"] >= 2).astype(bool)
     values = value_scores(
         pd.DataFrame(
             {
@@ -155,6 +216,7 @@ def score_customers(
     scored["value_score"] = values["value_score"]
     satisfaction = satisfaction_scores(scored.index, feedback, inquiries)
     scored["satisfaction_score"] = satisfaction["satisfaction_score"]
+    scored = scored.join(customer_measures(scored.index, feedback, inquiries))
     scored = scored.sort_values(["clv_12m", "value_score"], ascending=False, na_position="last")
     scored["value_rank"] = np.arange(1, len(scored) + 1)
     return scored, runs

@@ -7,17 +7,35 @@ from datetime import date
 import dagster as dg
 from pydantic import Field
 
+from crm_pipeline.analytics.scoring import Minimums
 from crm_pipeline.core.classify import parse_day
 
 
 class AnalysisSettings(dg.ConfigurableResource):
-    """The day scores are computed as of, and the CLV horizon and discount rate."""
+    """The day scores are computed as of, the CLV horizon and discount rate, and the holdout."""
 
     as_of: str = Field(
         default="", description="Day (YYYY-MM-DD) to score as of; empty: the last day with orders."
     )
     clv_months: int = Field(default=12, description="CLV horizon in months.")
     discount_rate: float = Field(default=0.10, description="Yearly discount rate of the CLV.")
+    holdout_days: int = Field(
+        default=90,
+        gt=0,
+        description="Days before the as-of day held out to check BG/NBD's predictions.",
+    )
+
+    min_buyers_to_fit: int = Field(
+        default=50, ge=1, description="Fewer buyers than this: the CLV models are not fitted."
+    )
+    min_repeat_buyers_to_fit: int = Field(
+        default=20,
+        ge=1,
+        description="Fewer repeat buyers than this: the CLV models are not fitted.",
+    )
+
+    def minimums(self) -> Minimums:
+        return Minimums(self.min_buyers_to_fit, self.min_repeat_buyers_to_fit)
 
     def as_of_date(self) -> date | None:
         """The configured as-of day, or None for the last day with orders."""
