@@ -13,6 +13,7 @@ import duckdb
 from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.landing import shop_url_for
+from crm_pipeline.mining.settings import MiningSettings
 
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
 DEFAULT_LANDING_DIR = "data/landing"
@@ -83,6 +84,7 @@ def resources_from_env(resolve: bool = False) -> dict[str, dg.ConfigurableResour
         "warehouse": WarehouseResource(path=setting("CRM_WAREHOUSE")),
         "core_rules": CoreRules(),
         "analysis": AnalysisSettings(),
+        "mining": MiningSettings(),
         "landing_zone": LandingZoneResource(
             root=setting("CRM_LANDING_DIR"), shop_url=setting("CRM_SHOP_URL")
         ),

@@ -10,6 +10,7 @@ import pytest
 from crm_pipeline import landing
 from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.core.classify import CoreRules
+from crm_pipeline.mining.settings import MiningSettings
 from crm_pipeline.resources import LandingZoneResource, WarehouseResource
 from crm_pipeline_tests import landing_builder
 
@@ -27,4 +28,5 @@ def bind(
         "landing_zone": LandingZoneResource(root=str(zone), shop_url=landing.shop_url_for(zone)),
         "core_rules": rules or CoreRules(),
         "analysis": AnalysisSettings(),
+        "mining": MiningSettings(),
     }

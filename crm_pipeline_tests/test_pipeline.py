@@ -19,6 +19,7 @@ from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.crosswalk import pairwise_scores
 from crm_pipeline.definitions import defs
 from crm_pipeline.generate import generate
+from crm_pipeline.mining.settings import MiningSettings
 from crm_pipeline.resources import LandingZoneResource, WarehouseResource
 from crm_pipeline.run import landing_days, materialize_all
 
@@ -50,6 +51,7 @@ def run(tmp_path_factory: pytest.TempPathFactory):
             "landing_zone": zone,
             "core_rules": CoreRules(),
             "analysis": AnalysisSettings(),
+            "mining": MiningSettings(),
         },
     )
     result = materialize_all(test_defs, dg.DagsterInstance.ephemeral(), days[0], days[-1])
@@ -258,6 +260,7 @@ def _analytics_as_of(warehouse: Path, day: date) -> dict[str, list]:
         resources={
             "warehouse": WarehouseResource(path=str(warehouse)),
             "core_rules": CoreRules(),
+            "mining": MiningSettings(),
             # Few enough customers that the models are fitted on this small zone.
             "analysis": AnalysisSettings(
                 as_of=day.isoformat(),

@@ -6,8 +6,6 @@ table has a blocking contract check: its pandera model and one row per grain.
 """
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -19,12 +17,7 @@ from crm_pipeline.analytics.features import customer_features, purchase_days_bet
 from crm_pipeline.analytics.needs import ipa, need_scores
 from crm_pipeline.analytics.schemas import ANALYTICS_MODELS
 from crm_pipeline.analytics.scoring import ModelRun, holdout_run, score_customers
-from crm_pipeline.analytics.settings import AnalysisSettings
-from crm_pipeline.contracts import validate_query
-from crm_pipeline.core.classify import CoreRules
-from crm_pipeline.core.schemas import column_types
-from crm_pipeline.reporting import schema_of, table_metadata
-from crm_pipeline.resources import WAREHOUSE_POOL, WarehouseResource
+from crm_pipeline.marts import Built, Settings, mart_assets
 
 UNTIL = "< CAST($end AS DATE) + INTERVAL 1 DAY"
 MODEL_RUNS_DDL = """
@@ -34,16 +27,6 @@ CREATE TABLE IF NOT EXISTS analytics.model_runs (
     data_from TIMESTAMP, data_to TIMESTAMP, note VARCHAR, metrics VARCHAR
 )
 """
-
-
-def as_of_day(conn: duckdb.DuckDBPyConnection, analysis: AnalysisSettings) -> date:
-    """The configured day, or the last day with orders (today when there are none)."""
-    return (
-        analysis.as_of_date()
-        or conn.execute(
-            "SELECT coalesce(CAST(max(ordered_at) AS DATE), current_date) FROM core.order_lines"
-        ).fetchall()[0][0]
-    )
 
 
 def record_runs(
@@ -88,79 +71,6 @@ def record_runs(
     return log
 
 
-@dataclass(frozen=True)
-class Built:
-    """What a builder tells the operator beyond the standard metadata."""
-
-    metadata: dict
-    message: str
-
-
-Builder = Callable[[duckdb.DuckDBPyConnection, date, AnalysisSettings, CoreRules], Built]
-
-
-def analytics_asset(
-    name: str, grain: list[str], deps: list[dg.AssetKey], build: Builder
-) -> dg.AssetsDefinition:
-    """An asset for analytics.<name>: `build` writes the table as of the day; the asset then
-    checks it against its contract and its grain, and reports it."""
-    key = dg.AssetKey(["analytics", name])
-    contract = ANALYTICS_MODELS[name]
-
-    @dg.asset(
-        key=key,
-        group_name="analytics",
-        description=contract.__doc__,
-        deps=deps,
-        pool=WAREHOUSE_POOL,
-        kinds={"duckdb", "python"},
-        tags={"layer": "analytics"},
-        metadata={"dagster/column_schema": schema_of(contract, column_types(contract))},
-        check_specs=[
-            dg.AssetCheckSpec(
-                "contract",
-                asset=key,
-                blocking=True,
-                description=f"The pandera contract, and one row per {', '.join(grain)}.",
-            )
-        ],
-    )
-    def _analytics(
-        context: dg.AssetExecutionContext,
-        warehouse: WarehouseResource,
-        analysis: AnalysisSettings,
-        core_rules: CoreRules,
-    ) -> dg.MaterializeResult:
-        table = f"analytics.{name}"
-        with warehouse.connect() as conn:
-            conn.execute("CREATE SCHEMA IF NOT EXISTS analytics")
-            day = as_of_day(conn, analysis)
-            built = build(conn, day, analysis, core_rules)
-            outcome = validate_query(conn, f"SELECT * FROM {table}", [], contract)
-            columns = ", ".join(grain)
-            repeats = conn.execute(
-                f"SELECT count(*) FROM (SELECT {columns} FROM {table} "
-                f"GROUP BY ALL HAVING count(*) > 1)"
-            ).fetchall()[0][0]
-            metadata = table_metadata(conn, table, contract)
-        metadata["as_of"] = dg.MetadataValue.text(day.isoformat())
-        context.log.info(f"{table}: {built.message} as of {day}")
-        return dg.MaterializeResult(
-            metadata=metadata | built.metadata,
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name="contract",
-                    passed=outcome.passed and repeats == 0,
-                    severity=dg.AssetCheckSeverity.ERROR,
-                    description=outcome.describe()
-                    + (f"\n{repeats} values of ({columns}) repeat" if repeats else ""),
-                )
-            ],
-        )
-
-    return _analytics
-
-
 def _core(*tables: str) -> list[dg.AssetKey]:
     return [dg.AssetKey(["core", t]) for t in tables]
 
@@ -168,9 +78,8 @@ def _core(*tables: str) -> list[dg.AssetKey]:
 SCORED = dg.AssetKey(["analytics", "scored_customers"])
 
 
-def build_scored_customers(
-    conn: duckdb.DuckDBPyConnection, day: date, analysis: AnalysisSettings, _: CoreRules
-) -> Built:
+def build_scored_customers(conn: duckdb.DuckDBPyConnection, day: date, settings: Settings) -> Built:
+    analysis = settings.analysis
     """Fit BG/NBD and Gamma-Gamma on every buyer up to the day, check BG/NBD on a holdout,
     score every customer first seen by then, and log the fits to analytics.model_runs."""
     end = {"end": day}
@@ -260,9 +169,7 @@ def _needs_answers(
     ).df()
 
 
-def build_need_ipa(
-    conn: duckdb.DuckDBPyConnection, day: date, _: AnalysisSettings, __: CoreRules
-) -> Built:
+def build_need_ipa(conn: duckdb.DuckDBPyConnection, day: date, _: Settings) -> Built:
     answers = _needs_answers(conn, day, segments=True)
     tables = [ipa(answers).assign(breakdown="overall", group_value="all")]
     for by in ("rfm_segment", "customer_type"):
@@ -282,9 +189,7 @@ def build_need_ipa(
     )
 
 
-def build_customer_needs(
-    conn: duckdb.DuckDBPyConnection, day: date, _: AnalysisSettings, __: CoreRules
-) -> Built:
+def build_customer_needs(conn: duckdb.DuckDBPyConnection, day: date, _: Settings) -> Built:
     answers = _needs_answers(conn, day).dropna(subset=["importance", "satisfaction"])
     frame = need_scores(answers)
     frame["as_of"] = pd.Timestamp(day)
@@ -298,9 +203,9 @@ def build_customer_needs(
 
 
 def build_satisfaction_summary(
-    conn: duckdb.DuckDBPyConnection, day: date, _: AnalysisSettings, rules: CoreRules
+    conn: duckdb.DuckDBPyConnection, day: date, settings: Settings
 ) -> Built:
-    breakdowns.customer_dimensions(conn, day, rules)
+    breakdowns.customer_dimensions(conn, day, settings.rules)
     breakdowns.satisfaction_summary(conn, day, "analytics.satisfaction_summary")
     overall = conn.execute(
         "SELECT * EXCLUDE (breakdown, group_value, as_of) FROM analytics.satisfaction_summary "
@@ -309,39 +214,44 @@ def build_satisfaction_summary(
     return Built({"overall": dg.MetadataValue.md(overall.to_markdown(index=False))}, "written")
 
 
-def build_unmet_needs(
-    conn: duckdb.DuckDBPyConnection, day: date, _: AnalysisSettings, __: CoreRules
-) -> Built:
+def build_unmet_needs(conn: duckdb.DuckDBPyConnection, day: date, _: Settings) -> Built:
     breakdowns.unmet_needs(conn, day, "analytics.unmet_needs")
     return Built({}, "written")
 
 
-analytics_assets = [
-    analytics_asset(
-        "scored_customers",
-        ["customer_key"],
-        _core("customers", "order_lines", "feedback", "inquiries"),
-        build_scored_customers,
-    ),
-    analytics_asset(
-        "need_ipa",
-        ["breakdown", "group_value", "dimension"],
-        [*_core("feedback_needs"), SCORED],
-        build_need_ipa,
-    ),
-    analytics_asset(
-        "customer_needs",
-        ["customer_key", "dimension"],
-        _core("feedback_needs"),
-        build_customer_needs,
-    ),
-    analytics_asset(
-        "satisfaction_summary",
-        ["breakdown", "group_value"],
-        [*_core("feedback", "inquiries", "order_lines"), SCORED],
-        build_satisfaction_summary,
-    ),
-    analytics_asset(
-        "unmet_needs", ["topic", "category"], _core("inquiries", "order_lines"), build_unmet_needs
-    ),
-]
+analytics_assets = mart_assets(
+    "analytics",
+    ANALYTICS_MODELS,
+    [
+        (
+            "scored_customers",
+            ["customer_key"],
+            _core("customers", "order_lines", "feedback", "inquiries"),
+            build_scored_customers,
+        ),
+        (
+            "need_ipa",
+            ["breakdown", "group_value", "dimension"],
+            [*_core("feedback_needs"), SCORED],
+            build_need_ipa,
+        ),
+        (
+            "customer_needs",
+            ["customer_key", "dimension"],
+            _core("feedback_needs"),
+            build_customer_needs,
+        ),
+        (
+            "satisfaction_summary",
+            ["breakdown", "group_value"],
+            [*_core("feedback", "inquiries", "order_lines"), SCORED],
+            build_satisfaction_summary,
+        ),
+        (
+            "unmet_needs",
+            ["topic", "category"],
+            _core("inquiries", "order_lines"),
+            build_unmet_needs,
+        ),
+    ],
+)

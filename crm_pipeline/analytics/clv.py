@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize
 from scipy.special import betaln, expit, gammaln, hyp2f1
@@ -73,6 +74,50 @@ def _customers(x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> tuple[FloatArray, 
     return x_, t_x_, T_
 
 
+@dataclass(frozen=True)
+class _Distinct:
+    """A column as its distinct values and, per row, which one it holds: a term that depends
+    on that column alone is computed once per distinct value and gathered (a million customers
+    have a few dozen repeat counts and a few hundred ages in days)."""
+
+    values: FloatArray
+    row: NDArray[np.intp]
+
+    @classmethod
+    def of(cls, column: FloatArray) -> _Distinct:
+        values, row = np.unique(column, return_inverse=True)
+        return cls(values, row.ravel())
+
+    def per_row(self, term: FloatArray) -> FloatArray:
+        return term[self.row]
+
+
+def _distinct_rows(*columns: FloatArray) -> tuple[FloatArray, NDArray[np.intp]]:
+    """The distinct rows of the columns side by side, and for each row which one it is
+    (np.unique(axis=0) does the same an order of magnitude slower)."""
+    frame = pd.DataFrame(dict(enumerate(columns)))
+    row = frame.groupby(list(frame.columns), sort=False).ngroup().to_numpy()
+    first = np.unique(row, return_index=True)[1]
+    return frame.to_numpy()[first], row
+
+
+def _bgnbd_terms(
+    r: float, alpha: float, a: float, b: float, x: _Distinct, t_x: _Distinct, T: _Distinct
+) -> FloatArray:
+    xs = x.values
+    common = gammaln(r + xs) - gammaln(r) + r * np.log(alpha) - betaln(a, b)
+    # The second term is the chance of dropping out right after the last purchase; it exists
+    # only for x > 0 (b + x - 1 would be negative for x = 0 and b < 1).
+    repeat = xs > 0
+    x1 = np.where(repeat, xs, 1.0)
+    rx, rx1 = x.per_row(r + xs), x.per_row(r + x1)
+    still_alive = x.per_row(betaln(a, b + xs)) - rx * T.per_row(np.log(alpha + T.values))
+    dropped = x.per_row(betaln(a + 1, b + x1 - 1)) - rx1 * t_x.per_row(np.log(alpha + t_x.values))
+    return x.per_row(common) + np.where(
+        x.per_row(repeat), np.logaddexp(still_alive, dropped), still_alive
+    )
+
+
 def bgnbd_log_likelihood(
     r: float, alpha: float, a: float, b: float, x: ArrayLike, t_x: ArrayLike, T: ArrayLike
 ) -> FloatArray:
@@ -83,18 +128,15 @@ def bgnbd_log_likelihood(
     summed in log space so that large x or T neither overflows nor underflows.
     """
     x, t_x, T = _customers(x, t_x, T)
-    common = gammaln(r + x) - gammaln(r) + r * np.log(alpha) - betaln(a, b)
-    still_alive = betaln(a, b + x) - (r + x) * np.log(alpha + T)
-    # The second term is the chance of dropping out right after the last purchase; it exists
-    # only for x > 0 (b + x - 1 would be negative for x = 0 and b < 1).
-    repeat = x > 0
-    x1 = np.where(repeat, x, 1.0)
-    dropped = betaln(a + 1, b + x1 - 1) - (r + x1) * np.log(alpha + t_x)
-    return common + np.where(repeat, np.logaddexp(still_alive, dropped), still_alive)
+    terms = _bgnbd_terms(r, alpha, a, b, *(_Distinct.of(v.ravel()) for v in (x, t_x, T)))
+    return terms.reshape(x.shape)
 
 
-def fit_bgnbd(x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> BgNbdFit:
-    """BG/NBD parameters maximising the summed log-likelihood of the customers."""
+def fit_bgnbd(
+    x: ArrayLike, t_x: ArrayLike, T: ArrayLike, start: BgNbdFit | None = None
+) -> BgNbdFit:
+    """BG/NBD parameters maximising the summed log-likelihood of the customers (from the
+    parameters of `start` when given, e.g. a fit on similar data; else from all ones)."""
     x, t_x, T = (v.ravel() for v in _customers(x, t_x, T))
     n = x.size
     if n == 0:
@@ -102,21 +144,24 @@ def fit_bgnbd(x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> BgNbdFit:
     # Customers with the same (x, t_x, T) add the same term: summing each distinct summary
     # once, weighted by how many customers share it, is the same likelihood at a fraction of
     # the cost (with purchase days as the clock, a million customers have far fewer summaries).
-    summaries, counts = np.unique(np.stack([x, t_x, T], axis=1), axis=0, return_counts=True)
-    x, t_x, T = summaries.T
-    weights = counts.astype(np.float64)
+    summaries, row = _distinct_rows(x, t_x, T)
+    columns = [_Distinct.of(c) for c in summaries.T]
+    weights = np.bincount(row).astype(np.float64)
 
     def objective(log_params: FloatArray) -> float:
-        value = -(bgnbd_log_likelihood(*np.exp(log_params), x, t_x, T) @ weights) / n
+        value = -(_bgnbd_terms(*np.exp(log_params), *columns) @ weights) / n
         return float(value) if np.isfinite(value) else np.inf
 
-    log_params, converged = _maximise(objective, 4)
+    initial = np.log([start.r, start.alpha, start.a, start.b]) if start else np.zeros(4)
+    log_params, converged = _maximise(objective, initial)
     r, alpha, a, b = (float(v) for v in np.exp(log_params))
-    total = float(bgnbd_log_likelihood(r, alpha, a, b, x, t_x, T) @ weights)
+    total = float(_bgnbd_terms(r, alpha, a, b, *columns) @ weights)
     return BgNbdFit(r, alpha, a, b, total, n, converged)
 
 
-def _maximise(objective: Callable[[FloatArray], float], size: int) -> tuple[FloatArray, bool]:
+def _maximise(
+    objective: Callable[[FloatArray], float], initial: FloatArray
+) -> tuple[FloatArray, bool]:
     # L-BFGS-B on finite differences does the work; a Nelder-Mead pass from its answer guards
     # against an early stop in a line search on a flat surface (Gamma-Gamma's q and gamma trade
     # off closely). On CDNOW it moves the estimates only in the fifth significant digit.
@@ -124,7 +169,7 @@ def _maximise(objective: Callable[[FloatArray], float], size: int) -> tuple[Floa
     # rejected by the optimiser, so their floating-point warnings are noise.
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         first = minimize(
-            objective, np.zeros(size), method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-10}
+            objective, initial, method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-10}
         )
         polish = minimize(
             objective,
@@ -260,6 +305,34 @@ def _spenders(x: ArrayLike, m_x: ArrayLike) -> tuple[FloatArray, FloatArray]:
     return x_, m_
 
 
+@dataclass(frozen=True)
+class _Spend:
+    """Repeat customers' (x, m_x) with the parts of the Gamma-Gamma density that do not depend
+    on the parameters computed once."""
+
+    x: _Distinct
+    log_m: FloatArray
+    x_log_m: FloatArray
+    spent: FloatArray  # x m_x
+
+    @classmethod
+    def of(cls, x: FloatArray, m_x: FloatArray) -> _Spend:
+        log_m = np.log(m_x)
+        return cls(_Distinct.of(x), log_m, x * log_m, x * m_x)
+
+
+def _gamma_gamma_terms(p: float, q: float, gamma: float, spend: _Spend) -> FloatArray:
+    xs = spend.x.values
+    px = p * xs
+    per_x = gammaln(px + q) - gammaln(px) - gammaln(q) + q * np.log(gamma) + px * np.log(xs)
+    return (
+        spend.x.per_row(per_x)
+        + p * spend.x_log_m
+        - spend.log_m
+        - spend.x.per_row(px + q) * np.log(gamma + spend.spent)
+    )
+
+
 def gamma_gamma_log_likelihood(
     p: float, q: float, gamma: float, x: ArrayLike, m_x: ArrayLike
 ) -> FloatArray:
@@ -268,16 +341,7 @@ def gamma_gamma_log_likelihood(
     f(m_x | x) = G(px+q) / (G(px) G(q)) * gamma^q m_x^(px-1) x^(px) / (gamma + x m_x)^(px+q).
     """
     x, m_x = _spenders(x, m_x)
-    px = p * x
-    return (
-        gammaln(px + q)
-        - gammaln(px)
-        - gammaln(q)
-        + q * np.log(gamma)
-        + (px - 1) * np.log(m_x)
-        + px * np.log(x)
-        - (px + q) * np.log(gamma + x * m_x)
-    )
+    return _gamma_gamma_terms(p, q, gamma, _Spend.of(x.ravel(), m_x.ravel())).reshape(x.shape)
 
 
 def fit_gamma_gamma(x: ArrayLike, m_x: ArrayLike) -> GammaGammaFit:
@@ -286,14 +350,15 @@ def fit_gamma_gamma(x: ArrayLike, m_x: ArrayLike) -> GammaGammaFit:
     n = x.size
     if n == 0:
         raise ValueError("fit_gamma_gamma needs at least one repeat customer; got empty arrays")
+    spend = _Spend.of(x, m_x)
 
     def objective(log_params: FloatArray) -> float:
-        value = -gamma_gamma_log_likelihood(*np.exp(log_params), x, m_x).sum() / n
+        value = -_gamma_gamma_terms(*np.exp(log_params), spend).sum() / n
         return float(value) if np.isfinite(value) else np.inf
 
-    log_params, converged = _maximise(objective, 3)
+    log_params, converged = _maximise(objective, np.zeros(3))
     p, q, gamma = (float(v) for v in np.exp(log_params))
-    total = float(gamma_gamma_log_likelihood(p, q, gamma, x, m_x).sum())
+    total = float(_gamma_gamma_terms(p, q, gamma, spend).sum())
     return GammaGammaFit(p, q, gamma, total, n, converged)
 
 
@@ -341,7 +406,9 @@ def clv(
     x_, t_x_, T_ = _customers(x, t_x, T)
     value = expected_average_value(gg, x_, m_x)
     ends = np.arange(months + 1, dtype=np.float64) * periods_per_month
-    cumulative = np.stack([expected_purchases(bgnbd, end, x_, t_x_, T_) for end in ends])
+    # Purchases depend on (x, t_x, T) alone: each distinct summary is projected once.
+    summaries, row = _distinct_rows(x_.ravel(), t_x_.ravel(), T_.ravel())
+    cumulative = np.stack([expected_purchases(bgnbd, end, *summaries.T) for end in ends])
     per_month = np.diff(cumulative, axis=0)
     discount = (1 + discount_rate_yearly) ** (-np.arange(1, months + 1) / 12)
-    return np.tensordot(discount, per_month, axes=1) * value
+    return np.tensordot(discount, per_month, axes=1)[row].reshape(x_.shape) * value

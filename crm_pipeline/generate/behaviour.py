@@ -28,6 +28,9 @@ HOURS_STORE = np.array(
     [0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 5, 7, 9, 8, 8, 8, 9, 10, 9, 7, 5, 3, 0, 0], float
 )
 BASKET_EXTRA = np.array([1.4, 3.2, 2.0])  # mean extra lines by customer type
+# Chance a basket starts with a companion of the customer's previous purchase (a case after a
+# phone): what a customer bought says something about what they buy next, beyond popularity.
+FOLLOW_UP = 0.3
 
 
 @dataclass
@@ -131,7 +134,10 @@ class Shoppers:
         fav = np.where(rng.random(len(tx)) < 0.5, fav, -1)
         sku = draw_products(cat, rng, len(tx), fav)
         lead = pos == 0
-        sku[lead] = np.where(first >= 0, first, sku[lead])
+        previous = self.last_sku[person]
+        follow_up = cat.companions[np.maximum(previous, 0), rng.integers(0, 3, n)]
+        follow_up = np.where((previous >= 0) & (rng.random(n) < FOLLOW_UP), follow_up, -1)
+        sku[lead] = np.where(first >= 0, first, np.where(follow_up >= 0, follow_up, sku[lead]))
         anchor = sku[lead][tx]
         companion = cat.companions[anchor, rng.integers(0, 3, len(tx))]
         use = ~lead & (companion >= 0) & (rng.random(len(tx)) < 0.55)

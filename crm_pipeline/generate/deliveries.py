@@ -203,7 +203,13 @@ class Deliveries:
         broken: list[dx.DefectRow] = []
         latin_rows: tuple[int, ...] = ()
         if latin and self._due(latin, d, rows):
-            latin_rows = tuple(range(0, rows, max(1, rows // 3)))[:3]
+            # Rows that are not one of an exact duplicate pair, so the pair stays identical.
+            single = [
+                r
+                for r in range(rows)
+                if (r == 0 or ids[r] != ids[r - 1]) and (r + 1 == rows or ids[r] != ids[r + 1])
+            ]
+            latin_rows = tuple(single[:: max(1, len(single) // 3)])[:3]
             frame[text] = frame[text].copy()
             frame[text][list(latin_rows)] = LATIN_TEXT
             broken += [

@@ -1,0 +1,118 @@
+"""Mining assets (schema mining): association rules, next-best products and their holdout
+evaluation, as of the analysis day."""
+
+from datetime import date, timedelta
+
+import dagster as dg
+import duckdb
+
+from crm_pipeline.analytics.assets import record_runs
+from crm_pipeline.analytics.scoring import ModelRun
+from crm_pipeline.marts import Built, Settings, mart_assets
+from crm_pipeline.mining.recommend import evaluate, recommend
+from crm_pipeline.mining.rules import LEVELS, mine_rules
+from crm_pipeline.mining.schemas import MINING_MODELS
+
+RULES = dg.AssetKey(["mining", "association_rules"])
+ORDER_LINES = dg.AssetKey(["core", "order_lines"])
+
+
+def build_association_rules(
+    conn: duckdb.DuckDBPyConnection, day: date, settings: Settings
+) -> Built:
+    counts = {}
+    parts = []
+    for level in LEVELS:
+        table = f"{level}_rules"
+        baskets = mine_rules(conn, day, level, settings.mining, table)
+        counts[level] = conn.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+        parts.append(f"SELECT * FROM {table}")
+    conn.execute(
+        "CREATE OR REPLACE TABLE mining.association_rules AS "
+        f"SELECT *, CAST($day AS TIMESTAMP) AS as_of FROM ({' UNION ALL '.join(parts)})",
+        {"day": day},
+    )
+    for level in LEVELS:
+        conn.execute(f"DROP TABLE {level}_rules")
+    top = conn.execute(
+        "SELECT antecedent, consequent, round(confidence, 3) AS confidence, round(lift, 2) AS lift "
+        "FROM mining.association_rules WHERE level = 'product' ORDER BY lift DESC LIMIT 10"
+    ).df()
+    return Built(
+        {
+            "baskets": baskets,
+            "rules_by_level": dg.MetadataValue.json(counts),
+            "strongest_product_rules": dg.MetadataValue.md(top.to_markdown(index=False)),
+        },
+        f"{counts['product']} product and {counts['category']} category rules from {baskets} baskets",
+    )
+
+
+def _level(level: str) -> str:
+    return f"(SELECT * FROM mining.association_rules WHERE level = '{level}')"
+
+
+def build_recommendations(conn: duckdb.DuckDBPyConnection, day: date, settings: Settings) -> Built:
+    n = settings.mining.recommendations
+    recommend(conn, day, _level("product"), _level("category"), n, "mining.recommendations")
+    cutoff = day - timedelta(days=settings.mining.holdout_days)
+    first_day = conn.execute(
+        "SELECT CAST(min(ordered_at) AS DATE) FROM core.order_lines"
+    ).fetchall()[0][0]
+    figures = evaluate(
+        conn,
+        cutoff,
+        day,
+        lambda when, level, table: mine_rules(conn, when, level, settings.mining, table),
+        n,
+    )
+    mining = settings.mining
+    run = ModelRun(
+        "recommender_holdout",
+        "fitted" if figures["customers"] else "skipped",
+        {
+            "min_support": mining.min_support,
+            "min_baskets": mining.min_baskets,
+            "min_confidence": mining.min_confidence,
+            "min_lift": mining.min_lift,
+            "recommendations": n,
+        },
+        None,
+        figures["customers"],
+        0.0,
+        f"rules mined up to {cutoff}, scored on first purchases of a product up to {day}: "
+        f"hit rate at {n} {figures[f'hit_rate_at_{n}'] or 0:.3f} against "
+        f"{figures[f'baseline_hit_rate_at_{n}'] or 0:.3f} for the best sellers",
+        figures,
+    )
+    record_runs(conn, [(run, first_day, cutoff)], day)
+    levels = conn.execute(
+        "SELECT rule_level, count(*) FROM mining.recommendations GROUP BY 1"
+    ).fetchall()
+    return Built(
+        {
+            "holdout": dg.MetadataValue.json(figures),
+            "by_rule_level": dg.MetadataValue.json(dict(levels)),
+        },
+        f"{sum(c for _, c in levels)} recommendations; holdout {run.note}",
+    )
+
+
+mining_assets = mart_assets(
+    "mining",
+    MINING_MODELS,
+    [
+        (
+            "association_rules",
+            ["level", "antecedent", "consequent"],
+            [ORDER_LINES],
+            build_association_rules,
+        ),
+        (
+            "recommendations",
+            ["customer_key", "rank"],
+            [ORDER_LINES, dg.AssetKey(["core", "products"]), RULES],
+            build_recommendations,
+        ),
+    ],
+)

@@ -1,0 +1,102 @@
+"""Association rules over baskets, counted in DuckDB.
+
+A basket is one online order or one store receipt (refunded orders are not baskets). For two
+items A and C (products, or categories), over N baskets:
+
+    support(A -> C)    = baskets with A and C / N
+    confidence(A -> C) = baskets with A and C / baskets with A        = P(C | A)
+    lift(A -> C)       = confidence / support(C)                       (1: independent)
+    leverage(A -> C)   = support(A and C) - support(A) support(C)      (0: independent)
+    conviction(A -> C) = (1 - support(C)) / (1 - confidence)           (NULL when confidence = 1)
+
+Only items and pairs in at least max(min_baskets, min_support x N) baskets are counted (the
+Apriori bound: a pair is never more frequent than either item), and pairs are counted by a
+self-join on the basket id, so memory grows with distinct frequent pairs, never with a
+basket-by-item matrix.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import duckdb
+
+from crm_pipeline.mining.settings import MiningSettings
+
+LEVELS = {"product": "sku", "category": "category"}
+
+
+def baskets_sql(level: str) -> str:
+    """One row per basket and item up to the end of $as_of (parameter)."""
+    item = LEVELS[level]
+    return f"""
+        SELECT DISTINCT channel || ':' || order_id AS basket, {item} AS item
+        FROM core.order_lines
+        WHERE order_status <> 'refunded' AND {item} IS NOT NULL
+          AND ordered_at < CAST($as_of AS DATE) + INTERVAL 1 DAY
+    """
+
+
+def mine_rules(
+    conn: duckdb.DuckDBPyConnection,
+    as_of: date,
+    level: str,
+    settings: MiningSettings,
+    table: str,
+) -> int:
+    """Write the rules at `level` ('product' or 'category') from baskets up to `as_of` into
+    `table`; returns the number of baskets."""
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE rule_baskets AS {baskets_sql(level)}", {"as_of": as_of}
+    )
+    baskets = conn.execute("SELECT count(DISTINCT basket) FROM rule_baskets").fetchall()[0][0]
+    least = max(settings.min_baskets, settings.min_support * baskets)
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TABLE {table} AS
+        WITH items AS (
+            SELECT item, count(*) AS baskets FROM rule_baskets GROUP BY 1 HAVING count(*) >= $least
+        ), frequent AS (
+            SELECT basket, item FROM rule_baskets SEMI JOIN items USING (item)
+        ), pairs AS (
+            SELECT x.item AS a, y.item AS c, count(*) AS together
+            FROM frequent AS x JOIN frequent AS y ON x.basket = y.basket AND x.item < y.item
+            GROUP BY 1, 2
+            HAVING count(*) >= $least
+        ), directed AS (
+            SELECT a AS antecedent, c AS consequent, together FROM pairs
+            UNION ALL
+            SELECT c, a, together FROM pairs
+        ), measured AS (
+            SELECT d.antecedent, d.consequent, d.together AS baskets,
+                   d.together / $n AS support,
+                   ia.baskets / $n AS antecedent_support,
+                   ic.baskets / $n AS consequent_support,
+                   d.together / ia.baskets AS confidence
+            FROM directed AS d
+            JOIN items AS ia ON ia.item = d.antecedent
+            JOIN items AS ic ON ic.item = d.consequent
+        )
+        SELECT $level AS level, antecedent, consequent, baskets, support,
+               antecedent_support, consequent_support, confidence,
+               confidence / consequent_support AS lift,
+               support - antecedent_support * consequent_support AS leverage,
+               CASE WHEN confidence < 1 THEN (1 - consequent_support) / (1 - confidence) END
+                   AS conviction,
+               row_number() OVER (
+                   PARTITION BY antecedent ORDER BY confidence DESC, lift DESC, consequent
+               ) AS antecedent_rank
+        FROM measured
+        WHERE confidence >= $min_confidence AND confidence / consequent_support >= $min_lift
+        ORDER BY antecedent, antecedent_rank
+        """,
+        {
+            "least": least,
+            "n": float(max(baskets, 1)),
+            "level": level,
+            "min_confidence": settings.min_confidence,
+            "min_lift": settings.min_lift,
+        },
+    )
+    conn.execute("DROP TABLE rule_baskets")
+    return baskets

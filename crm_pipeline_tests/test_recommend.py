@@ -1,0 +1,144 @@
+"""Next-best products from rules, and the holdout evaluation against the popularity baseline."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import duckdb
+import pytest
+
+from crm_pipeline.mining.recommend import evaluate, recommend
+from crm_pipeline.mining.rules import mine_rules
+from crm_pipeline.mining.settings import MiningSettings
+from crm_pipeline_tests.mining_builder import order_lines
+
+SETTINGS = MiningSettings(min_support=0.01, min_baskets=2, min_confidence=0.1, min_lift=1.0)
+CUTOFF, END = date(2025, 3, 31), date(2025, 4, 30)
+
+
+def _history() -> list[tuple[str, str, list[str]]]:
+    """Before the cut-off (110 baskets, 170 lines): milk is in most baskets; bread goes with
+    cake; B customers buy bread and buns, S customers milk. After it, B customers buy cake and
+    S customers eggs with butter, a product never sold before."""
+    baskets = []
+    for i in range(40):
+        baskets.append((f"M{i}", "2025-02-01", ["milk"]))
+        baskets.append((f"M{i}", "2025-02-08", ["milk", "eggs"] if i % 2 else ["milk", "cheese"]))
+    for i in range(10):
+        baskets.append((f"C{i}", "2025-03-01", ["bread", "cake"]))
+        baskets.append((f"B{i}", "2025-03-02", ["bread", "bun"]))
+        baskets.append((f"S{i}", "2025-03-04", ["milk"]))
+        baskets.append((f"B{i}", "2025-04-10", ["cake"]))
+        baskets.append((f"S{i}", "2025-04-11", ["eggs", "butter"]))
+    return baskets
+
+
+DAIRY = {sku: "dairy" for sku in ("milk", "eggs", "cheese", "butter")}
+BAKERY = {sku: "bakery" for sku in ("bread", "bun", "cake")}
+
+
+@pytest.fixture
+def conn():
+    conn = duckdb.connect()
+    order_lines(conn, _history(), category=DAIRY | BAKERY)
+    yield conn
+    conn.close()
+
+
+def _mine(
+    conn: duckdb.DuckDBPyConnection, seen: list | None = None, settings: MiningSettings = SETTINGS
+):
+    def mine(day: date, level: str, table: str) -> int:
+        baskets = mine_rules(conn, day, level, settings, table)
+        if seen is not None:
+            seen.append((day, level, conn.execute(f"FROM {table}").fetchall()))
+        return baskets
+
+    return mine
+
+
+def _recommend(
+    conn: duckdb.DuckDBPyConnection, n: int, settings: MiningSettings = SETTINGS, **options
+) -> None:
+    mine = _mine(conn, settings=settings)
+    mine(CUTOFF, "product", "p_rules")
+    mine(CUTOFF, "category", "c_rules")
+    recommend(conn, CUTOFF, "p_rules", "c_rules", n, "recs", **options)
+
+
+def _of(conn: duckdb.DuckDBPyConnection, customer: str) -> list[tuple]:
+    return conn.execute(
+        "SELECT sku, score, rule_level, reason FROM recs WHERE customer_key = ? ORDER BY rank",
+        [customer],
+    ).fetchall()
+
+
+def test_scores_mix_what_everyone_buys_with_what_the_customers_categories_sell(conn) -> None:
+    _recommend(conn, 2)
+    # B0 buys only bakery (bread, bun). milk: half its share of all 170 lines; cake: half its
+    # share of all lines plus half its share of the 40 bakery lines.
+    (milk, milk_score, *_), (cake, cake_score, level, reason) = _of(conn, "B0")
+    assert (milk, cake) == ("milk", "cake")
+    assert milk_score == pytest.approx(0.5 * 90 / 170)
+    assert cake_score == pytest.approx(0.5 * 10 / 170 + 0.5 * 10 / 40)
+    # The product rule bread -> cake (10 of the 20 bread baskets) justifies cake.
+    assert level == "product"
+    assert reason == "Bought BREAD; 50.0% of baskets with it also hold CAKE (lift 5.5)"
+    assert _of(conn, "B0")[0][2:] == ("popularity", "A best seller they have not bought")
+    # S0 bought milk; milk -> cheese and milk -> eggs (lift 1.2 each) justify the next two.
+    assert [(sku, level) for sku, _, level, _ in _of(conn, "S0")] == [
+        ("cheese", "product"),
+        ("eggs", "product"),
+    ]
+
+
+def test_without_a_rule_the_customers_own_category_is_the_reason(conn) -> None:
+    _recommend(conn, 2, MiningSettings(min_support=0.01, min_baskets=2, min_lift=1.5))
+    # At lift 1.5 the milk rules are gone: S0 buys only dairy, where cheese and eggs sell
+    # best after milk (ties go by SKU).
+    assert [(sku, level) for sku, _, level, _ in _of(conn, "S0")] == [
+        ("cheese", "affinity"),
+        ("eggs", "affinity"),
+    ]
+    assert _of(conn, "S0")[0][3] == (
+        "100% of their purchases are dairy, and CHEESE is among its best sellers"
+    )
+
+
+def test_recommendations_never_repeat_a_purchase_and_rank_one_to_n(conn) -> None:
+    _recommend(conn, 3)
+    assert (
+        conn.execute(
+            "SELECT count(*) FROM recs JOIN core.order_lines USING (customer_key, sku) "
+            "WHERE ordered_at < DATE '2025-04-01'"
+        ).fetchall()[0][0]
+        == 0
+    )
+    assert conn.execute(
+        "SELECT count(DISTINCT customer_key), bool_and(ranks = [1, 2, 3]) FROM ("
+        "SELECT customer_key, list(rank ORDER BY rank) AS ranks FROM recs GROUP BY 1)"
+    ).fetchall()[0] == (70, True)
+
+
+def test_the_baseline_is_the_best_sellers_not_yet_bought(conn) -> None:
+    _recommend(conn, 2, popularity_only=True)
+    # M0 bought milk and cheese; eggs and bread sell 20 lines each (ties go by SKU).
+    assert [(sku, level) for sku, _, level, _ in _of(conn, "M0")] == [
+        ("bread", "popularity"),
+        ("eggs", "popularity"),
+    ]
+
+
+def test_the_holdout_recommender_beats_popularity_and_sees_nothing_after_the_cutoff(conn) -> None:
+    seen: list = []
+    figures = evaluate(conn, CUTOFF, END, _mine(conn, seen), 2)
+    # B customers bought cake (1 new product), S customers eggs and butter (2).
+    assert (figures["customers"], figures["new_products_bought"]) == (20, 30)
+    assert figures["hit_rate_at_2"] == 1.0
+    assert figures["recall_at_2"] == pytest.approx((10 * 1 + 10 * 0.5) / 20)
+    # The best sellers after milk (bread, cheese; eggs ties with them) miss every purchase.
+    assert figures["baseline_hit_rate_at_2"] == 0.0
+    assert figures["baseline_recall_at_2"] == 0.0
+    assert [(day, level) for day, level, _ in seen] == [(CUTOFF, "product"), (CUTOFF, "category")]
+    # Butter was first sold after the cut-off: no rule knows it.
+    assert not any("butter" in rule[1:3] for _, _, rules in seen for rule in rules)

@@ -1,0 +1,113 @@
+"""Association rules against a brute-force count on hand-made baskets."""
+
+from __future__ import annotations
+
+from datetime import date
+from itertools import permutations
+
+import duckdb
+import pytest
+
+from crm_pipeline.mining.rules import mine_rules
+from crm_pipeline.mining.settings import MiningSettings
+from crm_pipeline_tests.mining_builder import order_lines
+
+BASKETS = [
+    ["bread", "butter", "milk"],
+    ["bread", "butter"],
+    ["bread", "milk"],
+    ["bread", "butter", "jam"],
+    ["milk", "cereal"],
+    ["milk", "cereal", "bread"],
+    ["jam"],
+    ["bread", "butter", "milk", "jam"],
+]
+ALL = MiningSettings(min_support=1e-9, min_baskets=1, min_confidence=0, min_lift=0)
+
+
+def brute_force(baskets: list[list[str]]) -> dict[tuple[str, str], dict[str, float]]:
+    n = len(baskets)
+    sets = [set(b) for b in baskets]
+
+    def share(*items: str) -> float:
+        return sum(all(i in s for i in items) for s in sets) / n
+
+    items = sorted(set().union(*sets))
+    out = {}
+    for a, c in permutations(items, 2):
+        if share(a, c) == 0:
+            continue
+        confidence = share(a, c) / share(a)
+        out[(a, c)] = {
+            "support": share(a, c),
+            "confidence": confidence,
+            "lift": confidence / share(c),
+            "leverage": share(a, c) - share(a) * share(c),
+            "conviction": (1 - share(c)) / (1 - confidence) if confidence < 1 else None,
+        }
+    return out
+
+
+@pytest.fixture
+def conn():
+    conn = duckdb.connect()
+    order_lines(conn, [(f"C{i}", "2025-03-01", b) for i, b in enumerate(BASKETS)])
+    yield conn
+    conn.close()
+
+
+def _rules(conn: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], dict[str, float]]:
+    frame = conn.execute("FROM rules").df()
+    return {
+        (r.antecedent, r.consequent): {
+            "support": r.support,
+            "confidence": r.confidence,
+            "lift": r.lift,
+            "leverage": r.leverage,
+            "conviction": None if r.conviction != r.conviction else r.conviction,
+        }
+        for r in frame.itertuples()
+    }
+
+
+def _assert_matches(got: dict, expected: dict) -> None:
+    assert set(got) == set(expected)
+    for pair, metrics in expected.items():
+        for name, value in metrics.items():
+            assert got[pair][name] == pytest.approx(value), (pair, name)
+
+
+def test_every_rule_metric_matches_a_brute_force_count(conn) -> None:
+    assert mine_rules(conn, date(2025, 3, 1), "product", ALL, "rules") == len(BASKETS)
+    got = _rules(conn)
+    _assert_matches(got, brute_force(BASKETS))
+    # butter is only ever bought with bread: confidence 1, conviction infinite (NULL).
+    assert got[("butter", "bread")]["confidence"] == 1
+    assert got[("butter", "bread")]["conviction"] is None
+
+
+def test_thresholds_keep_only_rules_that_clear_them(conn) -> None:
+    strict = MiningSettings(min_support=0.25, min_baskets=1, min_confidence=0.6, min_lift=1.0)
+    mine_rules(conn, date(2025, 3, 1), "product", strict, "rules")
+    expected = {
+        pair
+        for pair, m in brute_force(BASKETS).items()
+        if m["support"] >= 0.25 and m["confidence"] >= 0.6 and m["lift"] >= 1.0
+    }
+    assert set(_rules(conn)) == expected and expected
+
+
+def test_category_rules_count_a_basket_once_per_category(conn) -> None:
+    mine_rules(conn, date(2025, 3, 1), "category", ALL, "rules")
+    # bread and butter are both category b: a basket holding both counts once for b.
+    baskets = [sorted({sku[0] for sku in b}) for b in BASKETS]
+    _assert_matches(_rules(conn), brute_force(baskets))
+
+
+def test_baskets_after_the_day_are_not_counted(conn) -> None:
+    conn.execute(
+        "INSERT INTO core.order_lines SELECT * REPLACE (ordered_at + INTERVAL 1 DAY AS ordered_at, "
+        "order_id || 'late' AS order_id) FROM core.order_lines"
+    )
+    assert mine_rules(conn, date(2025, 3, 1), "product", ALL, "rules") == len(BASKETS)
+    assert _rules(conn)[("butter", "bread")]["support"] == pytest.approx(4 / 8)
