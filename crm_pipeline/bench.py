@@ -19,7 +19,7 @@ from crm_pipeline import landing
 from crm_pipeline.core.crosswalk import pairwise_scores
 
 # Layers in the order they run; each is timed as one `materialize --select group:<layer>` run.
-LAYERS = ("raw", "staging", "core", "analytics")
+LAYERS = ("raw", "staging", "core", "analytics", "mining")
 
 
 def _timed(command: list[str], env: dict[str, str]) -> dict:

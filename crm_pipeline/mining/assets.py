@@ -9,6 +9,7 @@ import duckdb
 from crm_pipeline.analytics.assets import record_runs
 from crm_pipeline.analytics.scoring import ModelRun
 from crm_pipeline.marts import Built, Settings, mart_assets
+from crm_pipeline.mining import efficiency
 from crm_pipeline.mining.recommend import evaluate, recommend
 from crm_pipeline.mining.rules import LEVELS, mine_rules
 from crm_pipeline.mining.schemas import MINING_MODELS
@@ -98,6 +99,32 @@ def build_recommendations(conn: duckdb.DuckDBPyConnection, day: date, settings: 
     )
 
 
+def build_sales_efficiency(conn: duckdb.DuckDBPyConnection, day: date, _: Settings) -> Built:
+    efficiency.sales_efficiency(conn, day, "mining.sales_efficiency")
+    overall = conn.execute(
+        "SELECT * EXCLUDE (as_of) FROM mining.sales_efficiency "
+        "WHERE breakdown IN ('overall', 'channel')"
+    ).df()
+    return Built(
+        {"overall_and_channels": dg.MetadataValue.md(overall.to_markdown(index=False))}, "written"
+    )
+
+
+def build_cohort_retention(conn: duckdb.DuckDBPyConnection, day: date, _: Settings) -> Built:
+    efficiency.cohort_retention(conn, day, "mining.cohort_retention")
+    return Built({}, "written")
+
+
+def build_inquiry_conversion(
+    conn: duckdb.DuckDBPyConnection, day: date, settings: Settings
+) -> Built:
+    days = settings.mining.conversion_days
+    efficiency.inquiry_conversion(conn, day, days, "mining.inquiry_conversion")
+    return Built({}, f"written ({days}-day window)")
+
+
+INQUIRIES = dg.AssetKey(["core", "inquiries"])
+
 mining_assets = mart_assets(
     "mining",
     MINING_MODELS,
@@ -113,6 +140,24 @@ mining_assets = mart_assets(
             ["customer_key", "rank"],
             [ORDER_LINES, dg.AssetKey(["core", "products"]), RULES],
             build_recommendations,
+        ),
+        (
+            "sales_efficiency",
+            ["breakdown", "group_value"],
+            [ORDER_LINES, INQUIRIES],
+            build_sales_efficiency,
+        ),
+        (
+            "cohort_retention",
+            ["cohort_month", "months_since"],
+            [ORDER_LINES],
+            build_cohort_retention,
+        ),
+        (
+            "inquiry_conversion",
+            ["topic", "channel"],
+            [ORDER_LINES, INQUIRIES],
+            build_inquiry_conversion,
         ),
     ],
 )

@@ -81,7 +81,76 @@ class Recommendations(CoreModel):
     as_of: Series[pd.Timestamp] = _as_of()
 
 
+class SalesEfficiency(CoreModel):
+    """Where selling works: one row per breakdown and group, from sales up to the day (not
+    refunded; net of discounts and refunds). Inquiry figures only where an inquiry has a place
+    (overall, the category of the product it names, its month)."""
+
+    breakdown: Series[str] = field(
+        "overall, channel, store, category or month.",
+        nullable=False,
+        isin=["overall", "channel", "store", "category", "month"],
+    )
+    group_value: Series[str] = field(
+        "The group: 'all', online or store, a store id ('(online)' for online sales), a "
+        "category, or 'YYYY-MM'.",
+        nullable=False,
+    )
+    revenue: Series[float] = field("Net revenue.", nullable=False)
+    orders: Series[int] = field("Online orders and store receipts.", nullable=False, ge=0)
+    average_order_value: Series[float] = field("revenue / orders.")
+    units: Series[float] = field("Units sold.", ge=0)
+    margin: Series[float] = field("Net revenue - cost, where the cost is known.")
+    margin_rate: Series[float] = field("margin / revenue of the lines with a known cost.")
+    customers: Series[int] = field("Distinct known customers.", nullable=False, ge=0)
+    repeat_purchase_rate: Series[float] = field(
+        "% of the group's customers with two or more orders in it.", ge=0, le=100
+    )
+    inquiries: Series[float] = field("Helpdesk inquiries in the group.", ge=0)
+    median_first_response_hours: Series[float] = field("Median hours to first response.", ge=0)
+    median_resolution_hours: Series[float] = field("Median hours to close.", ge=0)
+    revenue_per_inquiry: Series[float] = field("revenue / inquiries.")
+    as_of: Series[pd.Timestamp] = _as_of()
+
+
+class CohortRetention(CoreModel):
+    """Monthly cohort retention: one row per first-purchase month and months since it."""
+
+    cohort_month: Series[str] = field("Month of the first purchase, YYYY-MM.", nullable=False)
+    months_since: Series[int] = field("Months after the cohort month.", nullable=False, ge=0)
+    cohort_customers: Series[int] = field("Customers in the cohort.", nullable=False, ge=1)
+    active_customers: Series[int] = field(
+        "Of them, customers who bought in that month.", nullable=False, ge=0
+    )
+    retention: Series[float] = field("active / cohort customers, %.", nullable=False, ge=0, le=100)
+    as_of: Series[pd.Timestamp] = _as_of()
+
+
+class InquiryConversion(CoreModel):
+    """Inquiry-to-order conversion: one row per topic and contact channel, over inquiries of
+    known customers whose window (window_days after opening) closed by the day. An inquiry
+    converts when the customer orders within the window, in the same category if it names a
+    product."""
+
+    topic: Series[str] = field("Inquiry topic.", nullable=False)
+    channel: Series[str] = field("Contact channel: chat, email, phone or web_form.", nullable=False)
+    inquiries: Series[int] = field("Inquiries counted.", nullable=False, ge=1)
+    converted: Series[int] = field("Followed by an order in the window.", nullable=False, ge=0)
+    conversion_rate: Series[float] = field(
+        "converted / inquiries, %.", nullable=False, ge=0, le=100
+    )
+    revenue: Series[float] = field("Net revenue of those orders in the window.", nullable=False)
+    revenue_per_inquiry: Series[float] = field("revenue / inquiries.", nullable=False)
+    median_first_response_hours: Series[float] = field("Median hours to first response.", ge=0)
+    median_resolution_hours: Series[float] = field("Median hours to close.", ge=0)
+    window_days: Series[int] = field("Days after opening an order counts.", nullable=False, ge=0)
+    as_of: Series[pd.Timestamp] = _as_of()
+
+
 MINING_MODELS = {
+    "sales_efficiency": SalesEfficiency,
+    "cohort_retention": CohortRetention,
+    "inquiry_conversion": InquiryConversion,
     "association_rules": AssociationRules,
     "recommendations": Recommendations,
 }

@@ -1,0 +1,167 @@
+"""Sales efficiency as of a day, in DuckDB: where selling works well or badly.
+
+Sales are the order lines up to the day that are not refunded; an order is an online order or a
+store receipt. Revenue is net of discounts and refunds; margin is summed where cost is known.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import duckdb
+
+SALES = """
+    SELECT * FROM core.order_lines
+    WHERE order_status <> 'refunded' AND ordered_at < CAST($as_of AS DATE) + INTERVAL 1 DAY
+"""
+INQUIRIES = """
+    SELECT * FROM core.inquiries WHERE opened_at < CAST($as_of AS DATE) + INTERVAL 1 DAY
+"""
+BREAKDOWNS = {
+    "overall": "'all'",
+    "channel": "channel",
+    "store": "coalesce(store_id, '(online)')",
+    "category": "coalesce(category, '(unknown)')",
+    "month": "strftime(ordered_at, '%Y-%m')",
+}
+# Inquiries are placed by the category of the product they name and by their month; they have
+# no sales channel or store.
+INQUIRY_BREAKDOWNS = {
+    "overall": "'all'",
+    "category": "coalesce(category, '(no product)')",
+    "month": "strftime(opened_at, '%Y-%m')",
+}
+
+
+def _unnest(breakdowns: dict[str, str]) -> str:
+    items = ", ".join(
+        f"struct_pack(breakdown := '{name}', group_value := {value})"
+        for name, value in breakdowns.items()
+    )
+    return f"unnest([{items}]) AS g"
+
+
+def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -> None:
+    """Write `table`: per breakdown (overall, channel, store, category, month) and group:
+    revenue, orders, average order value, units, margin and margin rate, customers and the
+    repeat-purchase rate (customers with two or more orders in the group), and for overall,
+    category and month the inquiries, their median first-response and resolution hours and
+    revenue per inquiry."""
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TABLE {table} AS
+        WITH placed AS (
+            SELECT g.breakdown, g.group_value, s.*
+            FROM (SELECT *, {_unnest(BREAKDOWNS)} FROM ({SALES})) AS s
+        ), sales AS (
+            SELECT breakdown, group_value,
+                   sum(net_amount) AS revenue,
+                   count(DISTINCT channel || ':' || order_id) AS orders,
+                   sum(quantity) AS units,
+                   sum(margin) AS margin,
+                   sum(net_amount) FILTER (WHERE margin IS NOT NULL) AS costed_revenue,
+                   count(DISTINCT customer_key) AS customers
+            FROM placed GROUP BY ALL
+        ), repeaters AS (
+            SELECT breakdown, group_value, count(*) FILTER (WHERE orders >= 2) AS repeaters
+            FROM (
+                SELECT breakdown, group_value, customer_key,
+                       count(DISTINCT channel || ':' || order_id) AS orders
+                FROM placed WHERE customer_key IS NOT NULL GROUP BY ALL
+            ) GROUP BY ALL
+        ), helpdesk AS (
+            SELECT g.breakdown, g.group_value, count(*) AS inquiries,
+                   median(first_response_hours) AS median_first_response_hours,
+                   median(resolution_hours) AS median_resolution_hours
+            FROM (SELECT *, {_unnest(INQUIRY_BREAKDOWNS)} FROM ({INQUIRIES}))
+            GROUP BY ALL
+        )
+        SELECT s.breakdown, s.group_value,
+               CAST(s.revenue AS DOUBLE) AS revenue, s.orders,
+               CAST(s.revenue AS DOUBLE) / s.orders AS average_order_value,
+               s.units, CAST(s.margin AS DOUBLE) AS margin,
+               CAST(s.margin / nullif(s.costed_revenue, 0) AS DOUBLE) AS margin_rate,
+               s.customers,
+               coalesce(r.repeaters, 0) * 100.0 / nullif(s.customers, 0) AS repeat_purchase_rate,
+               h.inquiries, h.median_first_response_hours, h.median_resolution_hours,
+               CAST(s.revenue AS DOUBLE) / h.inquiries AS revenue_per_inquiry,
+               CAST($as_of AS TIMESTAMP) AS as_of
+        FROM sales AS s
+        LEFT JOIN repeaters AS r USING (breakdown, group_value)
+        LEFT JOIN helpdesk AS h USING (breakdown, group_value)
+        ORDER BY s.breakdown, s.group_value
+        """,
+        {"as_of": as_of},
+    )
+
+
+def cohort_retention(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -> None:
+    """Write `table`: per first-purchase month (cohort) and months since, the cohort's size,
+    how many of it bought in that month, and that share (month 0 is 100%)."""
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TABLE {table} AS
+        WITH months AS (
+            SELECT DISTINCT customer_key, date_trunc('month', ordered_at) AS month
+            FROM ({SALES}) WHERE customer_key IS NOT NULL
+        ), cohorts AS (
+            SELECT customer_key, min(month) AS cohort FROM months GROUP BY 1
+        ), sizes AS (
+            SELECT cohort, count(*) AS cohort_customers FROM cohorts GROUP BY 1
+        )
+        SELECT strftime(c.cohort, '%Y-%m') AS cohort_month,
+               date_diff('month', c.cohort, m.month) AS months_since,
+               any_value(s.cohort_customers) AS cohort_customers,
+               count(*) AS active_customers,
+               count(*) * 100.0 / any_value(s.cohort_customers) AS retention,
+               CAST($as_of AS TIMESTAMP) AS as_of
+        FROM months AS m JOIN cohorts AS c USING (customer_key) JOIN sizes AS s USING (cohort)
+        GROUP BY ALL
+        ORDER BY cohort_month, months_since
+        """,
+        {"as_of": as_of},
+    )
+
+
+def inquiry_conversion(conn: duckdb.DuckDBPyConnection, as_of: date, days: int, table: str) -> None:
+    """Write `table`: per inquiry topic and contact channel, the inquiries of known customers,
+    how many were followed by an order of the customer within `days` days of opening (any
+    channel; in the same category when the inquiry names a product), the conversion rate, the
+    revenue of those orders in the window, revenue per inquiry and the median response times.
+    Only inquiries whose window has closed by the day count, so recent ones are not counted
+    as lost."""
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TABLE {table} AS
+        WITH asked AS (
+            SELECT * FROM ({INQUIRIES})
+            WHERE customer_key IS NOT NULL
+              AND opened_at + to_days(CAST($days AS INTEGER)) < CAST($as_of AS DATE) + INTERVAL 1 DAY
+        ), followed AS (
+            SELECT a.inquiry_id,
+                   count(DISTINCT l.channel || ':' || l.order_id) AS orders,
+                   sum(l.net_amount) AS revenue
+            FROM asked AS a
+            JOIN ({SALES}) AS l
+              ON l.customer_key = a.customer_key
+             AND l.ordered_at >= a.opened_at
+             AND l.ordered_at < a.opened_at + to_days(CAST($days AS INTEGER))
+             AND (a.category IS NULL OR l.category = a.category)
+            GROUP BY 1
+        )
+        SELECT a.topic, a.channel,
+               count(*) AS inquiries,
+               count(f.inquiry_id) AS converted,
+               count(f.inquiry_id) * 100.0 / count(*) AS conversion_rate,
+               coalesce(CAST(sum(f.revenue) AS DOUBLE), 0) AS revenue,
+               coalesce(CAST(sum(f.revenue) AS DOUBLE), 0) / count(*) AS revenue_per_inquiry,
+               median(a.first_response_hours) AS median_first_response_hours,
+               median(a.resolution_hours) AS median_resolution_hours,
+               CAST($days AS INTEGER) AS window_days,
+               CAST($as_of AS TIMESTAMP) AS as_of
+        FROM asked AS a LEFT JOIN followed AS f USING (inquiry_id)
+        GROUP BY ALL
+        ORDER BY a.topic, a.channel
+        """,
+        {"as_of": as_of, "days": days},
+    )
