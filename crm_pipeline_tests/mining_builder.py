@@ -14,7 +14,9 @@ CREATE OR REPLACE TABLE core.order_lines (
     quantity INTEGER, unit_price DECIMAL(12, 2), net_amount DECIMAL(14, 2),
     margin DECIMAL(14, 2)
 );
-CREATE OR REPLACE TABLE core.products (sku VARCHAR, name VARCHAR, category VARCHAR);
+CREATE OR REPLACE TABLE core.products (
+    sku VARCHAR, name VARCHAR, category VARCHAR, unit_price DECIMAL(12, 2)
+);
 """
 
 
@@ -51,5 +53,6 @@ def order_lines(
         "INSERT INTO core.order_lines VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
     )
     conn.execute(
-        "INSERT INTO core.products SELECT DISTINCT sku, upper(sku), category FROM core.order_lines"
+        "INSERT INTO core.products SELECT sku, upper(sku), any_value(category), any_value(unit_price) "
+        "FROM core.order_lines GROUP BY sku"
     )

@@ -10,6 +10,7 @@ from crm_pipeline.analytics.assets import record_runs
 from crm_pipeline.analytics.scoring import ModelRun
 from crm_pipeline.marts import Built, Settings, mart_assets
 from crm_pipeline.mining import efficiency
+from crm_pipeline.mining.opportunities import opportunities
 from crm_pipeline.mining.recommend import evaluate, recommend
 from crm_pipeline.mining.rules import LEVELS, mine_rules
 from crm_pipeline.mining.schemas import MINING_MODELS
@@ -123,6 +124,22 @@ def build_inquiry_conversion(
     return Built({}, f"written ({days}-day window)")
 
 
+def build_opportunities(conn: duckdb.DuckDBPyConnection, day: date, settings: Settings) -> Built:
+    opportunities(conn, day, settings.mining, "mining.opportunities")
+    top = conn.execute(
+        "SELECT type, target, category, round(estimated_value) AS value, reason "
+        "FROM mining.opportunities WHERE rank <= 3 ORDER BY type, rank"
+    ).df()
+    counts = conn.execute("SELECT type, count(*) FROM mining.opportunities GROUP BY 1").fetchall()
+    return Built(
+        {
+            "top_opportunities": dg.MetadataValue.md(top.to_markdown(index=False)),
+            "by_type": dg.MetadataValue.json(dict(counts)),
+        },
+        f"{sum(c for _, c in counts)} opportunities",
+    )
+
+
 INQUIRIES = dg.AssetKey(["core", "inquiries"])
 
 mining_assets = mart_assets(
@@ -146,6 +163,17 @@ mining_assets = mart_assets(
             ["breakdown", "group_value"],
             [ORDER_LINES, INQUIRIES],
             build_sales_efficiency,
+        ),
+        (
+            "opportunities",
+            ["type", "target", "category"],
+            [
+                ORDER_LINES,
+                dg.AssetKey(["core", "stores"]),
+                dg.AssetKey(["analytics", "scored_customers"]),
+                dg.AssetKey(["mining", "recommendations"]),
+            ],
+            build_opportunities,
         ),
         (
             "cohort_retention",

@@ -4,6 +4,7 @@ import pandas as pd
 from pandera.typing import Series
 
 from crm_pipeline.core.schemas import CoreModel, key_field
+from crm_pipeline.mining.opportunities import TYPES
 from crm_pipeline.mining.recommend import EVIDENCE
 from crm_pipeline.mining.rules import LEVELS
 from crm_pipeline.staging.schemas import field
@@ -147,7 +148,31 @@ class InquiryConversion(CoreModel):
     as_of: Series[pd.Timestamp] = _as_of()
 
 
+class Opportunities(CoreModel):
+    """Where revenue can grow, one ranked list: whitespace (a segment buying a category far
+    less than comparable segments), regional growth, win-back of valuable customers at risk,
+    cross-sell and upsell; each with an estimated yearly value and a plain reason."""
+
+    type: Series[str] = field(", ".join(TYPES) + ".", nullable=False, isin=list(TYPES))
+    target_kind: Series[str] = field(
+        "customer, segment (customer type / region), region or city.",
+        nullable=False,
+        isin=["customer", "segment", "region", "city"],
+    )
+    target: Series[str] = field(
+        "The customer key, the segment, the region or the city.", nullable=False
+    )
+    category: Series[str] = field("The product category it is about, if any.")
+    estimated_value: Series[float] = field(
+        "Estimated yearly revenue of acting on it (see the type's rule).", nullable=False, gt=0
+    )
+    reason: Series[str] = field("Why, in words a sales team can act on.", nullable=False)
+    rank: Series[int] = field("Rank within the type by value, 1 = largest.", nullable=False, ge=1)
+    as_of: Series[pd.Timestamp] = _as_of()
+
+
 MINING_MODELS = {
+    "opportunities": Opportunities,
     "sales_efficiency": SalesEfficiency,
     "cohort_retention": CohortRetention,
     "inquiry_conversion": InquiryConversion,

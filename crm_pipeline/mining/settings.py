@@ -42,6 +42,11 @@ class MiningSettings(dg.ConfigurableResource):
         description="A segment is whitespace for a category when its penetration is below this "
         "share of comparable segments' penetration.",
     )
+    min_segment_buyers: int = Field(
+        default=30,
+        ge=1,
+        description="Segments with fewer buyers in the last year are not judged for whitespace.",
+    )
     opportunities_per_type: int = Field(
         default=1000, ge=1, description="Ranked opportunities kept per type."
     )

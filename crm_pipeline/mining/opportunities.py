@@ -1,0 +1,189 @@
+"""Market opportunities as of a day, in DuckDB: one ranked list of where revenue can grow.
+
+Five kinds, each with an estimated yearly value and a reason in plain words:
+- whitespace: a segment (customer type x region) whose share of buyers of a category is below
+  `whitespace_ratio` of the same customer type everywhere; value = the missing buyers x what a
+  buyer of that category spent in the last 365 days. Segments with fewer than
+  `min_segment_buyers` buyers are left out (too small to tell);
+- regional_growth: a region or city whose revenue in the last 90 days beat the 90 before;
+  value = the quarterly gain x 4 (a year at the new pace);
+- win_back: a customer in the top monetary quintile with P(alive) below 0.5; value = what a year
+  of them was worth (spend per year of their buying life, at least one year);
+- cross_sell: a customer's best rule-backed recommendation; value = the rule's confidence x the
+  product's price;
+- upsell: a customer who bought in a category on 2+ days at a mean unit price below the
+  category's median price; value = (the category's upper-quartile price - theirs) x their units
+  in the category per year.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import duckdb
+
+from crm_pipeline.mining.settings import MiningSettings
+
+TYPES = ("whitespace", "regional_growth", "win_back", "cross_sell", "upsell")
+
+SALES = """
+    SELECT l.*, s.customer_type, s.region AS customer_region, s.city AS customer_city
+    FROM core.order_lines AS l
+    LEFT JOIN analytics.scored_customers AS s USING (customer_key)
+    WHERE l.order_status <> 'refunded' AND l.ordered_at < CAST($as_of AS DATE) + INTERVAL 1 DAY
+"""
+
+
+def _money(expression: str) -> str:
+    return f"format('{{:,.0f}}', {expression})"
+
+
+WHITESPACE = f"""
+    WITH year AS (
+        SELECT * REPLACE (coalesce(customer_region, '(no region)') AS customer_region)
+        FROM sales
+        WHERE ordered_at >= CAST($as_of AS DATE) - INTERVAL 364 DAY
+          AND customer_key IS NOT NULL AND customer_type IS NOT NULL
+    ), segments AS (
+        SELECT customer_type, customer_region AS region, count(DISTINCT customer_key) AS buyers
+        FROM year GROUP BY ALL
+    ), types AS (
+        SELECT customer_type, count(DISTINCT customer_key) AS buyers FROM year GROUP BY ALL
+    ), category_buyers AS (
+        SELECT customer_type, customer_region AS region, category,
+               count(DISTINCT customer_key) AS buyers, sum(net_amount) AS revenue
+        FROM year WHERE category IS NOT NULL GROUP BY ALL
+    ), by_type AS (
+        SELECT customer_type, category, sum(buyers) AS buyers, sum(revenue) AS revenue
+        FROM category_buyers GROUP BY ALL
+    ), matrix AS (
+        SELECT s.customer_type, s.region, t.category, s.buyers AS segment_buyers,
+               coalesce(c.buyers, 0) / s.buyers AS penetration,
+               t.buyers / ty.buyers AS expected,
+               t.revenue / t.buyers AS revenue_per_buyer
+        FROM segments AS s
+        JOIN by_type AS t USING (customer_type)
+        JOIN types AS ty USING (customer_type)
+        LEFT JOIN category_buyers AS c USING (customer_type, region, category)
+        WHERE s.buyers >= $min_segment_buyers
+    )
+    SELECT 'whitespace' AS type, 'segment' AS target_kind,
+           customer_type || ' / ' || region AS target, category,
+           CAST((expected - penetration) * segment_buyers * revenue_per_buyer AS DOUBLE)
+               AS estimated_value,
+           upper(customer_type[1]) || customer_type[2:] || ' customers in ' || region || ': '
+               || round(penetration * 100, 1) || '% buy ' || category || ' against '
+               || round(expected * 100, 1) || '% of ' || customer_type
+               || ' customers everywhere; '
+               || CAST(round((expected - penetration) * segment_buyers) AS INTEGER)
+               || ' more buyers at ' || {_money("revenue_per_buyer")} || ' a year each would bring '
+               || {_money("(expected - penetration) * segment_buyers * revenue_per_buyer")}
+               AS reason
+    FROM matrix
+    WHERE penetration < $whitespace_ratio * expected
+"""
+
+REGIONAL_GROWTH = f"""
+    WITH quarters AS (
+        SELECT kind, place,
+               sum(net_amount) FILTER (
+                   WHERE ordered_at >= CAST($as_of AS DATE) - INTERVAL 89 DAY) AS recent,
+               sum(net_amount) FILTER (
+                   WHERE ordered_at < CAST($as_of AS DATE) - INTERVAL 89 DAY
+                     AND ordered_at >= CAST($as_of AS DATE) - INTERVAL 179 DAY) AS before
+        FROM (
+            SELECT l.*, p.kind, p.place
+            FROM sales AS l
+            LEFT JOIN core.stores AS st USING (store_id),
+            LATERAL (SELECT unnest([
+                struct_pack(kind := 'region', place := coalesce(st.region, l.customer_region)),
+                struct_pack(kind := 'city', place := coalesce(st.city, l.customer_city))
+            ]) AS p) AS u(p)
+        ) WHERE place IS NOT NULL
+        GROUP BY ALL
+    )
+    SELECT 'regional_growth', kind, place, NULL,
+           CAST((recent - before) * 4 AS DOUBLE),
+           'Revenue in ' || place || ' grew ' || round((recent / before - 1) * 100, 1)
+               || '% (last 90 days ' || {_money("recent")} || ' against '
+               || {_money("before")} || ' in the 90 before); a year at this pace adds '
+               || {_money("(recent - before) * 4")}
+    FROM quarters
+    WHERE recent > before AND before > 0
+"""
+
+WIN_BACK = f"""
+    WITH spend AS (
+        SELECT customer_key, sum(net_amount) AS spent, count(DISTINCT order_id) AS orders,
+               min(ordered_at) AS first_at, max(ordered_at) AS last_at
+        FROM sales WHERE customer_key IS NOT NULL GROUP BY 1
+    )
+    SELECT 'win_back', 'customer', s.customer_key, NULL,
+           CAST(p.spent / greatest(date_diff('day', p.first_at, CAST($as_of AS DATE)) / 365.25, 1)
+                AS DOUBLE),
+           'Spent ' || {_money("p.spent")} || ' in ' || p.orders || ' orders; last purchase '
+               || date_diff('day', p.last_at, CAST($as_of AS DATE)) || ' days ago; P(alive) '
+               || round(s.p_alive, 2)
+    FROM analytics.scored_customers AS s JOIN spend AS p USING (customer_key)
+    WHERE s.m_score = 5 AND s.p_alive < 0.5
+"""
+
+CROSS_SELL = """
+    SELECT 'cross_sell', 'customer', r.customer_key, r.category,
+           CAST(r.confidence * p.unit_price AS DOUBLE), r.reason
+    FROM mining.recommendations AS r JOIN core.products AS p USING (sku)
+    WHERE r.rule_level IN ('product', 'category')
+    QUALIFY row_number() OVER (PARTITION BY r.customer_key ORDER BY r.rank) = 1
+"""
+
+UPSELL = f"""
+    WITH bought AS (
+        SELECT customer_key, category, count(DISTINCT CAST(ordered_at AS DATE)) AS days,
+               sum(quantity) AS units, sum(unit_price * quantity) / sum(quantity) AS price,
+               min(ordered_at) AS first_at
+        FROM sales WHERE customer_key IS NOT NULL AND category IS NOT NULL GROUP BY ALL
+    ), prices AS (
+        SELECT category, median(unit_price) AS median_price,
+               quantile_cont(unit_price, 0.75) AS upper_price
+        FROM sales WHERE category IS NOT NULL GROUP BY 1
+    )
+    SELECT 'upsell', 'customer', b.customer_key, b.category,
+           CAST((p.upper_price - b.price) * b.units
+                / greatest(date_diff('day', b.first_at, CAST($as_of AS DATE)) / 365.25, 1)
+                AS DOUBLE),
+           'Buys ' || b.category || ' often (' || b.days || ' days, ' || b.units || ' units) at '
+               || {_money("b.price")} || ' on average; the upper quarter of ' || b.category
+               || ' sales is at ' || {_money("p.upper_price")} || ' or more'
+    FROM bought AS b JOIN prices AS p USING (category)
+    WHERE b.days >= 2 AND b.price < p.median_price
+"""
+
+
+def opportunities(
+    conn: duckdb.DuckDBPyConnection, as_of: date, settings: MiningSettings, table: str
+) -> None:
+    """Write `table`: the top `opportunities_per_type` of each kind by estimated value, ranked
+    within the kind. Needs analytics.scored_customers and mining.recommendations of the day."""
+    queries = (WHITESPACE, REGIONAL_GROWTH, WIN_BACK, CROSS_SELL, UPSELL)
+    parts = " UNION ALL ".join(f"SELECT * FROM ({query})" for query in queries)
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TABLE {table} AS
+        WITH sales AS ({SALES}),
+        found (type, target_kind, target, category, estimated_value, reason) AS ({parts})
+        SELECT type, target_kind, target, category, estimated_value, reason,
+               row_number() OVER (PARTITION BY type ORDER BY estimated_value DESC, target,
+                                  category) AS rank,
+               CAST($as_of AS TIMESTAMP) AS as_of
+        FROM found
+        WHERE estimated_value > 0
+        QUALIFY rank <= $per_type
+        ORDER BY type, rank
+        """,
+        {
+            "as_of": as_of,
+            "whitespace_ratio": settings.whitespace_ratio,
+            "min_segment_buyers": settings.min_segment_buyers,
+            "per_type": settings.opportunities_per_type,
+        },
+    )

@@ -1,0 +1,91 @@
+"""Market opportunities on a hand-made market: whitespace, win-back and their values."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import duckdb
+import pytest
+
+from crm_pipeline.mining.opportunities import opportunities
+from crm_pipeline.mining.settings import MiningSettings
+from crm_pipeline_tests.mining_builder import order_lines
+
+DAY = date(2025, 6, 30)
+SETTINGS = MiningSettings(min_segment_buyers=2, whitespace_ratio=0.7)
+
+
+@pytest.fixture
+def conn():
+    """Eight individual customers, four in North and four in South. Everyone buys bread (b);
+    in North two of four also buy apples (a) for 10, in South nobody does. N0 spent the most
+    and is probably gone."""
+    conn = duckdb.connect()
+    baskets = [(f"N{i}", "2025-03-01", ["bread"] + (["apple"] if i < 2 else [])) for i in range(4)]
+    baskets += [(f"S{i}", "2025-03-02", ["bread"]) for i in range(4)]
+    baskets += [("N0", "2025-01-10", ["bread"])]
+    order_lines(conn, baskets, price=10.0)
+    conn.execute(
+        """
+        CREATE SCHEMA analytics; CREATE SCHEMA mining;
+        CREATE TABLE core.stores (store_id VARCHAR, city VARCHAR, region VARCHAR);
+        CREATE TABLE analytics.scored_customers AS
+        SELECT DISTINCT customer_key, 'individual' AS customer_type,
+               CASE WHEN customer_key LIKE 'N%' THEN 'North' ELSE 'South' END AS region,
+               'Town' AS city,
+               CASE WHEN customer_key = 'N0' THEN 5 ELSE 3 END AS m_score,
+               CASE WHEN customer_key = 'N0' THEN 0.2 ELSE 0.9 END AS p_alive
+        FROM core.order_lines;
+        CREATE TABLE mining.recommendations (
+            customer_key VARCHAR, rank BIGINT, sku VARCHAR, category VARCHAR,
+            rule_level VARCHAR, confidence DOUBLE, reason VARCHAR
+        );
+        INSERT INTO mining.recommendations VALUES
+            ('S0', 1, 'apple', 'a', 'product', 0.5, 'Bought BREAD; ...'),
+            ('S1', 1, 'apple', 'a', 'popularity', NULL, 'A best seller');
+        """
+    )
+    yield conn
+    conn.close()
+
+
+def _found(conn: duckdb.DuckDBPyConnection, kind: str) -> list[tuple]:
+    return conn.execute(
+        "SELECT target, category, estimated_value, reason, rank FROM opps WHERE type = ? "
+        "ORDER BY rank",
+        [kind],
+    ).fetchall()
+
+
+def test_whitespace_is_a_segment_far_below_its_customer_type(conn) -> None:
+    opportunities(conn, DAY, SETTINGS, "opps")
+    # Individuals: 2 of 8 buy apples (25%); South 0% < 0.7 x 25%, North 50% is not.
+    # One missing buyer in South, at the 10 an apple buyer spent in the year.
+    assert _found(conn, "whitespace") == [
+        (
+            "individual / South",
+            "a",
+            pytest.approx(10.0),
+            (
+                "Individual customers in South: 0.0% buy a against 25.0% of individual "
+                "customers everywhere; 1 more buyers at 10 a year each would bring 10"
+            ),
+            1,
+        )
+    ]
+
+
+def test_whitespace_needs_enough_buyers_to_judge_a_segment(conn) -> None:
+    opportunities(conn, DAY, MiningSettings(min_segment_buyers=5), "opps")
+    assert _found(conn, "whitespace") == []  # four buyers per region: too few to judge
+
+
+def test_win_back_and_cross_sell_name_their_customer(conn) -> None:
+    opportunities(conn, DAY, SETTINGS, "opps")
+    ((target, _, value, reason, _),) = _found(conn, "win_back")
+    # N0 spent 30 over three lines since 10 January: less than a year, so the yearly value
+    # is what they spent.
+    assert (target, value) == ("N0", pytest.approx(30.0))
+    assert reason == "Spent 30 in 2 orders; last purchase 121 days ago; P(alive) 0.2"
+    # Only rule-backed recommendations are cross-sell: S0's, worth 0.5 x 10.
+    assert [(t, v) for t, _, v, _, _ in _found(conn, "cross_sell")] == [("S0", 5.0)]
