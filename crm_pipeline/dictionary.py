@@ -6,6 +6,7 @@ import pandera.pandas as pa
 
 from crm_pipeline.analytics.schemas import ANALYTICS_MODELS
 from crm_pipeline.core.schemas import CORE_MODELS, column_types
+from crm_pipeline.mining.schemas import MINING_MODELS
 from crm_pipeline.raw.schemas import RAW_MODELS, RawDeliveries, RawRecord, RawRejects
 from crm_pipeline.raw.tables import (
     DELIVERIES_COLUMNS,
@@ -62,6 +63,7 @@ TABLES: dict[str, tuple[type[pa.DataFrameModel], list[tuple[str, str]]]] = {
         f"analytics.{name}": (model, column_types(model))
         for name, model in ANALYTICS_MODELS.items()
     },
+    **{f"mining.{name}": (model, column_types(model)) for name, model in MINING_MODELS.items()},
 }
 
 

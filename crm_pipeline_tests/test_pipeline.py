@@ -133,11 +133,11 @@ def test_orders_without_a_partition_day_are_quarantined_not_lost(run) -> None:
     assert undatable and undatable == quarantined
 
 
-def test_every_blocking_check_of_staging_core_and_analytics_passes(run) -> None:
+def test_every_blocking_check_of_every_layer_passes(run) -> None:
     result = run[0]
     evaluations = result.get_asset_check_evaluations()
     layers = {e.asset_key.path[0] for e in evaluations}
-    assert {"staging", "core", "analytics"} <= layers
+    assert {"staging", "core", "analytics", "mining"} <= layers
     failed = [
         (e.asset_key.to_user_string(), e.check_name, e.description)
         for e in evaluations
@@ -314,3 +314,40 @@ def test_an_as_of_result_is_the_same_with_or_without_the_data_after_the_day(
     assert [status for _, status, *_ in with_later["model_runs"]] == ["fitted"] * 3
     for name, rows in without.items():
         assert with_later[name] == rows, name
+
+
+def test_the_report_beside_the_warehouse_draws_every_chart_and_table(run) -> None:
+    result, conn, _, _, _ = run
+    warehouse = Path(conn.execute("SELECT file FROM pragma_database_list").fetchall()[0][0])
+    page = (warehouse.parent / "report.html").read_text(encoding="utf-8")
+    assert page.count('<img alt="') == 4
+    assert "not materialized yet" not in page
+    assert "<h2>Top opportunities</h2>" in page and "<h2>Sales</h2>" in page
+    complete = [e for e in result.get_asset_check_evaluations() if e.check_name == "complete"]
+    assert [e.passed for e in complete] == [True]
+
+
+def test_every_mining_table_is_written_and_the_recommender_evaluated(run) -> None:
+    _, conn, _, _, _ = run
+    for table in (
+        "association_rules",
+        "recommendations",
+        "opportunities",
+        "sales_efficiency",
+        "cohort_retention",
+        "inquiry_conversion",
+    ):
+        assert conn.execute(f"SELECT count(*) FROM mining.{table}").fetchall()[0][0] > 0, table
+    customers = conn.execute(
+        "SELECT count(DISTINCT customer_key) FROM core.order_lines "
+        "WHERE customer_key IS NOT NULL AND order_status <> 'refunded'"
+    ).fetchall()[0][0]
+    assert conn.execute(
+        "SELECT count(DISTINCT customer_key), max(rank) FROM mining.recommendations"
+    ).fetchall()[0] == (customers, 10)
+    assert (
+        conn.execute(
+            "SELECT count(*) FROM analytics.model_runs WHERE model = 'recommender_holdout'"
+        ).fetchall()[0][0]
+        == 1
+    )

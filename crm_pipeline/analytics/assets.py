@@ -18,6 +18,7 @@ from crm_pipeline.analytics.needs import ipa, need_scores
 from crm_pipeline.analytics.schemas import ANALYTICS_MODELS
 from crm_pipeline.analytics.scoring import ModelRun, holdout_run, score_customers
 from crm_pipeline.marts import Built, Settings, mart_assets
+from crm_pipeline.report import chart_metadata
 
 UNTIL = "< CAST($end AS DATE) + INTERVAL 1 DAY"
 MODEL_RUNS_DDL = """
@@ -141,7 +142,8 @@ def build_scored_customers(conn: duckdb.DuckDBPyConnection, day: date, settings:
             "model_runs": dg.MetadataValue.md(shown.to_markdown(index=False)),
             "holdout": dg.MetadataValue.json(holdout.metrics or {"skipped": holdout.note}),
             "segments": dg.MetadataValue.json(scored["rfm_segment"].value_counts().to_dict()),
-        },
+        }
+        | chart_metadata(conn, "RFM segments: size and value"),
         f"{len(scored)} customers scored",
     )
 
@@ -184,7 +186,8 @@ def build_need_ipa(conn: duckdb.DuckDBPyConnection, day: date, _: Settings) -> B
     conn.unregister("ipa_frame")
     overall = frame[frame["breakdown"] == "overall"].set_index("dimension")
     return Built(
-        {"overall": dg.MetadataValue.md(overall.drop(columns=["as_of"]).to_markdown())},
+        {"overall": dg.MetadataValue.md(overall.drop(columns=["as_of"]).to_markdown())}
+        | chart_metadata(conn, "Needs: importance against performance"),
         f"{len(frame)} rows from {len(answers)} answers",
     )
 

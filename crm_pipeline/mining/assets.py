@@ -2,18 +2,22 @@
 evaluation, as of the analysis day."""
 
 from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 import duckdb
 
 from crm_pipeline.analytics.assets import record_runs
 from crm_pipeline.analytics.scoring import ModelRun
-from crm_pipeline.marts import Built, Settings, mart_assets
+from crm_pipeline.analytics.settings import AnalysisSettings
+from crm_pipeline.marts import Built, Settings, as_of_day, mart_assets
 from crm_pipeline.mining import efficiency
 from crm_pipeline.mining.opportunities import opportunities
 from crm_pipeline.mining.recommend import evaluate, recommend
 from crm_pipeline.mining.rules import LEVELS, mine_rules
 from crm_pipeline.mining.schemas import MINING_MODELS
+from crm_pipeline.report import chart_metadata, report_html
+from crm_pipeline.resources import WAREHOUSE_POOL, WarehouseResource
 
 RULES = dg.AssetKey(["mining", "association_rules"])
 ORDER_LINES = dg.AssetKey(["core", "order_lines"])
@@ -113,7 +117,7 @@ def build_sales_efficiency(conn: duckdb.DuckDBPyConnection, day: date, _: Settin
 
 def build_cohort_retention(conn: duckdb.DuckDBPyConnection, day: date, _: Settings) -> Built:
     efficiency.cohort_retention(conn, day, "mining.cohort_retention")
-    return Built({}, "written")
+    return Built(chart_metadata(conn, "Cohort retention"), "written")
 
 
 def build_inquiry_conversion(
@@ -135,12 +139,71 @@ def build_opportunities(conn: duckdb.DuckDBPyConnection, day: date, settings: Se
         {
             "top_opportunities": dg.MetadataValue.md(top.to_markdown(index=False)),
             "by_type": dg.MetadataValue.json(dict(counts)),
-        },
+        }
+        | chart_metadata(conn, "Top opportunities"),
         f"{sum(c for _, c in counts)} opportunities",
     )
 
 
 INQUIRIES = dg.AssetKey(["core", "inquiries"])
+REPORT = dg.AssetKey(["mining", "report"])
+
+
+@dg.asset(
+    key=REPORT,
+    group_name="mining",
+    description="A static HTML report beside the warehouse (report.html): the charts and the "
+    "headline tables of the analytics and mining marts; it opens in a browser with no server.",
+    deps=[
+        dg.AssetKey(["analytics", name])
+        for name in ("scored_customers", "need_ipa", "satisfaction_summary", "unmet_needs")
+    ]
+    + [
+        dg.AssetKey(["mining", name])
+        for name in ("sales_efficiency", "cohort_retention", "inquiry_conversion", "opportunities")
+    ],
+    pool=WAREHOUSE_POOL,
+    kinds={"html"},
+    tags={"layer": "mining"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "complete",
+            asset=REPORT,
+            description="Every chart and table of the report could be drawn.",
+        )
+    ],
+)
+def report(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, analysis: AnalysisSettings
+) -> dg.MaterializeResult:
+    with warehouse.connect(read_only=True) as conn:
+        day = as_of_day(conn, analysis)
+        page, missing = report_html(conn, day)
+    path = Path(warehouse.path).resolve().with_name("report.html")
+    partial = path.with_suffix(".html.partial")
+    partial.write_text(page, encoding="utf-8")
+    partial.replace(path)  # readers never see half a report
+    context.log.info(f"Report written to {path}")
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(path)),
+            "bytes": len(page.encode()),
+            "as_of": dg.MetadataValue.text(day.isoformat()),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="complete",
+                passed=not missing,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=(
+                    "Every section drawn"
+                    if not missing
+                    else "Not materialized yet, so missing: " + ", ".join(missing)
+                ),
+            )
+        ],
+    )
+
 
 mining_assets = mart_assets(
     "mining",
@@ -189,3 +252,4 @@ mining_assets = mart_assets(
         ),
     ],
 )
+mining_assets.append(report)
