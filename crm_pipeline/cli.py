@@ -87,7 +87,12 @@ def _summary(args: argparse.Namespace) -> int:
         f"print(duckdb.connect('{path}', read_only=True).sql('FROM core.customers LIMIT 5'))\"\n"
         "  Where every delivered row went: FROM core.quality_report\n"
         "  Rows set aside, and why: FROM quarantine.raw_rejects, FROM quarantine.staging_rejects\n"
+        "  Every customer's scores: FROM analytics.scored_customers; next products: "
+        "FROM mining.recommendations; where to grow: FROM mining.opportunities\n"
     )
+    report = Path(path).resolve().with_name("report.html")
+    if report.exists():
+        print(f"Report (open it in a browser): {report}\n")
     return 0
 
 
