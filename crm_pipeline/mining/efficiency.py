@@ -18,12 +18,10 @@ INQUIRIES = """
     SELECT * FROM core.inquiries WHERE opened_at < CAST($as_of AS DATE) + INTERVAL 1 DAY
 """
 BREAKDOWNS = {
-    "overall": "'all'",
-    "channel": "channel",
     "store": "coalesce(store_id, '(online)')",
     "category": "coalesce(category, '(unknown)')",
     "month": "strftime(ordered_at, '%Y-%m')",
-}
+}  # how a sale is placed; channel is its own column
 # Inquiries are placed by the category of the product they name and by their month; they have
 # no sales channel or store.
 INQUIRY_BREAKDOWNS = {
@@ -50,25 +48,54 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
     conn.execute(
         f"""
         CREATE OR REPLACE TABLE {table} AS
-        WITH placed AS (
-            SELECT g.breakdown, g.group_value, s.*
-            FROM (SELECT *, {_unnest(BREAKDOWNS)} FROM ({SALES})) AS s
+        WITH lines AS (
+            SELECT customer_key, channel || ':' || order_id AS order_key, channel,
+                   {BREAKDOWNS["store"]} AS store, {BREAKDOWNS["category"]} AS category,
+                   {BREAKDOWNS["month"]} AS month, net_amount, quantity, margin,
+                   CASE WHEN margin IS NOT NULL THEN net_amount END AS costed
+            FROM ({SALES})
+        ), by_category AS (
+            -- One row per order and category, and one per order: an order has one channel,
+            -- store and month, so counting rows counts orders, with no DISTINCT.
+            SELECT order_key, category, any_value(customer_key) AS customer_key,
+                   sum(net_amount) AS revenue, sum(quantity) AS units, sum(margin) AS margin,
+                   sum(costed) AS costed_revenue
+            FROM lines GROUP BY order_key, category
+        ), by_order AS (
+            SELECT order_key, any_value(customer_key) AS customer_key,
+                   any_value(channel) AS channel, any_value(store) AS store,
+                   any_value(month) AS month,
+                   sum(net_amount) AS revenue, sum(quantity) AS units, sum(margin) AS margin,
+                   sum(costed) AS costed_revenue
+            FROM lines GROUP BY order_key
+        ), placed AS (
+            SELECT 'category' AS breakdown, category AS group_value, * EXCLUDE (category)
+            FROM by_category
+            UNION ALL
+            SELECT g.breakdown, g.group_value, order_key, customer_key, revenue, units, margin,
+                   costed_revenue
+            FROM (
+                SELECT *, unnest([
+                    struct_pack(breakdown := 'overall', group_value := 'all'),
+                    struct_pack(breakdown := 'channel', group_value := channel),
+                    struct_pack(breakdown := 'store', group_value := store),
+                    struct_pack(breakdown := 'month', group_value := month)
+                ]) AS g
+                FROM by_order
+            )
         ), sales AS (
-            SELECT breakdown, group_value,
-                   sum(net_amount) AS revenue,
-                   count(DISTINCT channel || ':' || order_id) AS orders,
-                   sum(quantity) AS units,
-                   sum(margin) AS margin,
-                   sum(net_amount) FILTER (WHERE margin IS NOT NULL) AS costed_revenue,
-                   count(DISTINCT customer_key) AS customers
+            SELECT breakdown, group_value, sum(revenue) AS revenue, count(*) AS orders,
+                   sum(units) AS units, sum(margin) AS margin,
+                   sum(costed_revenue) AS costed_revenue
             FROM placed GROUP BY ALL
         ), repeaters AS (
-            SELECT breakdown, group_value, count(*) FILTER (WHERE orders >= 2) AS repeaters
+            SELECT breakdown, group_value, count(*) AS customers,
+                   count(*) FILTER (WHERE orders >= 2) AS repeaters
             FROM (
-                SELECT breakdown, group_value, customer_key,
-                       count(DISTINCT channel || ':' || order_id) AS orders
+                SELECT breakdown, group_value, customer_key, count(*) AS orders
                 FROM placed WHERE customer_key IS NOT NULL GROUP BY ALL
-            ) GROUP BY ALL
+            )
+            GROUP BY ALL
         ), helpdesk AS (
             SELECT g.breakdown, g.group_value, count(*) AS inquiries,
                    median(first_response_hours) AS median_first_response_hours,
@@ -81,8 +108,8 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
                CAST(s.revenue AS DOUBLE) / s.orders AS average_order_value,
                s.units, CAST(s.margin AS DOUBLE) AS margin,
                CAST(s.margin / nullif(s.costed_revenue, 0) AS DOUBLE) AS margin_rate,
-               s.customers,
-               coalesce(r.repeaters, 0) * 100.0 / nullif(s.customers, 0) AS repeat_purchase_rate,
+               coalesce(r.customers, 0) AS customers,
+               coalesce(r.repeaters, 0) * 100.0 / nullif(r.customers, 0) AS repeat_purchase_rate,
                h.inquiries, h.median_first_response_hours, h.median_resolution_hours,
                CAST(s.revenue AS DOUBLE) / h.inquiries AS revenue_per_inquiry,
                CAST($as_of AS TIMESTAMP) AS as_of

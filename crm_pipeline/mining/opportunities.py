@@ -164,26 +164,36 @@ def opportunities(
 ) -> None:
     """Write `table`: the top `opportunities_per_type` of each kind by estimated value, ranked
     within the kind. Needs analytics.scored_customers and mining.recommendations of the day."""
-    queries = (WHITESPACE, REGIONAL_GROWTH, WIN_BACK, CROSS_SELL, UPSELL)
-    parts = " UNION ALL ".join(f"SELECT * FROM ({query})" for query in queries)
+    parameters = {
+        "as_of": as_of,
+        "whitespace_ratio": settings.whitespace_ratio,
+        "min_segment_buyers": settings.min_segment_buyers,
+    }
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE found_opportunities (type VARCHAR, target_kind VARCHAR, "
+        "target VARCHAR, category VARCHAR, estimated_value DOUBLE, reason VARCHAR)"
+    )
+    # One kind at a time: each reads the sales on its own, so memory holds one kind's work.
+    for query in (WHITESPACE, REGIONAL_GROWTH, WIN_BACK, CROSS_SELL, UPSELL):
+        used = {name: value for name, value in parameters.items() if f"${name}" in query}
+        used["as_of"] = as_of  # the sales read up to the day
+        conn.execute(
+            f"INSERT INTO found_opportunities WITH sales AS ({SALES}) "
+            f"SELECT * FROM ({query}) AS found (type, target_kind, target, category, "
+            "estimated_value, reason) WHERE estimated_value > 0",
+            used,
+        )
     conn.execute(
         f"""
         CREATE OR REPLACE TABLE {table} AS
-        WITH sales AS ({SALES}),
-        found (type, target_kind, target, category, estimated_value, reason) AS ({parts})
-        SELECT type, target_kind, target, category, estimated_value, reason,
+        SELECT *,
                row_number() OVER (PARTITION BY type ORDER BY estimated_value DESC, target,
                                   category) AS rank,
                CAST($as_of AS TIMESTAMP) AS as_of
-        FROM found
-        WHERE estimated_value > 0
+        FROM found_opportunities
         QUALIFY rank <= $per_type
         ORDER BY type, rank
         """,
-        {
-            "as_of": as_of,
-            "whitespace_ratio": settings.whitespace_ratio,
-            "min_segment_buyers": settings.min_segment_buyers,
-            "per_type": settings.opportunities_per_type,
-        },
+        {"as_of": as_of, "per_type": settings.opportunities_per_type},
     )
+    conn.execute("DROP TABLE found_opportunities")
