@@ -7,7 +7,7 @@ from datetime import date
 import duckdb
 import pytest
 
-from crm_pipeline.mining.opportunities import opportunities
+from crm_pipeline.mining.opportunities import opportunities, penetration
 from crm_pipeline.mining.settings import MiningSettings
 from crm_pipeline_tests.mining_builder import order_lines
 
@@ -49,6 +49,11 @@ def conn():
     conn.close()
 
 
+def _mine(conn: duckdb.DuckDBPyConnection, settings: MiningSettings = SETTINGS) -> None:
+    penetration(conn, DAY, settings, "mining.penetration")
+    opportunities(conn, DAY, settings, "opps")
+
+
 def _found(conn: duckdb.DuckDBPyConnection, kind: str) -> list[tuple]:
     return conn.execute(
         "SELECT target, category, estimated_value, reason, rank FROM opps WHERE type = ? "
@@ -58,7 +63,17 @@ def _found(conn: duckdb.DuckDBPyConnection, kind: str) -> list[tuple]:
 
 
 def test_whitespace_is_a_segment_far_below_its_customer_type(conn) -> None:
-    opportunities(conn, DAY, SETTINGS, "opps")
+    _mine(conn)
+    matrix = conn.execute(
+        "SELECT region, category, segment_buyers, category_buyers, penetration, "
+        "comparable_penetration, whitespace FROM mining.penetration ORDER BY ALL"
+    ).fetchall()
+    assert matrix == [
+        ("North", "a", 4, 2, 0.5, 0.25, False),
+        ("North", "b", 4, 4, 1.0, 1.0, False),
+        ("South", "a", 4, 0, 0.0, 0.25, True),
+        ("South", "b", 4, 4, 1.0, 1.0, False),
+    ]
     # Individuals: 2 of 8 buy apples (25%); South 0% < 0.7 x 25%, North 50% is not.
     # One missing buyer in South, at the 10 an apple buyer spent in the year.
     assert _found(conn, "whitespace") == [
@@ -76,12 +91,12 @@ def test_whitespace_is_a_segment_far_below_its_customer_type(conn) -> None:
 
 
 def test_whitespace_needs_enough_buyers_to_judge_a_segment(conn) -> None:
-    opportunities(conn, DAY, MiningSettings(min_segment_buyers=5), "opps")
+    _mine(conn, MiningSettings(min_segment_buyers=5))
     assert _found(conn, "whitespace") == []  # four buyers per region: too few to judge
 
 
 def test_win_back_and_cross_sell_name_their_customer(conn) -> None:
-    opportunities(conn, DAY, SETTINGS, "opps")
+    _mine(conn)
     ((target, _, value, reason, _),) = _found(conn, "win_back")
     # N0 spent 30 over three lines since 10 January: less than a year, so the yearly value
     # is what they spent.

@@ -12,7 +12,7 @@ from crm_pipeline.analytics.scoring import ModelRun
 from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.marts import Built, Settings, as_of_day, mart_assets
 from crm_pipeline.mining import efficiency
-from crm_pipeline.mining.opportunities import opportunities
+from crm_pipeline.mining.opportunities import opportunities, penetration
 from crm_pipeline.mining.recommend import evaluate, recommend
 from crm_pipeline.mining.rules import LEVELS, mine_rules
 from crm_pipeline.mining.schemas import MINING_MODELS
@@ -128,6 +128,14 @@ def build_inquiry_conversion(
     return Built({}, f"written ({days}-day window)")
 
 
+def build_penetration(conn: duckdb.DuckDBPyConnection, day: date, settings: Settings) -> Built:
+    penetration(conn, day, settings.mining, "mining.penetration")
+    cells, white = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE whitespace) FROM mining.penetration"
+    ).fetchall()[0]
+    return Built({"whitespace_cells": white}, f"{cells} cells, {white} whitespace")
+
+
 def build_opportunities(conn: duckdb.DuckDBPyConnection, day: date, settings: Settings) -> Built:
     opportunities(conn, day, settings.mining, "mining.opportunities")
     top = conn.execute(
@@ -228,9 +236,16 @@ mining_assets = mart_assets(
             build_sales_efficiency,
         ),
         (
+            "penetration",
+            ["customer_type", "region", "category"],
+            [ORDER_LINES, dg.AssetKey(["analytics", "scored_customers"])],
+            build_penetration,
+        ),
+        (
             "opportunities",
             ["type", "target", "category"],
             [
+                dg.AssetKey(["mining", "penetration"]),
                 ORDER_LINES,
                 dg.AssetKey(["core", "stores"]),
                 dg.AssetKey(["analytics", "scored_customers"]),

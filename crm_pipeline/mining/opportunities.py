@@ -1,8 +1,8 @@
 """Market opportunities as of a day, in DuckDB: one ranked list of where revenue can grow.
 
 Five kinds, each with an estimated yearly value and a reason in plain words:
-- whitespace: a segment (customer type x region) whose share of buyers of a category is below
-  `whitespace_ratio` of the same customer type everywhere; value = the missing buyers x what a
+- whitespace: a cell of mining.penetration, a segment (customer type x region) whose share of
+  buyers of a category is below `whitespace_ratio` of the same customer type everywhere; value = the missing buyers x what a
   buyer of that category spent in the last 365 days. Segments with fewer than
   `min_segment_buyers` buyers are left out (too small to tell);
 - regional_growth: a region or city whose revenue in the last 90 days beat the 90 before;
@@ -38,7 +38,7 @@ def _money(expression: str) -> str:
     return f"format('{{:,.0f}}', {expression})"
 
 
-WHITESPACE = f"""
+PENETRATION = """
     WITH year AS (
         SELECT * REPLACE (coalesce(customer_region, '(no region)') AS customer_region)
         FROM sales
@@ -56,31 +56,37 @@ WHITESPACE = f"""
     ), by_type AS (
         SELECT customer_type, category, sum(buyers) AS buyers, sum(revenue) AS revenue
         FROM category_buyers GROUP BY ALL
-    ), matrix AS (
-        SELECT s.customer_type, s.region, t.category, s.buyers AS segment_buyers,
-               coalesce(c.buyers, 0) / s.buyers AS penetration,
-               t.buyers / ty.buyers AS expected,
-               t.revenue / t.buyers AS revenue_per_buyer
-        FROM segments AS s
-        JOIN by_type AS t USING (customer_type)
-        JOIN types AS ty USING (customer_type)
-        LEFT JOIN category_buyers AS c USING (customer_type, region, category)
-        WHERE s.buyers >= $min_segment_buyers
     )
+    SELECT s.customer_type, s.region, t.category, s.buyers AS segment_buyers,
+           coalesce(c.buyers, 0) AS category_buyers,
+           coalesce(c.buyers, 0) / s.buyers AS penetration,
+           t.buyers / ty.buyers AS comparable_penetration,
+           CAST(t.revenue / t.buyers AS DOUBLE) AS revenue_per_buyer,
+           s.buyers >= $min_segment_buyers
+               AND coalesce(c.buyers, 0) / s.buyers < $whitespace_ratio * t.buyers / ty.buyers
+               AS whitespace,
+           CAST(greatest(t.buyers / ty.buyers - coalesce(c.buyers, 0) / s.buyers, 0) * s.buyers
+                * t.revenue / t.buyers AS DOUBLE) AS gap_value,
+           CAST($as_of AS TIMESTAMP) AS as_of
+    FROM segments AS s
+    JOIN by_type AS t USING (customer_type)
+    JOIN types AS ty USING (customer_type)
+    LEFT JOIN category_buyers AS c USING (customer_type, region, category)
+    ORDER BY s.customer_type, s.region, t.category
+"""
+
+WHITESPACE = f"""
     SELECT 'whitespace' AS type, 'segment' AS target_kind,
-           customer_type || ' / ' || region AS target, category,
-           CAST((expected - penetration) * segment_buyers * revenue_per_buyer AS DOUBLE)
-               AS estimated_value,
+           customer_type || ' / ' || region AS target, category, gap_value AS estimated_value,
            upper(customer_type[1]) || customer_type[2:] || ' customers in ' || region || ': '
                || round(penetration * 100, 1) || '% buy ' || category || ' against '
-               || round(expected * 100, 1) || '% of ' || customer_type
+               || round(comparable_penetration * 100, 1) || '% of ' || customer_type
                || ' customers everywhere; '
-               || CAST(round((expected - penetration) * segment_buyers) AS INTEGER)
+               || CAST(round((comparable_penetration - penetration) * segment_buyers) AS INTEGER)
                || ' more buyers at ' || {_money("revenue_per_buyer")} || ' a year each would bring '
-               || {_money("(expected - penetration) * segment_buyers * revenue_per_buyer")}
-               AS reason
-    FROM matrix
-    WHERE penetration < $whitespace_ratio * expected
+               || {_money("gap_value")} AS reason
+    FROM mining.penetration
+    WHERE whitespace
 """
 
 REGIONAL_GROWTH = f"""
@@ -159,11 +165,29 @@ UPSELL = f"""
 """
 
 
+def penetration(
+    conn: duckdb.DuckDBPyConnection, as_of: date, settings: MiningSettings, table: str
+) -> None:
+    """Write `table`: the segment-by-category penetration matrix of the last 365 days up to the
+    day, with each cell's comparable penetration (the customer type everywhere), whitespace
+    flag and the value of closing the gap."""
+    conn.execute(
+        f"CREATE OR REPLACE TABLE {table} AS WITH sales AS ({SALES}) "
+        f"SELECT * FROM ({PENETRATION})",
+        {
+            "as_of": as_of,
+            "whitespace_ratio": settings.whitespace_ratio,
+            "min_segment_buyers": settings.min_segment_buyers,
+        },
+    )
+
+
 def opportunities(
     conn: duckdb.DuckDBPyConnection, as_of: date, settings: MiningSettings, table: str
 ) -> None:
     """Write `table`: the top `opportunities_per_type` of each kind by estimated value, ranked
-    within the kind. Needs analytics.scored_customers and mining.recommendations of the day."""
+    within the kind. Needs analytics.scored_customers, mining.penetration and
+    mining.recommendations of the day."""
     parameters = {
         "as_of": as_of,
         "whitespace_ratio": settings.whitespace_ratio,

@@ -148,6 +148,36 @@ class InquiryConversion(CoreModel):
     as_of: Series[pd.Timestamp] = _as_of()
 
 
+class Penetration(CoreModel):
+    """The segment-by-category penetration matrix over the last 365 days up to the day: one
+    row per segment (customer type x region) and category, against the same customer type
+    everywhere."""
+
+    customer_type: Series[str] = field("individual, enterprise or organization.", nullable=False)
+    region: Series[str] = field(
+        "Sales region of the customers; '(no region)' if unknown.", nullable=False
+    )
+    category: Series[str] = field("Product category.", nullable=False)
+    segment_buyers: Series[int] = field("The segment's buyers in the year.", nullable=False, ge=1)
+    category_buyers: Series[int] = field("Of them, buyers of the category.", nullable=False, ge=0)
+    penetration: Series[float] = _share("category_buyers / segment_buyers.")
+    comparable_penetration: Series[float] = _share(
+        "The same share over the customer type in every region."
+    )
+    revenue_per_buyer: Series[float] = field("What a buyer of the category spent in the year.")
+    whitespace: Series[bool] = field(
+        "penetration below whitespace_ratio x comparable, in a segment of at least "
+        "min_segment_buyers.",
+        nullable=False,
+    )
+    gap_value: Series[float] = field(
+        "(comparable - penetration) x segment buyers x revenue per buyer, when positive.",
+        nullable=False,
+        ge=0,
+    )
+    as_of: Series[pd.Timestamp] = _as_of()
+
+
 class Opportunities(CoreModel):
     """Where revenue can grow, one ranked list: whitespace (a segment buying a category far
     less than comparable segments), regional growth, win-back of valuable customers at risk,
@@ -172,6 +202,7 @@ class Opportunities(CoreModel):
 
 
 MINING_MODELS = {
+    "penetration": Penetration,
     "opportunities": Opportunities,
     "sales_efficiency": SalesEfficiency,
     "cohort_retention": CohortRetention,
