@@ -172,8 +172,7 @@ def penetration(
     day, with each cell's comparable penetration (the customer type everywhere), whitespace
     flag and the value of closing the gap."""
     conn.execute(
-        f"CREATE OR REPLACE TABLE {table} AS WITH sales AS ({SALES}) "
-        f"SELECT * FROM ({PENETRATION})",
+        f"CREATE OR REPLACE TABLE {table} AS WITH sales AS ({SALES}) SELECT * FROM ({PENETRATION})",
         {
             "as_of": as_of,
             "whitespace_ratio": settings.whitespace_ratio,

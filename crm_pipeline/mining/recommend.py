@@ -181,12 +181,21 @@ def recommend(
     table: str,
     customers: str | None = None,
     popularity_only: bool = False,
+    explain: bool = True,
 ) -> None:
     """Write `table`: the top `n` products per customer (from the customers in the table named
     `customers`, else every buyer up to the day), from purchases and rules up to the same day.
-    popularity_only gives the baseline: the best sellers the customer has not bought."""
+    popularity_only gives the baseline: the best sellers the customer has not bought. Without
+    `explain`, only customer_key, rank and sku (enough to evaluate)."""
     top = _top_products(conn, as_of, n, customers, 0.0 if popularity_only else 0.5)
     conn.register("top_products", top)
+    if not explain:
+        conn.execute(
+            f"CREATE OR REPLACE TABLE {table} AS "
+            "SELECT customer_key, rank, sku FROM top_products ORDER BY customer_index, rank"
+        )
+        conn.unregister("top_products")
+        return
     conn.execute(
         f"""
         CREATE OR REPLACE TABLE {table} AS
@@ -307,8 +316,9 @@ def evaluate(
     mine(cutoff, "category", "holdout_category_rules")
     rules = conn.execute("SELECT count(*) FROM holdout_product_rules").fetchall()[0][0]
     common = (cutoff, "holdout_product_rules", "holdout_category_rules", n)
-    recommend(conn, *common, "holdout_recommended", customers="holdout_targets")
-    recommend(conn, *common, "holdout_baseline", customers="holdout_targets", popularity_only=True)
+    targets = {"customers": "holdout_targets", "explain": False}
+    recommend(conn, *common, "holdout_recommended", **targets)
+    recommend(conn, *common, "holdout_baseline", popularity_only=True, **targets)
     hit_rate, recall = _scores(conn, "holdout_recommended")
     base_hit_rate, base_recall = _scores(conn, "holdout_baseline")
     customers, new = conn.execute(
