@@ -20,14 +20,16 @@ from crm_pipeline.analytics.clv import (
     DAYS_PER_MONTH,
     WEEKS_PER_MONTH,
     BgNbdFit,
-    GammaGammaFit,
     bgnbd_log_likelihood,
     clv,
-    expected_average_value,
     expected_purchases,
     fit_bgnbd,
-    fit_gamma_gamma,
     p_alive,
+)
+from crm_pipeline.analytics.gamma_gamma import (
+    GammaGammaFit,
+    expected_average_value,
+    fit_gamma_gamma,
 )
 from crm_pipeline.analytics.holdout import holdout_check
 

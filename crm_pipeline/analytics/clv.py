@@ -9,27 +9,20 @@ they drop out with probability p ~ Beta(a, b). Per customer the model needs
 all in one time unit of the caller's choosing (the CDNOW paper uses weeks). Parameters in
 alpha are in that unit (alpha scales time); r, a and b have no unit.
 
-Gamma-Gamma (Fader, Hardie & Lee 2005, "RFM and CLV: using iso-value curves"; Fader &
-Hardie, "The Gamma-Gamma model of monetary value"): each transaction's value is
-Gamma(p, nu) with nu ~ Gamma(q, gamma) across customers, independent of the purchase
-process. Per repeat customer it needs x (> 0) and m_x, the mean value of the x repeat
-transactions; gamma is in money units.
-
-Both are fitted by maximum likelihood over the log-parameters, starting from all ones.
+The spend per transaction comes from the Gamma-Gamma model (`gamma_gamma.py`). BG/NBD is
+fitted by maximum likelihood over the log-parameters, starting from all ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
-from numpy.typing import ArrayLike, NDArray
-from scipy.optimize import minimize
+from numpy.typing import ArrayLike
 from scipy.special import betaln, expit, gammaln, hyp2f1
 
-FloatArray = NDArray[np.float64]
+from crm_pipeline.analytics.fitting import Distinct, FloatArray, distinct_rows, maximise
+from crm_pipeline.analytics.gamma_gamma import GammaGammaFit, expected_average_value
 
 WEEKS_PER_MONTH = 365.25 / 12 / 7
 DAYS_PER_MONTH = 365.25 / 12
@@ -41,16 +34,6 @@ class BgNbdFit:
     alpha: float
     a: float
     b: float
-    log_likelihood: float
-    n: int
-    converged: bool
-
-
-@dataclass(frozen=True)
-class GammaGammaFit:
-    p: float
-    q: float
-    gamma: float
     log_likelihood: float
     n: int
     converged: bool
@@ -74,35 +57,8 @@ def _customers(x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> tuple[FloatArray, 
     return x_, t_x_, T_
 
 
-@dataclass(frozen=True)
-class _Distinct:
-    """A column as its distinct values and, per row, which one it holds: a term that depends
-    on that column alone is computed once per distinct value and gathered (a million customers
-    have a few dozen repeat counts and a few hundred ages in days)."""
-
-    values: FloatArray
-    row: NDArray[np.intp]
-
-    @classmethod
-    def of(cls, column: FloatArray) -> _Distinct:
-        values, row = np.unique(column, return_inverse=True)
-        return cls(values, row.ravel())
-
-    def per_row(self, term: FloatArray) -> FloatArray:
-        return term[self.row]
-
-
-def _distinct_rows(*columns: FloatArray) -> tuple[FloatArray, NDArray[np.intp]]:
-    """The distinct rows of the columns side by side, and for each row which one it is
-    (np.unique(axis=0) does the same an order of magnitude slower)."""
-    frame = pd.DataFrame(dict(enumerate(columns)))
-    row = frame.groupby(list(frame.columns), sort=False).ngroup().to_numpy()
-    first = np.unique(row, return_index=True)[1]
-    return frame.to_numpy()[first], row
-
-
 def _bgnbd_terms(
-    r: float, alpha: float, a: float, b: float, x: _Distinct, t_x: _Distinct, T: _Distinct
+    r: float, alpha: float, a: float, b: float, x: Distinct, t_x: Distinct, T: Distinct
 ) -> FloatArray:
     xs = x.values
     common = gammaln(r + xs) - gammaln(r) + r * np.log(alpha) - betaln(a, b)
@@ -128,7 +84,7 @@ def bgnbd_log_likelihood(
     summed in log space so that large x or T neither overflows nor underflows.
     """
     x, t_x, T = _customers(x, t_x, T)
-    terms = _bgnbd_terms(r, alpha, a, b, *(_Distinct.of(v.ravel()) for v in (x, t_x, T)))
+    terms = _bgnbd_terms(r, alpha, a, b, *(Distinct.of(v.ravel()) for v in (x, t_x, T)))
     return terms.reshape(x.shape)
 
 
@@ -144,8 +100,8 @@ def fit_bgnbd(
     # Customers with the same (x, t_x, T) add the same term: summing each distinct summary
     # once, weighted by how many customers share it, is the same likelihood at a fraction of
     # the cost (with purchase days as the clock, a million customers have far fewer summaries).
-    summaries, row = _distinct_rows(x, t_x, T)
-    columns = [_Distinct.of(c) for c in summaries.T]
+    summaries, row = distinct_rows(x, t_x, T)
+    columns = [Distinct.of(c) for c in summaries.T]
     weights = np.bincount(row).astype(np.float64)
 
     def objective(log_params: FloatArray) -> float:
@@ -153,32 +109,10 @@ def fit_bgnbd(
         return float(value) if np.isfinite(value) else np.inf
 
     initial = np.log([start.r, start.alpha, start.a, start.b]) if start else np.zeros(4)
-    log_params, converged = _maximise(objective, initial)
+    log_params, converged = maximise(objective, initial)
     r, alpha, a, b = (float(v) for v in np.exp(log_params))
     total = float(_bgnbd_terms(r, alpha, a, b, *columns) @ weights)
     return BgNbdFit(r, alpha, a, b, total, n, converged)
-
-
-def _maximise(
-    objective: Callable[[FloatArray], float], initial: FloatArray
-) -> tuple[FloatArray, bool]:
-    # L-BFGS-B on finite differences does the work; a Nelder-Mead pass from its answer guards
-    # against an early stop in a line search on a flat surface (Gamma-Gamma's q and gamma trade
-    # off closely). On CDNOW it moves the estimates only in the fifth significant digit.
-    # Trial steps may reach parameters where the likelihood overflows; those steps are
-    # rejected by the optimiser, so their floating-point warnings are noise.
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        first = minimize(
-            objective, initial, method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-10}
-        )
-        polish = minimize(
-            objective,
-            first.x,
-            method="Nelder-Mead",
-            options={"xatol": 1e-9, "fatol": 1e-13, "maxiter": 20_000, "maxfev": 40_000},
-        )
-    best = polish if polish.fun <= first.fun else first
-    return best.x, bool(first.success or polish.success) and bool(np.isfinite(best.fun))
 
 
 def p_alive(fit: BgNbdFit, x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> FloatArray:
@@ -292,92 +226,6 @@ def _hyp2f1_series(
     return result
 
 
-def _spenders(x: ArrayLike, m_x: ArrayLike) -> tuple[FloatArray, FloatArray]:
-    x_, m_ = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(m_x, dtype=np.float64))
-    bad = ~(x_ > 0) | ~(m_ > 0)
-    if bad.any():
-        first = int(np.flatnonzero(bad.ravel())[0])
-        raise ValueError(
-            f"Gamma-Gamma is fitted on repeat customers with positive mean spend; "
-            f"{int(bad.sum())} row(s) have x <= 0 or m_x <= 0, the first at position {first} "
-            f"(x={x_.ravel()[first]}, m_x={m_.ravel()[first]}): keep only x > 0 and m_x > 0"
-        )
-    return x_, m_
-
-
-@dataclass(frozen=True)
-class _Spend:
-    """Repeat customers' (x, m_x) with the parts of the Gamma-Gamma density that do not depend
-    on the parameters computed once."""
-
-    x: _Distinct
-    log_m: FloatArray
-    x_log_m: FloatArray
-    spent: FloatArray  # x m_x
-
-    @classmethod
-    def of(cls, x: FloatArray, m_x: FloatArray) -> _Spend:
-        log_m = np.log(m_x)
-        return cls(_Distinct.of(x), log_m, x * log_m, x * m_x)
-
-
-def _gamma_gamma_terms(p: float, q: float, gamma: float, spend: _Spend) -> FloatArray:
-    xs = spend.x.values
-    px = p * xs
-    per_x = gammaln(px + q) - gammaln(px) - gammaln(q) + q * np.log(gamma) + px * np.log(xs)
-    return (
-        spend.x.per_row(per_x)
-        + p * spend.x_log_m
-        - spend.log_m
-        - spend.x.per_row(px + q) * np.log(gamma + spend.spent)
-    )
-
-
-def gamma_gamma_log_likelihood(
-    p: float, q: float, gamma: float, x: ArrayLike, m_x: ArrayLike
-) -> FloatArray:
-    """Log-density of each repeat customer's mean spend m_x given x under Gamma-Gamma.
-
-    f(m_x | x) = G(px+q) / (G(px) G(q)) * gamma^q m_x^(px-1) x^(px) / (gamma + x m_x)^(px+q).
-    """
-    x, m_x = _spenders(x, m_x)
-    return _gamma_gamma_terms(p, q, gamma, _Spend.of(x.ravel(), m_x.ravel())).reshape(x.shape)
-
-
-def fit_gamma_gamma(x: ArrayLike, m_x: ArrayLike) -> GammaGammaFit:
-    """Gamma-Gamma parameters maximising the summed log-likelihood of the repeat customers."""
-    x, m_x = (v.ravel() for v in _spenders(x, m_x))
-    n = x.size
-    if n == 0:
-        raise ValueError("fit_gamma_gamma needs at least one repeat customer; got empty arrays")
-    spend = _Spend.of(x, m_x)
-
-    def objective(log_params: FloatArray) -> float:
-        value = -_gamma_gamma_terms(*np.exp(log_params), spend).sum() / n
-        return float(value) if np.isfinite(value) else np.inf
-
-    log_params, converged = _maximise(objective, np.zeros(3))
-    p, q, gamma = (float(v) for v in np.exp(log_params))
-    total = float(_gamma_gamma_terms(p, q, gamma, spend).sum())
-    return GammaGammaFit(p, q, gamma, total, n, converged)
-
-
-def expected_average_value(fit: GammaGammaFit, x: ArrayLike, m_x: ArrayLike) -> FloatArray:
-    """Expected value of a customer's future transactions, E[Z | x, m_x].
-
-    p (gamma + x m_x) / (p x + q - 1): a weighted mean of the population mean p gamma/(q-1)
-    and the customer's own m_x, leaning on m_x as x grows. For x = 0 it is the population
-    mean (m_x is then ignored and may be NaN). Needs q > 1 for the mean to exist.
-    """
-    if fit.q <= 1:
-        raise ValueError(f"Gamma-Gamma mean spend is infinite for q <= 1; the fit has q={fit.q}")
-    x_, m_ = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(m_x, dtype=np.float64))
-    if (x_ < 0).any():
-        raise ValueError("expected_average_value: x (repeat purchases) must be >= 0")
-    spent = np.where(x_ > 0, x_ * m_, 0.0)
-    return fit.p * (fit.gamma + spent) / (fit.p * x_ + fit.q - 1)
-
-
 def clv(
     bgnbd: BgNbdFit,
     gg: GammaGammaFit,
@@ -407,7 +255,7 @@ def clv(
     value = expected_average_value(gg, x_, m_x)
     ends = np.arange(months + 1, dtype=np.float64) * periods_per_month
     # Purchases depend on (x, t_x, T) alone: each distinct summary is projected once.
-    summaries, row = _distinct_rows(x_.ravel(), t_x_.ravel(), T_.ravel())
+    summaries, row = distinct_rows(x_.ravel(), t_x_.ravel(), T_.ravel())
     cumulative = np.stack([expected_purchases(bgnbd, end, *summaries.T) for end in ends])
     per_month = np.diff(cumulative, axis=0)
     discount = (1 + discount_rate_yearly) ** (-np.arange(1, months + 1) / 12)

@@ -19,12 +19,11 @@ from crm_pipeline.analytics.clv import (
     WEEKS_PER_MONTH,
     BgNbdFit,
     clv,
-    expected_average_value,
     expected_purchases,
     fit_bgnbd,
-    fit_gamma_gamma,
     p_alive,
 )
+from crm_pipeline.analytics.gamma_gamma import expected_average_value, fit_gamma_gamma
 from crm_pipeline.analytics.holdout import holdout_check
 from crm_pipeline.analytics.rfm import rfm_scores
 from crm_pipeline.analytics.satisfaction import customer_measures, satisfaction_scores

@@ -12,8 +12,9 @@ from crm_pipeline.analytics.scoring import ModelRun
 from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.marts import Built, Settings, as_of_day, mart_assets
 from crm_pipeline.mining import efficiency
+from crm_pipeline.mining.evaluation import evaluate
 from crm_pipeline.mining.opportunities import opportunities, penetration
-from crm_pipeline.mining.recommend import evaluate, recommend
+from crm_pipeline.mining.recommend import recommend
 from crm_pipeline.mining.rules import LEVELS, mine_rules
 from crm_pipeline.mining.schemas import MINING_MODELS
 from crm_pipeline.report import chart_metadata, report_html
