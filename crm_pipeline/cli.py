@@ -72,7 +72,10 @@ def _summary(args: argparse.Namespace) -> int:
     from crm_pipeline.resources import resources_from_env
     from crm_pipeline.run import warehouse_summary
 
-    path = resources_from_env(resolve=True)["warehouse"].path
+    warehouse = resources_from_env(resolve=True)["warehouse"]
+    path = warehouse.path
+    published = warehouse.published_path()
+    readable = str(published) if published.exists() else path
     if not Path(path).exists():
         print(f"No warehouse at {path}: run `make run` first.", file=sys.stderr)
         return 2
@@ -82,9 +85,9 @@ def _summary(args: argparse.Namespace) -> int:
     for name, count in rows:
         print(f"  {name:<{width}}  {count:>12,}")
     print(
-        "\nQuery it (read-only, while no run is writing):\n"
+        f"\nQuery the published copy (read-only; swapped in after each good run): {readable}\n"
         f'  .venv/bin/python -c "import duckdb; '
-        f"print(duckdb.connect('{path}', read_only=True).sql('FROM core.customers LIMIT 5'))\"\n"
+        f"print(duckdb.connect('{readable}', read_only=True).sql('FROM core.customers LIMIT 5'))\"\n"
         "  Where every delivered row went: FROM core.quality_report\n"
         "  Rows set aside, and why: FROM quarantine.raw_rejects, FROM quarantine.staging_rejects\n"
         "  Every customer's scores: FROM analytics.scored_customers; next products: "

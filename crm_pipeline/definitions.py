@@ -5,11 +5,14 @@ import dagster as dg
 from crm_pipeline.analytics.assets import analytics_assets
 from crm_pipeline.core.assets import core_assets
 from crm_pipeline.mining.assets import mining_assets
+from crm_pipeline.publish import published_asset
 from crm_pipeline.raw.assets import raw_assets
 from crm_pipeline.resources import resources_from_env
 from crm_pipeline.staging.assets import staging_assets
 
+layers = [*raw_assets, *staging_assets, *core_assets, *analytics_assets, *mining_assets]
+
 defs = dg.Definitions(
-    assets=[*raw_assets, *staging_assets, *core_assets, *analytics_assets, *mining_assets],
+    assets=[*layers, published_asset([key for asset in layers for key in asset.keys])],
     resources=resources_from_env(),
 )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+from pydantic import Field
 
 from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.core.classify import CoreRules
@@ -26,8 +27,20 @@ class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB warehouse file. One writing process at a time: writers run in the pool."""
 
     path: str = DEFAULT_WAREHOUSE
+    published: str = Field(
+        default="",
+        description="The copy analysts read, swapped in after a good run; empty: "
+        "published.duckdb beside the warehouse.",
+    )
     memory_limit: str = "1GB"
     threads: int = 2
+
+    def published_path(self) -> Path:
+        return (
+            Path(self.published)
+            if self.published
+            else Path(self.path).with_name("published.duckdb")
+        )
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -63,13 +76,15 @@ class LandingZoneResource(dg.ConfigurableResource):
 
 SETTINGS = {
     "CRM_WAREHOUSE": DEFAULT_WAREHOUSE,
+    "CRM_PUBLISHED": "",
     "CRM_LANDING_DIR": DEFAULT_LANDING_DIR,
     "CRM_SHOP_URL": "",
 }
 
 
 def resources_from_env(resolve: bool = False) -> dict[str, dg.ConfigurableResource]:
-    """The resources every asset uses, bound once: CRM_WAREHOUSE, CRM_LANDING_DIR, CRM_SHOP_URL.
+    """The resources every asset uses, bound once: CRM_WAREHOUSE, CRM_PUBLISHED, CRM_LANDING_DIR,
+    CRM_SHOP_URL.
 
     A setting given in the environment is bound as an EnvVar, so the UI shows where it comes
     from; resolve=True reads the values now instead (for the command line).
@@ -81,7 +96,9 @@ def resources_from_env(resolve: bool = False) -> dict[str, dg.ConfigurableResour
         return os.environ[name] if resolve else dg.EnvVar(name)
 
     return {
-        "warehouse": WarehouseResource(path=setting("CRM_WAREHOUSE")),
+        "warehouse": WarehouseResource(
+            path=setting("CRM_WAREHOUSE"), published=setting("CRM_PUBLISHED")
+        ),
         "core_rules": CoreRules(),
         "analysis": AnalysisSettings(),
         "mining": MiningSettings(),

@@ -351,3 +351,13 @@ def test_every_mining_table_is_written_and_the_recommender_evaluated(run) -> Non
         ).fetchall()[0][0]
         == 1
     )
+
+
+def test_the_published_copy_holds_every_table_of_the_run(run) -> None:
+    _, conn, _, _, _ = run
+    warehouse = Path(conn.execute("SELECT file FROM pragma_database_list").fetchall()[0][0])
+    count = (
+        "SELECT schema_name || '.' || table_name, estimated_size FROM duckdb_tables() ORDER BY 1"
+    )
+    with duckdb.connect(str(warehouse.parent / "published.duckdb"), read_only=True) as copy:
+        assert copy.execute(count).fetchall() == conn.execute(count).fetchall()

@@ -1,0 +1,81 @@
+"""The published warehouse: the copy analysts read. It is swapped in whole, and only by a run
+that got this far, so analysts never see half a run and never hold the file a run writes."""
+
+import os
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from crm_pipeline.resources import WAREHOUSE_POOL, WarehouseResource
+
+KEY = dg.AssetKey(["warehouse", "published"])
+
+
+def publish(warehouse: WarehouseResource) -> list[tuple[str, int]]:
+    """Copy the warehouse to its published path in one rename; returns the published tables
+    and their row counts.
+
+    The copy is written beside the target and renamed over it: a reader that has the old file
+    open keeps reading the old file (POSIX rename), and new readers get the new one.
+    """
+    target = warehouse.published_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    with warehouse.connect() as conn:
+        conn.execute("CHECKPOINT")  # everything in the main file, nothing left in the WAL
+        shutil.copyfile(warehouse.path, partial)
+    with duckdb.connect(str(partial), read_only=True) as copy:
+        tables = copy.execute(
+            "SELECT schema_name || '.' || table_name, estimated_size FROM duckdb_tables() "
+            "ORDER BY 1"
+        ).fetchall()
+    os.replace(partial, target)
+    return tables
+
+
+def published_asset(deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
+    """The publishing step of a run, after every asset in `deps`: when one of them fails, or a
+    blocking check on it fails, Dagster skips this step and the published copy stays as it was."""
+
+    @dg.asset(
+        key=KEY,
+        group_name="warehouse",
+        description="The read-only copy of the warehouse analysts query (published.duckdb "
+        "beside it by default), replaced in one rename after a run whose assets and blocking "
+        "checks passed.",
+        deps=deps,
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb"},
+        tags={"layer": "warehouse"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                "readable",
+                asset=KEY,
+                description="The published copy opens read-only and holds every table.",
+            )
+        ],
+    )
+    def published(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        tables = publish(warehouse)
+        path = warehouse.published_path().resolve()
+        context.log.info(f"Published {len(tables)} tables to {path}")
+        return dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(str(path)),
+                "tables": len(tables),
+                "bytes": Path(path).stat().st_size,
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="readable",
+                    passed=bool(tables),
+                    description=f"{len(tables)} tables readable in the published copy",
+                )
+            ],
+        )
+
+    return published
