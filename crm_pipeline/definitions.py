@@ -3,6 +3,7 @@
 import dagster as dg
 
 from crm_pipeline.analytics.assets import analytics_assets
+from crm_pipeline.automation import daily_refresh, daily_schedule, new_landing_day
 from crm_pipeline.core.assets import core_assets
 from crm_pipeline.mining.assets import mining_assets
 from crm_pipeline.publish import published_asset
@@ -14,5 +15,8 @@ layers = [*raw_assets, *staging_assets, *core_assets, *analytics_assets, *mining
 
 defs = dg.Definitions(
     assets=[*layers, published_asset([key for asset in layers for key in asset.keys])],
+    jobs=[daily_refresh],
+    schedules=[daily_schedule],
+    sensors=[new_landing_day],
     resources=resources_from_env(),
 )

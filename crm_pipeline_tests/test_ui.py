@@ -110,6 +110,23 @@ def test_ui_loads_every_asset_with_its_checks(webserver: str) -> None:
         assert checks == expected[key], key
 
 
+def test_ui_loads_the_schedule_and_the_sensor(webserver: str) -> None:
+    data = _graphql(
+        webserver,
+        "{ workspaceOrError { ... on Workspace { locationEntries { locationOrLoadError { "
+        "... on RepositoryLocation { repositories { name schedules { name scheduleState { status } } "
+        "sensors { name sensorState { status } } } } } } } } }",
+    )
+    (entry,) = data["workspaceOrError"]["locationEntries"]
+    (repository,) = entry["locationOrLoadError"]["repositories"]
+    assert {s["name"]: s["scheduleState"]["status"] for s in repository["schedules"]} == {
+        "daily_refresh_schedule": "STOPPED"
+    }
+    assert {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]} == {
+        "new_landing_day": "STOPPED"
+    }
+
+
 def test_ui_launches_a_run_that_succeeds(webserver: str) -> None:
     launched = _graphql(
         webserver,

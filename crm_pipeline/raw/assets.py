@@ -69,8 +69,17 @@ def _result(
     )
 
 
+# The shop database can be briefly unreachable (a restart, a failover): retry with backoff
+# before failing the run. A loaded slice is replaced in one transaction, so a retry is safe.
+SOURCE_RETRY = dg.RetryPolicy(max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL)
+
+
 def _asset(
-    table: str, columns: tuple[str, ...], partitioned: bool, kinds: set[str]
+    table: str,
+    columns: tuple[str, ...],
+    partitioned: bool,
+    kinds: set[str],
+    retry_policy: dg.RetryPolicy | None = None,
 ) -> Callable[[Callable], dg.AssetsDefinition]:
     key = dg.AssetKey(["raw", table])
     model = RAW_MODELS[table]
@@ -89,6 +98,7 @@ def _asset(
             tags={"layer": "raw"},
             # The schema shows in the UI before the first materialization, too.
             metadata={"dagster/column_schema": schema_of(model, raw_column_types(columns))},
+            retry_policy=retry_policy,
         )
 
 
@@ -141,7 +151,7 @@ def shop_asset(table: landing.ShopTable, partitioned: bool) -> dg.AssetsDefiniti
     name = f"online_{table.name}"
     read = ShopRead(table.name, table.columns, partitioned)
 
-    @_asset(name, table.columns, partitioned, {"sql"})
+    @_asset(name, table.columns, partitioned, {"sql"}, retry_policy=SOURCE_RETRY)
     def _raw(
         context: dg.AssetExecutionContext,
         warehouse: WarehouseResource,
