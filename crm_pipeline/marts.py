@@ -7,7 +7,7 @@ row count, column schema and preview.
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 import duckdb
@@ -41,6 +41,12 @@ class Built:
 
 Builder = Callable[[duckdb.DuckDBPyConnection, date, Settings], Built]
 
+# Customer-level tables are rebuilt by the daily run: stale after a missed day, failed after
+# a day and a quarter.
+DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(hours=30), warn_window=timedelta(hours=26)
+)
+
 
 def as_of_day(conn: duckdb.DuckDBPyConnection, analysis: AnalysisSettings) -> date:
     """The configured day, or the last day with orders (today when there are none)."""
@@ -73,6 +79,7 @@ def mart_asset(
         kinds={"duckdb", "python"},
         tags={"layer": schema},
         metadata={"dagster/column_schema": schema_of(contract, column_types(contract))},
+        freshness_policy=DAILY_FRESHNESS,
         check_specs=[
             dg.AssetCheckSpec(
                 "contract",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -63,3 +63,14 @@ def test_the_shop_tables_retry_with_backoff_when_the_database_is_unreachable() -
     for asset in shop:
         policy = asset.op.retry_policy
         assert (policy.max_retries, policy.backoff) == (3, dg.Backoff.EXPONENTIAL), asset.key
+
+
+def test_every_customer_level_table_is_stale_after_a_missed_day() -> None:
+    graph = defs.resolve_asset_graph()
+    marts = [k for k in graph.get_all_asset_keys() if k.path[0] in ("analytics", "mining")]
+    assert len(marts) >= 10
+    for key in marts:
+        if key == dg.AssetKey(["mining", "report"]):
+            continue
+        policy = graph.get(key).freshness_policy
+        assert policy.fail_window.to_timedelta() == timedelta(hours=30), key
