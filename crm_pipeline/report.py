@@ -8,6 +8,7 @@ import html
 from collections.abc import Callable
 from datetime import date
 
+import dagster as dg
 import duckdb
 import pandas as pd
 
@@ -68,8 +69,6 @@ def chart(conn: duckdb.DuckDBPyConnection, title: str) -> bytes:
 
 def chart_metadata(conn: duckdb.DuckDBPyConnection, title: str) -> dict:
     """The chart as Markdown metadata, which the Dagster UI shows as an image."""
-    import dagster as dg
-
     return {"chart": dg.MetadataValue.md(pictures.markdown_image(chart(conn, title), title))}
 
 

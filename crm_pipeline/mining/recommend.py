@@ -28,6 +28,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from crm_pipeline.mining.rules import create_table
+
 PURCHASES = """
     SELECT * FROM core.order_lines
     WHERE customer_key IS NOT NULL AND order_status <> 'refunded'
@@ -189,14 +191,14 @@ def recommend(
     conn.register("top_products", top)
     if not explain:
         conn.execute(
-            f"CREATE OR REPLACE TABLE {table} AS "
+            f"{create_table(table)} AS "
             "SELECT customer_key, rank, sku FROM top_products ORDER BY customer_index, rank"
         )
         conn.unregister("top_products")
         return
     conn.execute(
         f"""
-        CREATE OR REPLACE TABLE {table} AS
+        {create_table(table)} AS
         WITH lines AS ({PURCHASES}),
         owned AS (SELECT DISTINCT customer_key, sku FROM lines),
         mix AS (SELECT DISTINCT customer_key, category FROM lines),

@@ -26,6 +26,13 @@ from crm_pipeline.mining.settings import MiningSettings
 LEVELS = {"product": "sku", "category": "category"}
 
 
+def create_table(table: str) -> str:
+    """CREATE OR REPLACE for `table`: a warehouse table when the name has a schema
+    (mining.association_rules); otherwise a temporary table of the connection, so intermediate
+    results (a holdout's rules) never stay in the warehouse when a run stops halfway."""
+    return f"CREATE OR REPLACE {'' if '.' in table else 'TEMP '}TABLE {table}"
+
+
 def baskets_sql(level: str) -> str:
     """One row per basket and item up to the end of $as_of (parameter)."""
     item = LEVELS[level]
@@ -53,7 +60,7 @@ def mine_rules(
     least = max(settings.min_baskets, settings.min_support * baskets)
     conn.execute(
         f"""
-        CREATE OR REPLACE TABLE {table} AS
+        {create_table(table)} AS
         WITH items AS (
             SELECT item, count(*) AS baskets FROM rule_baskets GROUP BY 1 HAVING count(*) >= $least
         ), frequent AS (
