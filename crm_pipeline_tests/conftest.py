@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import dagster as dg
@@ -13,6 +14,13 @@ from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.mining.settings import MiningSettings
 from crm_pipeline.resources import LandingZoneResource, WarehouseResource
 from crm_pipeline_tests import landing_builder
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,15 +17,10 @@ import pytest
 from crm_pipeline.definitions import defs
 from crm_pipeline.raw.schemas import RAW_MODELS
 from crm_pipeline.run import prepare_instance
+from crm_pipeline_tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 LOCATION = "crm_pipeline.definitions"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
@@ -44,7 +38,7 @@ def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
 def webserver(tiny_zone: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("dagster_home")
     prepare_instance(home)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
