@@ -66,29 +66,16 @@ def build_recommendations(conn: duckdb.DuckDBPyConnection, day: date, settings: 
     first_day = conn.execute(
         "SELECT CAST(min(ordered_at) AS DATE) FROM core.order_lines"
     ).fetchall()[0][0]
-    figures = evaluate(
-        conn,
-        cutoff,
-        day,
-        lambda when, level, table: mine_rules(conn, when, level, settings.mining, table),
-        n,
-    )
-    mining = settings.mining
+    figures = evaluate(conn, cutoff, day, n)
     run = ModelRun(
         "recommender_holdout",
         "fitted" if figures["customers"] else "skipped",
-        {
-            "min_support": mining.min_support,
-            "min_baskets": mining.min_baskets,
-            "min_confidence": mining.min_confidence,
-            "min_lift": mining.min_lift,
-            "recommendations": n,
-        },
+        {"recommendations": n, "holdout_days": settings.mining.holdout_days},
         None,
         figures["customers"],
         0.0,
-        f"rules mined up to {cutoff}, scored on first purchases of a product up to {day}: "
-        f"hit rate at {n} {figures[f'hit_rate_at_{n}'] or 0:.3f} against "
+        f"recommended from purchases up to {cutoff}, scored on first purchases of a product up "
+        f"to {day}: hit rate at {n} {figures[f'hit_rate_at_{n}'] or 0:.3f} against "
         f"{figures[f'baseline_hit_rate_at_{n}'] or 0:.3f} for the best sellers",
         figures,
     )

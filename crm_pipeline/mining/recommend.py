@@ -6,9 +6,8 @@ even mixture of what everyone buys and what the customer's own categories sell:
     score(c, P) = 1/2 share(P)  +  1/2 mix(c, K) share(P | K)
 
 with share(P) P's share of all purchase lines, K = P's category, mix(c, K) the share of c's
-lines in K, and share(P | K) P's share of K's lines. Candidates are every product the customer
-has not bought that is a best seller overall, a best seller of one of their categories, or the
-consequent of a rule from a product they bought.
+lines in K, and share(P | K) P's share of K's lines. Every product the customer has not bought
+is a candidate.
 
 Each recommendation says why, with the strongest evidence found, in this order:
 - product: a product rule A -> P from a product A the customer bought (the most confident);
@@ -18,10 +17,16 @@ Each recommendation says why, with the strongest evidence found, in this order:
 (Holdout on generated data: association rules alone, ranked by confidence, predicted later
 first purchases worse than best sellers; the mixture above does better than both. Rules stay
 the explanation and the cross-sell evidence.)
+
+Since share(P) = share(K) share(P | K), the score is share(P | K) x (1/2 share(K) + 1/2
+mix(c, K)): within a category every customer ranks products the same way, by their share of
+it. The top N per customer is therefore a merge of one ranked list per category, a few steps
+over (customers x categories), never a customers x products matrix.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 
 import duckdb
@@ -36,40 +41,43 @@ PURCHASES = """
       AND ordered_at < CAST($as_of AS DATE) + INTERVAL 1 DAY
 """
 EVIDENCE = ("product", "category", "affinity", "popularity")
-BLOCK = 20_000  # customers scored at a time: 20,000 x 500 products is 80 MB per array
+BLOCK = 100_000  # customers ranked at a time: 100,000 x 500 products of owned flags is 50 MB
+TIE = 1e-15  # per position in SKU order: equal scores go to the first SKU
 
 
-def _evidence(rules: str, consequent: str, held: str, item: str) -> str:
-    """Per recommendation, the most confident rule from something the customer holds (in
-    `held`, by `item`) to it."""
-    return f"""
-            SELECT s.customer_key, s.sku,
-                   arg_max(struct_pack(antecedent := r.antecedent, confidence := r.confidence,
-                                       lift := r.lift), (r.confidence, r.antecedent)) AS rule
-            FROM scored AS s
-            JOIN {rules} AS r ON r.consequent = {consequent}
-            SEMI JOIN {held} AS h ON h.customer_key = s.customer_key AND h.{item} = r.antecedent
-            WHERE NOT $popularity_only
-            GROUP BY ALL
-        """
+@dataclass(frozen=True)
+class Purchases:
+    """What was bought up to a day: products in SKU order with their shares, and per customer
+    (numbered in key order) the products they own and their mix of categories."""
+
+    keys: np.ndarray  # customer keys, in key order
+    sku: np.ndarray
+    category: np.ndarray
+    share: np.ndarray  # of all purchase lines
+    within: np.ndarray  # of its category's lines
+    category_index: np.ndarray  # 0 .. categories - 1
+    owned_customer: np.ndarray  # (customer, product) pairs bought, sorted by customer
+    owned_product: np.ndarray
+    mix: np.ndarray  # customers x categories: the share of the customer's lines
+
+    def owned_block(self, first: int, last: int) -> np.ndarray:
+        """Customers first..last-1 x products (+1 column, never owned, that pads lists)."""
+        owned = np.zeros((last - first, len(self.sku) + 1), bool)
+        lo, hi = np.searchsorted(self.owned_customer, [first, last])
+        owned[self.owned_customer[lo:hi] - first, self.owned_product[lo:hi]] = True
+        return owned
 
 
-def _top_products(
-    conn: duckdb.DuckDBPyConnection, as_of: date, n: int, customers: str | None, half: float
-) -> pa.Table:
-    """The top `n` products per customer by score, ties to the first SKU, in customer order.
-
-    Scored in numpy, a block of customers at a time against every product: memory is bounded
-    by the block (customers x products), never by baskets.
-    """
+def purchases(conn: duckdb.DuckDBPyConnection, as_of: date, customers: str | None) -> Purchases:
+    """Purchases up to `as_of`. Shares count every buyer's lines; customers are those in the
+    table named `customers`, else every buyer."""
     chosen = f"SEMI JOIN {customers} USING (customer_key)" if customers else ""
-    days = {"as_of": as_of}
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE top_lines AS
         SELECT customer_key, sku, category FROM ({PURCHASES}) WHERE sku IS NOT NULL
         """,
-        days,
+        {"as_of": as_of},
     )
     conn.execute(
         """
@@ -87,7 +95,6 @@ def _top_products(
         GROUP BY l.sku, l.category ORDER BY l.sku
         """
     ).df()
-    # The customers, numbered in key order, and what each bought and in which categories.
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE top_customers AS
@@ -106,8 +113,6 @@ def _top_products(
         ORDER BY c.i
         """
     ).fetchnumpy()
-    owned_customer = owned["i"].astype(np.int64)
-    owned_product = owned["j"].astype(np.int64)
     categories = int(products["category_index"].max()) + 1 if len(products) else 0
     mix = np.zeros((len(keys), categories))
     rows = conn.execute(
@@ -122,52 +127,197 @@ def _top_products(
     mix[rows["i"].to_numpy(np.int64), rows["k"].to_numpy(np.int64)] = rows["share"].to_numpy()
     for temporary in ("top_lines", "top_customers", "top_categories"):
         conn.execute(f"DROP TABLE {temporary}")
+    return Purchases(
+        keys=keys.to_numpy(object),
+        sku=products["sku"].to_numpy(object),
+        category=products["category"].to_numpy(object),
+        share=products["share"].to_numpy(float),
+        within=products["category_share"].to_numpy(float),
+        category_index=products["category_index"].to_numpy(np.int64),
+        owned_customer=owned["i"].astype(np.int64),
+        owned_product=owned["j"].astype(np.int64),
+        mix=mix,
+    )
 
-    share = products["share"].to_numpy(float)
-    within = products["category_share"].to_numpy(float)
-    product_category = products["category_index"].to_numpy(np.int64)
-    # Products are in SKU order, so a tiny penalty by position breaks ties to the first SKU.
-    base = (1 - half) * share - np.arange(len(products)) * 1e-15
-    take = min(n, len(products))
-    out_customer, out_product, out_score, out_mix = [], [], [], []
-    for first in range(0, len(keys), BLOCK):
-        last = min(first + BLOCK, len(keys))
-        block_mix = mix[first:last][:, product_category]
-        ranked = block_mix * (half * within)
-        ranked += base
-        lo, hi = np.searchsorted(owned_customer, [first, last])
-        ranked[owned_customer[lo:hi] - first, owned_product[lo:hi]] = -np.inf
-        best = np.argpartition(-ranked, take - 1, axis=1)[:, :take] if take else ranked[:, :0]
-        best_ranked = np.take_along_axis(ranked, best, axis=1)
-        best = np.take_along_axis(best, np.argsort(-best_ranked, axis=1, kind="stable"), axis=1)
-        rows_index = np.repeat(np.arange(last - first), take)
-        picked = best.ravel()
-        keep = np.isfinite(ranked[rows_index, picked])  # a customer who bought everything
-        out_customer.append((rows_index + first)[keep])
-        out_product.append(picked[keep])
-        picked_score = (1 - half) * share[picked] + half * block_mix[rows_index, picked] * within[
-            picked
-        ]
-        out_score.append(picked_score[keep])
-        out_mix.append(block_mix[rows_index, picked][keep])
-    customer = np.concatenate(out_customer) if out_customer else np.zeros(0, np.int64)
-    product = np.concatenate(out_product) if out_product else np.zeros(0, np.int64)
-    rank = np.ones(len(customer), np.int64)
-    if len(customer):
-        starts = np.r_[0, np.flatnonzero(np.diff(customer)) + 1]
-        rank = (
-            np.arange(len(customer)) - np.repeat(starts, np.diff(np.r_[starts, len(customer)])) + 1
+
+def _ranked_lists(bought: Purchases) -> tuple[np.ndarray, np.ndarray]:
+    """Per category, its products best first (by share of the category, then SKU), padded to
+    one length plus one with the never-owned column; and their shares (-inf as padding)."""
+    products = len(bought.sku)
+    categories = bought.mix.shape[1]
+    order = np.lexsort((np.arange(products), -bought.within, bought.category_index))
+    sizes = np.bincount(bought.category_index, minlength=categories)
+    depth = np.arange(products) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    lists = np.full((categories, sizes.max(initial=0) + 1), products)
+    lists[bought.category_index[order], depth] = order
+    shares = np.full(lists.shape, -np.inf)
+    shares[bought.category_index[order], depth] = bought.within[order]
+    return lists, shares
+
+
+def _past_owned(
+    heads: np.ndarray, lists: np.ndarray, owned: np.ndarray, row: np.ndarray, category: np.ndarray
+) -> None:
+    """Move the heads (row, category) of the category lists past the products their customer
+    bought; only the heads that still point at one are touched again."""
+    while len(row):
+        bought_it = owned[row, lists[category, heads[row, category]]]
+        row, category = row[bought_it], category[bought_it]
+        heads[row, category] += 1
+
+
+def top_products(bought: Purchases, n: int, half: float) -> np.ndarray:
+    """customers x n: the product numbers of each customer's top `n` not yet bought, best
+    first (-1 when they bought nearly everything), for score (1 - half) share(P) + half
+    mix(c, K) share(P | K)."""
+    lists, shares = _ranked_lists(bought)
+    category_share = np.bincount(
+        bought.category_index, weights=bought.share, minlength=lists.shape[0]
+    )
+    picks = np.full((len(bought.keys), n), -1)
+    for first in range(0, len(bought.keys), BLOCK):
+        last = min(first + BLOCK, len(bought.keys))
+        owned = bought.owned_block(first, last)
+        weight = (1 - half) * category_share + half * bought.mix[first:last]
+        rows = np.arange(last - first)[:, None]
+        heads = np.zeros(weight.shape, np.int64)  # per customer and category: the next product
+        column = np.arange(lists.shape[0])[None, :]
+        _past_owned(heads, lists, owned, *np.nonzero(np.ones(weight.shape, bool)))
+        for rank in range(n):
+            product = lists[column, heads]
+            score = weight * shares[column, heads] - product * TIE
+            best = score.argmax(axis=1)
+            found = np.isfinite(score[rows[:, 0], best])
+            picks[first:last, rank] = np.where(found, product[rows[:, 0], best], -1)
+            heads[rows[found, 0], best[found]] += 1
+            _past_owned(heads, lists, owned, rows[found, 0], best[found])
+    return picks
+
+
+def _rules(
+    conn: duckdb.DuckDBPyConnection, rules: str | None, names: np.ndarray
+) -> tuple[np.ndarray, pa.Table]:
+    """The rules of `rules` whose items are in `names` (item number = position): per consequent
+    number, its rule numbers, most confident first (ties to the larger antecedent), padded with
+    -1; and the rules (antecedent number, antecedent, confidence, lift). No rules for None."""
+    found = conn.sql(
+        f"SELECT antecedent, consequent, confidence, lift FROM {rules} "
+        "ORDER BY consequent, confidence DESC, antecedent DESC"
+        if rules
+        else "SELECT '' AS antecedent, '' AS consequent, 0.0 AS confidence, 0.0 AS lift LIMIT 0"
+    ).to_arrow_table()
+    number = {name: i for i, name in enumerate(names)}
+    antecedent = np.array([number.get(a, -1) for a in found["antecedent"].to_pylist()], np.int64)
+    consequent = np.array([number.get(c, -1) for c in found["consequent"].to_pylist()], np.int64)
+    known = (antecedent >= 0) & (consequent >= 0)
+    found = found.filter(pa.array(known)).append_column(
+        "antecedent_number", pa.array(antecedent[known])
+    )
+    consequent = consequent[known]
+    sizes = np.bincount(consequent, minlength=len(names) + 1)
+    by_consequent = np.full((len(names) + 1, sizes.max(initial=0)), -1)
+    order = np.argsort(consequent, kind="stable")
+    depth = np.arange(len(order)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    by_consequent[consequent[order], depth] = order
+    return by_consequent, found
+
+
+def _strongest(
+    by_consequent: np.ndarray, antecedents: np.ndarray, held: np.ndarray, picked: np.ndarray
+) -> np.ndarray:
+    """Per pick (customer row, item) in `picked` (rows x n), the first rule to it whose
+    antecedent the customer holds (`held`: rows x items + 1), else -1. Rules are tried one
+    depth at a time, only for the picks still without one."""
+    strongest = np.full(picked.shape, -1)
+    row, rank = np.nonzero(by_consequent[picked, 0] >= 0) if by_consequent.shape[1] else ([], [])
+    for depth in range(by_consequent.shape[1]):
+        rule = by_consequent[picked[row, rank], depth]
+        row, rank, rule = row[rule >= 0], rank[rule >= 0], rule[rule >= 0]
+        holds = held[row, antecedents[rule]]
+        strongest[row[holds], rank[holds]] = rule[holds]
+        row, rank = row[~holds], rank[~holds]
+    return strongest
+
+
+def _evidence(
+    conn: duckdb.DuckDBPyConnection,
+    bought: Purchases,
+    picks: np.ndarray,
+    product_rules: str | None,
+    category_rules: str | None,
+) -> tuple[pa.Table, pa.Table]:
+    """The picks by number (customer, rank, product, evidence level as a position in EVIDENCE,
+    rule number, category mix), one row per customer and rank in that order; and the rules
+    they cite (number, antecedent, confidence, lift, level). Without rules, the evidence is
+    popularity."""
+    categories = bought.mix.shape[1]
+    category_names = np.empty(categories, object)
+    category_names[bought.category_index] = bought.category
+    product_index, product_found = _rules(conn, product_rules, bought.sku)
+    category_index, category_found = _rules(conn, category_rules, category_names)
+    product_antecedent = product_found["antecedent_number"].to_numpy()
+    category_antecedent = category_found["antecedent_number"].to_numpy()
+    rule = np.full(picks.shape, -1)
+    no_product = len(bought.sku)
+    for first in range(0, len(picks), BLOCK):
+        last = min(first + BLOCK, len(picks))
+        block = np.where(picks[first:last] >= 0, picks[first:last], no_product)
+        owned = bought.owned_block(first, last)
+        by_product = _strongest(product_index, product_antecedent, owned, block)
+        held = np.zeros((last - first, categories + 1), bool)
+        held[:, :categories] = bought.mix[first:last] > 0
+        picked_category = np.append(bought.category_index, categories)[block]
+        by_category = _strongest(category_index, category_antecedent, held, picked_category)
+        # Category rules are numbered after the product rules.
+        rule[first:last] = np.where(
+            by_product >= 0,
+            by_product,
+            np.where(by_category >= 0, by_category + len(product_found), -1),
         )
-    mixes = np.concatenate(out_mix) if out_mix else np.zeros(0)
+
+    customer, rank = np.nonzero(picks >= 0)
+    product = picks[customer, rank]
+    mix = bought.mix[customer, bought.category_index[product]]
+    cited = rule[customer, rank]
+    level = np.select(
+        [(cited >= 0) & (cited < len(product_found)), cited >= 0, mix > 0], [0, 1, 2], default=3
+    )
+    if product_rules is None:
+        level[:] = 3
+    columns = ["antecedent", "confidence", "lift"]
+    rules = pa.concat_tables(
+        [
+            product_found.select(columns).append_column(
+                "level", pa.array(["product"] * len(product_found), pa.string())
+            ),
+            category_found.select(columns).append_column(
+                "level", pa.array(["category"] * len(category_found), pa.string())
+            ),
+        ]
+    )
+    picked = pa.table(
+        {
+            "customer": customer,
+            "rank": rank + 1,
+            "product": product,
+            "level": level.astype(np.int8),
+            "rule": pa.array(cited, mask=cited < 0),
+            "category_mix": mix,
+        }
+    )
+    return picked, rules.append_column("number", pa.array(np.arange(len(rules))))
+
+
+def ranked(bought: Purchases, n: int, popularity_only: bool = False) -> pa.Table:
+    """customer_key, rank, sku: the top `n` per customer (best sellers only, for the
+    baseline), enough to evaluate."""
+    picks = top_products(bought, n, 0.0 if popularity_only else 0.5)
+    customer, rank = np.nonzero(picks >= 0)
     return pa.table(
         {
-            "customer_index": customer,
-            "customer_key": pa.array(keys.to_numpy(object)[customer], pa.string()),
-            "rank": rank,
-            "sku": pa.array(products["sku"].to_numpy(object)[product], pa.string()),
-            "category": pa.array(products["category"].to_numpy(object)[product], pa.string()),
-            "score": np.concatenate(out_score) if out_score else np.zeros(0),
-            "category_mix": pa.array(np.where(mixes > 0, mixes, np.nan), from_pandas=True),
+            "customer_key": pa.array(bought.keys[customer], pa.string()),
+            "rank": rank + 1,
+            "sku": pa.array(bought.sku[picks[customer, rank]], pa.string()),
         }
     )
 
@@ -179,74 +329,83 @@ def recommend(
     category_rules: str,
     n: int,
     table: str,
-    customers: str | None = None,
     popularity_only: bool = False,
-    explain: bool = True,
 ) -> None:
-    """Write `table`: the top `n` products per customer (from the customers in the table named
-    `customers`, else every buyer up to the day), from purchases and rules up to the same day.
-    popularity_only gives the baseline: the best sellers the customer has not bought. Without
-    `explain`, only customer_key, rank and sku (enough to evaluate)."""
-    top = _top_products(conn, as_of, n, customers, 0.0 if popularity_only else 0.5)
-    conn.register("top_products", top)
-    if not explain:
-        conn.execute(
-            f"{create_table(table)} AS "
-            "SELECT customer_key, rank, sku FROM top_products ORDER BY customer_index, rank"
-        )
-        conn.unregister("top_products")
-        return
+    """Write `table`: the top `n` products per customer, every buyer up to the day, from
+    purchases and rules up to the same day, each with its evidence and reason.
+    popularity_only gives the baseline: the best sellers the customer has not bought."""
+    bought = purchases(conn, as_of, None)
+    half = 0.0 if popularity_only else 0.5
+    picks = top_products(bought, n, half)
+    if popularity_only:
+        product_rules = category_rules = None
+    picked, rules = _evidence(conn, bought, picks, product_rules, category_rules)
+    inputs = {
+        "recommend_picks": picked,
+        "recommend_rules": rules,
+        "recommend_customers": pa.table(
+            {
+                "customer": np.arange(len(bought.keys)),
+                "customer_key": pa.array(bought.keys, pa.string()),
+            }
+        ),
+        "recommend_products": pa.table(
+            {
+                "product": np.arange(len(bought.sku)),
+                "sku": pa.array(bought.sku, pa.string()),
+                "category": pa.array(bought.category, pa.string()),
+                "share": bought.share,
+                "within": bought.within,
+            }
+        ),
+    }
+    for name, arrow in inputs.items():
+        conn.register(name, arrow)
+    # Reasons are written once per rule and per product, then only completed per pick.
     conn.execute(
         f"""
         {create_table(table)} AS
-        WITH lines AS ({PURCHASES}),
-        owned AS (SELECT DISTINCT customer_key, sku FROM lines),
-        mix AS (SELECT DISTINCT customer_key, category FROM lines),
-        scored AS (SELECT * FROM top_products),
-        product_evidence AS ({_evidence(product_rules, "s.sku", "owned", "sku")}),
-        category_evidence AS ({_evidence(category_rules, "s.category", "mix", "category")}),
-        explained AS (
-            SELECT s.*,
-                   CASE WHEN pe.rule IS NOT NULL THEN 'product'
-                        WHEN ce.rule IS NOT NULL THEN 'category'
-                        WHEN s.category_mix > 0 AND NOT $popularity_only THEN 'affinity'
-                        ELSE 'popularity' END AS rule_level,
-                   coalesce(pe.rule, ce.rule) AS rule
-            FROM scored AS s
-            LEFT JOIN product_evidence AS pe USING (customer_key, sku)
-            LEFT JOIN category_evidence AS ce USING (customer_key, sku)
+        WITH products AS (
+            SELECT i.*, coalesce(p.name, i.sku) AS name
+            FROM recommend_products AS i LEFT JOIN core.products AS p USING (sku)
+        ), rules AS (
+            SELECT r.*,
+                   CASE r.level
+                       WHEN 'product' THEN
+                           'Bought ' || coalesce(a.name, r.antecedent) || '; '
+                           || round(r.confidence * 100, 1) || '% of baskets with it also hold '
+                       ELSE
+                           'Buys ' || r.antecedent || '; ' || round(r.confidence * 100, 1)
+                           || '% of ' || r.antecedent || ' baskets also hold '
+                   END AS opening,
+                   ' (lift ' || round(r.lift, 1) || ')' AS closing
+            FROM recommend_rules AS r
+            LEFT JOIN core.products AS a ON r.level = 'product' AND a.sku = r.antecedent
         )
-        SELECT e.customer_key,
-               e.rank,
-               e.sku, p.name AS product, e.category, e.score, e.rule_level,
-               CASE WHEN e.rule_level = 'affinity' THEN e.category ELSE e.rule.antecedent END
-                   AS antecedent,
-               CASE e.rule_level WHEN 'product' THEN e.sku WHEN 'popularity' THEN NULL
-                    ELSE e.category END AS consequent,
-               CASE WHEN e.rule_level = 'affinity' THEN e.category_mix
-                    ELSE e.rule.confidence END AS confidence,
-               e.rule.lift AS lift,
-               CASE e.rule_level
-                   WHEN 'product' THEN
-                       'Bought ' || coalesce(a.name, e.rule.antecedent) || '; '
-                       || round(e.rule.confidence * 100, 1) || '% of baskets with it also hold '
-                       || coalesce(p.name, e.sku) || ' (lift ' || round(e.rule.lift, 1) || ')'
-                   WHEN 'category' THEN
-                       'Buys ' || e.rule.antecedent || '; ' || round(e.rule.confidence * 100, 1)
-                       || '% of ' || e.rule.antecedent || ' baskets also hold ' || e.category
-                       || ' (lift ' || round(e.rule.lift, 1) || '), where '
-                       || coalesce(p.name, e.sku) || ' sells well'
-                   WHEN 'affinity' THEN
-                       CAST(round(e.category_mix * 100) AS INTEGER) || '% of their purchases are ' || e.category
-                       || ', and ' || coalesce(p.name, e.sku) || ' is among its best sellers'
+        SELECT c.customer_key, e.rank, p.sku, p.name AS product, p.category,
+               (1 - $half) * p.share + $half * e.category_mix * p.within AS score,
+               $evidence[e.level + 1] AS rule_level,
+               CASE e.level WHEN 2 THEN p.category ELSE r.antecedent END AS antecedent,
+               CASE e.level WHEN 0 THEN p.sku WHEN 3 THEN NULL ELSE p.category END AS consequent,
+               CASE e.level WHEN 2 THEN e.category_mix ELSE r.confidence END AS confidence,
+               r.lift,
+               CASE e.level
+                   WHEN 0 THEN r.opening || p.name || r.closing
+                   WHEN 1 THEN r.opening || p.category || r.closing || ', where ' || p.name
+                               || ' sells well'
+                   WHEN 2 THEN CAST(round(e.category_mix * 100) AS INTEGER)
+                               || '% of their purchases are ' || p.category || ', and '
+                               || p.name || ' is among its best sellers'
                    ELSE 'A best seller they have not bought'
                END AS reason,
                CAST($as_of AS TIMESTAMP) AS as_of
-        FROM explained AS e
-        LEFT JOIN core.products AS p USING (sku)
-        LEFT JOIN core.products AS a ON e.rule_level = 'product' AND a.sku = e.rule.antecedent
-        ORDER BY e.customer_index, e.rank
+        FROM recommend_picks AS e
+        JOIN recommend_customers AS c USING (customer)
+        JOIN products AS p USING (product)
+        LEFT JOIN rules AS r ON r.number = e.rule
+        ORDER BY e.customer, e.rank
         """,
-        {"as_of": as_of, "popularity_only": popularity_only},
+        {"as_of": as_of, "half": half, "evidence": list(EVIDENCE)},
     )
-    conn.unregister("top_products")
+    for name in inputs:
+        conn.unregister(name)
