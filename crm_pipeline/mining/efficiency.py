@@ -49,7 +49,7 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
         f"""
         CREATE OR REPLACE TABLE {table} AS
         WITH lines AS (
-            SELECT customer_key, channel || ':' || order_id AS order_key, channel,
+            SELECT customer_key, order_id, channel,
                    {BREAKDOWNS["store"]} AS store, {BREAKDOWNS["category"]} AS category,
                    {BREAKDOWNS["month"]} AS month, net_amount, quantity, margin,
                    CASE WHEN margin IS NOT NULL THEN net_amount END AS costed
@@ -57,22 +57,23 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
         ), by_category AS (
             -- One row per order and category, and one per order: an order has one channel,
             -- store and month, so counting rows counts orders, with no DISTINCT.
-            SELECT order_key, category, any_value(customer_key) AS customer_key,
+            SELECT channel, order_id, category, any_value(customer_key) AS customer_key,
                    sum(net_amount) AS revenue, sum(quantity) AS units, sum(margin) AS margin,
                    sum(costed) AS costed_revenue
-            FROM lines GROUP BY order_key, category
+            FROM lines GROUP BY channel, order_id, category
         ), by_order AS (
-            SELECT order_key, any_value(customer_key) AS customer_key,
-                   any_value(channel) AS channel, any_value(store) AS store,
+            SELECT channel, order_id, any_value(customer_key) AS customer_key,
+                   any_value(store) AS store,
                    any_value(month) AS month,
                    sum(net_amount) AS revenue, sum(quantity) AS units, sum(margin) AS margin,
                    sum(costed) AS costed_revenue
-            FROM lines GROUP BY order_key
+            FROM lines GROUP BY channel, order_id
         ), placed AS (
-            SELECT 'category' AS breakdown, category AS group_value, * EXCLUDE (category)
+            SELECT 'category' AS breakdown, category AS group_value, customer_key, revenue, units,
+                   margin, costed_revenue
             FROM by_category
             UNION ALL
-            SELECT g.breakdown, g.group_value, order_key, customer_key, revenue, units, margin,
+            SELECT g.breakdown, g.group_value, customer_key, revenue, units, margin,
                    costed_revenue
             FROM (
                 SELECT *, unnest([

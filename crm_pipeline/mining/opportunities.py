@@ -26,11 +26,16 @@ from crm_pipeline.mining.settings import MiningSettings
 
 TYPES = ("whitespace", "regional_growth", "win_back", "cross_sell", "upsell")
 
+# lines: what was bought up to the day; sales: the same with the buyer's type and place.
 SALES = """
-    SELECT l.*, s.customer_type, s.region AS customer_region, s.city AS customer_city
-    FROM core.order_lines AS l
-    LEFT JOIN analytics.scored_customers AS s USING (customer_key)
-    WHERE l.order_status <> 'refunded' AND l.ordered_at < CAST($as_of AS DATE) + INTERVAL 1 DAY
+    lines AS (
+        SELECT * FROM core.order_lines
+        WHERE order_status <> 'refunded' AND ordered_at < CAST($as_of AS DATE) + INTERVAL 1 DAY
+    ), sales AS (
+        SELECT l.*, s.customer_type, s.region AS customer_region, s.city AS customer_city
+        FROM lines AS l
+        LEFT JOIN analytics.scored_customers AS s USING (customer_key)
+    )
 """
 
 
@@ -105,6 +110,7 @@ REGIONAL_GROWTH = f"""
                 struct_pack(kind := 'region', place := coalesce(st.region, l.customer_region)),
                 struct_pack(kind := 'city', place := coalesce(st.city, l.customer_city))
             ]) AS p) AS u(p)
+            WHERE l.ordered_at >= CAST($as_of AS DATE) - INTERVAL 179 DAY
         ) WHERE place IS NOT NULL
         GROUP BY ALL
     )
@@ -122,7 +128,7 @@ WIN_BACK = f"""
     WITH spend AS (
         SELECT customer_key, sum(net_amount) AS spent, count(DISTINCT order_id) AS orders,
                min(ordered_at) AS first_at, max(ordered_at) AS last_at
-        FROM sales WHERE customer_key IS NOT NULL GROUP BY 1
+        FROM lines WHERE customer_key IS NOT NULL GROUP BY 1
     )
     SELECT 'win_back', 'customer', s.customer_key, NULL,
            CAST(p.spent / greatest(date_diff('day', p.first_at, CAST($as_of AS DATE)) / 365.25, 1)
@@ -147,11 +153,11 @@ UPSELL = f"""
         SELECT customer_key, category, count(DISTINCT CAST(ordered_at AS DATE)) AS days,
                sum(quantity) AS units, sum(unit_price * quantity) / sum(quantity) AS price,
                min(ordered_at) AS first_at
-        FROM sales WHERE customer_key IS NOT NULL AND category IS NOT NULL GROUP BY ALL
+        FROM lines WHERE customer_key IS NOT NULL AND category IS NOT NULL GROUP BY ALL
     ), prices AS (
         SELECT category, median(unit_price) AS median_price,
                quantile_cont(unit_price, 0.75) AS upper_price
-        FROM sales WHERE category IS NOT NULL GROUP BY 1
+        FROM lines WHERE category IS NOT NULL GROUP BY 1
     )
     SELECT 'upsell', 'customer', b.customer_key, b.category,
            CAST((p.upper_price - b.price) * b.units
@@ -172,7 +178,7 @@ def penetration(
     day, with each cell's comparable penetration (the customer type everywhere), whitespace
     flag and the value of closing the gap."""
     conn.execute(
-        f"CREATE OR REPLACE TABLE {table} AS WITH sales AS ({SALES}) SELECT * FROM ({PENETRATION})",
+        f"CREATE OR REPLACE TABLE {table} AS WITH {SALES} SELECT * FROM ({PENETRATION})",
         {
             "as_of": as_of,
             "whitespace_ratio": settings.whitespace_ratio,
@@ -201,7 +207,7 @@ def opportunities(
         used = {name: value for name, value in parameters.items() if f"${name}" in query}
         used["as_of"] = as_of  # the sales read up to the day
         conn.execute(
-            f"INSERT INTO found_opportunities WITH sales AS ({SALES}) "
+            f"INSERT INTO found_opportunities WITH {SALES} "
             f"SELECT * FROM ({query}) AS found (type, target_kind, target, category, "
             "estimated_value, reason) WHERE estimated_value > 0",
             used,
