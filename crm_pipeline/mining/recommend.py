@@ -313,6 +313,44 @@ def ranked(bought: Purchases, n: int, popularity_only: bool = False) -> pa.Table
     )
 
 
+def _described(
+    conn: duckdb.DuckDBPyConnection, bought: Purchases, rules: pa.Table
+) -> tuple[pa.Table, pa.Table]:
+    """The products (by number) with their names, and the rules (by number) with the opening
+    and closing words of their reasons: written once each, then taken per pick."""
+    conn.register(
+        "recommend_products",
+        pa.table({"sku": pa.array(bought.sku, pa.string()), "number": np.arange(len(bought.sku))}),
+    )
+    conn.register("recommend_rules", rules)
+    products = conn.sql(
+        """
+        SELECT coalesce(p.name, i.sku) AS name
+        FROM recommend_products AS i LEFT JOIN core.products AS p USING (sku)
+        ORDER BY i.number
+        """
+    ).to_arrow_table()
+    described = conn.sql(
+        """
+        SELECT CASE r.level
+                   WHEN 'product' THEN
+                       'Bought ' || coalesce(a.name, r.antecedent) || '; '
+                       || round(r.confidence * 100, 1) || '% of baskets with it also hold '
+                   ELSE
+                       'Buys ' || r.antecedent || '; ' || round(r.confidence * 100, 1)
+                       || '% of ' || r.antecedent || ' baskets also hold '
+               END AS opening,
+               ' (lift ' || round(r.lift, 1) || ')' AS closing
+        FROM recommend_rules AS r
+        LEFT JOIN core.products AS a ON r.level = 'product' AND a.sku = r.antecedent
+        ORDER BY r.number
+        """
+    ).to_arrow_table()
+    conn.unregister("recommend_products")
+    conn.unregister("recommend_rules")
+    return products, described
+
+
 def recommend(
     conn: duckdb.DuckDBPyConnection,
     as_of: date,
@@ -331,72 +369,53 @@ def recommend(
     if popularity_only:
         product_rules = category_rules = None
     picked, rules = _evidence(conn, bought, picks, product_rules, category_rules)
-    inputs = {
-        "recommend_picks": picked,
-        "recommend_rules": rules,
-        "recommend_customers": pa.table(
+    names, reasons = _described(conn, bought, rules)
+    product, rule = picked["product"], picked["rule"]
+    # Assembled in customer and rank order by taking from the small tables: the SQL below only
+    # projects, so the table is written in that order with no sort.
+    conn.register(
+        "recommend_picks",
+        pa.table(
             {
-                "customer": np.arange(len(bought.keys)),
-                "customer_key": pa.array(bought.keys, pa.string()),
+                "customer_key": pa.array(bought.keys, pa.string()).take(picked["customer"]),
+                "rank": picked["rank"],
+                "sku": pa.array(bought.sku, pa.string()).take(product),
+                "name": names["name"].take(product),
+                "category": pa.array(bought.category, pa.string()).take(product),
+                "share": pa.array(bought.share).take(product),
+                "within": pa.array(bought.within).take(product),
+                "level": picked["level"],
+                "category_mix": picked["category_mix"],
+                "antecedent": rules["antecedent"].take(rule),
+                "confidence": rules["confidence"].take(rule),
+                "lift": rules["lift"].take(rule),
+                "opening": reasons["opening"].take(rule),
+                "closing": reasons["closing"].take(rule),
             }
         ),
-        "recommend_products": pa.table(
-            {
-                "product": np.arange(len(bought.sku)),
-                "sku": pa.array(bought.sku, pa.string()),
-                "category": pa.array(bought.category, pa.string()),
-                "share": bought.share,
-                "within": bought.within,
-            }
-        ),
-    }
-    for name, arrow in inputs.items():
-        conn.register(name, arrow)
-    # Reasons are written once per rule and per product, then only completed per pick.
+    )
     conn.execute(
         f"""
         {create_table(table)} AS
-        WITH products AS (
-            SELECT i.*, coalesce(p.name, i.sku) AS name
-            FROM recommend_products AS i LEFT JOIN core.products AS p USING (sku)
-        ), rules AS (
-            SELECT r.*,
-                   CASE r.level
-                       WHEN 'product' THEN
-                           'Bought ' || coalesce(a.name, r.antecedent) || '; '
-                           || round(r.confidence * 100, 1) || '% of baskets with it also hold '
-                       ELSE
-                           'Buys ' || r.antecedent || '; ' || round(r.confidence * 100, 1)
-                           || '% of ' || r.antecedent || ' baskets also hold '
-                   END AS opening,
-                   ' (lift ' || round(r.lift, 1) || ')' AS closing
-            FROM recommend_rules AS r
-            LEFT JOIN core.products AS a ON r.level = 'product' AND a.sku = r.antecedent
-        )
-        SELECT c.customer_key, e.rank, p.sku, p.name AS product, p.category,
-               (1 - $half) * p.share + $half * e.category_mix * p.within AS score,
-               $evidence[e.level + 1] AS rule_level,
-               CASE e.level WHEN 2 THEN p.category ELSE r.antecedent END AS antecedent,
-               CASE e.level WHEN 0 THEN p.sku WHEN 3 THEN NULL ELSE p.category END AS consequent,
-               CASE e.level WHEN 2 THEN e.category_mix ELSE r.confidence END AS confidence,
-               r.lift,
-               CASE e.level
-                   WHEN 0 THEN r.opening || p.name || r.closing
-                   WHEN 1 THEN r.opening || p.category || r.closing || ', where ' || p.name
+        SELECT customer_key, rank, sku, name AS product, category,
+               (1 - $half) * share + $half * category_mix * within AS score,
+               $evidence[level + 1] AS rule_level,
+               CASE level WHEN 2 THEN category ELSE antecedent END AS antecedent,
+               CASE level WHEN 0 THEN sku WHEN 3 THEN NULL ELSE category END AS consequent,
+               CASE level WHEN 2 THEN category_mix ELSE confidence END AS confidence,
+               lift,
+               CASE level
+                   WHEN 0 THEN opening || name || closing
+                   WHEN 1 THEN opening || category || closing || ', where ' || name
                                || ' sells well'
-                   WHEN 2 THEN CAST(round(e.category_mix * 100) AS INTEGER)
-                               || '% of their purchases are ' || p.category || ', and '
-                               || p.name || ' is among its best sellers'
+                   WHEN 2 THEN CAST(round(category_mix * 100) AS INTEGER)
+                               || '% of their purchases are ' || category || ', and ' || name
+                               || ' is among its best sellers'
                    ELSE 'A best seller they have not bought'
                END AS reason,
                CAST($as_of AS TIMESTAMP) AS as_of
-        FROM recommend_picks AS e
-        JOIN recommend_customers AS c USING (customer)
-        JOIN products AS p USING (product)
-        LEFT JOIN rules AS r ON r.number = e.rule
-        ORDER BY e.customer, e.rank
+        FROM recommend_picks
         """,
         {"as_of": as_of, "half": half, "evidence": list(EVIDENCE)},
     )
-    for name in inputs:
-        conn.unregister(name)
+    conn.unregister("recommend_picks")
