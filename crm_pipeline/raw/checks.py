@@ -6,12 +6,14 @@ import dagster as dg
 import duckdb
 import pandera.pandas as pa
 
-from crm_pipeline.contracts import validate_query
+from crm_pipeline.contracts import contract_check, repeated_keys, validate_query
 from crm_pipeline.raw.schemas import RawDeliveries, RawRejects
 from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, line_breaks_sql
 
 CONTRACT = "contract"
 ROWS_ACCOUNTED = "rows_accounted"
+# Where a raw row came from: enough to find it in the landing zone or the shop database.
+LINEAGE = ("source_file", "source_line")
 
 
 def check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
@@ -44,34 +46,29 @@ def contract_result(
 ) -> dg.AssetCheckResult:
     """Validate the rows just loaded (streamed), the rejects and delivery log they came with,
     and the one cross-row rule raw has."""
-    outcome = validate_query(conn, f"SELECT * FROM raw.{table} WHERE {where}", params, model)
-    for log, log_model in ((REJECTS_TABLE, RawRejects), (DELIVERIES_TABLE, RawDeliveries)):
-        logged = validate_query(
-            conn, f"SELECT * FROM {log} WHERE source = ? AND ({where})", [table, *params], log_model
+    outcome = validate_query(
+        conn, f"SELECT * FROM raw.{table} WHERE {where}", params, model, keys=LINEAGE
+    )
+    for log, log_model, keys in (
+        (REJECTS_TABLE, RawRejects, LINEAGE),
+        (DELIVERIES_TABLE, RawDeliveries, ("source_file", "partition_date")),
+    ):
+        outcome.add(
+            validate_query(
+                conn,
+                f"SELECT * FROM {log} WHERE source = ? AND ({where})",
+                [table, *params],
+                log_model,
+                keys=keys,
+            )
         )
-        outcome.failures += logged.failures
-        outcome.examples += logged.examples
-    repeated = conn.execute(
-        f"""
-        SELECT count(*) FROM (
-            SELECT source_file, source_line
-            FROM raw.{table}
-            WHERE {where}
-            GROUP BY ALL
-            HAVING count(*) > 1
-        )
-        """,
-        params,
-    ).fetchone()[0]
-    description = outcome.describe()
-    if repeated:
-        description += f"\n{repeated} (source_file, source_line) pairs occur more than once"
-    return dg.AssetCheckResult(
-        check_name=CONTRACT,
-        passed=outcome.passed and not repeated,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=description,
-        metadata={"rows_checked": outcome.rows, "failures": outcome.failures + repeated},
+    # A delivered record has one place in its file: a repeat means a file was loaded twice.
+    return contract_check(
+        CONTRACT,
+        f"raw.{table}",
+        outcome,
+        repeated_keys(conn, f"raw.{table}", LINEAGE, where, params),
+        "Remove the file's second copy from the landing zone and re-run its day.",
     )
 
 
