@@ -17,6 +17,7 @@ from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.contracts import contract_check, repeated_keys, validate_query
 from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.schemas import column_types
+from crm_pipeline.failures import explained
 from crm_pipeline.mining.settings import MiningSettings
 from crm_pipeline.reporting import schema_of, table_metadata
 from crm_pipeline.resources import WAREHOUSE_POOL, WarehouseResource
@@ -97,7 +98,9 @@ def mart_asset(
         mining: MiningSettings,
     ) -> dg.MaterializeResult:
         table = f"{schema}.{name}"
-        with warehouse.connect() as conn:
+        reading = ", ".join(".".join(d.path) for d in deps)
+        advice = f"Fix the cause, then re-materialize {table} and what follows it."
+        with explained(context, reading, advice), warehouse.connect() as conn:
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             day = as_of_day(conn, analysis)
             built = build(conn, day, Settings(analysis, core_rules, mining))

@@ -19,6 +19,7 @@ from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.crosswalk import build_crosswalk, pairwise_scores
 from crm_pipeline.core.quality import build_quality_report, summary_markdown, unconserved
 from crm_pipeline.core.schemas import CORE_MODELS, column_types
+from crm_pipeline.failures import explained
 from crm_pipeline.landing import NEED_DIMENSIONS, ground_truth_dir_for
 from crm_pipeline.reporting import schema_of, table_metadata
 from crm_pipeline.resources import WAREHOUSE_POOL, LandingZoneResource, WarehouseResource
@@ -275,7 +276,9 @@ def core_asset(table: CoreTable) -> dg.AssetsDefinition:
         warehouse: WarehouseResource,
         landing_zone: LandingZoneResource,
     ) -> dg.MaterializeResult:
-        with warehouse.connect() as conn:
+        reading = ", ".join(d.replace("/", ".") for d in table.deps)
+        advice = f"Fix the cause, then re-materialize core.{table.name} and what follows it."
+        with explained(context, reading, advice), warehouse.connect() as conn:
             conn.execute("CREATE SCHEMA IF NOT EXISTS core")
             conn.begin()
             BUILDERS[table.name](conn, core_rules)
