@@ -6,7 +6,13 @@ import dagster as dg
 import duckdb
 import pandera.pandas as pa
 
-from crm_pipeline.contracts import contract_check, repeated_keys, validate_query
+from crm_pipeline.contracts import (
+    SHOWN_EXAMPLES,
+    contract_check,
+    failing_rows_markdown,
+    repeated_keys,
+    validate_query,
+)
 from crm_pipeline.raw.schemas import RawDeliveries, RawRejects
 from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, line_breaks_sql
 
@@ -83,51 +89,64 @@ def rows_accounted_result(
     rows = conn.execute(
         f"""
         WITH delivered AS (
-            SELECT partition_date, sum(source_rows) AS n
+            SELECT partition_date, source_file, sum(source_rows) AS n
             FROM {DELIVERIES_TABLE}
             WHERE source = ? AND ({where})
             GROUP BY ALL
         ), landed AS (
-            SELECT partition_date, sum(source_lines) AS n
+            SELECT partition_date, source_file, sum(source_lines) AS n
             FROM raw.{table}
             WHERE {where}
             GROUP BY ALL
         ), rejected AS (
-            SELECT partition_date, sum(1 + {line_breaks_sql("raw_text")}) AS n
+            SELECT partition_date, source_file, sum(1 + {line_breaks_sql("raw_text")}) AS n
             FROM {REJECTS_TABLE}
             WHERE source = ? AND ({where})
             GROUP BY ALL
         )
         SELECT coalesce(d.partition_date, l.partition_date, r.partition_date) AS partition_date,
+               coalesce(d.source_file, l.source_file, r.source_file) AS source_file,
                coalesce(d.n, 0) AS delivered,
                coalesce(l.n, 0) AS landed,
                coalesce(r.n, 0) AS rejected
         FROM delivered AS d
-        FULL JOIN landed AS l ON d.partition_date IS NOT DISTINCT FROM l.partition_date
+        FULL JOIN landed AS l
+          ON d.partition_date IS NOT DISTINCT FROM l.partition_date
+         AND d.source_file = l.source_file
         FULL JOIN rejected AS r
           ON coalesce(d.partition_date, l.partition_date) IS NOT DISTINCT FROM r.partition_date
-        ORDER BY 1
+         AND coalesce(d.source_file, l.source_file) = r.source_file
+        ORDER BY 1, 2
         """,
         [table, *params, *params, table, *params],
     ).fetchall()
-    lost = [(str(p) if p else "no partition", d, l, r) for p, d, l, r in rows if d != l + r]
-    delivered = sum(r[1] for r in rows)
-    rejected = sum(r[3] for r in rows)
+    # Per file, so a loss names the file to look at.
+    lost = [(str(p) if p else "no partition", f, d, l, r) for p, f, d, l, r in rows if d != l + r]
+    delivered = sum(r[2] for r in rows)
+    rejected = sum(r[4] for r in rows)
     metadata = {
         "delivered_rows": delivered,
-        "raw_rows": sum(r[2] for r in rows),
+        "raw_rows": sum(r[3] for r in rows),
         "rejected_rows": rejected,
     }
     if lost:
         worst = "; ".join(
-            f"{p}: delivered {d}, raw {l}, rejected {r} ({d - l - r:+d})"
-            for p, d, l, r in lost[:10]
+            f"{p} {f}: delivered {d}, raw {l}, rejected {r} ({d - l - r:+d})"
+            for p, f, d, l, r in lost[:10]
+        )
+        metadata["failing_rows"] = dg.MetadataValue.md(
+            failing_rows_markdown(
+                [
+                    dict(zip(("partition", "source_file", "delivered", "raw", "rejected"), x))
+                    for x in lost[:SHOWN_EXAMPLES]
+                ]
+            )
         )
         return dg.AssetCheckResult(
             check_name=ROWS_ACCOUNTED,
             passed=False,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=f"Rows unaccounted for in {len(lost)} partition(s) of raw.{table}: {worst}",
+            description=f"Rows unaccounted for in {len(lost)} file(s) of raw.{table}: {worst}",
             metadata=metadata,
         )
     if rejected:
