@@ -12,17 +12,28 @@ DEFAULT_DAGSTER_HOME = "data/dagster_home"
 
 def _materialize(args: argparse.Namespace) -> int:
     import dagster as dg
+    import sqlalchemy as sa
 
     from crm_pipeline.definitions import defs
+    from crm_pipeline.failures import safe_url
     from crm_pipeline.raw.shop import ShopSchemaError
     from crm_pipeline.resources import resources_from_env
-    from crm_pipeline.run import landing_days, materialize_all, prepare_instance
+    from crm_pipeline.run import failure_messages, landing_days, materialize_all, prepare_instance
 
     zone = resources_from_env(resolve=True)["landing_zone"]
     try:
         days = landing_days(zone)
     except ShopSchemaError as error:
         print(error, file=sys.stderr)
+        return 2
+    except sa.exc.SQLAlchemyError as error:
+        cause = getattr(error, "orig", None) or error
+        print(
+            f"Cannot list the order days of the online shop database "
+            f"{safe_url(zone.database_url)}: {type(error).__name__}: {cause}. "
+            "Check that it is reachable and CRM_SHOP_URL points at it.",
+            file=sys.stderr,
+        )
         return 2
     if not days and not (args.first and args.last):
         print(
@@ -52,12 +63,8 @@ def _materialize(args: argparse.Namespace) -> int:
             if level == "ERROR":
                 failed_checks.append(evaluation)
     if not result.success:
-        for event in result.all_events:
-            if event.is_failure:
-                print(
-                    f"  FAILED {event.step_key}: {event.event_specific_data.error.message.strip()}",
-                    file=sys.stderr,
-                )
+        for message in failure_messages(result):
+            print(f"  FAILED {message}", file=sys.stderr)
         return 1
     print(f"Run {result.run_id} succeeded" + (" with failed checks" if failed_checks else ""))
     # In the same process: `make run` then pays Python's start-up once.

@@ -1,9 +1,11 @@
-"""Validating warehouse tables against pandera models, streamed so memory stays bounded."""
+"""Validating warehouse tables against pandera models, streamed so memory stays bounded, and
+naming each failing row by the columns an operator can look it up with."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import dagster as dg
 import duckdb
 import pandas as pd
 import pandera.errors
@@ -11,12 +13,17 @@ import pandera.pandas as pa
 
 BATCH_ROWS = 250_000
 MAX_FAILURE_EXAMPLES = 20
+SHOWN_EXAMPLES = 5
 
 
 @dataclass
 class ValidationOutcome:
-    """What a contract check found: rows seen, failures counted, a few examples to act on."""
+    """What a contract check found: rows seen, failures counted, a few examples to act on.
 
+    Each example names its row by `keys` (the table's business key or lineage columns), the
+    column, the rule that failed and the value it failed on."""
+
+    keys: list[str] = field(default_factory=list)
     rows: int = 0
     failures: int = 0
     examples: list[dict] = field(default_factory=list)
@@ -25,15 +32,52 @@ class ValidationOutcome:
     def passed(self) -> bool:
         return self.failures == 0
 
+    def add(self, other: ValidationOutcome) -> None:
+        """Count another table's failures (a quarantine log checked with the load) in this one."""
+        self.failures += other.failures
+        self.examples += other.examples[: MAX_FAILURE_EXAMPLES - len(self.examples)]
+
     def describe(self) -> str:
         if self.passed:
             return f"{self.rows} rows satisfy the contract"
         lines = [f"{self.failures} contract failures in {self.rows} rows, for example:"]
         lines += [
-            f"- column {e['column']}: {e['check']} failed on {e['failure_case']!r} (row {e['index']})"
-            for e in self.examples[:5]
+            f"- {e['row']}: column {e['column']} failed {e['check']} with {e['failure_case']!r}"
+            for e in self.examples[:SHOWN_EXAMPLES]
         ]
         return "\n".join(lines)
+
+    def metadata(self) -> dict[str, dg.MetadataValue | int]:
+        """Counts, and the failing rows as a Markdown table when there are any."""
+        metadata: dict[str, dg.MetadataValue | int] = {
+            "rows_checked": self.rows,
+            "failures": self.failures,
+        }
+        if self.examples:
+            metadata["failing_rows"] = dg.MetadataValue.md(failing_rows_markdown(self.examples))
+        return metadata
+
+
+def failing_rows_markdown(examples: list[dict]) -> str:
+    """Examples as a Markdown table, values shortened so the UI stays readable."""
+    frame = pd.DataFrame(examples).astype(object)
+    frame = frame.where(frame.notna(), "NULL").astype(str).apply(lambda col: col.str.slice(0, 60))
+    return frame.to_markdown(index=False)
+
+
+def _row_names(frame: pd.DataFrame, index: pd.Series, keys: list[str]) -> list[str]:
+    """'key=value, ...' for each failing row index; 'whole table' for a failure of no row
+    (a missing column, a failed dataframe-level check)."""
+    names = []
+    for position in index:
+        if pd.isna(position) or int(position) not in frame.index:
+            names.append("whole table")
+        elif keys:
+            row = frame.loc[int(position)]
+            names.append(", ".join(f"{k}={row[k]}" for k in keys if k in frame.columns))
+        else:
+            names.append(f"row {int(position) + 1} of the result")
+    return names
 
 
 def _decimals_as_double(conn: duckdb.DuckDBPyConnection, query: str, params: list | None) -> str:
@@ -53,10 +97,12 @@ def validate_query(
     query: str,
     params: list | None,
     model: type[pa.DataFrameModel],
+    keys: list[str] | tuple[str, ...] = (),
     batch_rows: int = BATCH_ROWS,
 ) -> ValidationOutcome:
-    """Validate the rows of a query against a model, one Arrow record batch at a time."""
-    outcome = ValidationOutcome()
+    """Validate the rows of a query against a model, one Arrow record batch at a time; a
+    failing row is named by its `keys` columns (the grain, or the lineage of a raw row)."""
+    outcome = ValidationOutcome(keys=list(keys))
     reader = conn.sql(_decimals_as_double(conn, query, params), params=params or None)
     reader = reader.to_arrow_reader(batch_rows)
     for batch in reader:
@@ -70,9 +116,92 @@ def validate_query(
             outcome.failures += len(cases)
             room = MAX_FAILURE_EXAMPLES - len(outcome.examples)
             if room > 0:
-                outcome.examples += (
-                    cases.head(room)[["column", "check", "failure_case", "index"]]
-                    .astype(str)
-                    .to_dict("records")
+                shown = cases.head(room)
+                examples = pd.DataFrame(
+                    {
+                        "row": _row_names(frame, shown["index"], outcome.keys),
+                        "column": shown["column"].astype(str).to_numpy(),
+                        "check": shown["check"].astype(str).to_numpy(),
+                        "failure_case": shown["failure_case"].astype(str).to_numpy(),
+                    }
                 )
+                outcome.examples += examples.to_dict("records")
     return outcome
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """Values of a key that occur more than once: how many, and the first few, each with its
+    number of rows (and the partitions they are in, when asked for)."""
+
+    key: tuple[str, ...]
+    count: int
+    examples: list[dict]
+
+    def describe(self, table: str) -> str:
+        if not self.count:
+            return ""
+        shown = "; ".join(
+            ", ".join(f"{k}={e[k]}" for k in self.key)
+            + f" ({e['rows']} rows"
+            + (f" on {e['partitions']}" if e.get("partitions") else "")
+            + ")"
+            for e in self.examples
+        )
+        left = self.count - len(self.examples)
+        more = f" and {left} more" if left else ""
+        return f"{self.count} values of ({', '.join(self.key)}) repeat in {table}: {shown}{more}"
+
+    def markdown(self) -> str:
+        return failing_rows_markdown(self.examples)
+
+
+def repeated_keys(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    key: list[str] | tuple[str, ...],
+    where: str = "TRUE",
+    params: list | None = None,
+    partitions: bool = False,
+) -> Repeats:
+    """The values of `key` that occur more than once in the rows of `table` matching `where`
+    (a NULL counts as a value); `partitions`: list the partition days each value is on."""
+    columns = ", ".join(f'"{k}"' for k in key)
+    day = "CAST(partition_date AS VARCHAR)"
+    days = f", string_agg(DISTINCT {day}, ', ' ORDER BY {day}) AS partitions" if partitions else ""
+    result = conn.execute(
+        f"""
+        SELECT {columns}, count(*) AS rows{days}, count(*) OVER () AS repeated
+        FROM {table}
+        WHERE {where}
+        GROUP BY {columns}
+        HAVING count(*) > 1
+        ORDER BY rows DESC, {columns}
+        LIMIT {SHOWN_EXAMPLES}
+        """,
+        params or [],
+    )
+    names = [d[0] for d in result.description][:-1]
+    rows = result.fetchall()
+    examples = [dict(zip(names, row[:-1], strict=True)) for row in rows]
+    return Repeats(tuple(key), rows[0][-1] if rows else 0, examples)
+
+
+def contract_check(
+    check_name: str, table: str, outcome: ValidationOutcome, repeats: Repeats, advice: str = ""
+) -> dg.AssetCheckResult:
+    """A blocking check's result: the contract's failing rows and the key's repeated values,
+    each named, with `advice` on what to do about repeats."""
+    description = outcome.describe()
+    metadata = outcome.metadata()
+    if repeats.count:
+        description += f"\n{repeats.describe(table)}. {advice}".rstrip()
+        metadata["failures"] += repeats.count
+        metadata["repeated_keys"] = dg.MetadataValue.md(repeats.markdown())
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        passed=outcome.passed and not repeats.count,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        metadata=metadata,
+    )

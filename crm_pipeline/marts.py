@@ -14,9 +14,10 @@ import duckdb
 import pandera.pandas as pa
 
 from crm_pipeline.analytics.settings import AnalysisSettings
-from crm_pipeline.contracts import validate_query
+from crm_pipeline.contracts import contract_check, repeated_keys, validate_query
 from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.schemas import column_types
+from crm_pipeline.failures import explained
 from crm_pipeline.mining.settings import MiningSettings
 from crm_pipeline.reporting import schema_of, table_metadata
 from crm_pipeline.resources import WAREHOUSE_POOL, WarehouseResource
@@ -97,30 +98,20 @@ def mart_asset(
         mining: MiningSettings,
     ) -> dg.MaterializeResult:
         table = f"{schema}.{name}"
-        with warehouse.connect() as conn:
+        reading = ", ".join(".".join(d.path) for d in deps)
+        advice = f"Fix the cause, then re-materialize {table} and what follows it."
+        with explained(context, reading, advice), warehouse.connect() as conn:
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             day = as_of_day(conn, analysis)
             built = build(conn, day, Settings(analysis, core_rules, mining))
-            outcome = validate_query(conn, f"SELECT * FROM {table}", [], contract)
-            columns = ", ".join(grain)
-            repeats = conn.execute(
-                f"SELECT count(*) FROM (SELECT {columns} FROM {table} "
-                f"GROUP BY ALL HAVING count(*) > 1)"
-            ).fetchall()[0][0]
+            outcome = validate_query(conn, f"SELECT * FROM {table}", [], contract, keys=grain)
+            repeats = repeated_keys(conn, table, grain)
             metadata = table_metadata(conn, table, contract)
         metadata["as_of"] = dg.MetadataValue.text(day.isoformat())
         context.log.info(f"{table}: {built.message} as of {day}")
         return dg.MaterializeResult(
             metadata=metadata | built.metadata,
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name="contract",
-                    passed=outcome.passed and repeats == 0,
-                    severity=dg.AssetCheckSeverity.ERROR,
-                    description=outcome.describe()
-                    + (f"\n{repeats} values of ({columns}) repeat" if repeats else ""),
-                )
-            ],
+            check_results=[contract_check("contract", table, outcome, repeats)],
         )
 
     return _mart

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from crm_pipeline.failures import explained
 from crm_pipeline.resources import WAREHOUSE_POOL, WarehouseResource
 
 KEY = dg.AssetKey(["warehouse", "published"])
@@ -60,8 +61,14 @@ def published_asset(deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
     def published(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
-        tables = publish(warehouse)
         path = warehouse.published_path().resolve()
+        advice = (
+            f"Check the free space and permissions of {path.parent}, then "
+            f"re-materialize {KEY.to_user_string()}."
+        )
+        reading = f"the warehouse {warehouse.path}, to publish it to {path}"
+        with explained(context, reading, advice):
+            tables = publish(warehouse)
         context.log.info(f"Published {len(tables)} tables to {path}")
         return dg.MaterializeResult(
             metadata={

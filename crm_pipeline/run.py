@@ -71,6 +71,19 @@ def materialize_all(
     )
 
 
+def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
+    """Why each failed step failed: the project's explanation (asset, source, partitions,
+    cause, what to do) when it gave one, else the error Dagster caught."""
+    messages = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            data = event.step_failure_data
+            explained = data.user_failure_data.description if data.user_failure_data else None
+            error = data.error.message.strip() if data.error else "no error recorded"
+            messages.append(f"{event.step_key}: {explained or error}")
+    return messages
+
+
 def warehouse_summary(path: str) -> list[tuple[str, int]]:
     """Every table in the warehouse with its row count, schema by schema."""
     with duckdb.connect(path, read_only=True) as conn:

@@ -10,6 +10,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from crm_pipeline.core.assets import TABLES, _contract_check, _keys_check
 from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.definitions import defs
 from crm_pipeline.run import range_tags
@@ -107,3 +108,33 @@ def test_test_accounts_are_excluded_everywhere_and_counted(tiny_zone: Path, tmp_
     assert kept == [("R3",), ("R5",)]
     assert excluded == {"customers": 2, "order_lines": 6, "feedback": 2}
     assert _rows(warehouse, "SELECT count(*) FROM core.customers") == [(0,)]
+
+
+def test_failed_key_and_contract_checks_name_the_rows_and_the_reason(
+    everything_kept: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy.duckdb"
+    copy.write_bytes(everything_kept.read_bytes())
+    with duckdb.connect(str(copy)) as conn:
+        order_id, line_no = conn.execute(
+            "SELECT order_id, line_no FROM core.order_lines ORDER BY ALL LIMIT 1"
+        ).fetchall()[0]
+        conn.execute(
+            "INSERT INTO core.order_lines SELECT * FROM core.order_lines "
+            "WHERE order_id = ? AND line_no = ?",
+            [order_id, line_no],
+        )
+        conn.execute(
+            "UPDATE core.order_lines SET sku = 'SKU404', quantity = -1 "
+            "WHERE order_id = ? AND line_no = ?",
+            [order_id, line_no],
+        )
+        keys = _keys_check(conn, TABLES["order_lines"])
+        contract = _contract_check(conn, "order_lines")
+    assert not keys.passed and not contract.passed
+    assert f"order_id={order_id}, line_no={line_no} (2 rows)" in keys.description
+    assert f"order_id={order_id}, line_no={line_no}, sku=SKU404" in keys.description
+    assert "have a sku not in core.products" in keys.description
+    assert "SKU404" in keys.metadata["failing_rows"].value
+    assert f"order_id={order_id}, line_no={line_no}: column quantity" in contract.description
+    assert order_id in contract.metadata["failing_rows"].value

@@ -147,7 +147,7 @@ def test_rows_accounted_check_fails_when_a_row_is_lost(loaded, tmp_path: Path) -
         conn.execute("DELETE FROM raw.stores WHERE store_id = 'S2'")
         result = rows_accounted_result(conn, "stores", "TRUE", [])
     assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
-    assert "delivered 2, raw 1, rejected 0" in result.description
+    assert "reference/stores.csv: delivered 2, raw 1, rejected 0" in result.description
 
 
 def test_rerunning_a_day_replaces_it_and_never_double_counts(

@@ -131,6 +131,27 @@ def test_conservation_fails_when_a_row_is_lost(staged) -> None:
     result = conserved_result(staged, "store_purchases", [DAY])
     assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
     assert "2025-03-01: raw 9, staged 1, quarantined 6, merged 1 (+1)" in result.description
+    # The lost row is named by where it came from, so an operator can find it.
+    lost = "store_purchases.csv line 10: in raw, not staged, quarantined or merged"
+    assert lost in result.description
+    assert "store_purchases.csv" in result.metadata["failing_rows"].value
+
+
+def test_contract_check_names_a_failing_row_by_key_and_a_repeated_key(staged) -> None:
+    staged.execute("UPDATE staging.store_purchases SET quantity = -3 WHERE receipt_id = 'R7'")
+    staged.execute(
+        "INSERT INTO staging.store_purchases SELECT * REPLACE ('2025-03-02' AS partition_date) "
+        "FROM staging.store_purchases WHERE receipt_id = 'R1'"
+    )
+    result = contract_result(staged, SOURCES["store_purchases"], None)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
+    assert (
+        "receipt_id=R7, sku=SKU1, source_file=store_purchases.csv, source_line=10: "
+        "column quantity failed greater_than(0) with '-3'"
+    ) in result.description
+    assert "receipt_id=R1, sku=SKU1 (2 rows on 2025-03-01, 2025-03-02)" in result.description
+    assert "R7" in result.metadata["failing_rows"].value
+    assert "R1" in result.metadata["repeated_keys"].value
 
 
 def test_restaging_a_day_replaces_it(staged) -> None:

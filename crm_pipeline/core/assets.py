@@ -8,12 +8,18 @@ from datetime import UTC, datetime
 import dagster as dg
 import duckdb
 
-from crm_pipeline.contracts import validate_query
+from crm_pipeline.contracts import (
+    SHOWN_EXAMPLES,
+    failing_rows_markdown,
+    repeated_keys,
+    validate_query,
+)
 from crm_pipeline.core import model
 from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.crosswalk import build_crosswalk, pairwise_scores
 from crm_pipeline.core.quality import build_quality_report, summary_markdown, unconserved
 from crm_pipeline.core.schemas import CORE_MODELS, column_types
+from crm_pipeline.failures import explained
 from crm_pipeline.landing import NEED_DIMENSIONS, ground_truth_dir_for
 from crm_pipeline.reporting import schema_of, table_metadata
 from crm_pipeline.resources import WAREHOUSE_POOL, LandingZoneResource, WarehouseResource
@@ -104,65 +110,85 @@ TABLES = {
 CUSTOMER_FACTS = ("order_lines", "inquiries", "feedback", "feedback_needs")
 
 
+def _rows_where(
+    conn: duckdb.DuckDBPyConnection, table: str, key: tuple[str, ...], show: str, condition: str
+) -> tuple[int, list[dict]]:
+    """How many rows of `table` meet `condition`, and the first few: their key and `show`."""
+    columns = [*key, show] if show not in key else list(key)
+    result = conn.execute(
+        f"""
+        SELECT {", ".join(f"t.{c}" for c in columns)}, count(*) OVER () AS n
+        FROM {table} AS t
+        WHERE {condition}
+        ORDER BY ALL
+        LIMIT {SHOWN_EXAMPLES}
+        """
+    )
+    rows = result.fetchall()
+    return (rows[0][-1] if rows else 0), [dict(zip(columns, r[:-1], strict=True)) for r in rows]
+
+
 def _keys_check(conn: duckdb.DuckDBPyConnection, table: CoreTable) -> dg.AssetCheckResult:
-    """Key unique and not null; references resolve."""
-    problems = []
+    """Key unique and not null; references resolve. Each problem names a few rows by key."""
+    name = f"core.{table.name}"
     key = ", ".join(table.key)
-    dupes = conn.execute(
-        f"SELECT count(*) FROM (SELECT {key} FROM core.{table.name} GROUP BY ALL HAVING count(*) > 1)"
-    ).fetchone()[0]
-    nulls = conn.execute(
-        f"SELECT count(*) FROM core.{table.name} WHERE "
-        + " OR ".join(f"{k} IS NULL" for k in table.key)
-    ).fetchone()[0]
-    if dupes:
-        problems.append(f"{dupes} values of ({key}) repeat")
-    if nulls:
-        problems.append(f"{nulls} rows have a NULL in ({key})")
+    problems: list[str] = []
+    failing: list[dict] = []
+
+    def found(count: int, rows: list[dict], what: str, where: str) -> None:
+        if count:
+            shown = "; ".join(", ".join(f"{k}={v}" for k, v in r.items()) for r in rows)
+            problems.append(f"{count} rows of {where} {what}, e.g. {shown}")
+            failing.extend({"table": where, "problem": what} | r for r in rows)
+
+    repeats = repeated_keys(conn, name, table.key)
+    if repeats.count:
+        problems.append(repeats.describe(name))
+        failing.extend({"table": name, "problem": "key repeats"} | e for e in repeats.examples)
+    nulls = " OR ".join(f"t.{k} IS NULL" for k in table.key)
+    found(*_rows_where(conn, name, table.key, table.key[0], nulls), f"have a NULL in ({key})", name)
     for ref in table.references:
-        missing = conn.execute(
-            f"""
-            SELECT count(*), any_value(t.{ref.column})
-            FROM core.{table.name} AS t
-            ANTI JOIN {ref.table} AS r ON r.{ref.key} = t.{ref.column}
-            WHERE t.{ref.column} IS NOT NULL
-            """
-        ).fetchone()
-        if missing[0]:
-            problems.append(
-                f"{missing[0]} rows have a {ref.column} not in {ref.table}, e.g. {missing[1]}"
-            )
+        condition = (
+            f"t.{ref.column} IS NOT NULL AND t.{ref.column} NOT IN "
+            f"(SELECT {ref.key} FROM {ref.table} WHERE {ref.key} IS NOT NULL)"
+        )
+        found(
+            *_rows_where(conn, name, table.key, ref.column, condition),
+            f"have a {ref.column} not in {ref.table}",
+            name,
+        )
     if table.name == "customers":
         for fact in CUSTOMER_FACTS:
-            missing = conn.execute(
-                f"""
-                SELECT count(*), any_value(f.customer_key)
-                FROM core.{fact} AS f
-                ANTI JOIN core.customers AS c USING (customer_key)
-                WHERE f.customer_key IS NOT NULL
-                """
-            ).fetchone()
-            if missing[0]:
-                problems.append(
-                    f"{missing[0]} rows of core.{fact} have a customer_key not in core.customers, "
-                    f"e.g. {missing[1]}"
-                )
+            condition = (
+                "t.customer_key IS NOT NULL AND t.customer_key NOT IN "
+                "(SELECT customer_key FROM core.customers WHERE customer_key IS NOT NULL)"
+            )
+            found(
+                *_rows_where(conn, f"core.{fact}", TABLES[fact].key, "customer_key", condition),
+                "have a customer_key not in core.customers",
+                f"core.{fact}",
+            )
     return dg.AssetCheckResult(
         check_name="keys",
         passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,
         description="; ".join(problems) or f"({key}) unique and not null; references resolve.",
+        metadata={"failing_rows": dg.MetadataValue.md(failing_rows_markdown(failing))}
+        if failing
+        else {},
     )
 
 
 def _contract_check(conn: duckdb.DuckDBPyConnection, name: str) -> dg.AssetCheckResult:
-    outcome = validate_query(conn, f"SELECT * FROM core.{name}", [], CORE_MODELS[name])
+    outcome = validate_query(
+        conn, f"SELECT * FROM core.{name}", [], CORE_MODELS[name], keys=TABLES[name].key
+    )
     return dg.AssetCheckResult(
         check_name="contract",
         passed=outcome.passed,
         severity=dg.AssetCheckSeverity.ERROR,
         description=outcome.describe(),
-        metadata={"rows_checked": outcome.rows, "failures": outcome.failures},
+        metadata=outcome.metadata(),
     )
 
 
@@ -250,7 +276,9 @@ def core_asset(table: CoreTable) -> dg.AssetsDefinition:
         warehouse: WarehouseResource,
         landing_zone: LandingZoneResource,
     ) -> dg.MaterializeResult:
-        with warehouse.connect() as conn:
+        reading = ", ".join(d.replace("/", ".") for d in table.deps)
+        advice = f"Fix the cause, then re-materialize core.{table.name} and what follows it."
+        with explained(context, reading, advice), warehouse.connect() as conn:
             conn.execute("CREATE SCHEMA IF NOT EXISTS core")
             conn.begin()
             BUILDERS[table.name](conn, core_rules)

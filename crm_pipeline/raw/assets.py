@@ -7,11 +7,13 @@ replaces it. Snapshot sources (accounts, reference files) are replaced whole on 
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import duckdb
 
 from crm_pipeline import landing
+from crm_pipeline.failures import ActionableError, explained, safe_url
 from crm_pipeline.partitions import daily_partitions, single_run_backfill
 from crm_pipeline.raw import checks
 from crm_pipeline.raw.files import Delivery, deliveries, load_csv, load_jsonl
@@ -102,6 +104,45 @@ def _asset(
         )
 
 
+def _load_files(
+    context: dg.AssetExecutionContext,
+    source: landing.FileSource,
+    loader: Loader,
+    warehouse: WarehouseResource,
+    root: Path,
+    days: list[str] | None,
+) -> dg.MaterializeResult:
+    """Replace the slice of raw.<source> for `days` (or the whole table) with its files."""
+    paths = [
+        (path, path.relative_to(root).as_posix(), day)
+        for day in (days or [None])
+        for path in source.files(root, day)
+    ]
+    if not paths and not source.daily:
+        raise ActionableError(
+            f"No {source.pattern} under {root / source.folder}: deliver the reference file "
+            f"or point CRM_LANDING_DIR at the landing zone (now {root})."
+        )
+    context.log.info(f"raw.{source.name}: {len(paths)} file(s) from {root}")
+    stray = source.stray_files(root, set(daily_partitions.get_partition_keys()))
+    if stray:
+        context.log.warning(
+            f"raw.{source.name}: {len(stray)} file(s) not read, outside the "
+            f"{source.folder}/<YYYY-MM-DD>/{source.pattern} layout or before "
+            f"{daily_partitions.start:%Y-%m-%d}: "
+            + ", ".join(p.relative_to(root).as_posix() for p in stray[:10])
+        )
+    loaded_at = _now()
+    with warehouse.connect() as conn:
+        ensure_raw_tables(conn, source.name, source.columns)
+        conn.begin()
+        clear_slice(conn, source.name, *((days[0], days[-1]) if days else (None, None)))
+        loader(conn, source.name, source.columns, deliveries(paths), loaded_at)
+        conn.commit()
+        not_read = [p.relative_to(root).as_posix() for p in stray[:50]]
+        return _result(conn, source.name, days, {"files_not_read": not_read})
+
+
 def file_asset(source: landing.FileSource, loader: Loader) -> dg.AssetsDefinition:
     """The raw asset of a file source (daily exports or a reference file)."""
     kind = "csv" if loader is load_csv else "json"
@@ -114,34 +155,14 @@ def file_asset(source: landing.FileSource, loader: Loader) -> dg.AssetsDefinitio
     ) -> dg.MaterializeResult:
         root = landing_zone.path
         days = _days(context) if source.daily else None
-        paths = [
-            (path, path.relative_to(root).as_posix(), day)
-            for day in (days or [None])
-            for path in source.files(root, day)
-        ]
-        if not paths and not source.daily:
-            raise FileNotFoundError(
-                f"No {source.pattern} under {root / source.folder}: deliver the reference file "
-                f"or point CRM_LANDING_DIR at the landing zone (now {root})."
-            )
-        context.log.info(f"raw.{source.name}: {len(paths)} file(s) from {root}")
-        stray = source.stray_files(root, set(daily_partitions.get_partition_keys()))
-        if stray:
-            context.log.warning(
-                f"raw.{source.name}: {len(stray)} file(s) not read, outside the "
-                f"{source.folder}/<YYYY-MM-DD>/{source.pattern} layout or before "
-                f"{daily_partitions.start:%Y-%m-%d}: "
-                + ", ".join(p.relative_to(root).as_posix() for p in stray[:10])
-            )
-        loaded_at = _now()
-        with warehouse.connect() as conn:
-            ensure_raw_tables(conn, source.name, source.columns)
-            conn.begin()
-            clear_slice(conn, source.name, *((days[0], days[-1]) if days else (None, None)))
-            loader(conn, source.name, source.columns, deliveries(paths), loaded_at)
-            conn.commit()
-            not_read = [p.relative_to(root).as_posix() for p in stray[:50]]
-            return _result(conn, source.name, days, {"files_not_read": not_read})
+        folder = root / source.folder
+        advice = (
+            f"Check that {folder} and its files are readable (permissions, a folder in a "
+            "file's place), fix or remove the file the cause names, then re-materialize "
+            f"raw.{source.name} for these partitions."
+        )
+        with explained(context, f"{source.pattern} files under {folder}", advice):
+            return _load_files(context, source, loader, warehouse, root, days)
 
     return _raw
 
@@ -160,7 +181,12 @@ def shop_asset(table: landing.ShopTable, partitioned: bool) -> dg.AssetsDefiniti
         url = landing_zone.database_url
         days = _days(context) if partitioned else None
         loaded_at = _now()
-        with warehouse.connect() as conn:
+        reading = f"the online shop database {safe_url(url)}, table '{table.name}'"
+        advice = (
+            "Check that the shop database is reachable and CRM_SHOP_URL points at it, then "
+            f"re-materialize raw.{name} for these partitions."
+        )
+        with explained(context, reading, advice, url), warehouse.connect() as conn:
             ensure_raw_tables(conn, name, table.columns)
             conn.begin()
             clear_slice(conn, name, *((days[0], days[-1]) if days else (None, None)))

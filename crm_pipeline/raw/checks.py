@@ -6,12 +6,20 @@ import dagster as dg
 import duckdb
 import pandera.pandas as pa
 
-from crm_pipeline.contracts import validate_query
+from crm_pipeline.contracts import (
+    SHOWN_EXAMPLES,
+    contract_check,
+    failing_rows_markdown,
+    repeated_keys,
+    validate_query,
+)
 from crm_pipeline.raw.schemas import RawDeliveries, RawRejects
 from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, line_breaks_sql
 
 CONTRACT = "contract"
 ROWS_ACCOUNTED = "rows_accounted"
+# Where a raw row came from: enough to find it in the landing zone or the shop database.
+LINEAGE = ("source_file", "source_line")
 
 
 def check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
@@ -44,34 +52,29 @@ def contract_result(
 ) -> dg.AssetCheckResult:
     """Validate the rows just loaded (streamed), the rejects and delivery log they came with,
     and the one cross-row rule raw has."""
-    outcome = validate_query(conn, f"SELECT * FROM raw.{table} WHERE {where}", params, model)
-    for log, log_model in ((REJECTS_TABLE, RawRejects), (DELIVERIES_TABLE, RawDeliveries)):
-        logged = validate_query(
-            conn, f"SELECT * FROM {log} WHERE source = ? AND ({where})", [table, *params], log_model
+    outcome = validate_query(
+        conn, f"SELECT * FROM raw.{table} WHERE {where}", params, model, keys=LINEAGE
+    )
+    for log, log_model, keys in (
+        (REJECTS_TABLE, RawRejects, LINEAGE),
+        (DELIVERIES_TABLE, RawDeliveries, ("source_file", "partition_date")),
+    ):
+        outcome.add(
+            validate_query(
+                conn,
+                f"SELECT * FROM {log} WHERE source = ? AND ({where})",
+                [table, *params],
+                log_model,
+                keys=keys,
+            )
         )
-        outcome.failures += logged.failures
-        outcome.examples += logged.examples
-    repeated = conn.execute(
-        f"""
-        SELECT count(*) FROM (
-            SELECT source_file, source_line
-            FROM raw.{table}
-            WHERE {where}
-            GROUP BY ALL
-            HAVING count(*) > 1
-        )
-        """,
-        params,
-    ).fetchone()[0]
-    description = outcome.describe()
-    if repeated:
-        description += f"\n{repeated} (source_file, source_line) pairs occur more than once"
-    return dg.AssetCheckResult(
-        check_name=CONTRACT,
-        passed=outcome.passed and not repeated,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=description,
-        metadata={"rows_checked": outcome.rows, "failures": outcome.failures + repeated},
+    # A delivered record has one place in its file: a repeat means a file was loaded twice.
+    return contract_check(
+        CONTRACT,
+        f"raw.{table}",
+        outcome,
+        repeated_keys(conn, f"raw.{table}", LINEAGE, where, params),
+        "Remove the file's second copy from the landing zone and re-run its day.",
     )
 
 
@@ -86,51 +89,64 @@ def rows_accounted_result(
     rows = conn.execute(
         f"""
         WITH delivered AS (
-            SELECT partition_date, sum(source_rows) AS n
+            SELECT partition_date, source_file, sum(source_rows) AS n
             FROM {DELIVERIES_TABLE}
             WHERE source = ? AND ({where})
             GROUP BY ALL
         ), landed AS (
-            SELECT partition_date, sum(source_lines) AS n
+            SELECT partition_date, source_file, sum(source_lines) AS n
             FROM raw.{table}
             WHERE {where}
             GROUP BY ALL
         ), rejected AS (
-            SELECT partition_date, sum(1 + {line_breaks_sql("raw_text")}) AS n
+            SELECT partition_date, source_file, sum(1 + {line_breaks_sql("raw_text")}) AS n
             FROM {REJECTS_TABLE}
             WHERE source = ? AND ({where})
             GROUP BY ALL
         )
         SELECT coalesce(d.partition_date, l.partition_date, r.partition_date) AS partition_date,
+               coalesce(d.source_file, l.source_file, r.source_file) AS source_file,
                coalesce(d.n, 0) AS delivered,
                coalesce(l.n, 0) AS landed,
                coalesce(r.n, 0) AS rejected
         FROM delivered AS d
-        FULL JOIN landed AS l ON d.partition_date IS NOT DISTINCT FROM l.partition_date
+        FULL JOIN landed AS l
+          ON d.partition_date IS NOT DISTINCT FROM l.partition_date
+         AND d.source_file = l.source_file
         FULL JOIN rejected AS r
           ON coalesce(d.partition_date, l.partition_date) IS NOT DISTINCT FROM r.partition_date
-        ORDER BY 1
+         AND coalesce(d.source_file, l.source_file) = r.source_file
+        ORDER BY 1, 2
         """,
         [table, *params, *params, table, *params],
     ).fetchall()
-    lost = [(str(p) if p else "no partition", d, l, r) for p, d, l, r in rows if d != l + r]
-    delivered = sum(r[1] for r in rows)
-    rejected = sum(r[3] for r in rows)
+    # Per file, so a loss names the file to look at.
+    lost = [(str(p) if p else "no partition", f, d, l, r) for p, f, d, l, r in rows if d != l + r]
+    delivered = sum(r[2] for r in rows)
+    rejected = sum(r[4] for r in rows)
     metadata = {
         "delivered_rows": delivered,
-        "raw_rows": sum(r[2] for r in rows),
+        "raw_rows": sum(r[3] for r in rows),
         "rejected_rows": rejected,
     }
     if lost:
         worst = "; ".join(
-            f"{p}: delivered {d}, raw {l}, rejected {r} ({d - l - r:+d})"
-            for p, d, l, r in lost[:10]
+            f"{p} {f}: delivered {d}, raw {l}, rejected {r} ({d - l - r:+d})"
+            for p, f, d, l, r in lost[:10]
+        )
+        metadata["failing_rows"] = dg.MetadataValue.md(
+            failing_rows_markdown(
+                [
+                    dict(zip(("partition", "source_file", "delivered", "raw", "rejected"), x))
+                    for x in lost[:SHOWN_EXAMPLES]
+                ]
+            )
         )
         return dg.AssetCheckResult(
             check_name=ROWS_ACCOUNTED,
             passed=False,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=f"Rows unaccounted for in {len(lost)} partition(s) of raw.{table}: {worst}",
+            description=f"Rows unaccounted for in {len(lost)} file(s) of raw.{table}: {worst}",
             metadata=metadata,
         )
     if rejected:

@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 import sqlalchemy as sa
 
+from crm_pipeline.failures import ActionableError, safe_url
 from crm_pipeline.raw.shop_fetch import ROW_ID, stage
 from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, extra_columns_sql, quote_ident
 
@@ -26,7 +27,7 @@ _DAY = "__crm_day"
 _SHOP_ROWS, _ORDER_DAYS = "shop_rows", "shop_order_days"
 
 
-class ShopSchemaError(Exception):
+class ShopSchemaError(ActionableError):
     """The shop database lacks a table or column of the landing contract."""
 
 
@@ -51,7 +52,7 @@ def _source_columns(engine: sa.Engine, read: ShopRead) -> tuple[list[str], list[
     inspector = sa.inspect(engine)
     if not inspector.has_table(read.table):
         raise ShopSchemaError(
-            f"The online shop database ({engine.url.render_as_string(hide_password=True)}) has "
+            f"The online shop database ({safe_url(str(engine.url))}) has "
             f"no table '{read.table}'. Point CRM_SHOP_URL at the shop database or create it."
         )
     present = [c["name"] for c in inspector.get_columns(read.table)]

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from crm_pipeline import landing
+from crm_pipeline.failures import explained
 from crm_pipeline.partitions import daily_partitions, single_run_backfill
 from crm_pipeline.reporting import schema_of, table_metadata
 from crm_pipeline.resources import WAREHOUSE_POOL, WarehouseResource
@@ -80,7 +81,12 @@ def staging_asset(source: Source) -> dg.AssetsDefinition:
         )
         loaded_at = datetime.now(UTC).replace(tzinfo=None)
         started = time.perf_counter()
-        with warehouse.connect() as conn:
+        reading = f"raw.{source.name}" + "".join(f", staging.{t}" for t in source.lookups)
+        advice = (
+            f"Fix the cause, or the rows of raw.{source.name} it names, then re-materialize "
+            f"staging.{source.name} for these partitions."
+        )
+        with explained(context, reading, advice), warehouse.connect() as conn:
             ensure_tables(conn, source)
             conn.begin()
             clear(conn, source, days)

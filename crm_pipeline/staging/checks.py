@@ -6,8 +6,14 @@ from __future__ import annotations
 import dagster as dg
 import duckdb
 
-from crm_pipeline.contracts import validate_query
-from crm_pipeline.raw.tables import quote_ident
+from crm_pipeline.contracts import (
+    SHOWN_EXAMPLES,
+    contract_check,
+    failing_rows_markdown,
+    repeated_keys,
+    validate_query,
+)
+from crm_pipeline.raw.checks import LINEAGE
 from crm_pipeline.staging.build import MERGED_TABLE, REJECTS_TABLE, slice_sql
 from crm_pipeline.staging.rules import Source
 from crm_pipeline.staging.schemas import STAGING_MODELS, MergedDuplicates, StagingRejects
@@ -48,37 +54,25 @@ def contract_result(
         f"SELECT * FROM staging.{source.name} WHERE {where}",
         params,
         STAGING_MODELS[source.name],
+        keys=[*source.key, *LINEAGE],
     )
     for log, model in ((REJECTS_TABLE, StagingRejects), (MERGED_TABLE, MergedDuplicates)):
-        logged = validate_query(
-            conn, f"SELECT * FROM {log} WHERE source = ? AND {where}", [source.name, *params], model
+        outcome.add(
+            validate_query(
+                conn,
+                f"SELECT * FROM {log} WHERE source = ? AND {where}",
+                [source.name, *params],
+                model,
+                keys=LINEAGE,
+            )
         )
-        outcome.failures += logged.failures
-        outcome.examples += logged.examples
-    key = ", ".join(quote_ident(k) for k in source.key)
-    repeated = conn.execute(
-        f"""
-        SELECT {key}, count(*) AS copies, string_agg(DISTINCT CAST(partition_date AS VARCHAR), ', ')
-        FROM staging.{source.name}
-        GROUP BY ALL
-        HAVING count(*) > 1
-        LIMIT 5
-        """
-    ).fetchall()
-    description = outcome.describe()
-    if repeated:
-        description += (
-            f"\nBusiness key ({key}) repeats across partitions, e.g. "
-            + "; ".join(f"{r[:-2]} x{r[-2]} on {r[-1]}" for r in repeated)
-            + ". A record delivered again on another day: remove the second delivery and "
-            "re-run its day."
-        )
-    return dg.AssetCheckResult(
-        check_name=CONTRACT,
-        passed=outcome.passed and not repeated,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=description,
-        metadata={"rows_checked": outcome.rows, "failures": outcome.failures + len(repeated)},
+    table = f"staging.{source.name}"
+    return contract_check(
+        CONTRACT,
+        table,
+        outcome,
+        repeated_keys(conn, table, source.key, partitions=True),
+        "A record delivered again on another day: remove the second delivery and re-run its day.",
     )
 
 
@@ -111,6 +105,43 @@ def conservation(
     ).fetchall()
 
 
+def unplaced_rows(
+    conn: duckdb.DuckDBPyConnection, source: str, days: list[str] | None
+) -> list[dict]:
+    """A few raw rows, by lineage, that are in none of staging, quarantine and merged
+    duplicates, or in more than one place."""
+    where, params = slice_sql(days)
+    result = conn.execute(
+        f"""
+        WITH placed AS (
+            SELECT source_file, source_line FROM staging.{source} WHERE {where}
+            UNION ALL
+            SELECT source_file, source_line FROM {REJECTS_TABLE} WHERE source = ? AND {where}
+            UNION ALL
+            SELECT source_file, source_line FROM {MERGED_TABLE} WHERE source = ? AND {where}
+        ), lost AS (
+            SELECT r.source_file, r.source_line, 'in raw, not staged, quarantined or merged'
+            FROM raw.{source} AS r
+            ANTI JOIN placed AS p USING (source_file, source_line)
+            WHERE {slice_sql(days, "r.")[0]}
+            LIMIT {SHOWN_EXAMPLES}
+        ), doubled AS (
+            SELECT source_file, source_line, 'placed ' || count(*) || ' times'
+            FROM placed
+            GROUP BY ALL
+            HAVING count(*) > 1
+            LIMIT {SHOWN_EXAMPLES}
+        )
+        SELECT * FROM lost
+        UNION ALL
+        SELECT * FROM doubled
+        ORDER BY ALL
+        """,
+        [*params, source, *params, source, *params, *params],
+    )
+    return [dict(zip(LINEAGE + ("problem",), row, strict=True)) for row in result.fetchall()]
+
+
 def conserved_result(
     conn: duckdb.DuckDBPyConnection, source: str, days: list[str] | None
 ) -> dg.AssetCheckResult:
@@ -123,11 +154,20 @@ def conserved_result(
             f"{p or 'snapshot'}: raw {a}, staged {s}, quarantined {q}, merged {m} ({a - s - q - m:+d})"
             for p, a, s, q, m in broken[:10]
         )
+        rows = unplaced_rows(conn, source, days)
+        if rows:
+            metadata["failing_rows"] = dg.MetadataValue.md(failing_rows_markdown(rows))
         return dg.AssetCheckResult(
             check_name=CONSERVED,
             passed=False,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=f"staging.{source} does not conserve raw rows in {len(broken)} partition(s): {worst}",
+            description=(
+                f"staging.{source} does not conserve raw rows in {len(broken)} partition(s): "
+                f"{worst}. For example: "
+                + "; ".join(
+                    f"{r['source_file']} line {r['source_line']}: {r['problem']}" for r in rows
+                )
+            ),
             metadata=metadata,
         )
     raw, staged, rejected, merged = totals

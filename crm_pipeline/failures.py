@@ -1,0 +1,73 @@
+"""Why a step failed, in words an operator can act on: which step, which source, which
+partitions, the cause, and what to do. Dagster shows the message as the run's failure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+import sqlalchemy as sa
+
+
+class ActionableError(Exception):
+    """An error whose message already says what to do about it; retrying will not help."""
+
+
+def safe_url(url: str) -> str:
+    """A database URL fit for a message or a log: the password, if any, replaced by ***."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<an unparseable database URL>"
+
+
+def _without_password(text: str, url: str | None) -> str:
+    """`text` with the URL's password masked, wherever a driver's message repeated it."""
+    try:
+        password = sa.make_url(url).password if url else None
+    except sa.exc.ArgumentError:
+        return text
+    return text.replace(str(password), "***") if password else text
+
+
+def partitions_of(context: dg.AssetExecutionContext) -> str:
+    """The partition key or range a step was processing, in words."""
+    if context.has_partition_key:
+        return f"partition {context.partition_key}"
+    if not context.has_partition_key_range:
+        return "no partition (the whole table)"
+    keys = context.partition_key_range
+    if keys.start == keys.end:
+        return f"partition {keys.start}"
+    return f"partitions {keys.start}..{keys.end}"
+
+
+@contextmanager
+def explained(
+    context: dg.AssetExecutionContext, source: str, advice: str, url: str | None = None
+) -> Iterator[None]:
+    """Turn an exception escaping the block into a dg.Failure naming the asset, its source,
+    the partitions and the cause (kept as __cause__), with `advice` unless the error gives
+    its own. `url`: a database URL whose password must not appear in the message."""
+    try:
+        yield
+    except dg.Failure:
+        raise
+    except Exception as error:
+        step = ".".join(context.asset_key.path)
+        partitions = partitions_of(context)
+        cause = _without_password(f"{type(error).__name__}: {error}".strip(), url)
+        actionable = isinstance(error, ActionableError)
+        description = f"{step} failed for {partitions}, reading {source}. Cause: {cause}" + (
+            "" if actionable else f"\nWhat to do: {advice}"
+        )
+        raise dg.Failure(
+            description=description,
+            metadata={
+                "source": dg.MetadataValue.text(source),
+                "partitions": dg.MetadataValue.text(partitions),
+                "cause": dg.MetadataValue.text(cause),
+            },
+            allow_retries=not actionable,
+        ) from error

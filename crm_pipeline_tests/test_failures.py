@@ -1,0 +1,145 @@
+"""What an operator reads when something fails: a failed contract names the rows by key and the
+rule they broke; a failed run names the asset, the source, the partitions and the cause."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandera.pandas as pa
+import pytest
+import sqlalchemy as sa
+from pandera.typing import Series
+
+from crm_pipeline import landing
+from crm_pipeline.cli import main
+from crm_pipeline.contracts import repeated_keys, validate_query
+from crm_pipeline.failures import explained
+from crm_pipeline.raw.assets import raw_assets
+from crm_pipeline.run import failure_messages, range_tags
+from crm_pipeline_tests.conftest import bind
+from crm_pipeline_tests.landing_builder import DAY1, DAY2
+
+
+class Customers(pa.DataFrameModel):
+    customer_key: Series[str]
+    income: Series[float] = pa.Field(ge=0, nullable=True)
+
+
+@pytest.fixture()
+def customers() -> duckdb.DuckDBPyConnection:
+    conn = duckdb.connect()
+    conn.execute(
+        "CREATE TABLE customers AS SELECT * FROM (VALUES "
+        "('C1', 100.0), ('C2', -5.0), ('C3', NULL), ('C3', 7.0)) AS t(customer_key, income)"
+    )
+    return conn
+
+
+def test_a_contract_failure_names_the_row_by_its_key_and_the_broken_rule(customers) -> None:
+    # Batches of two rows: the failing row is named by key, not by its place in a batch.
+    outcome = validate_query(
+        customers, "SELECT * FROM customers", [], Customers, keys=["customer_key"], batch_rows=2
+    )
+    assert not outcome.passed and outcome.rows == 4
+    assert outcome.examples == [
+        {
+            "row": "customer_key=C2",
+            "column": "income",
+            "check": "greater_than_or_equal_to(0)",
+            "failure_case": "-5.0",
+        }
+    ]
+    assert "- customer_key=C2: column income failed greater_than_or_equal_to(0)" in (
+        outcome.describe()
+    )
+    assert "| customer_key=C2 | income" in outcome.metadata()["failing_rows"].value
+
+
+def test_a_repeated_key_is_named_with_its_number_of_rows(customers) -> None:
+    repeats = repeated_keys(customers, "customers", ["customer_key"])
+    assert repeats.count == 1
+    assert repeats.describe("customers") == (
+        "1 values of (customer_key) repeat in customers: customer_key=C3 (2 rows)"
+    )
+
+
+def _zone(tiny_zone: Path, tmp_path: Path) -> Path:
+    zone = tmp_path / "zone"
+    shutil.copytree(tiny_zone, zone)
+    return zone
+
+
+def _load(zone: Path, warehouse: Path, table: str) -> dg.ExecuteInProcessResult:
+    assets = [a for a in raw_assets if a.key.path[-1] == table]
+    return dg.materialize(
+        assets, resources=bind(zone, warehouse), tags=range_tags(DAY1, DAY2), raise_on_error=False
+    )
+
+
+def test_a_run_without_the_shop_database_names_it_the_partitions_and_the_cause(
+    tiny_zone: Path, tmp_path: Path
+) -> None:
+    zone = _zone(tiny_zone, tmp_path)
+    (zone / landing.SHOP_DATABASE_FILE).unlink()
+    result = _load(zone, tmp_path / "warehouse.duckdb", "online_orders")
+    assert not result.success
+    [message] = failure_messages(result)
+    assert message.startswith(
+        f"raw__online_orders: raw.online_orders failed for partitions {DAY1}..{DAY2}"
+    )
+    assert f"the online shop database sqlite:///{zone / landing.SHOP_DATABASE_FILE}" in message
+    assert "table 'orders'" in message
+    assert "Cause: ShopSchemaError: No online shop database" in message
+    assert "set CRM_SHOP_URL" in message
+    # The error says what to do, so the step fails at once instead of retrying for minutes.
+    assert not any(e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY for e in result.all_events)
+
+
+def test_the_command_line_prints_why_a_run_failed_when_a_shop_table_is_dropped(
+    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    zone = _zone(tiny_zone, tmp_path)
+    with sa.create_engine(landing.shop_url_for(zone)).begin() as db:
+        db.execute(sa.text("DROP TABLE order_items"))
+    monkeypatch.setenv("CRM_LANDING_DIR", str(zone))
+    monkeypatch.setenv("CRM_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    monkeypatch.delenv("CRM_SHOP_URL", raising=False)
+    with pytest.raises(SystemExit) as exit_code:
+        main(["materialize", "--select", "key:raw/online_order_items"])
+    assert exit_code.value.code == 1
+    printed = capsys.readouterr().err
+    assert (
+        f"FAILED raw__online_order_items: raw.online_order_items failed for partitions {DAY1}..{DAY2}"
+        in printed
+    )
+    assert "has no table 'order_items'" in printed and "Point CRM_SHOP_URL" in printed
+
+
+def test_an_unreadable_delivery_names_the_folder_the_day_and_what_to_do(
+    tiny_zone: Path, tmp_path: Path
+) -> None:
+    zone = _zone(tiny_zone, tmp_path)
+    (zone / "store_purchases" / DAY2 / "late.csv").mkdir()  # a folder where a file should be
+    result = _load(zone, tmp_path / "warehouse.duckdb", "store_purchases")
+    [message] = failure_messages(result)
+    assert f"raw.store_purchases failed for partitions {DAY1}..{DAY2}" in message
+    assert f"files under {zone / 'store_purchases'}" in message
+    assert "Cause: " in message and "What to do: Check that" in message
+
+
+def test_a_failure_message_never_shows_the_database_password(tmp_path: Path) -> None:
+    url = "postgresql://crm:s3cret@db.example:5432/shop"
+
+    @dg.asset(partitions_def=dg.DailyPartitionsDefinition(start_date=DAY1))
+    def orders(context) -> None:  # unannotated: under `from __future__` Dagster sees a string
+        with explained(context, "the shop", "Check CRM_SHOP_URL.", url):
+            raise ConnectionError(f"could not connect to {url}")
+
+    result = dg.materialize([orders], partition_key=DAY2, raise_on_error=False)
+    [message] = failure_messages(result)
+    assert "s3cret" not in message
+    assert f"orders failed for partition {DAY2}, reading the shop." in message
+    assert "could not connect to postgresql://crm:***@db.example:5432/shop" in message
