@@ -55,8 +55,7 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
                    CASE WHEN margin IS NOT NULL THEN net_amount END AS costed
             FROM ({SALES})
         ), by_category AS (
-            -- One row per order and category, and one per order: an order has one channel,
-            -- store and month, so counting rows counts orders, with no DISTINCT.
+            -- One row per order and category, and one per order.
             SELECT channel, order_id, category, any_value(customer_key) AS customer_key,
                    sum(net_amount) AS revenue, sum(quantity) AS units, sum(margin) AS margin,
                    sum(costed) AS costed_revenue
@@ -68,34 +67,36 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
                    sum(net_amount) AS revenue, sum(quantity) AS units, sum(margin) AS margin,
                    sum(costed) AS costed_revenue
             FROM lines GROUP BY channel, order_id
-        ), placed AS (
-            SELECT 'category' AS breakdown, category AS group_value, customer_key, revenue, units,
-                   margin, costed_revenue
-            FROM by_category
-            UNION ALL
-            SELECT g.breakdown, g.group_value, customer_key, revenue, units, margin,
-                   costed_revenue
-            FROM (
-                SELECT *, unnest([
-                    struct_pack(breakdown := 'overall', group_value := 'all'),
-                    struct_pack(breakdown := 'channel', group_value := channel),
-                    struct_pack(breakdown := 'store', group_value := store),
-                    struct_pack(breakdown := 'month', group_value := month)
-                ]) AS g
-                FROM by_order
-            )
-        ), sales AS (
-            SELECT breakdown, group_value, sum(revenue) AS revenue, count(*) AS orders,
+        ), by_group AS (
+            -- Per group and customer (NULL: anonymous receipts), their orders and totals. An
+            -- order has one channel, store and month, so counting rows counts orders.
+            SELECT CASE WHEN grouping(channel) = 0 THEN 'channel'
+                        WHEN grouping(store) = 0 THEN 'store'
+                        WHEN grouping(month) = 0 THEN 'month'
+                        ELSE 'overall' END AS breakdown,
+                   coalesce(channel, store, month, 'all') AS group_value,
+                   customer_key, count(*) AS orders, sum(revenue) AS revenue,
                    sum(units) AS units, sum(margin) AS margin,
                    sum(costed_revenue) AS costed_revenue
-            FROM placed GROUP BY ALL
+            FROM by_order
+            GROUP BY GROUPING SETS (
+                (customer_key), (customer_key, channel), (customer_key, store),
+                (customer_key, month)
+            )
+            UNION ALL
+            SELECT 'category', category, customer_key, count(*), sum(revenue), sum(units),
+                   sum(margin), sum(costed_revenue)
+            FROM by_category
+            GROUP BY category, customer_key
+        ), sales AS (
+            SELECT breakdown, group_value, sum(revenue) AS revenue, sum(orders) AS orders,
+                   sum(units) AS units, sum(margin) AS margin,
+                   sum(costed_revenue) AS costed_revenue
+            FROM by_group GROUP BY ALL
         ), repeaters AS (
             SELECT breakdown, group_value, count(*) AS customers,
                    count(*) FILTER (WHERE orders >= 2) AS repeaters
-            FROM (
-                SELECT breakdown, group_value, customer_key, count(*) AS orders
-                FROM placed WHERE customer_key IS NOT NULL GROUP BY ALL
-            )
+            FROM by_group WHERE customer_key IS NOT NULL
             GROUP BY ALL
         ), helpdesk AS (
             SELECT g.breakdown, g.group_value, count(*) AS inquiries,
