@@ -8,7 +8,8 @@ import duckdb
 import pytest
 
 from crm_pipeline.mining.evaluation import evaluate
-from crm_pipeline.mining.recommend import purchases, ranked, recommend
+from crm_pipeline.mining.ranking import purchases, ranked
+from crm_pipeline.mining.recommend import recommend
 from crm_pipeline.mining.rules import mine_rules
 from crm_pipeline.mining.settings import MiningSettings
 from crm_pipeline_tests.mining_builder import order_lines

@@ -9,7 +9,7 @@ from datetime import date
 import duckdb
 import pyarrow as pa
 
-from crm_pipeline.mining.recommend import purchases, ranked
+from crm_pipeline.mining.ranking import purchases, ranked
 
 
 def _scores(conn: duckdb.DuckDBPyConnection, recommended: pa.Table) -> tuple[float, float]:
