@@ -32,7 +32,7 @@ class WarehouseResource(dg.ConfigurableResource):
         description="The copy analysts read, swapped in after a good run; empty: "
         "published.duckdb beside the warehouse.",
     )
-    memory_limit: str = "2GB"
+    memory_limit: str = "1GB"
     threads: int = 2
 
     def published_path(self) -> Path:
