@@ -107,6 +107,11 @@ def test_recommendations_never_repeat_a_purchase_and_rank_one_to_n(conn) -> None
         "SELECT count(DISTINCT customer_key), bool_and(ranks = [1, 2, 3]) FROM ("
         "SELECT customer_key, list(rank ORDER BY rank) AS ranks FROM recs GROUP BY 1)"
     ).fetchall()[0] == (70, True)
+    # Written in customer and rank order, so per-customer queries read few row groups.
+    assert conn.execute(
+        "SELECT bool_and(rowid = position) FROM "
+        "(SELECT rowid, row_number() OVER (ORDER BY customer_key, rank) - 1 AS position FROM recs)"
+    ).fetchall()[0][0]
 
 
 def test_the_baseline_is_the_best_sellers_not_yet_bought(conn) -> None:

@@ -55,7 +55,7 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
                    CASE WHEN margin IS NOT NULL THEN net_amount END AS costed
             FROM ({SALES})
         ), by_category AS (
-            -- One row per order and category, and one per order.
+            -- One row per order and category.
             SELECT channel, order_id, category, any_value(customer_key) AS customer_key,
                    sum(net_amount) AS revenue, sum(quantity) AS units, sum(margin) AS margin,
                    sum(costed) AS costed_revenue
@@ -89,7 +89,8 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
             FROM by_category
             GROUP BY category, customer_key
         ), sales AS (
-            SELECT breakdown, group_value, sum(revenue) AS revenue, sum(orders) AS orders,
+            SELECT breakdown, group_value, sum(revenue) AS revenue,
+                   CAST(sum(orders) AS BIGINT) AS orders,
                    sum(units) AS units, sum(margin) AS margin,
                    sum(costed_revenue) AS costed_revenue
             FROM by_group GROUP BY ALL

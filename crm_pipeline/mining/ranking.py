@@ -78,6 +78,9 @@ def purchases(conn: duckdb.DuckDBPyConnection, as_of: date, customers: str | Non
         """
     )
     products = conn.execute("SELECT * FROM top_products ORDER BY j").df()
+    products["category"] = (
+        products["category"].astype(object).where(products["category"].notna(), None)
+    )
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE top_customers AS
@@ -147,8 +150,10 @@ def _past_owned(
 
 def top_products(bought: Purchases, n: int, half: float) -> np.ndarray:
     """customers x n: the product numbers of each customer's top `n` not yet bought, best
-    first (-1 when they bought nearly everything), for score (1 - half) share(P) + half
-    mix(c, K) share(P | K)."""
+    first (-1 past the last product they have not bought), for score (1 - half) share(P) +
+    half mix(c, K) share(P | K), with 0 <= half < 1 (every category keeps a weight)."""
+    if not 0 <= half < 1:
+        raise ValueError(f"half must be at least 0 and below 1, not {half}")
     lists, shares = _ranked_lists(bought)
     category_share = np.bincount(
         bought.category_index, weights=bought.share, minlength=lists.shape[0]

@@ -30,12 +30,14 @@ def _rules(
 ) -> tuple[np.ndarray, pa.Table]:
     """The rules of `rules` whose items are in `names` (item number = position): per consequent
     number, its rule numbers, most confident first (ties to the larger antecedent), padded with
-    -1; and the rules (antecedent number, antecedent, confidence, lift). No rules for None."""
+    -1; and the rules (antecedent, consequent, confidence, lift, antecedent_number). No rules
+    for None."""
     found = conn.sql(
         f"SELECT antecedent, consequent, confidence, lift FROM {rules} "
         "ORDER BY consequent, confidence DESC, antecedent DESC"
         if rules
-        else "SELECT '' AS antecedent, '' AS consequent, 0.0 AS confidence, 0.0 AS lift LIMIT 0"
+        else "SELECT NULL::VARCHAR AS antecedent, NULL::VARCHAR AS consequent, "
+        "NULL::DOUBLE AS confidence, NULL::DOUBLE AS lift LIMIT 0"
     ).to_arrow_table()
     number = {name: i for i, name in enumerate(names)}
     antecedent = np.array([number.get(a, -1) for a in found["antecedent"].to_pylist()], np.int64)
@@ -109,9 +111,12 @@ def _evidence(
     customer, rank = np.nonzero(picks >= 0)
     product = picks[customer, rank]
     mix = bought.mix[customer, bought.category_index[product]]
+    known = np.array([c is not None for c in bought.category], bool)[product]  # affinity needs one
     cited = rule[customer, rank]
     level = np.select(
-        [(cited >= 0) & (cited < len(product_found)), cited >= 0, mix > 0], [0, 1, 2], default=3
+        [(cited >= 0) & (cited < len(product_found)), cited >= 0, (mix > 0) & known],
+        [0, 1, 2],
+        default=3,
     )
     if product_rules is None:
         level[:] = 3
@@ -198,7 +203,8 @@ def recommend(
     names, reasons = _described(conn, bought, rules)
     product, rule = picked["product"], picked["rule"]
     # Assembled in customer and rank order by taking from the small tables: the SQL below only
-    # projects, so the table is written in that order with no sort.
+    # projects, so with DuckDB's preserve_insertion_order (on by default) the table is written
+    # in that order with no sort; test_recommend checks the stored order.
     conn.register(
         "recommend_picks",
         pa.table(
