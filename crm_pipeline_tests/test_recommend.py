@@ -50,8 +50,7 @@ def conn():
 def _recommend(
     conn: duckdb.DuckDBPyConnection, n: int, settings: MiningSettings = SETTINGS, **options
 ) -> None:
-    mine_rules(conn, CUTOFF, "product", settings, "p_rules")
-    mine_rules(conn, CUTOFF, "category", settings, "c_rules")
+    mine_rules(conn, CUTOFF, settings, {"product": "p_rules", "category": "c_rules"})
     recommend(conn, CUTOFF, "p_rules", "c_rules", n, "recs", **options)
 
 

@@ -78,7 +78,9 @@ def _assert_matches(got: dict, expected: dict) -> None:
 
 
 def test_every_rule_metric_matches_a_brute_force_count(conn) -> None:
-    assert mine_rules(conn, date(2025, 3, 1), "product", ALL, "rules") == len(BASKETS)
+    assert mine_rules(conn, date(2025, 3, 1), ALL, {"product": "rules"}) == {
+        "product": len(BASKETS)
+    }
     got = _rules(conn)
     _assert_matches(got, brute_force(BASKETS))
     # butter is only ever bought with bread: confidence 1, conviction infinite (NULL).
@@ -88,7 +90,7 @@ def test_every_rule_metric_matches_a_brute_force_count(conn) -> None:
 
 def test_thresholds_keep_only_rules_that_clear_them(conn) -> None:
     strict = MiningSettings(min_support=0.25, min_baskets=1, min_confidence=0.6, min_lift=1.0)
-    mine_rules(conn, date(2025, 3, 1), "product", strict, "rules")
+    mine_rules(conn, date(2025, 3, 1), strict, {"product": "rules"})
     expected = {
         pair
         for pair, m in brute_force(BASKETS).items()
@@ -98,7 +100,7 @@ def test_thresholds_keep_only_rules_that_clear_them(conn) -> None:
 
 
 def test_category_rules_count_a_basket_once_per_category(conn) -> None:
-    mine_rules(conn, date(2025, 3, 1), "category", ALL, "rules")
+    mine_rules(conn, date(2025, 3, 1), ALL, {"category": "rules"})
     # bread and butter are both category b: a basket holding both counts once for b.
     baskets = [sorted({sku[0] for sku in b}) for b in BASKETS]
     _assert_matches(_rules(conn), brute_force(baskets))
@@ -109,5 +111,31 @@ def test_baskets_after_the_day_are_not_counted(conn) -> None:
         "INSERT INTO core.order_lines SELECT * REPLACE (ordered_at + INTERVAL 1 DAY AS ordered_at, "
         "order_id || 'late' AS order_id) FROM core.order_lines"
     )
-    assert mine_rules(conn, date(2025, 3, 1), "product", ALL, "rules") == len(BASKETS)
+    assert mine_rules(conn, date(2025, 3, 1), ALL, {"product": "rules"}) == {
+        "product": len(BASKETS)
+    }
     assert _rules(conn)[("butter", "bread")]["support"] == pytest.approx(4 / 8)
+
+
+def test_an_online_order_and_a_store_receipt_with_the_same_id_are_two_baskets(conn) -> None:
+    # Every basket again as a store receipt under the same id: twice the baskets, with the
+    # same shares. Counted as one basket per id, there would be half as many.
+    conn.execute(
+        "INSERT INTO core.order_lines SELECT * REPLACE ('store' AS channel) FROM core.order_lines"
+    )
+    assert mine_rules(conn, date(2025, 3, 1), ALL, {"product": "rules"}) == {
+        "product": 2 * len(BASKETS)
+    }
+    _assert_matches(_rules(conn), brute_force(BASKETS + BASKETS))
+
+
+def test_both_levels_mined_together_match_each_mined_alone(conn) -> None:
+    both = {"product": "product_rules", "category": "category_rules"}
+    counts = mine_rules(conn, date(2025, 3, 1), ALL, both)
+    for level, table in both.items():
+        together = conn.execute(f"FROM {table} ORDER BY ALL").fetchall()
+        assert mine_rules(conn, date(2025, 3, 1), ALL, {level: "rules"}) == {
+            level: counts[level]
+        }
+        assert conn.execute("FROM rules ORDER BY ALL").fetchall() == together
+        assert together

@@ -27,13 +27,13 @@ ORDER_LINES = dg.AssetKey(["core", "order_lines"])
 def build_association_rules(
     conn: duckdb.DuckDBPyConnection, day: date, settings: Settings
 ) -> Built:
-    counts = {}
-    parts = []
-    for level in LEVELS:
-        table = f"{level}_rules"
-        baskets = mine_rules(conn, day, level, settings.mining, table)
-        counts[level] = conn.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-        parts.append(f"SELECT * FROM {table}")
+    tables = {level: f"{level}_rules" for level in LEVELS}
+    baskets = mine_rules(conn, day, settings.mining, tables)["product"]
+    counts = {
+        level: conn.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+        for level, table in tables.items()
+    }
+    parts = [f"SELECT * FROM {table}" for table in tables.values()]
     conn.execute(
         "CREATE OR REPLACE TABLE mining.association_rules AS "
         f"SELECT *, CAST($day AS TIMESTAMP) AS as_of FROM ({' UNION ALL '.join(parts)})",

@@ -33,41 +33,50 @@ def create_table(table: str) -> str:
     return f"CREATE OR REPLACE {'' if '.' in table else 'TEMP '}TABLE {table}"
 
 
-def baskets_sql(level: str) -> str:
-    """One row per basket and item up to the end of $as_of (parameter)."""
-    item = LEVELS[level]
-    return f"""
-        SELECT DISTINCT channel || ':' || order_id AS basket, {item} AS item
-        FROM core.order_lines
-        WHERE order_status <> 'refunded' AND {item} IS NOT NULL
-          AND ordered_at < CAST($as_of AS DATE) + INTERVAL 1 DAY
-    """
-
-
-def mine_rules(
-    conn: duckdb.DuckDBPyConnection,
-    as_of: date,
-    level: str,
-    settings: MiningSettings,
-    table: str,
-) -> int:
-    """Write the rules at `level` ('product' or 'category') from baskets up to `as_of` into
-    `table`; returns the number of baskets."""
+def _basket_lines(conn: duckdb.DuckDBPyConnection, as_of: date) -> None:
+    """TEMP TABLE rule_lines: the lines up to the end of `as_of` that make baskets, each with
+    its basket by number (the first row of its order), so that pairs are joined on an integer,
+    not on (channel, order id) strings."""
     conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE rule_baskets AS {baskets_sql(level)}", {"as_of": as_of}
+        """
+        CREATE OR REPLACE TEMP TABLE rule_lines AS
+        SELECT min(rowid) OVER (PARTITION BY channel, order_id) AS basket, sku, category
+        FROM core.order_lines
+        WHERE order_status <> 'refunded' AND ordered_at < CAST($as_of AS DATE) + INTERVAL 1 DAY
+        """,
+        {"as_of": as_of},
+    )
+
+
+def _mine_level(
+    conn: duckdb.DuckDBPyConnection, level: str, settings: MiningSettings, table: str
+) -> int:
+    """Write the rules at `level` from rule_lines into `table`; returns the number of baskets
+    with an item at that level."""
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE rule_baskets AS "
+        f"SELECT DISTINCT basket, {LEVELS[level]} AS item FROM rule_lines "
+        f"WHERE {LEVELS[level]} IS NOT NULL"
     )
     baskets = conn.execute("SELECT count(DISTINCT basket) FROM rule_baskets").fetchall()[0][0]
     least = max(settings.min_baskets, settings.min_support * baskets)
+    # Frequent items by number, so that the pair join and count run on integers.
+    conn.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE rule_items AS
+        SELECT item, row_number() OVER (ORDER BY item) AS number, count(*) AS baskets
+        FROM rule_baskets GROUP BY item HAVING count(*) >= $least
+        """,
+        {"least": least},
+    )
     conn.execute(
         f"""
         {create_table(table)} AS
-        WITH items AS (
-            SELECT item, count(*) AS baskets FROM rule_baskets GROUP BY 1 HAVING count(*) >= $least
-        ), frequent AS (
-            SELECT basket, item FROM rule_baskets SEMI JOIN items USING (item)
+        WITH frequent AS (
+            SELECT basket, number FROM rule_baskets JOIN rule_items USING (item)
         ), pairs AS (
-            SELECT x.item AS a, y.item AS c, count(*) AS together
-            FROM frequent AS x JOIN frequent AS y ON x.basket = y.basket AND x.item < y.item
+            SELECT x.number AS a, y.number AS c, count(*) AS together
+            FROM frequent AS x JOIN frequent AS y ON x.basket = y.basket AND x.number < y.number
             GROUP BY 1, 2
             HAVING count(*) >= $least
         ), directed AS (
@@ -75,14 +84,14 @@ def mine_rules(
             UNION ALL
             SELECT c, a, together FROM pairs
         ), measured AS (
-            SELECT d.antecedent, d.consequent, d.together AS baskets,
+            SELECT ia.item AS antecedent, ic.item AS consequent, d.together AS baskets,
                    d.together / $n AS support,
                    ia.baskets / $n AS antecedent_support,
                    ic.baskets / $n AS consequent_support,
                    d.together / ia.baskets AS confidence
             FROM directed AS d
-            JOIN items AS ia ON ia.item = d.antecedent
-            JOIN items AS ic ON ic.item = d.consequent
+            JOIN rule_items AS ia ON ia.number = d.antecedent
+            JOIN rule_items AS ic ON ic.number = d.consequent
         )
         SELECT $level AS level, antecedent, consequent, baskets, support,
                antecedent_support, consequent_support, confidence,
@@ -106,4 +115,20 @@ def mine_rules(
         },
     )
     conn.execute("DROP TABLE rule_baskets")
+    conn.execute("DROP TABLE rule_items")
+    return baskets
+
+
+def mine_rules(
+    conn: duckdb.DuckDBPyConnection,
+    as_of: date,
+    settings: MiningSettings,
+    tables: dict[str, str],
+) -> dict[str, int]:
+    """Write the rules of each level in `tables` ('product' or 'category' -> table) from
+    baskets up to `as_of`; returns the number of baskets per level. The lines are read once
+    for every level."""
+    _basket_lines(conn, as_of)
+    baskets = {level: _mine_level(conn, level, settings, table) for level, table in tables.items()}
+    conn.execute("DROP TABLE rule_lines")
     return baskets
