@@ -8,6 +8,7 @@ row count, column schema and preview.
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import NamedTuple
 
 import dagster as dg
 import duckdb
@@ -42,6 +43,18 @@ class Built:
 
 Builder = Callable[[duckdb.DuckDBPyConnection, date, Settings], Built]
 
+
+class Mart(NamedTuple):
+    """A mart table: its name, grain, upstream assets and builder. sql_only: the builder only
+    aggregates in DuckDB, so its step gets the warehouse's aggregate_memory_limit."""
+
+    name: str
+    grain: list[str]
+    deps: list[dg.AssetKey]
+    build: Builder
+    sql_only: bool = False
+
+
 # Customer-level tables are rebuilt by the daily run: stale after a missed day, failed after
 # a day and a quarter.
 DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(
@@ -66,6 +79,7 @@ def mart_asset(
     grain: list[str],
     deps: list[dg.AssetKey],
     build: Builder,
+    sql_only: bool = False,
 ) -> dg.AssetsDefinition:
     """An asset for <schema>.<name>: `build` writes the table as of the day; the asset then
     checks it against its contract and its grain, and reports it."""
@@ -100,7 +114,8 @@ def mart_asset(
         table = f"{schema}.{name}"
         reading = ", ".join(".".join(d.path) for d in deps)
         advice = f"Fix the cause, then re-materialize {table} and what follows it."
-        with explained(context, reading, advice), warehouse.connect() as conn:
+        memory = warehouse.aggregate_memory_limit if sql_only else None
+        with explained(context, reading, advice), warehouse.connect(memory_limit=memory) as conn:
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             day = as_of_day(conn, analysis)
             built = build(conn, day, Settings(analysis, core_rules, mining))
@@ -120,10 +135,10 @@ def mart_asset(
 def mart_assets(
     schema: str,
     contracts: dict[str, type[pa.DataFrameModel]],
-    specs: list[tuple[str, list[str], list[dg.AssetKey], Builder]],
+    specs: list[Mart],
 ) -> list[dg.AssetsDefinition]:
-    """One mart asset per (table name, grain, deps, builder), its contract from `contracts`."""
+    """One mart asset per spec, its contract from `contracts`."""
     return [
-        mart_asset(schema, name, contracts[name], grain, deps, build)
-        for name, grain, deps, build in specs
+        mart_asset(schema, s.name, contracts[s.name], s.grain, s.deps, s.build, s.sql_only)
+        for s in specs
     ]

@@ -32,7 +32,16 @@ class WarehouseResource(dg.ConfigurableResource):
         description="The copy analysts read, swapped in after a good run; empty: "
         "published.duckdb beside the warehouse.",
     )
-    memory_limit: str = "1GB"
+    memory_limit: str = Field(
+        default="1GB",
+        description="DuckDB's memory for a step; past it, DuckDB spills to disk.",
+    )
+    aggregate_memory_limit: str = Field(
+        default="3GB",
+        description="DuckDB's memory for the mart steps that only aggregate in SQL (most "
+        "mining tables): at the default their group-bys over every order line spill, and "
+        "nothing else in the step holds memory.",
+    )
     threads: int = 2
 
     def published_path(self) -> Path:
@@ -43,14 +52,17 @@ class WarehouseResource(dg.ConfigurableResource):
         )
 
     @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Open the warehouse. No lock retries: a second writer is a scheduling bug to surface."""
+    def connect(
+        self, read_only: bool = False, memory_limit: str | None = None
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the warehouse (with DuckDB's memory_limit unless told another). No lock
+        retries: a second writer is a scheduling bug to surface."""
         if not read_only:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = duckdb.connect(
             self.path,
             read_only=read_only,
-            config={"memory_limit": self.memory_limit, "threads": self.threads},
+            config={"memory_limit": memory_limit or self.memory_limit, "threads": self.threads},
         )
         try:
             yield conn

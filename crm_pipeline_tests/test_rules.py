@@ -134,8 +134,6 @@ def test_both_levels_mined_together_match_each_mined_alone(conn) -> None:
     counts = mine_rules(conn, date(2025, 3, 1), ALL, both)
     for level, table in both.items():
         together = conn.execute(f"FROM {table} ORDER BY ALL").fetchall()
-        assert mine_rules(conn, date(2025, 3, 1), ALL, {level: "rules"}) == {
-            level: counts[level]
-        }
+        assert mine_rules(conn, date(2025, 3, 1), ALL, {level: "rules"}) == {level: counts[level]}
         assert conn.execute("FROM rules ORDER BY ALL").fetchall() == together
         assert together

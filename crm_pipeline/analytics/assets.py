@@ -17,7 +17,7 @@ from crm_pipeline.analytics.features import customer_features, purchase_days_bet
 from crm_pipeline.analytics.needs import ipa, need_scores
 from crm_pipeline.analytics.schemas import ANALYTICS_MODELS
 from crm_pipeline.analytics.scoring import ModelRun, holdout_run, score_customers
-from crm_pipeline.marts import Built, Settings, mart_assets
+from crm_pipeline.marts import Built, Mart, Settings, mart_assets
 from crm_pipeline.report import chart_metadata
 
 UNTIL = "< CAST($end AS DATE) + INTERVAL 1 DAY"
@@ -226,31 +226,31 @@ analytics_assets = mart_assets(
     "analytics",
     ANALYTICS_MODELS,
     [
-        (
+        Mart(
             "scored_customers",
             ["customer_key"],
             _core("customers", "order_lines", "feedback", "inquiries"),
             build_scored_customers,
         ),
-        (
+        Mart(
             "need_ipa",
             ["breakdown", "group_value", "dimension"],
             [*_core("feedback_needs"), SCORED],
             build_need_ipa,
         ),
-        (
+        Mart(
             "customer_needs",
             ["customer_key", "dimension"],
             _core("feedback_needs"),
             build_customer_needs,
         ),
-        (
+        Mart(
             "satisfaction_summary",
             ["breakdown", "group_value"],
             [*_core("feedback", "inquiries", "order_lines"), SCORED],
             build_satisfaction_summary,
         ),
-        (
+        Mart(
             "unmet_needs",
             ["topic", "category"],
             _core("inquiries", "order_lines"),

@@ -9,6 +9,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
+from crm_pipeline import checks  # noqa: F401  (registers distinct_values_match)
 from crm_pipeline.core.classify import CHANNEL_PREFERENCES, LIFECYCLE_STAGES
 from crm_pipeline.core.identity import RULE_CONFIDENCE
 from crm_pipeline.core.quality import STAGES
@@ -23,7 +24,7 @@ def key_field(nullable: bool = False, what: str = "Customer key") -> object:
     return field(
         f"{what}: stable pseudonymous id ('C' + 16 hex digits) of one real customer.",
         nullable=nullable,
-        str_matches=KEY,
+        distinct_values_match=KEY,
     )
 
 

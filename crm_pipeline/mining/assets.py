@@ -10,10 +10,11 @@ import duckdb
 from crm_pipeline.analytics.assets import record_runs
 from crm_pipeline.analytics.scoring import ModelRun
 from crm_pipeline.analytics.settings import AnalysisSettings
-from crm_pipeline.marts import Built, Settings, as_of_day, mart_assets
+from crm_pipeline.marts import Built, Mart, Settings, as_of_day, mart_assets
 from crm_pipeline.mining import efficiency
 from crm_pipeline.mining.evaluation import evaluate
 from crm_pipeline.mining.opportunities import opportunities, penetration
+from crm_pipeline.mining.ranking import purchase_lines
 from crm_pipeline.mining.recommend import recommend
 from crm_pipeline.mining.rules import LEVELS, mine_rules
 from crm_pipeline.mining.schemas import MINING_MODELS
@@ -61,12 +62,15 @@ def _level(level: str) -> str:
 
 def build_recommendations(conn: duckdb.DuckDBPyConnection, day: date, settings: Settings) -> Built:
     n = settings.mining.recommendations
-    recommend(conn, day, _level("product"), _level("category"), n, "mining.recommendations")
+    lines = purchase_lines(conn, day)
+    recommend(
+        conn, day, _level("product"), _level("category"), n, "mining.recommendations", lines=lines
+    )
     cutoff = day - timedelta(days=settings.mining.holdout_days)
     first_day = conn.execute(
         "SELECT CAST(min(ordered_at) AS DATE) FROM core.order_lines"
     ).fetchall()[0][0]
-    figures = evaluate(conn, cutoff, day, n)
+    figures = evaluate(lines, cutoff, n)
     run = ModelRun(
         "recommender_holdout",
         "fitted" if figures["customers"] else "skipped",
@@ -205,31 +209,34 @@ mining_assets = mart_assets(
     "mining",
     MINING_MODELS,
     [
-        (
+        Mart(
             "association_rules",
             ["level", "antecedent", "consequent"],
             [ORDER_LINES],
             build_association_rules,
+            sql_only=True,
         ),
-        (
+        Mart(
             "recommendations",
             ["customer_key", "rank"],
             [ORDER_LINES, dg.AssetKey(["core", "products"]), RULES],
             build_recommendations,
         ),
-        (
+        Mart(
             "sales_efficiency",
             ["breakdown", "group_value"],
             [ORDER_LINES, INQUIRIES],
             build_sales_efficiency,
+            sql_only=True,
         ),
-        (
+        Mart(
             "penetration",
             ["customer_type", "region", "category"],
             [ORDER_LINES, dg.AssetKey(["analytics", "scored_customers"])],
             build_penetration,
+            sql_only=True,
         ),
-        (
+        Mart(
             "opportunities",
             ["type", "target", "category"],
             [
@@ -240,18 +247,21 @@ mining_assets = mart_assets(
                 dg.AssetKey(["mining", "recommendations"]),
             ],
             build_opportunities,
+            sql_only=True,
         ),
-        (
+        Mart(
             "cohort_retention",
             ["cohort_month", "months_since"],
             [ORDER_LINES],
             build_cohort_retention,
+            sql_only=True,
         ),
-        (
+        Mart(
             "inquiry_conversion",
             ["topic", "channel"],
             [ORDER_LINES, INQUIRIES],
             build_inquiry_conversion,
+            sql_only=True,
         ),
     ],
 )

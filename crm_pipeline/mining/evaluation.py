@@ -6,79 +6,64 @@ from __future__ import annotations
 
 from datetime import date
 
-import duckdb
-import pyarrow as pa
+import numpy as np
 
-from crm_pipeline.mining.ranking import purchases, ranked
-
-
-def _scores(conn: duckdb.DuckDBPyConnection, recommended: pa.Table) -> tuple[float, float]:
-    """Hit rate (share of holdout customers with at least one recommended product among the
-    new products they bought) and recall (mean share of those new products recommended)."""
-    conn.register("holdout_recommended", recommended)
-    scores = conn.execute(
-        """
-        SELECT avg(CAST(hits > 0 AS DOUBLE)), avg(hits / new)
-        FROM (
-            SELECT t.customer_key, t.new, count(h.sku) AS hits
-            FROM holdout_targets AS t
-            LEFT JOIN (
-                SELECT customer_key, sku FROM holdout_recommended
-                SEMI JOIN holdout_new USING (customer_key, sku)
-            ) AS h USING (customer_key)
-            GROUP BY ALL
-        )
-        """
-    ).fetchall()[0]
-    conn.unregister("holdout_recommended")
-    return scores
+from crm_pipeline.mining.ranking import Lines, Purchases, purchases, top_products, unique_pairs
 
 
-def evaluate(conn: duckdb.DuckDBPyConnection, cutoff: date, end: date, n: int) -> dict:
-    """Recommend as of `cutoff` from purchases up to it, and score the top `n` against the
-    products each customer bought for the first time after the cut-off, up to `end`, beside
-    the popularity baseline.
+def _among(sorted_codes: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Which of `codes` are in `sorted_codes`."""
+    if not len(sorted_codes):
+        return np.zeros(len(codes), bool)
+    found = np.minimum(np.searchsorted(sorted_codes, codes), len(sorted_codes) - 1)
+    return sorted_codes[found] == codes
+
+
+def _scores(
+    bought: Purchases, picks: np.ndarray, new: np.ndarray, products: int
+) -> tuple[float, float]:
+    """Hit rate (share of the customers with at least one recommended product among the new
+    products they bought) and recall (mean share of those new products recommended). `new`:
+    the sorted codes customer x `products` + product of the first purchases after the cut-off,
+    numbered as in the Lines; every customer of `bought` has one."""
+    row, rank = np.nonzero(picks >= 0)
+    recommended = bought.customers[row] * products + bought.products[picks[row, rank]]
+    hits = np.bincount(row[_among(new, recommended)], minlength=len(bought.keys))
+    wanted = np.bincount(np.searchsorted(bought.customers, new // products))
+    return float(np.mean(hits > 0)), float(np.mean(hits / wanted))
+
+
+def evaluate(lines: Lines, cutoff: date, n: int) -> dict:
+    """Recommend as of `cutoff` from the lines up to it, and score the top `n` against the
+    products each customer bought for the first time after the cut-off (up to the lines' day),
+    beside the popularity baseline.
 
     A customer counts when they bought before the cut-off and bought something new after it.
     Nothing after the cut-off reaches the recommendations: the after-part only selects the
     customers to score and the products to find.
     """
-    days = {"cutoff": cutoff, "end": end}
-    conn.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE holdout_new AS
-        WITH lines AS (
-            SELECT customer_key, sku, ordered_at < CAST($cutoff AS DATE) + INTERVAL 1 DAY AS before
-            FROM core.order_lines
-            WHERE customer_key IS NOT NULL AND sku IS NOT NULL AND order_status <> 'refunded'
-              AND ordered_at < CAST($end AS DATE) + INTERVAL 1 DAY
+    products = len(lines.sku)
+    before = lines.upto(cutoff)
+    owned = unique_pairs(lines.customer[before], lines.product[before], products)
+    later = unique_pairs(lines.customer[~before], lines.product[~before], products)
+    seen = _among(owned, later)
+    earlier_buyer = np.zeros(len(lines.keys), bool)
+    earlier_buyer[lines.customer[before]] = True
+    new = later[~seen & earlier_buyer[later // products]]
+    customers = np.unique(new // products)
+    bought = purchases(lines, cutoff, customers)
+    scores = {}
+    for name, half in (("", 0.5), ("baseline_", 0.0)):
+        hit_rate, recall = (
+            _scores(bought, top_products(bought, n, half), new, products)
+            if len(customers)
+            else (None, None)
         )
-        SELECT customer_key, sku FROM lines
-        GROUP BY ALL
-        HAVING NOT bool_or(before)
-           AND customer_key IN (SELECT customer_key FROM lines WHERE before)
-        """,
-        days,
-    )
-    conn.execute(
-        "CREATE OR REPLACE TEMP TABLE holdout_targets AS "
-        "SELECT customer_key, count(*) AS new FROM holdout_new GROUP BY 1"
-    )
-    bought = purchases(conn, cutoff, "holdout_targets")
-    hit_rate, recall = _scores(conn, ranked(bought, n))
-    base_hit_rate, base_recall = _scores(conn, ranked(bought, n, popularity_only=True))
-    customers, new = conn.execute(
-        "SELECT count(*), coalesce(sum(new), 0) FROM holdout_targets"
-    ).fetchall()[0]
-    for table in ("holdout_new", "holdout_targets"):
-        conn.execute(f"DROP TABLE {table}")
+        scores[f"{name}hit_rate_at_{n}"] = hit_rate
+        scores[f"{name}recall_at_{n}"] = recall
     return {
         "cutoff": cutoff.isoformat(),
-        "end": end.isoformat(),
-        "customers": customers,
-        "new_products_bought": int(new),
-        f"hit_rate_at_{n}": hit_rate,
-        f"recall_at_{n}": recall,
-        f"baseline_hit_rate_at_{n}": base_hit_rate,
-        f"baseline_recall_at_{n}": base_recall,
-    }
+        "end": lines.as_of.isoformat(),
+        "customers": len(customers),
+        "new_products_bought": len(new),
+    } | scores

@@ -22,7 +22,6 @@ from datetime import date
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
 PURCHASES = """
     SELECT * FROM core.order_lines
@@ -31,6 +30,26 @@ PURCHASES = """
 """
 BLOCK = 100_000  # customers ranked at a time: 100,000 x 500 products of owned flags is 50 MB
 TIE = 1e-15  # per position in SKU order: equal scores go to the first SKU
+EPOCH = date(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class Lines:
+    """The purchase lines up to a day, by number: customers in key order, products in SKU
+    order, and each line's customer, product and day (days since 1970-01-01). Read once, they
+    give the purchases as of that day or any day before it."""
+
+    as_of: date
+    keys: np.ndarray  # customer keys
+    sku: np.ndarray
+    category: np.ndarray  # per product; None when unknown
+    customer: np.ndarray  # per line
+    product: np.ndarray
+    day: np.ndarray
+
+    def upto(self, day: date) -> np.ndarray:
+        """Which lines are on or before `day`."""
+        return self.day <= (day - EPOCH).days
 
 
 @dataclass(frozen=True)
@@ -39,6 +58,8 @@ class Purchases:
     (numbered in key order) the products they own and their mix of categories."""
 
     keys: np.ndarray  # customer keys, in key order
+    customers: np.ndarray  # their numbers in the Lines
+    products: np.ndarray  # the products' numbers in the Lines
     sku: np.ndarray
     category: np.ndarray
     share: np.ndarray  # of all purchase lines
@@ -56,43 +77,36 @@ class Purchases:
         return owned
 
 
-def purchases(conn: duckdb.DuckDBPyConnection, as_of: date, customers: str | None) -> Purchases:
-    """Purchases up to `as_of`. Shares count every buyer's lines; customers are those in the
-    table named `customers`, else every buyer."""
-    chosen = f"SEMI JOIN {customers} USING (customer_key)" if customers else ""
+def purchase_lines(conn: duckdb.DuckDBPyConnection, as_of: date) -> Lines:
+    """Every purchase line of a known customer and product up to the end of `as_of`."""
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE top_lines AS
-        SELECT customer_key, sku, category FROM ({PURCHASES}) WHERE sku IS NOT NULL
+        SELECT customer_key, sku, category,
+               CAST(CAST(ordered_at AS DATE) - DATE '1970-01-01' AS INTEGER) AS day
+        FROM ({PURCHASES}) WHERE sku IS NOT NULL
         """,
         {"as_of": as_of},
     )
     conn.execute(
         """
         CREATE OR REPLACE TEMP TABLE top_products AS
-        SELECT sku, category, count(*) / sum(count(*)) OVER () AS share,
-               count(*) / sum(count(*)) OVER (PARTITION BY category) AS category_share,
-               dense_rank() OVER (ORDER BY category NULLS LAST) - 1 AS category_index,
-               row_number() OVER (ORDER BY sku) - 1 AS j
-        FROM top_lines GROUP BY sku, category
+        SELECT sku, min(category) AS category, row_number() OVER (ORDER BY sku) - 1 AS j
+        FROM top_lines GROUP BY sku
         """
-    )
-    products = conn.execute("SELECT * FROM top_products ORDER BY j").df()
-    products["category"] = (
-        products["category"].astype(object).where(products["category"].notna(), None)
     )
     conn.execute(
-        f"""
+        """
         CREATE OR REPLACE TEMP TABLE top_customers AS
         SELECT customer_key, row_number() OVER (ORDER BY customer_key) - 1 AS i
-        FROM (SELECT DISTINCT customer_key FROM top_lines {chosen})
+        FROM (SELECT DISTINCT customer_key FROM top_lines)
         """
     )
+    products = conn.execute("SELECT sku, category FROM top_products ORDER BY j").df()
     keys = conn.execute("SELECT customer_key FROM top_customers ORDER BY i").df()["customer_key"]
-    # Every line by number (customer, product): what each owns and their mix of categories.
-    lines = conn.execute(
+    numbered = conn.execute(
         """
-        SELECT c.i, p.j
+        SELECT c.i, p.j, l.day
         FROM top_lines AS l
         JOIN top_customers AS c USING (customer_key)
         JOIN top_products AS p USING (sku)
@@ -100,25 +114,70 @@ def purchases(conn: duckdb.DuckDBPyConnection, as_of: date, customers: str | Non
     ).fetchnumpy()
     for temporary in ("top_lines", "top_customers", "top_products"):
         conn.execute(f"DROP TABLE {temporary}")
-    customer, product = lines["i"].astype(np.int64), lines["j"].astype(np.int64)
-    category_index = products["category_index"].to_numpy(np.int64)
-    # Sorted by customer; np.sort, then dropping repeats, is ten times faster than np.unique.
-    owned = np.sort(customer * len(products) + product)
-    owned = owned[np.r_[True, owned[1:] != owned[:-1]]] if len(owned) else owned
-    categories = int(category_index.max()) + 1 if len(products) else 0
-    counts = np.bincount(
-        customer * categories + category_index[product], minlength=len(keys) * categories
-    ).reshape(len(keys), categories)
-    return Purchases(
+    category = products["category"].astype(object)
+    return Lines(
+        as_of=as_of,
         keys=keys.to_numpy(object),
         sku=products["sku"].to_numpy(object),
-        category=products["category"].to_numpy(object),
-        share=products["share"].to_numpy(float),
-        within=products["category_share"].to_numpy(float),
+        category=category.where(category.notna(), None).to_numpy(object),
+        customer=numbered["i"].astype(np.int64),
+        product=numbered["j"].astype(np.int64),
+        day=numbered["day"].astype(np.int32),
+    )
+
+
+def unique_pairs(customer: np.ndarray, product: np.ndarray, products: int) -> np.ndarray:
+    """The distinct (customer, product) pairs as sorted codes customer x products + product;
+    np.sort, then dropping repeats, is ten times faster than np.unique."""
+    codes = np.sort(customer * products + product)
+    return codes[np.r_[True, codes[1:] != codes[:-1]]] if len(codes) else codes
+
+
+def purchases(
+    lines: Lines, upto: date | None = None, customers: np.ndarray | None = None
+) -> Purchases:
+    """The purchases in `lines` up to the end of `upto` (default: all of them). Shares count
+    every buyer's lines; customers are those numbered in `customers` (sorted) that bought
+    by then, else every buyer. Products never bought by then are not candidates."""
+    customer, product = lines.customer, lines.product
+    if upto:
+        kept = lines.upto(upto)
+        customer, product = customer[kept], product[kept]
+    counts = np.bincount(product, minlength=len(lines.sku))
+    products = np.flatnonzero(counts)
+    if len(products) < len(lines.sku):
+        counts = counts[products]
+        product = np.searchsorted(products, product)  # renumbered among the products kept
+    category = lines.category[products]
+    names = sorted({c for c in category if c is not None})
+    position = {name: i for i, name in enumerate(names)}
+    category_index = np.array([position.get(c, len(names)) for c in category], np.int64)
+    categories = int(category_index.max()) + 1 if len(products) else 0
+    in_category = np.bincount(category_index, weights=counts, minlength=categories)
+    buyers = np.flatnonzero(np.bincount(customer, minlength=len(lines.keys)))
+    chosen = buyers if customers is None else np.intersect1d(buyers, customers)
+    if len(chosen) < len(lines.keys):  # renumbered among the customers chosen
+        number = np.full(len(lines.keys), -1)
+        number[chosen] = np.arange(len(chosen))
+        customer = number[customer]
+        mine = customer >= 0
+        customer, product = customer[mine], product[mine]
+    owned = unique_pairs(customer, product, len(products))
+    by_category = np.bincount(
+        customer * categories + category_index[product], minlength=len(chosen) * categories
+    ).reshape(len(chosen), categories)
+    return Purchases(
+        keys=lines.keys[chosen],
+        customers=chosen,
+        products=products,
+        sku=lines.sku[products],
+        category=category,
+        share=counts / max(counts.sum(), 1),
+        within=counts / in_category[category_index],
         category_index=category_index,
         owned_customer=owned // max(len(products), 1),
         owned_product=owned % max(len(products), 1),
-        mix=counts / np.maximum(counts.sum(axis=1, keepdims=True), 1),
+        mix=by_category / np.maximum(by_category.sum(axis=1, keepdims=True), 1),
     )
 
 
@@ -176,17 +235,3 @@ def top_products(bought: Purchases, n: int, half: float) -> np.ndarray:
             heads[rows[found, 0], best[found]] += 1
             _past_owned(heads, lists, owned, rows[found, 0], best[found])
     return picks
-
-
-def ranked(bought: Purchases, n: int, popularity_only: bool = False) -> pa.Table:
-    """customer_key, rank, sku: the top `n` per customer (best sellers only, for the
-    baseline), enough to evaluate."""
-    picks = top_products(bought, n, 0.0 if popularity_only else 0.5)
-    customer, rank = np.nonzero(picks >= 0)
-    return pa.table(
-        {
-            "customer_key": pa.array(bought.keys[customer], pa.string()),
-            "rank": rank + 1,
-            "sku": pa.array(bought.sku[picks[customer, rank]], pa.string()),
-        }
-    )

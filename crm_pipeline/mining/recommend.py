@@ -19,7 +19,14 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from crm_pipeline.mining.ranking import BLOCK, Purchases, purchases, top_products
+from crm_pipeline.mining.ranking import (
+    BLOCK,
+    Lines,
+    Purchases,
+    purchase_lines,
+    purchases,
+    top_products,
+)
 from crm_pipeline.mining.rules import create_table
 
 EVIDENCE = ("product", "category", "affinity", "popularity")
@@ -190,11 +197,13 @@ def recommend(
     n: int,
     table: str,
     popularity_only: bool = False,
+    lines: Lines | None = None,
 ) -> None:
     """Write `table`: the top `n` products per customer, every buyer up to the day, from
     purchases and rules up to the same day, each with its evidence and reason.
-    popularity_only gives the baseline: the best sellers the customer has not bought."""
-    bought = purchases(conn, as_of, None)
+    popularity_only gives the baseline: the best sellers the customer has not bought. `lines`:
+    the purchase lines up to the day, when already read."""
+    bought = purchases(lines or purchase_lines(conn, as_of))
     half = 0.0 if popularity_only else 0.5
     picks = top_products(bought, n, half)
     if popularity_only:
