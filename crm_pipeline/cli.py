@@ -14,7 +14,7 @@ def _materialize(args: argparse.Namespace) -> int:
     import dagster as dg
     import sqlalchemy as sa
 
-    from crm_pipeline.definitions import defs
+    from crm_pipeline.definitions import definitions
     from crm_pipeline.failures import safe_url
     from crm_pipeline.raw.shop import ShopSchemaError
     from crm_pipeline.resources import resources_from_env
@@ -50,6 +50,8 @@ def _materialize(args: argparse.Namespace) -> int:
     else:
         instance = dg.DagsterInstance.ephemeral()
     print(f"Materializing every asset, event sources over {first}..{last} (one run)")
+    # Bound now, not at import: the environment may have changed since (a test, a notebook).
+    defs = definitions(resources_from_env(resolve=True))
     result = materialize_all(defs, instance, first, last, args.select)
     failed_checks = []
     for evaluation in result.get_asset_check_evaluations():

@@ -13,10 +13,16 @@ from crm_pipeline.staging.assets import staging_assets
 
 layers = [*raw_assets, *staging_assets, *core_assets, *analytics_assets, *mining_assets]
 
-defs = dg.Definitions(
-    assets=[*layers, published_asset([key for asset in layers for key in asset.keys])],
-    jobs=[daily_refresh],
-    schedules=[daily_schedule],
-    sensors=[new_landing_day],
-    resources=resources_from_env(),
-)
+
+def definitions(resources: dict[str, dg.ConfigurableResource] | None = None) -> dg.Definitions:
+    """The code location, bound to `resources` (default: from the environment as it is now)."""
+    return dg.Definitions(
+        assets=[*layers, published_asset([key for asset in layers for key in asset.keys])],
+        jobs=[daily_refresh],
+        schedules=[daily_schedule],
+        sensors=[new_landing_day],
+        resources=resources or resources_from_env(),
+    )
+
+
+defs = definitions()
