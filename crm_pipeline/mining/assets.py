@@ -1,6 +1,7 @@
 """Mining assets (schema mining): association rules, next-best products and their holdout
 evaluation, as of the analysis day."""
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -63,14 +64,24 @@ def _level(level: str) -> str:
 def build_recommendations(conn: duckdb.DuckDBPyConnection, day: date, settings: Settings) -> Built:
     n = settings.mining.recommendations
     lines = purchase_lines(conn, day)
-    recommend(
-        conn, day, _level("product"), _level("category"), n, "mining.recommendations", lines=lines
-    )
     cutoff = day - timedelta(days=settings.mining.holdout_days)
+    # The holdout needs no database: it runs on a second thread while the recommendations are
+    # ranked and written (numpy and DuckDB release the GIL in their loops).
+    with ThreadPoolExecutor(1) as pool:
+        holdout = pool.submit(evaluate, lines, cutoff, n)
+        recommend(
+            conn,
+            day,
+            _level("product"),
+            _level("category"),
+            n,
+            "mining.recommendations",
+            lines=lines,
+        )
+        figures = holdout.result()
     first_day = conn.execute(
         "SELECT CAST(min(ordered_at) AS DATE) FROM core.order_lines"
     ).fetchall()[0][0]
-    figures = evaluate(lines, cutoff, n)
     run = ModelRun(
         "recommender_holdout",
         "fitted" if figures["customers"] else "skipped",

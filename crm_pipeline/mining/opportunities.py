@@ -150,10 +150,15 @@ CROSS_SELL = """
 
 UPSELL = f"""
     WITH bought AS (
-        SELECT customer_key, category, count(DISTINCT CAST(ordered_at AS DATE)) AS days,
-               sum(quantity) AS units, sum(unit_price * quantity) / sum(quantity) AS price,
-               min(ordered_at) AS first_at
-        FROM lines WHERE customer_key IS NOT NULL AND category IS NOT NULL GROUP BY ALL
+        -- Per customer and category: the days they bought it on, their units and mean price.
+        SELECT customer_key, category, count(*) AS days, sum(units) AS units,
+               sum(spent) / sum(units) AS price, min(day) AS first_at
+        FROM (
+            SELECT customer_key, category, CAST(ordered_at AS DATE) AS day,
+                   sum(quantity) AS units, sum(unit_price * quantity) AS spent
+            FROM lines WHERE customer_key IS NOT NULL AND category IS NOT NULL GROUP BY ALL
+        )
+        GROUP BY ALL
     ), prices AS (
         SELECT category, median(unit_price) AS median_price,
                quantile_cont(unit_price, 0.75) AS upper_price
