@@ -17,6 +17,7 @@ from datetime import date
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from crm_pipeline.mining.ranking import (
@@ -153,21 +154,21 @@ def _evidence(
 
 def _described(
     conn: duckdb.DuckDBPyConnection, bought: Purchases, rules: pa.Table
-) -> tuple[pa.Table, pa.Table]:
-    """The products (by number) with their names, and the rules (by number) with the opening
-    and closing words of their reasons: written once each, then taken per pick."""
+) -> tuple[pa.Array, pa.Table]:
+    """The products' names (by number), and the rules (by number) with the opening and
+    closing words of their reasons."""
     conn.register(
         "recommend_products",
         pa.table({"sku": pa.array(bought.sku, pa.string()), "number": np.arange(len(bought.sku))}),
     )
     conn.register("recommend_rules", rules)
-    products = conn.sql(
+    names = conn.sql(
         """
         SELECT coalesce(p.name, i.sku) AS name
         FROM recommend_products AS i LEFT JOIN core.products AS p USING (sku)
         ORDER BY i.number
         """
-    ).to_arrow_table()
+    ).to_arrow_table()["name"]
     described = conn.sql(
         """
         SELECT CASE r.level
@@ -186,7 +187,79 @@ def _described(
     ).to_arrow_table()
     conn.unregister("recommend_products")
     conn.unregister("recommend_rules")
-    return products, described
+    return names.combine_chunks(), described
+
+
+def _reasons(
+    conn: duckdb.DuckDBPyConnection,
+    bought: Purchases,
+    picked: pa.Table,
+    rules: pa.Table,
+    names: pa.Array,
+    described: pa.Table,
+) -> pa.DictionaryArray:
+    """Each pick's reason. A reason depends only on (evidence, rule, product, the customer's
+    share of the category in whole percent), so each distinct one is written once and the
+    picks point at it."""
+    level = picked["level"].to_numpy()
+    product = picked["product"].to_numpy()
+    rule = picked["rule"].fill_null(0).to_numpy()
+    share = picked["category_mix"].to_numpy() * 100
+    percent = np.floor(share) + (share - np.floor(share) >= 0.5)  # DuckDB's round: half up
+    products = len(bought.sku)
+    cited = level < 3  # popularity has one reason, number 0
+    key = np.where(level == 2, (len(rules) + percent).astype(np.int64), rule) * products + product
+    codes, distinct = pd.factorize(key[cited])
+    of = distinct % products
+    upper = distinct // products
+    affinity = upper >= len(rules)
+    which = np.where(affinity, 0, upper)
+    levels = np.where(
+        affinity, 2, np.where(rules["level"].to_numpy(False)[which] == "product", 0, 1)
+    )
+    conn.register(
+        "recommend_reasons",
+        pa.table(
+            {
+                "level": levels,
+                "name": names.take(of),
+                "category": pa.array(bought.category[of], pa.string()),
+                "opening": described["opening"].take(which),
+                "closing": described["closing"].take(which),
+                "percent": (upper - len(rules)).clip(min=0),
+                "position": np.arange(len(distinct)),
+            }
+        ),
+    )
+    written = conn.sql(
+        """
+        SELECT CASE level
+                   WHEN 0 THEN opening || name || closing
+                   WHEN 1 THEN opening || category || closing || ', where ' || name
+                               || ' sells well'
+                   ELSE percent || '% of their purchases are ' || category || ', and ' || name
+                        || ' is among its best sellers'
+               END AS reason
+        FROM recommend_reasons ORDER BY position
+        """
+    ).to_arrow_table()["reason"]
+    conn.unregister("recommend_reasons")
+    number = np.zeros(len(level), np.int32)
+    number[cited] = codes + 1
+    return pa.DictionaryArray.from_arrays(
+        pa.array(number),
+        pa.concat_arrays(
+            [pa.array(["A best seller they have not bought"]), written.combine_chunks()]
+        ),
+    )
+
+
+def _by_number(numbers: np.ndarray, values: list | np.ndarray, missing=None) -> pa.Array:
+    """Strings by number, as a dictionary array: written once each, then pointed at; a
+    number where `missing` is true is NULL."""
+    return pa.DictionaryArray.from_arrays(
+        pa.array(numbers.astype(np.int32), mask=missing), pa.array(values, pa.string())
+    )
 
 
 def recommend(
@@ -209,54 +282,61 @@ def recommend(
     if popularity_only:
         product_rules = category_rules = None
     picked, rules = _evidence(conn, bought, picks, product_rules, category_rules)
-    names, reasons = _described(conn, bought, rules)
-    product, rule = picked["product"], picked["rule"]
-    # Assembled in customer and rank order by taking from the small tables: the SQL below only
-    # projects, so with DuckDB's preserve_insertion_order (on by default) the table is written
-    # in that order with no sort; test_recommend checks the stored order.
+    names, described = _described(conn, bought, rules)
+    product = picked["product"].to_numpy()
+    level = picked["level"].to_numpy()
+    mix = picked["category_mix"].to_numpy()
+    rule = picked["rule"].fill_null(0).to_numpy()
+    categories = np.empty(bought.mix.shape[1] + 1, object)
+    categories[bought.category_index] = bought.category
+    category = bought.category_index[product]
+    antecedents = rules["antecedent"].to_numpy(False)
+    cites = level < 2  # a product or category rule
+    # Strings are dictionary arrays (each written once, then pointed at), in customer and rank
+    # order: the SQL below only projects, so with DuckDB's preserve_insertion_order (on by
+    # default) the table is written in that order with no sort; test_recommend checks it.
     conn.register(
         "recommend_picks",
         pa.table(
             {
-                "customer_key": pa.array(bought.keys, pa.string()).take(picked["customer"]),
+                "customer_key": _by_number(picked["customer"].to_numpy(), bought.keys),
                 "rank": picked["rank"],
-                "sku": pa.array(bought.sku, pa.string()).take(product),
-                "name": names["name"].take(product),
-                "category": pa.array(bought.category, pa.string()).take(product),
-                "share": pa.array(bought.share).take(product),
-                "within": pa.array(bought.within).take(product),
-                "level": picked["level"],
-                "category_mix": picked["category_mix"],
-                "antecedent": rules["antecedent"].take(rule),
-                "confidence": rules["confidence"].take(rule),
-                "lift": rules["lift"].take(rule),
-                "opening": reasons["opening"].take(rule),
-                "closing": reasons["closing"].take(rule),
+                "sku": _by_number(product, bought.sku),
+                "product": pa.DictionaryArray.from_arrays(
+                    pa.array(product.astype(np.int32)), names
+                ),
+                "category": _by_number(product, bought.category),
+                "score": (1 - half) * bought.share[product] + half * mix * bought.within[product],
+                "rule_level": _by_number(level, list(EVIDENCE)),
+                "antecedent": _by_number(
+                    np.where(level == 2, len(antecedents) + category, rule),
+                    np.concatenate([antecedents, categories]),
+                    missing=level == 3,
+                ),
+                "consequent": _by_number(
+                    np.where(level == 0, product, len(bought.sku) + category),
+                    np.concatenate([bought.sku, categories]),
+                    missing=level == 3,
+                ),
+                "confidence": pa.array(
+                    np.where(
+                        level == 2,
+                        mix,
+                        rules["confidence"].to_numpy(False)[rule] if len(rules) else 0.0,
+                    ),
+                    mask=level == 3,
+                ),
+                "lift": pa.array(
+                    rules["lift"].to_numpy(False)[rule] if len(rules) else np.zeros(len(level)),
+                    mask=~cites,
+                ),
+                "reason": _reasons(conn, bought, picked, rules, names, described),
             }
         ),
     )
     conn.execute(
-        f"""
-        {create_table(table)} AS
-        SELECT customer_key, rank, sku, name AS product, category,
-               (1 - $half) * share + $half * category_mix * within AS score,
-               $evidence[level + 1] AS rule_level,
-               CASE level WHEN 2 THEN category ELSE antecedent END AS antecedent,
-               CASE level WHEN 0 THEN sku WHEN 3 THEN NULL ELSE category END AS consequent,
-               CASE level WHEN 2 THEN category_mix ELSE confidence END AS confidence,
-               lift,
-               CASE level
-                   WHEN 0 THEN opening || name || closing
-                   WHEN 1 THEN opening || category || closing || ', where ' || name
-                               || ' sells well'
-                   WHEN 2 THEN CAST(round(category_mix * 100) AS INTEGER)
-                               || '% of their purchases are ' || category || ', and ' || name
-                               || ' is among its best sellers'
-                   ELSE 'A best seller they have not bought'
-               END AS reason,
-               CAST($as_of AS TIMESTAMP) AS as_of
-        FROM recommend_picks
-        """,
-        {"as_of": as_of, "half": half, "evidence": list(EVIDENCE)},
+        f"{create_table(table)} AS "
+        "SELECT *, CAST($as_of AS TIMESTAMP) AS as_of FROM recommend_picks",
+        {"as_of": as_of},
     )
     conn.unregister("recommend_picks")
