@@ -46,14 +46,15 @@ Builder = Callable[[duckdb.DuckDBPyConnection, date, Settings], Built]
 
 
 class Mart(NamedTuple):
-    """A mart table: its name, grain, upstream assets and builder. sql_only: the builder only
-    aggregates in DuckDB, so its step gets the warehouse's aggregate_memory_limit."""
+    """A mart table: its name, grain, upstream assets and builder. large_memory: its step
+    gets the warehouse's large_memory_limit (group-bys over every order line that would
+    spill to disk at the default)."""
 
     name: str
     grain: list[str]
     deps: list[dg.AssetKey]
     build: Builder
-    sql_only: bool = False
+    large_memory: bool = False
 
 
 # Customer-level tables are rebuilt by the daily run: stale after a missed day, failed after
@@ -80,7 +81,7 @@ def mart_asset(
     grain: list[str],
     deps: list[dg.AssetKey],
     build: Builder,
-    sql_only: bool = False,
+    large_memory: bool = False,
 ) -> dg.AssetsDefinition:
     """An asset for <schema>.<name>: `build` writes the table as of the day; the asset then
     checks it against its contract and its grain, and reports it."""
@@ -115,7 +116,7 @@ def mart_asset(
         table = f"{schema}.{name}"
         reading = ", ".join(".".join(d.path) for d in deps)
         advice = f"Fix the cause, then re-materialize {table} and what follows it."
-        memory = warehouse.aggregate_memory_limit if sql_only else None
+        memory = warehouse.large_memory_limit if large_memory else None
         with explained(context, reading, advice), warehouse.connect(memory_limit=memory) as conn:
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             day = as_of_day(conn, analysis)
@@ -143,6 +144,6 @@ def mart_assets(
 ) -> list[dg.AssetsDefinition]:
     """One mart asset per spec, its contract from `contracts`."""
     return [
-        mart_asset(schema, s.name, contracts[s.name], s.grain, s.deps, s.build, s.sql_only)
+        mart_asset(schema, s.name, contracts[s.name], s.grain, s.deps, s.build, s.large_memory)
         for s in specs
     ]

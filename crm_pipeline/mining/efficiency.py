@@ -20,7 +20,7 @@ INQUIRIES = """
 BREAKDOWNS = {
     "store": "coalesce(store_id, '(online)')",
     "category": "coalesce(category, '(unknown)')",
-    "month": "strftime(ordered_at, '%Y-%m')",
+    "month": "ordered_at",  # written as YYYY-MM once grouped by order
 }  # how a sale is placed; channel is its own column
 # Inquiries are placed by the category of the product they name and by their month; they have
 # no sales channel or store.
@@ -48,25 +48,22 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
     conn.execute(
         f"""
         CREATE OR REPLACE TABLE {table} AS
-        WITH lines AS (
-            SELECT customer_key, order_id, channel,
-                   {BREAKDOWNS["store"]} AS store, {BREAKDOWNS["category"]} AS category,
-                   {BREAKDOWNS["month"]} AS month, net_amount, quantity, margin,
-                   CASE WHEN margin IS NOT NULL THEN net_amount END AS costed
-            FROM ({SALES})
-        ), by_category AS (
+        -- Each grouping reads the sales itself: DuckDB scans them twice faster than it
+        -- hands one scan to two consumers.
+        WITH by_category AS (
             -- One row per order and category.
-            SELECT channel, order_id, category, any_value(customer_key) AS customer_key,
+            SELECT channel, order_id, {BREAKDOWNS["category"]} AS category,
+                   any_value(customer_key) AS customer_key,
                    sum(net_amount) AS revenue, sum(quantity) AS units, sum(margin) AS margin,
-                   sum(costed) AS costed_revenue
-            FROM lines GROUP BY channel, order_id, category
+                   sum(CASE WHEN margin IS NOT NULL THEN net_amount END) AS costed_revenue
+            FROM ({SALES}) GROUP BY ALL
         ), by_order AS (
             SELECT channel, order_id, any_value(customer_key) AS customer_key,
-                   any_value(store) AS store,
-                   any_value(month) AS month,
+                   any_value({BREAKDOWNS["store"]}) AS store,
+                   strftime(any_value({BREAKDOWNS["month"]}), '%Y-%m') AS month,
                    sum(net_amount) AS revenue, sum(quantity) AS units, sum(margin) AS margin,
-                   sum(costed) AS costed_revenue
-            FROM lines GROUP BY channel, order_id
+                   sum(CASE WHEN margin IS NOT NULL THEN net_amount END) AS costed_revenue
+            FROM ({SALES}) GROUP BY channel, order_id
         ), by_group AS (
             -- Per group and customer (NULL: anonymous receipts), their orders and totals. An
             -- order has one channel, store and month, so counting rows counts orders.
