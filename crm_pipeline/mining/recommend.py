@@ -21,9 +21,9 @@ import pandas as pd
 import pyarrow as pa
 
 from crm_pipeline.mining.ranking import (
-    BLOCK,
     Lines,
     Purchases,
+    in_blocks,
     purchase_lines,
     purchases,
     top_products,
@@ -100,8 +100,8 @@ def _evidence(
     category_antecedent = category_found["antecedent_number"].to_numpy()
     rule = np.full(picks.shape, -1)
     no_product = len(bought.sku)
-    for first in range(0, len(picks), BLOCK):
-        last = min(first + BLOCK, len(picks))
+
+    def cite(first: int, last: int) -> None:
         block = np.where(picks[first:last] >= 0, picks[first:last], no_product)
         owned = bought.owned_block(first, last)
         by_product = _strongest(product_index, product_antecedent, owned, block)
@@ -115,6 +115,8 @@ def _evidence(
             by_product,
             np.where(by_category >= 0, by_category + len(product_found), -1),
         )
+
+    in_blocks(len(picks), cite)
 
     customer, rank = np.nonzero(picks >= 0)
     product = picks[customer, rank]
