@@ -8,7 +8,7 @@ class MiningSettings(dg.ConfigurableResource):
     """Rule thresholds, recommendation length, the holdout, and the opportunity lists."""
 
     min_support: float = Field(
-        default=0.0005,
+        default=0.0001,
         gt=0,
         le=1,
         description="Least share of baskets holding both sides of a rule (and each item alone).",
