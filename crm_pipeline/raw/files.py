@@ -134,7 +134,7 @@ def load_csv(
                    files.__partition,
                    ?
             FROM ({numbered(conn, loaded, marks, 2)}) AS numbered
-            JOIN {file_map} AS files ON files.__path = numbered.__crm_file
+            JOIN {file_map} AS files ON files.__index = numbered.__crm_file
             """,
             [loaded_at],
         )
@@ -166,7 +166,7 @@ def load_jsonl(
                CASE WHEN json_valid(numbered.c0) THEN json_type(numbered.c0) = 'OBJECT'
                     ELSE false END AS is_object
         FROM ({numbered(conn, loaded, marks, 1)}) AS numbered
-        JOIN {file_map} AS files ON files.__path = numbered.__crm_file
+        JOIN {file_map} AS files ON files.__index = numbered.__crm_file
         """
     )
     # An empty line reads as NULL and is no record; a line of blanks is a record, and wrong.

@@ -16,11 +16,12 @@ READ_ID = count()
 
 
 def register_files(conn: duckdb.DuckDBPyConnection, files: list[Delivery]) -> str:
+    """A temp table of the files by their position in `files` (the scan's __crm_file)."""
     name = f"files_{next(READ_ID)}"
-    conn.execute(f"CREATE TEMP TABLE {name} (__path VARCHAR, __name VARCHAR, __partition DATE)")
+    conn.execute(f"CREATE TEMP TABLE {name} (__index BIGINT, __name VARCHAR, __partition DATE)")
     conn.executemany(
         f"INSERT INTO {name} VALUES (?, ?, ?)",
-        [(str(f.path), f.name, f.partition_date) for f in files],
+        [(i, f.name, f.partition_date) for i, f in enumerate(files)],
     )
     return name
 
@@ -61,7 +62,8 @@ def scan(
     quote: str,
 ) -> tuple[str, list[tuple]]:
     """Read files into a temp table in file order, as text columns c0, c1, ... (delivered names
-    never meet SQL); return it and DuckDB's rejected records."""
+    never meet SQL) and __crm_file, the file's position in `files` (an integer is cheaper to
+    group and join than its path on every row); return it and DuckDB's rejected records."""
     read_id = next(READ_ID)
     loaded, errors, scans = f"scan_{read_id}", f"scan_errors_{read_id}", f"scan_files_{read_id}"
     struct = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(width)) + "}"
@@ -70,7 +72,7 @@ def scan(
     conn.execute(
         f"""
         CREATE TEMP TABLE {loaded} AS
-        SELECT *
+        SELECT *, file_index AS __crm_file
         FROM read_csv(
             {paths},
             columns = {struct},
@@ -81,7 +83,6 @@ def scan(
             auto_detect = false,
             strict_mode = true,
             null_padding = false,
-            filename = '__crm_file',
             store_rejects = true,
             rejects_table = '{errors}',
             rejects_scan = '{scans}'
@@ -113,6 +114,7 @@ def record_rejects(
 ) -> str:
     """Quarantine DuckDB's rejected records; return a temp table mapping them for numbering."""
     by_path = {str(f.path): f for f in files}
+    index = {str(f.path): i for i, f in enumerate(files)}
     rows = []
     for path, line, byte_pos, error_type, message, csv_line in rejected:
         f = by_path[path]
@@ -131,7 +133,7 @@ def record_rejects(
         )
     reject_lines(conn, source, rows, loaded_at)
     table = f"rejected_{next(READ_ID)}"
-    conn.execute(f"CREATE TEMP TABLE {table} (path VARCHAR, loaded_before BIGINT, k BIGINT)")
+    conn.execute(f"CREATE TEMP TABLE {table} (file BIGINT, loaded_before BIGINT, k BIGINT)")
     # For the j-th rejected record at number r, r - first_record - j records were loaded
     # before it; an ASOF join turns a loaded record's index back into its record number.
     marks = []
@@ -139,7 +141,7 @@ def record_rejects(
         lines = sorted(r[1] for r in rejected if r[0] == path)
         # Consecutive rejects share a threshold; the last one carries the full count.
         last = {line - first_record - j: j + 1 for j, line in enumerate(lines)}
-        marks += [(path, before, k) for before, k in last.items()]
+        marks += [(index[path], before, k) for before, k in last.items()]
     if marks:
         conn.executemany(f"INSERT INTO {table} VALUES (?, ?, ?)", marks)
     return table
@@ -162,6 +164,6 @@ def numbered(conn: duckdb.DuckDBPyConnection, loaded: str, marks: str, first_rec
         SELECT indexed.*, __crm_index + {first_record} + coalesce(marks.k, 0) AS __crm_record
         FROM indexed
         ASOF LEFT JOIN {marks} AS marks
-          ON indexed.__crm_file = marks.path
+          ON indexed.__crm_file = marks.file
          AND indexed.__crm_index >= marks.loaded_before
     """
