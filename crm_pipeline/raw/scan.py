@@ -72,7 +72,7 @@ def scan(
     conn.execute(
         f"""
         CREATE TEMP TABLE {loaded} AS
-        SELECT *, file_index AS __crm_file
+        SELECT *, CAST(file_index AS BIGINT) AS __crm_file
         FROM read_csv(
             {paths},
             columns = {struct},
@@ -159,11 +159,19 @@ def numbered(conn: duckdb.DuckDBPyConnection, loaded: str, marks: str, first_rec
     """
     if not conn.execute(f"SELECT count(*) FROM {marks}").fetchone()[0]:
         return f"SELECT *, __crm_index + {first_record} AS __crm_record FROM ({indexed})"
+    # Each mark holds from its threshold up to the file's next one: a range join on a few
+    # marks per file, where an ASOF join would sort every row with its values.
     return f"""
-        WITH indexed AS ({indexed})
-        SELECT indexed.*, __crm_index + {first_record} + coalesce(marks.k, 0) AS __crm_record
+        WITH indexed AS ({indexed}), spans AS (
+            SELECT file, loaded_before, k,
+                   lead(loaded_before, 1, 9223372036854775807)
+                       OVER (PARTITION BY file ORDER BY loaded_before) AS next_before
+            FROM {marks}
+        )
+        SELECT indexed.*, __crm_index + {first_record} + coalesce(spans.k, 0) AS __crm_record
         FROM indexed
-        ASOF LEFT JOIN {marks} AS marks
-          ON indexed.__crm_file = marks.file
-         AND indexed.__crm_index >= marks.loaded_before
+        LEFT JOIN spans
+          ON indexed.__crm_file = spans.file
+         AND indexed.__crm_index >= spans.loaded_before
+         AND indexed.__crm_index < spans.next_before
     """
