@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     bench.add_argument("--reuse", action="store_true", help="keep an existing generated scale")
     bench.add_argument(
         "--layers",
-        help="comma-separated layers to time, keeping the warehouse as it is (e.g. staging,core); "
+        help="comma-separated layers to time, keeping the warehouse as it is (e.g. staging,core), "
+        "and 'daily' for a daily run (every asset, the last day's partitions) after them; "
         "default: every layer on a fresh warehouse",
     )
     bench.set_defaults(handler=_bench)
