@@ -7,6 +7,7 @@ from datetime import date
 import duckdb
 import pytest
 
+from crm_pipeline.mining import ranking
 from crm_pipeline.mining.evaluation import evaluate
 from crm_pipeline.mining.ranking import purchase_lines, purchases, top_products
 from crm_pipeline.mining.recommend import recommend
@@ -149,3 +150,18 @@ def _ranked(bought) -> list[tuple[str, list[str]]]:
             bought.keys, top_products(bought, 2, 0.5), top_products(bought, 2, 0.0), strict=True
         )
     ]
+
+
+def test_customers_ranked_in_many_small_blocks_get_what_one_block_gives(
+    conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At scale customers are ranked and given evidence 100,000 at a time, two blocks at once on
+    # threads; here 7 at a time, so every block boundary and both threads are crossed.
+    _recommend(conn, 3)
+    whole = conn.execute("FROM recs ORDER BY customer_key, rank").fetchall()
+    figures = evaluate(purchase_lines(conn, END), CUTOFF, 2)
+    monkeypatch.setattr(ranking, "BLOCK", 7)
+    _recommend(conn, 3)
+    assert conn.execute("FROM recs ORDER BY customer_key, rank").fetchall() == whole
+    assert evaluate(purchase_lines(conn, END), CUTOFF, 2) == figures
+    assert len({row[0] for row in whole}) > 7 * 4
