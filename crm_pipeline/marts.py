@@ -122,7 +122,7 @@ def mart_asset(
             day = as_of_day(conn, analysis)
             built = build(conn, day, Settings(analysis, core_rules, mining))
             # The grain is counted by DuckDB on a second thread while pandera checks rows.
-            with ThreadPoolExecutor(1) as pool, conn.cursor() as other:
+            with conn.cursor() as other, ThreadPoolExecutor(1) as pool:
                 counted = pool.submit(repeated_keys, other, table, grain)
                 outcome = validate_query(conn, f"SELECT * FROM {table}", [], contract, keys=grain)
                 repeats = counted.result()

@@ -165,3 +165,16 @@ def test_customers_ranked_in_many_small_blocks_get_what_one_block_gives(
     assert conn.execute("FROM recs ORDER BY customer_key, rank").fetchall() == whole
     assert evaluate(purchase_lines(conn, END), CUTOFF, 2) == figures
     assert len({row[0] for row in whole}) > 7 * 4
+
+
+def test_without_any_rule_every_pick_is_an_affinity_or_a_best_seller(conn) -> None:
+    # Thresholds no pair reaches, as in a young warehouse: no rules at either level.
+    _recommend(conn, 2, MiningSettings(min_support=1.0, min_baskets=2))
+    assert conn.execute("SELECT count(*) FROM p_rules").fetchall() == [(0,)]
+    levels = dict(conn.execute("SELECT rule_level, count(*) FROM recs GROUP BY 1").fetchall())
+    assert set(levels) == {"affinity", "popularity"}
+    assert sum(levels.values()) == 70 * 2
+    assert conn.execute(
+        "SELECT count(*) FROM recs WHERE reason IS NULL OR (rule_level = 'affinity') <> "
+        "(reason LIKE '%of their purchases are%')"
+    ).fetchall() == [(0,)]

@@ -215,9 +215,10 @@ def _reasons(
     of = distinct % products
     upper = distinct // products
     affinity = upper >= len(rules)
-    which = np.where(affinity, 0, upper)
+    # The rule of each reason; none for affinity (and there may be no rules at all).
+    which = pa.array(np.where(affinity, 0, upper), mask=affinity)
     levels = np.where(
-        affinity, 2, np.where(rules["level"].to_numpy(False)[which] == "product", 0, 1)
+        affinity, 2, np.where(rules["level"].take(which).to_numpy(False) == "product", 0, 1)
     )
     conn.register(
         "recommend_reasons",
