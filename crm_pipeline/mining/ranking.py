@@ -71,6 +71,13 @@ class Purchases:
     owned_product: np.ndarray
     mix: np.ndarray  # customers x categories: the share of the customer's lines
 
+    @property
+    def category_names(self) -> np.ndarray:
+        """Category names by category index, plus a last None (no category)."""
+        names = np.empty(self.mix.shape[1] + 1, object)
+        names[self.category_index] = self.category
+        return names
+
     def owned_block(self, first: int, last: int) -> np.ndarray:
         """Customers first..last-1 x products (+1 column, never owned, that pads lists)."""
         owned = np.zeros((last - first, len(self.sku) + 1), bool)

@@ -13,6 +13,7 @@ stay the explanation and the cross-sell evidence.)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 
 import duckdb
@@ -31,6 +32,20 @@ from crm_pipeline.mining.ranking import (
 from crm_pipeline.mining.rules import create_table
 
 EVIDENCE = ("product", "category", "affinity", "popularity")
+
+
+@dataclass(frozen=True)
+class Picked:
+    """The picks by number, one per customer and rank in that order: customer, rank (from 1),
+    product, evidence level (a position in EVIDENCE), the rule cited (-1: none) and the
+    customer's share of lines in the product's category."""
+
+    customer: np.ndarray
+    rank: np.ndarray
+    product: np.ndarray
+    level: np.ndarray
+    rule: np.ndarray
+    mix: np.ndarray
 
 
 def _rules(
@@ -86,16 +101,12 @@ def _evidence(
     picks: np.ndarray,
     product_rules: str | None,
     category_rules: str | None,
-) -> tuple[pa.Table, pa.Table]:
-    """The picks by number (customer, rank, product, evidence level as a position in EVIDENCE,
-    rule number, category mix), one row per customer and rank in that order; and the rules
-    they cite (number, antecedent, confidence, lift, level). Without rules, the evidence is
-    popularity."""
+) -> tuple[Picked, pa.Table]:
+    """The picks with their evidence; and the rules they cite (number, antecedent,
+    confidence, lift, level). Without rules, the evidence is popularity."""
     categories = bought.mix.shape[1]
-    category_names = np.empty(categories, object)
-    category_names[bought.category_index] = bought.category
     product_index, product_found = _rules(conn, product_rules, bought.sku)
-    category_index, category_found = _rules(conn, category_rules, category_names)
+    category_index, category_found = _rules(conn, category_rules, bought.category_names[:-1])
     product_antecedent = product_found["antecedent_number"].to_numpy()
     category_antecedent = category_found["antecedent_number"].to_numpy()
     rule = np.full(picks.shape, -1)
@@ -141,16 +152,7 @@ def _evidence(
             ),
         ]
     )
-    picked = pa.table(
-        {
-            "customer": customer,
-            "rank": rank + 1,
-            "product": product,
-            "level": level.astype(np.int8),
-            "rule": pa.array(cited, mask=cited < 0),
-            "category_mix": mix,
-        }
-    )
+    picked = Picked(customer, rank + 1, product, level, cited, mix)
     return picked, rules.append_column("number", pa.array(np.arange(len(rules))))
 
 
@@ -195,7 +197,7 @@ def _described(
 def _reasons(
     conn: duckdb.DuckDBPyConnection,
     bought: Purchases,
-    picked: pa.Table,
+    picked: Picked,
     rules: pa.Table,
     names: pa.Array,
     described: pa.Table,
@@ -203,10 +205,8 @@ def _reasons(
     """Each pick's reason. A reason depends only on (evidence, rule, product, the customer's
     share of the category in whole percent), so each distinct one is written once and the
     picks point at it."""
-    level = picked["level"].to_numpy()
-    product = picked["product"].to_numpy()
-    rule = picked["rule"].fill_null(0).to_numpy()
-    share = picked["category_mix"].to_numpy() * 100
+    level, product, rule = picked.level, picked.product, picked.rule
+    share = picked.mix * 100
     percent = np.floor(share) + (share - np.floor(share) >= 0.5)  # DuckDB's round: half up
     products = len(bought.sku)
     cited = level < 3  # popularity has one reason, number 0
@@ -286,15 +286,14 @@ def recommend(
         product_rules = category_rules = None
     picked, rules = _evidence(conn, bought, picks, product_rules, category_rules)
     names, described = _described(conn, bought, rules)
-    product = picked["product"].to_numpy()
-    level = picked["level"].to_numpy()
-    mix = picked["category_mix"].to_numpy()
-    rule = picked["rule"].fill_null(0).to_numpy()
-    categories = np.empty(bought.mix.shape[1] + 1, object)
-    categories[bought.category_index] = bought.category
+    product, level, rule, mix = picked.product, picked.level, picked.rule, picked.mix
     category = bought.category_index[product]
     antecedents = rules["antecedent"].to_numpy(False)
-    cites = level < 2  # a product or category rule
+
+    def of_rule(column: str) -> np.ndarray:
+        """A rule column per pick; NaN where no rule is cited (rule -1 takes the pad)."""
+        return np.append(rules[column].to_numpy(False).astype(float), np.nan)[rule]
+
     # Strings are dictionary arrays (each written once, then pointed at), in customer and rank
     # order: the SQL below only projects, so with DuckDB's preserve_insertion_order (on by
     # default) the table is written in that order with no sort; test_recommend checks it.
@@ -302,8 +301,8 @@ def recommend(
         "recommend_picks",
         pa.table(
             {
-                "customer_key": _by_number(picked["customer"].to_numpy(), bought.keys),
-                "rank": picked["rank"],
+                "customer_key": _by_number(picked.customer, bought.keys),
+                "rank": picked.rank,
                 "sku": _by_number(product, bought.sku),
                 "product": pa.DictionaryArray.from_arrays(
                     pa.array(product.astype(np.int32)), names
@@ -312,27 +311,19 @@ def recommend(
                 "score": (1 - half) * bought.share[product] + half * mix * bought.within[product],
                 "rule_level": _by_number(level, list(EVIDENCE)),
                 "antecedent": _by_number(
-                    np.where(level == 2, len(antecedents) + category, rule),
-                    np.concatenate([antecedents, categories]),
+                    np.where(level == 2, len(antecedents) + category, np.maximum(rule, 0)),
+                    np.concatenate([antecedents, bought.category_names]),
                     missing=level == 3,
                 ),
                 "consequent": _by_number(
                     np.where(level == 0, product, len(bought.sku) + category),
-                    np.concatenate([bought.sku, categories]),
+                    np.concatenate([bought.sku, bought.category_names]),
                     missing=level == 3,
                 ),
                 "confidence": pa.array(
-                    np.where(
-                        level == 2,
-                        mix,
-                        rules["confidence"].to_numpy(False)[rule] if len(rules) else 0.0,
-                    ),
-                    mask=level == 3,
+                    np.where(level == 2, mix, of_rule("confidence")), mask=level == 3
                 ),
-                "lift": pa.array(
-                    rules["lift"].to_numpy(False)[rule] if len(rules) else np.zeros(len(level)),
-                    mask=~cites,
-                ),
+                "lift": pa.array(of_rule("lift"), mask=level >= 2),
                 "reason": _reasons(conn, bought, picked, rules, names, described),
             }
         ),
