@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import date
 
 import duckdb
+import numpy as np
 import pytest
 
 from crm_pipeline.mining import ranking
 from crm_pipeline.mining.evaluation import evaluate
 from crm_pipeline.mining.ranking import purchase_lines, purchases, top_products
-from crm_pipeline.mining.recommend import recommend
+from crm_pipeline.mining.recommend import _holders, _strongest, recommend
 from crm_pipeline.mining.rules import mine_rules
 from crm_pipeline.mining.settings import MiningSettings
 from crm_pipeline_tests.mining_builder import order_lines
@@ -178,3 +179,26 @@ def test_without_any_rule_every_pick_is_an_affinity_or_a_best_seller(conn) -> No
         "SELECT count(*) FROM recs WHERE reason IS NULL OR (rule_level = 'affinity') <> "
         "(reason LIKE '%of their purchases are%')"
     ).fetchall() == [(0,)]
+
+
+def test_each_pick_cites_the_most_confident_rule_whose_antecedent_the_customer_bought() -> None:
+    # Brute force on random holdings and rules: 61 customers (not a whole number of bytes of
+    # bits), 9 products, up to 5 rules into each, most confident first.
+    rng = np.random.default_rng(7)
+    owns = rng.random((61, 9)) < 0.3
+    rules = [(a, c) for c in range(9) for a in rng.permutation(9)[: rng.integers(0, 6)] if a != c]
+    antecedents = np.array([a for a, _ in rules])
+    sizes = np.bincount([c for _, c in rules], minlength=10)
+    by_consequent = np.full((10, sizes.max()), -1)
+    for number, (_, c) in enumerate(rules):
+        by_consequent[c, np.argmax(by_consequent[c] < 0)] = number
+    customer, item = np.nonzero(~owns)
+    cited = _strongest(
+        by_consequent, antecedents, _holders(*np.nonzero(owns), 9, 61), customer, item
+    )
+    expected = [
+        next((r for r in by_consequent[i] if r >= 0 and owns[c, antecedents[r]]), -1)
+        for c, i in zip(customer, item, strict=True)
+    ]
+    assert cited.tolist() == expected
+    assert 0 < (cited >= 0).sum() < len(cited)

@@ -13,6 +13,7 @@ stay the explanation and the cross-sell evidence.)
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 
@@ -24,7 +25,6 @@ import pyarrow as pa
 from crm_pipeline.mining.ranking import (
     Lines,
     Purchases,
-    in_blocks,
     purchase_lines,
     purchases,
     top_products,
@@ -78,20 +78,50 @@ def _rules(
     return by_consequent, found
 
 
+def _holders(member: np.ndarray, item: np.ndarray, items: int, members: int) -> np.ndarray:
+    """items x bytes: bit m % 8 of byte m // 8 in row i is set when member m holds item i,
+    from the distinct (member, item) pairs. 500 products x 1M customers is 60 MB."""
+    width = (members + 7) // 8
+    bits = np.zeros(items * width, np.uint8)
+    bit = np.left_shift(np.uint8(1), (member & 7).astype(np.uint8))
+    np.bitwise_or.at(bits, item * width + (member >> 3), bit)
+    return bits.reshape(items, width)
+
+
 def _strongest(
-    by_consequent: np.ndarray, antecedents: np.ndarray, held: np.ndarray, picked: np.ndarray
+    by_consequent: np.ndarray,
+    antecedents: np.ndarray,
+    holders: np.ndarray,
+    customer: np.ndarray,
+    item: np.ndarray,
 ) -> np.ndarray:
-    """Per pick (customer row, item) in `picked` (rows x n), the first rule to it whose
-    antecedent the customer holds (`held`: rows x items + 1), else -1. Rules are tried one
-    depth at a time, only for the picks still without one."""
-    strongest = np.full(picked.shape, -1)
-    row, rank = np.nonzero(by_consequent[picked, 0] >= 0) if by_consequent.shape[1] else ([], [])
-    for depth in range(by_consequent.shape[1]):
-        rule = by_consequent[picked[row, rank], depth]
-        row, rank, rule = row[rule >= 0], rank[rule >= 0], rule[rule >= 0]
-        holds = held[row, antecedents[rule]]
-        strongest[row[holds], rank[holds]] = rule[holds]
-        row, rank = row[~holds], rank[~holds]
+    """Per pick (customer, item): the first rule to the item (by_consequent's order) whose
+    antecedent the customer holds (`holders`, as _holders gives), else -1. Picks are grouped
+    by item; each rule to it tests one row of bits for the picks still without a rule. Items
+    are shared out between two threads (numpy releases the GIL)."""
+    strongest = np.full(len(item), -1)
+    if not by_consequent.shape[1]:
+        return strongest
+    # A stable sort of 16-bit numbers is a radix sort: five times faster on 10M picks.
+    order = np.argsort(
+        item.astype(np.uint16) if len(by_consequent) <= 1 << 16 else item, kind="stable"
+    )
+    bounds = np.searchsorted(item[order], np.arange(len(by_consequent) + 1))
+
+    def cite(targets: np.ndarray) -> None:
+        for target in targets:
+            pick = order[bounds[target] : bounds[target + 1]]
+            byte, bit = customer[pick] >> 3, (customer[pick] & 7).astype(np.uint8)
+            for rule in by_consequent[target][by_consequent[target] >= 0]:
+                holds = ((holders[antecedents[rule]][byte] >> bit) & 1).view(bool)
+                strongest[pick[holds]] = rule
+                pick, byte, bit = pick[~holds], byte[~holds], bit[~holds]
+                if not len(pick):
+                    break
+
+    targets = np.flatnonzero(by_consequent[:, 0] >= 0)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(cite, [targets[0::2], targets[1::2]]))
     return strongest
 
 
@@ -105,35 +135,33 @@ def _evidence(
     """The picks with their evidence; and the rules they cite (number, antecedent,
     confidence, lift, level). Without rules, the evidence is popularity."""
     categories = bought.mix.shape[1]
+    customers = len(bought.keys)
     product_index, product_found = _rules(conn, product_rules, bought.sku)
     category_index, category_found = _rules(conn, category_rules, bought.category_names[:-1])
-    product_antecedent = product_found["antecedent_number"].to_numpy()
-    category_antecedent = category_found["antecedent_number"].to_numpy()
-    rule = np.full(picks.shape, -1)
-    no_product = len(bought.sku)
-
-    def cite(first: int, last: int) -> None:
-        block = np.where(picks[first:last] >= 0, picks[first:last], no_product)
-        owned = bought.owned_block(first, last)
-        by_product = _strongest(product_index, product_antecedent, owned, block)
-        held = np.zeros((last - first, categories + 1), bool)
-        held[:, :categories] = bought.mix[first:last] > 0
-        picked_category = np.append(bought.category_index, categories)[block]
-        by_category = _strongest(category_index, category_antecedent, held, picked_category)
-        # Category rules are numbered after the product rules.
-        rule[first:last] = np.where(
-            by_product >= 0,
-            by_product,
-            np.where(by_category >= 0, by_category + len(product_found), -1),
-        )
-
-    in_blocks(len(picks), cite)
-
     customer, rank = np.nonzero(picks >= 0)
     product = picks[customer, rank]
+    by_product = _strongest(
+        product_index,
+        product_found["antecedent_number"].to_numpy(),
+        _holders(bought.owned_customer, bought.owned_product, len(bought.sku), customers),
+        customer,
+        product,
+    )
+    by_category = _strongest(
+        category_index,
+        category_found["antecedent_number"].to_numpy(),
+        _holders(*np.nonzero(bought.mix > 0), categories, customers),
+        customer,
+        bought.category_index[product],
+    )
+    # Category rules are numbered after the product rules.
+    cited = np.where(
+        by_product >= 0,
+        by_product,
+        np.where(by_category >= 0, by_category + len(product_found), -1),
+    )
     mix = bought.mix[customer, bought.category_index[product]]
     known = np.array([c is not None for c in bought.category], bool)[product]  # affinity needs one
-    cited = rule[customer, rank]
     level = np.select(
         [(cited >= 0) & (cited < len(product_found)), cited >= 0, (mix > 0) & known],
         [0, 1, 2],
