@@ -18,40 +18,55 @@ def _materialize(args: argparse.Namespace) -> int:
     from crm_pipeline.failures import safe_url
     from crm_pipeline.raw.shop import ShopSchemaError
     from crm_pipeline.resources import resources_from_env
-    from crm_pipeline.run import failure_messages, landing_days, materialize_all, prepare_instance
+    from crm_pipeline.run import (
+        any_partitioned,
+        failure_messages,
+        landing_days,
+        materialize_all,
+        prepare_instance,
+        selected_keys,
+    )
 
-    zone = resources_from_env(resolve=True)["landing_zone"]
-    try:
-        days = landing_days(zone)
-    except ShopSchemaError as error:
-        print(error, file=sys.stderr)
-        return 2
-    except sa.exc.SQLAlchemyError as error:
-        cause = getattr(error, "orig", None) or error
-        print(
-            f"Cannot list the order days of the online shop database "
-            f"{safe_url(zone.database_url)}: {type(error).__name__}: {cause}. "
-            "Check that it is reachable and CRM_SHOP_URL points at it.",
-            file=sys.stderr,
-        )
-        return 2
-    if not days and not (args.first and args.last):
-        print(
-            f"No delivery days found in {zone.root} or {zone.database_url}: "
-            "run `crm-pipeline generate` or set CRM_LANDING_DIR / CRM_SHOP_URL.",
-            file=sys.stderr,
-        )
-        return 2
-    first, last = args.first or days[0], args.last or days[-1]
+    # Bound now, not at import: the environment may have changed since (a test, a notebook).
+    bound = resources_from_env(resolve=True)
+    defs = definitions(bound)
+    first = last = None
+    if any_partitioned(defs, selected_keys(defs, args.select)):
+        zone = bound["landing_zone"]
+        try:
+            days = landing_days(zone)
+        except ShopSchemaError as error:
+            print(error, file=sys.stderr)
+            return 2
+        except sa.exc.SQLAlchemyError as error:
+            cause = getattr(error, "orig", None) or error
+            print(
+                f"Cannot list the order days of the online shop database "
+                f"{safe_url(zone.database_url)}: {type(error).__name__}: {cause}. "
+                "Check that it is reachable and CRM_SHOP_URL points at it.",
+                file=sys.stderr,
+            )
+            return 2
+        if not days and not (args.first and args.last):
+            print(
+                f"No delivery days found in {zone.root} or {zone.database_url}: "
+                "run `crm-pipeline generate` or set CRM_LANDING_DIR / CRM_SHOP_URL.",
+                file=sys.stderr,
+            )
+            return 2
+        first, last = args.first or days[0], args.last or days[-1]
     # Dagster's SQLite run storage writes one event per asset per day of the range, which
     # costs about a minute for a year of days; an in-memory instance keeps `make run` quick.
     if args.record:
         instance = prepare_instance(Path(os.environ.get("DAGSTER_HOME", DEFAULT_DAGSTER_HOME)))
     else:
         instance = dg.DagsterInstance.ephemeral()
-    print(f"Materializing every asset, event sources over {first}..{last} (one run)")
-    # Bound now, not at import: the environment may have changed since (a test, a notebook).
-    defs = definitions(resources_from_env(resolve=True))
+    what = "every asset" if not args.select else args.select
+    print(
+        f"Materializing {what}, event sources over {first}..{last} (one run)"
+        if first
+        else f"Materializing {what} (no partitioned asset among them)"
+    )
     result = materialize_all(defs, instance, first, last, args.select)
     failed_checks = []
     for evaluation in result.get_asset_check_evaluations():

@@ -45,29 +45,39 @@ def range_tags(first: str, last: str) -> dict[str, str]:
     }
 
 
+def selected_keys(defs: dg.Definitions, selection: str | None) -> list[dg.AssetKey]:
+    """The asset keys an asset selection string (e.g. 'group:raw') names; every asset for
+    None."""
+    graph = defs.resolve_asset_graph()
+    if not selection:
+        return list(graph.get_all_asset_keys())
+    with warnings.catch_warnings():  # Dagster's own parser uses a beta parameter
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return list(dg.AssetSelection.from_string(selection).resolve(graph))
+
+
+def any_partitioned(defs: dg.Definitions, keys: list[dg.AssetKey]) -> bool:
+    """Whether any of the assets is partitioned (a run of them needs a range of days)."""
+    graph = defs.resolve_asset_graph()
+    return any(graph.get(key).partitions_def is not None for key in keys)
+
+
 def materialize_all(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
-    first: str,
-    last: str,
+    first: str | None,
+    last: str | None,
     selection: str | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize every asset (or a selection, e.g. 'group:raw') in one in-process run,
-    event sources over the days [first, last]."""
+    event sources over the days [first, last] (None: no partitioned asset is selected)."""
     job = defs.resolve_implicit_global_asset_job_def()
-    keys = None
-    if selection:
-        with warnings.catch_warnings():  # Dagster's own parser uses a beta parameter
-            warnings.simplefilter("ignore", dg.BetaWarning)
-            keys = list(
-                dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph())
-            )
     return job.execute_in_process(
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         instance=instance,
-        tags=range_tags(first, last),
+        tags=range_tags(first, last) if first and last else None,
         raise_on_error=False,
-        asset_selection=keys,
+        asset_selection=selected_keys(defs, selection) if selection else None,
     )
 
 

@@ -98,15 +98,21 @@ def test_a_run_without_the_shop_database_names_it_the_partitions_and_the_cause(
     assert not any(e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY for e in result.all_events)
 
 
+def _command_line_on(zone: Path, warehouse: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment the crm-pipeline command reads: this landing zone and warehouse, and
+    the zone's own shop database."""
+    monkeypatch.setenv("CRM_LANDING_DIR", str(zone))
+    monkeypatch.setenv("CRM_WAREHOUSE", str(warehouse))
+    monkeypatch.delenv("CRM_SHOP_URL", raising=False)
+
+
 def test_the_command_line_prints_why_a_run_failed_when_a_shop_table_is_dropped(
     tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     zone = _zone(tiny_zone, tmp_path)
     with sa.create_engine(landing.shop_url_for(zone)).begin() as db:
         db.execute(sa.text("DROP TABLE order_items"))
-    monkeypatch.setenv("CRM_LANDING_DIR", str(zone))
-    monkeypatch.setenv("CRM_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
-    monkeypatch.delenv("CRM_SHOP_URL", raising=False)
+    _command_line_on(zone, tmp_path / "warehouse.duckdb", monkeypatch)
     with pytest.raises(SystemExit) as exit_code:
         main(["materialize", "--select", "key:raw/online_order_items"])
     assert exit_code.value.code == 1
@@ -116,6 +122,26 @@ def test_the_command_line_prints_why_a_run_failed_when_a_shop_table_is_dropped(
         in printed
     )
     assert "has no table 'order_items'" in printed and "Point CRM_SHOP_URL" in printed
+
+
+def test_the_command_line_runs_unpartitioned_assets_without_asking_the_shop_for_its_days(
+    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # Reference data (or the marts) need no range of days, so a shop that is down does not
+    # stop them: the days are only listed when a partitioned asset is selected.
+    zone = _zone(tiny_zone, tmp_path)
+    (zone / landing.SHOP_DATABASE_FILE).unlink()
+    _command_line_on(zone, tmp_path / "warehouse.duckdb", monkeypatch)
+    with pytest.raises(SystemExit) as exit_code:
+        main(["materialize", "--select", "key:raw/products"])
+    assert exit_code.value.code == 0
+    assert "raw/products (no partitioned asset among them)" in capsys.readouterr().out
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM raw.products").fetchall()[0][0] > 0
+    with pytest.raises(SystemExit) as exit_code:
+        main(["materialize", "--select", "key:raw/online_orders"])
+    assert exit_code.value.code == 2
+    assert "No online shop database" in capsys.readouterr().err
 
 
 def test_an_unreadable_delivery_names_the_folder_the_day_and_what_to_do(

@@ -7,7 +7,6 @@ import json
 from datetime import date
 from pathlib import Path
 
-from crm_pipeline.generate.run import generate
 from crm_pipeline.landing import ground_truth_dir_for
 
 
@@ -54,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> dict:
+    from crm_pipeline.generate.run import generate
+
     summary = generate(
         args.out,
         customers=args.customers,

@@ -207,14 +207,17 @@ def opportunities(
         "CREATE OR REPLACE TEMP TABLE found_opportunities (type VARCHAR, target_kind VARCHAR, "
         "target VARCHAR, category VARCHAR, estimated_value DOUBLE, reason VARCHAR)"
     )
-    # One kind at a time: each reads the sales on its own, so memory holds one kind's work.
+    # One kind at a time: each reads the sales on its own, so memory holds one kind's work,
+    # and keeps only its top rows (the order of the ranking below), not every customer's.
     for query in (WHITESPACE, REGIONAL_GROWTH, WIN_BACK, CROSS_SELL, UPSELL):
         used = {name: value for name, value in parameters.items() if f"${name}" in query}
         used["as_of"] = as_of  # the sales read up to the day
+        used["per_type"] = settings.opportunities_per_type
         conn.execute(
             f"INSERT INTO found_opportunities WITH {SALES} "
             f"SELECT * FROM ({query}) AS found (type, target_kind, target, category, "
-            "estimated_value, reason) WHERE estimated_value > 0",
+            "estimated_value, reason) WHERE estimated_value > 0 "
+            "ORDER BY estimated_value DESC, target, category LIMIT $per_type",
             used,
         )
     conn.execute(
