@@ -167,20 +167,35 @@ def repeated_keys(
     """The values of `key` that occur more than once in the rows of `table` matching `where`
     (a NULL counts as a value); `partitions`: list the partition days each value is on."""
     columns = ", ".join(f'"{k}"' for k in key)
-    day = "CAST(partition_date AS VARCHAR)"
-    days = f", string_agg(DISTINCT {day}, ', ' ORDER BY {day}) AS partitions" if partitions else ""
-    result = conn.execute(
-        f"""
-        SELECT {columns}, count(*) AS rows{days}, count(*) OVER () AS repeated
+    repeated = f"""
+        SELECT {columns}, count(*) AS rows, count(*) OVER () AS repeated
         FROM {table}
         WHERE {where}
         GROUP BY {columns}
         HAVING count(*) > 1
         ORDER BY rows DESC, {columns}
         LIMIT {SHOWN_EXAMPLES}
-        """,
-        params or [],
-    )
+    """
+    if not partitions:
+        result = conn.execute(repeated, params or [])
+    else:
+        # The days of the few values shown only: an ordered DISTINCT list per value of a key
+        # over millions of rows would cost more than the rest of the check.
+        day = "CAST(t.partition_date AS VARCHAR)"
+        same = " AND ".join(f't."{k}" IS NOT DISTINCT FROM r."{k}"' for k in key)
+        shown = ", ".join(f'r."{k}"' for k in key)
+        result = conn.execute(
+            f"""
+            WITH r AS ({repeated})
+            SELECT {shown}, any_value(r.rows) AS rows,
+                   string_agg(DISTINCT {day}, ', ' ORDER BY {day}) AS partitions,
+                   any_value(r.repeated) AS repeated
+            FROM r JOIN (SELECT * FROM {table} WHERE {where}) AS t ON {same}
+            GROUP BY {shown}
+            ORDER BY rows DESC, {shown}
+            """,
+            [*(params or []), *(params or [])],
+        )
     names = [d[0] for d in result.description][:-1]
     rows = result.fetchall()
     examples = [dict(zip(names, row[:-1], strict=True)) for row in rows]

@@ -4,6 +4,7 @@ rule they broke; a failed run names the asset, the source, the partitions and th
 from __future__ import annotations
 
 import shutil
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -64,6 +65,35 @@ def test_a_repeated_key_is_named_with_its_number_of_rows(customers) -> None:
     assert repeats.describe("customers") == (
         "1 values of (customer_key) repeat in customers: customer_key=C3 (2 rows)"
     )
+
+
+def test_a_repeated_key_across_partitions_names_its_days_for_the_values_shown() -> None:
+    # Seven values repeat (a NULL key among them); the five shown are the most repeated, then
+    # by key, each with the days it was delivered on; rows outside `where` do not count.
+    conn = duckdb.connect()
+    conn.execute(
+        "CREATE TABLE t AS SELECT * FROM (VALUES "
+        "('A', 1, DATE '2025-03-02'), ('A', 1, DATE '2025-03-01'), ('A', 1, DATE '2025-03-02'), "
+        "(NULL, 2, DATE '2025-03-03'), (NULL, 2, DATE '2025-03-01'), (NULL, 2, DATE '2025-03-03'), "
+        "('B', 1, DATE '2025-03-01'), ('B', 1, DATE '2025-03-01'), "
+        "('C', 1, DATE '2025-03-01'), ('C', 1, DATE '2025-03-04'), "
+        "('D', 1, DATE '2025-03-01'), ('D', 1, DATE '2025-03-05'), "
+        "('E', 1, DATE '2025-03-01'), ('E', 1, DATE '2025-03-06'), "
+        "('F', 1, DATE '2025-03-01'), ('F', 1, DATE '2025-03-07'), "
+        "('G', 1, DATE '2025-03-01'), ('G', 1, DATE '2029-01-01'), "
+        "('H', 1, DATE '2025-03-01')) AS t(k, n, partition_date)"
+    )
+    repeats = repeated_keys(
+        conn, "t", ["k", "n"], "partition_date < ?", [date(2026, 1, 1)], partitions=True
+    )
+    assert repeats.count == 7
+    assert [(e["k"], e["rows"], e["partitions"]) for e in repeats.examples] == [
+        ("A", 3, "2025-03-01, 2025-03-02"),
+        (None, 3, "2025-03-01, 2025-03-03"),
+        ("B", 2, "2025-03-01"),
+        ("C", 2, "2025-03-01, 2025-03-04"),
+        ("D", 2, "2025-03-01, 2025-03-05"),
+    ]
 
 
 def _zone(tiny_zone: Path, tmp_path: Path) -> Path:
