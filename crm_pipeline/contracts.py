@@ -3,7 +3,11 @@ naming each failing row by the columns an operator can look it up with."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import dagster as dg
 import duckdb
@@ -11,9 +15,22 @@ import pandas as pd
 import pandera.errors
 import pandera.pandas as pa
 
+T = TypeVar("T")
+
 BATCH_ROWS = 250_000
 MAX_FAILURE_EXAMPLES = 20
 SHOWN_EXAMPLES = 5
+
+
+@contextmanager
+def beside(
+    conn: duckdb.DuckDBPyConnection, work: Callable[[duckdb.DuckDBPyConnection], T]
+) -> Iterator[Future[T]]:
+    """Run work(cursor) on a second cursor of `conn`, in a thread, while the block runs (a
+    key check in DuckDB beside a pandera check: DuckDB runs its queries on its own threads
+    while pandera holds Python's). The future is done when the block ends."""
+    with conn.cursor() as other, ThreadPoolExecutor(1) as pool:
+        yield pool.submit(work, other)
 
 
 @dataclass

@@ -6,7 +6,6 @@ row count, column schema and preview.
 """
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import NamedTuple
@@ -16,7 +15,7 @@ import duckdb
 import pandera.pandas as pa
 
 from crm_pipeline.analytics.settings import AnalysisSettings
-from crm_pipeline.contracts import contract_check, repeated_keys, validate_query
+from crm_pipeline.contracts import beside, contract_check, repeated_keys, validate_query
 from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.schemas import column_types
 from crm_pipeline.failures import explained
@@ -121,11 +120,9 @@ def mart_asset(
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             day = as_of_day(conn, analysis)
             built = build(conn, day, Settings(analysis, core_rules, mining))
-            # The grain is counted by DuckDB on a second thread while pandera checks rows.
-            with conn.cursor() as other, ThreadPoolExecutor(1) as pool:
-                counted = pool.submit(repeated_keys, other, table, grain)
+            with beside(conn, lambda other: repeated_keys(other, table, grain)) as counted:
                 outcome = validate_query(conn, f"SELECT * FROM {table}", [], contract, keys=grain)
-                repeats = counted.result()
+            repeats = counted.result()
             metadata = table_metadata(conn, table, contract)
         metadata["as_of"] = dg.MetadataValue.text(day.isoformat())
         context.log.info(f"{table}: {built.message} as of {day}")

@@ -10,6 +10,7 @@ import duckdb
 
 from crm_pipeline.contracts import (
     SHOWN_EXAMPLES,
+    beside,
     failing_rows_markdown,
     repeated_keys,
     validate_query,
@@ -284,7 +285,9 @@ def core_asset(table: CoreTable) -> dg.AssetsDefinition:
             BUILDERS[table.name](conn, core_rules)
             conn.commit()
             metadata = table_metadata(conn, f"core.{table.name}", contract)
-            checks = [_contract_check(conn, table.name), _keys_check(conn, table)]
+            with beside(conn, lambda other: _keys_check(other, table)) as keys:
+                checks = [_contract_check(conn, table.name)]
+            checks.append(keys.result())
             if table.name == "customer_crosswalk":
                 rules = conn.execute(
                     "SELECT match_rule, count(*) FROM core.customer_crosswalk GROUP BY ALL ORDER BY 2 DESC"
