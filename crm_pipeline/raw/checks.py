@@ -8,6 +8,7 @@ import pandera.pandas as pa
 
 from crm_pipeline.contracts import (
     SHOWN_EXAMPLES,
+    beside,
     contract_check,
     failing_rows_markdown,
     repeated_keys,
@@ -52,28 +53,31 @@ def contract_result(
 ) -> dg.AssetCheckResult:
     """Validate the rows just loaded (streamed), the rejects and delivery log they came with,
     and the one cross-row rule raw has."""
-    outcome = validate_query(
-        conn, f"SELECT * FROM raw.{table} WHERE {where}", params, model, keys=LINEAGE
-    )
-    for log, log_model, keys in (
-        (REJECTS_TABLE, RawRejects, LINEAGE),
-        (DELIVERIES_TABLE, RawDeliveries, ("source_file", "partition_date")),
-    ):
-        outcome.add(
-            validate_query(
-                conn,
-                f"SELECT * FROM {log} WHERE source = ? AND ({where})",
-                [table, *params],
-                log_model,
-                keys=keys,
-            )
-        )
     # A delivered record has one place in its file: a repeat means a file was loaded twice.
+    with beside(
+        conn, lambda other: repeated_keys(other, f"raw.{table}", LINEAGE, where, params)
+    ) as repeats:
+        outcome = validate_query(
+            conn, f"SELECT * FROM raw.{table} WHERE {where}", params, model, keys=LINEAGE
+        )
+        for log, log_model, keys in (
+            (REJECTS_TABLE, RawRejects, LINEAGE),
+            (DELIVERIES_TABLE, RawDeliveries, ("source_file", "partition_date")),
+        ):
+            outcome.add(
+                validate_query(
+                    conn,
+                    f"SELECT * FROM {log} WHERE source = ? AND ({where})",
+                    [table, *params],
+                    log_model,
+                    keys=keys,
+                )
+            )
     return contract_check(
         CONTRACT,
         f"raw.{table}",
         outcome,
-        repeated_keys(conn, f"raw.{table}", LINEAGE, where, params),
+        repeats.result(),
         "Remove the file's second copy from the landing zone and re-run its day.",
     )
 

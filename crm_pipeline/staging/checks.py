@@ -8,6 +8,7 @@ import duckdb
 
 from crm_pipeline.contracts import (
     SHOWN_EXAMPLES,
+    beside,
     contract_check,
     failing_rows_markdown,
     repeated_keys,
@@ -49,29 +50,32 @@ def contract_result(
     conn: duckdb.DuckDBPyConnection, source: Source, days: list[str] | None
 ) -> dg.AssetCheckResult:
     where, params = slice_sql(days)
-    outcome = validate_query(
-        conn,
-        f"SELECT * FROM staging.{source.name} WHERE {where}",
-        params,
-        STAGING_MODELS[source.name],
-        keys=[*source.key, *LINEAGE],
-    )
-    for log, model in ((REJECTS_TABLE, StagingRejects), (MERGED_TABLE, MergedDuplicates)):
-        outcome.add(
-            validate_query(
-                conn,
-                f"SELECT * FROM {log} WHERE source = ? AND {where}",
-                [source.name, *params],
-                model,
-                keys=LINEAGE,
-            )
-        )
     table = f"staging.{source.name}"
+    with beside(
+        conn, lambda other: repeated_keys(other, table, source.key, partitions=True)
+    ) as repeats:
+        outcome = validate_query(
+            conn,
+            f"SELECT * FROM {table} WHERE {where}",
+            params,
+            STAGING_MODELS[source.name],
+            keys=[*source.key, *LINEAGE],
+        )
+        for log, model in ((REJECTS_TABLE, StagingRejects), (MERGED_TABLE, MergedDuplicates)):
+            outcome.add(
+                validate_query(
+                    conn,
+                    f"SELECT * FROM {log} WHERE source = ? AND {where}",
+                    [source.name, *params],
+                    model,
+                    keys=LINEAGE,
+                )
+            )
     return contract_check(
         CONTRACT,
         table,
         outcome,
-        repeated_keys(conn, table, source.key, partitions=True),
+        repeats.result(),
         "A record delivered again on another day: remove the second delivery and re-run its day.",
     )
 
