@@ -38,9 +38,10 @@ class WarehouseResource(dg.ConfigurableResource):
     )
     large_memory_limit: str = Field(
         default="3GB",
-        description="DuckDB's memory for the mart steps that group every order line (the "
-        "mining tables): at the default they spill to disk. At 1,000,000 customers the mining "
-        "layer peaks near 3 GB RSS with it.",
+        description="DuckDB's memory for the steps that group or sort every order line or "
+        "identity record (the mining tables; core's crosswalk, order lines and customers): at "
+        "the default they spill to disk. At 1,000,000 customers the mining layer peaks near "
+        "3 GB RSS with it.",
     )
     threads: int = 2
 
