@@ -3,7 +3,7 @@ naming each failing row by the columns an operator can look it up with."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -143,6 +143,18 @@ def validate_query(
                     }
                 )
                 outcome.examples += examples.to_dict("records")
+    return outcome
+
+
+def validate_queries(
+    conn: duckdb.DuckDBPyConnection,
+    queries: list[tuple[str, list, type[pa.DataFrameModel], Sequence[str]]],
+) -> ValidationOutcome:
+    """Validate several queries (query, params, model, keys) as one check: a table and the
+    logs loaded with it. The first names the outcome's keys; the others' failures count in it."""
+    outcome = validate_query(conn, *queries[0])
+    for query in queries[1:]:
+        outcome.add(validate_query(conn, *query))
     return outcome
 
 

@@ -156,8 +156,8 @@ def _ranked(bought) -> list[tuple[str, list[str]]]:
 def test_customers_ranked_in_many_small_blocks_get_what_one_block_gives(
     conn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # At scale customers are ranked and given evidence 100,000 at a time, two blocks at once on
-    # threads; here 7 at a time, so every block boundary and both threads are crossed.
+    # At scale customers are ranked 100,000 at a time, two blocks at once on threads; here 7
+    # at a time, so every block boundary and both threads are crossed.
     _recommend(conn, 3)
     whole = conn.execute("FROM recs ORDER BY customer_key, rank").fetchall()
     figures = evaluate(purchase_lines(conn, END), CUTOFF, 2)

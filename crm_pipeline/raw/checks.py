@@ -12,7 +12,7 @@ from crm_pipeline.contracts import (
     contract_check,
     failing_rows_markdown,
     repeated_keys,
-    validate_query,
+    validate_queries,
 )
 from crm_pipeline.raw.schemas import RawDeliveries, RawRejects
 from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, line_breaks_sql
@@ -57,22 +57,25 @@ def contract_result(
     with beside(
         conn, lambda other: repeated_keys(other, f"raw.{table}", LINEAGE, where, params)
     ) as repeats:
-        outcome = validate_query(
-            conn, f"SELECT * FROM raw.{table} WHERE {where}", params, model, keys=LINEAGE
-        )
-        for log, log_model, keys in (
-            (REJECTS_TABLE, RawRejects, LINEAGE),
-            (DELIVERIES_TABLE, RawDeliveries, ("source_file", "partition_date")),
-        ):
-            outcome.add(
-                validate_query(
-                    conn,
-                    f"SELECT * FROM {log} WHERE source = ? AND ({where})",
+        logged = f"source = ? AND ({where})"
+        outcome = validate_queries(
+            conn,
+            [
+                (f"SELECT * FROM raw.{table} WHERE {where}", params, model, LINEAGE),
+                (
+                    f"SELECT * FROM {REJECTS_TABLE} WHERE {logged}",
                     [table, *params],
-                    log_model,
-                    keys=keys,
-                )
-            )
+                    RawRejects,
+                    LINEAGE,
+                ),
+                (
+                    f"SELECT * FROM {DELIVERIES_TABLE} WHERE {logged}",
+                    [table, *params],
+                    RawDeliveries,
+                    ("source_file", "partition_date"),
+                ),
+            ],
+        )
     return contract_check(
         CONTRACT,
         f"raw.{table}",

@@ -12,7 +12,7 @@ from crm_pipeline.contracts import (
     contract_check,
     failing_rows_markdown,
     repeated_keys,
-    validate_query,
+    validate_queries,
 )
 from crm_pipeline.raw.checks import LINEAGE
 from crm_pipeline.staging.build import MERGED_TABLE, REJECTS_TABLE, slice_sql
@@ -54,23 +54,30 @@ def contract_result(
     with beside(
         conn, lambda other: repeated_keys(other, table, source.key, partitions=True)
     ) as repeats:
-        outcome = validate_query(
+        logged = f"source = ? AND {where}"
+        outcome = validate_queries(
             conn,
-            f"SELECT * FROM {table} WHERE {where}",
-            params,
-            STAGING_MODELS[source.name],
-            keys=[*source.key, *LINEAGE],
-        )
-        for log, model in ((REJECTS_TABLE, StagingRejects), (MERGED_TABLE, MergedDuplicates)):
-            outcome.add(
-                validate_query(
-                    conn,
-                    f"SELECT * FROM {log} WHERE source = ? AND {where}",
+            [
+                (
+                    f"SELECT * FROM {table} WHERE {where}",
+                    params,
+                    STAGING_MODELS[source.name],
+                    [*source.key, *LINEAGE],
+                ),
+                (
+                    f"SELECT * FROM {REJECTS_TABLE} WHERE {logged}",
                     [source.name, *params],
-                    model,
-                    keys=LINEAGE,
-                )
-            )
+                    StagingRejects,
+                    LINEAGE,
+                ),
+                (
+                    f"SELECT * FROM {MERGED_TABLE} WHERE {logged}",
+                    [source.name, *params],
+                    MergedDuplicates,
+                    LINEAGE,
+                ),
+            ],
+        )
     return contract_check(
         CONTRACT,
         table,
