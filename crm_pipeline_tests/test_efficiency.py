@@ -80,6 +80,8 @@ def test_sales_efficiency_by_channel_and_overall(conn) -> None:
     assert online["inquiries"] is None or online["inquiries"] != online["inquiries"]  # NaN
     apples = _row(conn, "eff", "breakdown = 'category' AND group_value = 'a'")
     assert (apples["revenue"], apples["inquiries"]) == (30.0, 3)
+    # A's first order holds two apple-category lines: one order, so no repeat purchase.
+    assert (apples["orders"], apples["customers"], apples["repeat_purchase_rate"]) == (2, 2, 0.0)
 
 
 def test_cohort_retention_counts_the_months_after_the_first_purchase(conn) -> None:

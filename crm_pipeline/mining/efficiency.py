@@ -48,21 +48,15 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
     conn.execute(
         f"""
         CREATE OR REPLACE TABLE {table} AS
-        -- Each grouping reads the sales itself: DuckDB scans them twice faster than it
+        -- Orders and customers are counted from one row per order; sums come straight from
+        -- the lines. Each reads the sales itself: DuckDB scans them twice faster than it
         -- hands one scan to two consumers.
-        WITH by_category AS (
-            -- One row per order and category.
-            SELECT channel, order_id, {BREAKDOWNS["category"]} AS category,
-                   any_value(customer_key) AS customer_key,
-                   sum(net_amount) AS revenue, sum(quantity) AS units, sum(margin) AS margin,
-                   sum(CASE WHEN margin IS NOT NULL THEN net_amount END) AS costed_revenue
-            FROM ({SALES}) GROUP BY ALL
-        ), by_order AS (
+        WITH by_order AS (
+            -- One row per order, with the distinct categories it holds.
             SELECT channel, order_id, any_value(customer_key) AS customer_key,
                    any_value({BREAKDOWNS["store"]}) AS store,
                    strftime(any_value({BREAKDOWNS["month"]}), '%Y-%m') AS month,
-                   sum(net_amount) AS revenue, sum(quantity) AS units, sum(margin) AS margin,
-                   sum(CASE WHEN margin IS NOT NULL THEN net_amount END) AS costed_revenue
+                   list_distinct(list({BREAKDOWNS["category"]})) AS categories
             FROM ({SALES}) GROUP BY channel, order_id
         ), by_group AS (
             -- Per group and customer (NULL: anonymous receipts), their orders and totals. An
@@ -72,25 +66,38 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
                         WHEN grouping(month) = 0 THEN 'month'
                         ELSE 'overall' END AS breakdown,
                    coalesce(channel, store, month, 'all') AS group_value,
-                   customer_key, count(*) AS orders, sum(revenue) AS revenue,
-                   sum(units) AS units, sum(margin) AS margin,
-                   sum(costed_revenue) AS costed_revenue
+                   customer_key, count(*) AS orders
             FROM by_order
             GROUP BY GROUPING SETS (
                 (customer_key), (customer_key, channel), (customer_key, store),
                 (customer_key, month)
             )
             UNION ALL
-            SELECT 'category', category, customer_key, count(*), sum(revenue), sum(units),
-                   sum(margin), sum(costed_revenue)
-            FROM by_category
+            -- An order counts once in each category it holds.
+            SELECT 'category', category, customer_key, count(*)
+            FROM (SELECT customer_key, unnest(categories) AS category FROM by_order)
             GROUP BY category, customer_key
+        ), totals AS (
+            -- Sums need no order: straight from the lines.
+            SELECT CASE WHEN grouping(channel) = 0 THEN 'channel'
+                        WHEN grouping(store) = 0 THEN 'store'
+                        WHEN grouping(month) = 0 THEN 'month'
+                        WHEN grouping(category) = 0 THEN 'category'
+                        ELSE 'overall' END AS breakdown,
+                   coalesce(channel, store, month, category, 'all') AS group_value,
+                   sum(net_amount) AS revenue, sum(quantity) AS units, sum(margin) AS margin,
+                   sum(CASE WHEN margin IS NOT NULL THEN net_amount END) AS costed_revenue
+            FROM (SELECT channel, {BREAKDOWNS["store"]} AS store,
+                         strftime({BREAKDOWNS["month"]}, '%Y-%m') AS month,
+                         {BREAKDOWNS["category"]} AS category, net_amount, quantity, margin
+                  FROM ({SALES}))
+            GROUP BY GROUPING SETS ((), (channel), (store), (month), (category))
         ), sales AS (
-            SELECT breakdown, group_value, sum(revenue) AS revenue,
-                   CAST(sum(orders) AS BIGINT) AS orders,
-                   sum(units) AS units, sum(margin) AS margin,
-                   sum(costed_revenue) AS costed_revenue
-            FROM by_group GROUP BY ALL
+            SELECT breakdown, group_value, t.revenue, o.orders, t.units, t.margin,
+                   t.costed_revenue
+            FROM (SELECT breakdown, group_value, CAST(sum(orders) AS BIGINT) AS orders
+                  FROM by_group GROUP BY ALL) AS o
+            JOIN totals AS t USING (breakdown, group_value)
         ), repeaters AS (
             SELECT breakdown, group_value, count(*) AS customers,
                    count(*) FILTER (WHERE orders >= 2) AS repeaters
