@@ -104,3 +104,31 @@ def test_win_back_and_cross_sell_name_their_customer(conn) -> None:
     assert reason == "Spent 30 in 2 orders; last purchase 121 days ago; P(alive) 0.2"
     # Only rule-backed recommendations are cross-sell: S0's, worth 0.5 x 10.
     assert [(t, v) for t, _, v, _, _ in _found(conn, "cross_sell")] == [("S0", 5.0)]
+
+
+def test_upsell_is_a_repeat_buyer_below_the_median_price(conn) -> None:
+    # Cherries (c): U buys at 4 on two days, V at 4 twice on one day, five others once each
+    # at 10 to 18. Line prices 4 4 4 4 10 12 14 16 18: median 10, upper quartile 14.
+    cherries = [("U", "2025-02-01", 4), ("U", "2025-04-01", 4)]
+    cherries += [("V", "2025-05-01", 4), ("V", "2025-05-01 18:00", 4)]
+    cherries += [(buyer, "2025-05-02", 10 + 2 * i) for i, buyer in enumerate("WXYZQ")]
+    for number, (buyer, at, price) in enumerate(cherries):
+        conn.execute(
+            "INSERT INTO core.order_lines VALUES (?, ?, 'online', ?, 1, NULL, 'delivered', "
+            "'cherry', 'c', 1, ?, ?, NULL)",
+            [buyer, at, f"C{number}", price, price],
+        )
+    _mine(conn)
+    # U: 2 units at 4, 10 under the upper quartile each, over less than a year of buying.
+    assert _found(conn, "upsell") == [
+        (
+            "U",
+            "c",
+            pytest.approx(20.0),
+            (
+                "Buys c often (2 days, 2 units) at 4 on average; the upper quarter of c sales "
+                "is at 14 or more"
+            ),
+            1,
+        )
+    ]

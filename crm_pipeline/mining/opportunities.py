@@ -125,10 +125,14 @@ REGIONAL_GROWTH = f"""
 """
 
 WIN_BACK = f"""
-    WITH spend AS (
+    WITH fading AS (
+        -- Only these customers' spending is summed.
+        SELECT customer_key, p_alive FROM analytics.scored_customers
+        WHERE m_score = 5 AND p_alive < 0.5
+    ), spend AS (
         SELECT customer_key, sum(net_amount) AS spent, count(DISTINCT order_id) AS orders,
                min(ordered_at) AS first_at, max(ordered_at) AS last_at
-        FROM lines WHERE customer_key IS NOT NULL GROUP BY 1
+        FROM lines WHERE customer_key IN (SELECT customer_key FROM fading) GROUP BY 1
     )
     SELECT 'win_back', 'customer', s.customer_key, NULL,
            CAST(p.spent / greatest(date_diff('day', p.first_at, CAST($as_of AS DATE)) / 365.25, 1)
@@ -136,43 +140,53 @@ WIN_BACK = f"""
            'Spent ' || {_money("p.spent")} || ' in ' || p.orders || ' orders; last purchase '
                || date_diff('day', p.last_at, CAST($as_of AS DATE)) || ' days ago; P(alive) '
                || round(s.p_alive, 2)
-    FROM analytics.scored_customers AS s JOIN spend AS p USING (customer_key)
-    WHERE s.m_score = 5 AND s.p_alive < 0.5
+    FROM fading AS s JOIN spend AS p USING (customer_key)
 """
 
 CROSS_SELL = """
+    WITH first AS (
+        -- Each customer's best recommendation that a rule backs.
+        SELECT customer_key, min(rank) AS rank FROM mining.recommendations
+        WHERE rule_level IN ('product', 'category') GROUP BY 1
+    )
     SELECT 'cross_sell', 'customer', r.customer_key, r.category,
            CAST(r.confidence * p.unit_price AS DOUBLE), r.reason
-    FROM mining.recommendations AS r JOIN core.products AS p USING (sku)
-    WHERE r.rule_level IN ('product', 'category')
-    QUALIFY row_number() OVER (PARTITION BY r.customer_key ORDER BY r.rank) = 1
+    FROM mining.recommendations AS r
+    JOIN first USING (customer_key, rank)
+    JOIN core.products AS p USING (sku)
 """
 
 UPSELL = f"""
     WITH bought AS (
-        -- Per customer and category: the days they bought it on, their units and mean price.
-        SELECT customer_key, category, count(*) AS days, sum(units) AS units,
-               sum(spent) / sum(units) AS price, min(day) AS first_at
-        FROM (
-            SELECT customer_key, category, CAST(ordered_at AS DATE) AS day,
-                   sum(quantity) AS units, sum(unit_price * quantity) AS spent
-            FROM lines WHERE customer_key IS NOT NULL AND category IS NOT NULL GROUP BY ALL
-        )
-        GROUP BY ALL
+        -- Per customer and category: their units, mean price and first and last day.
+        SELECT customer_key, category, sum(quantity) AS units,
+               sum(unit_price * quantity) / sum(quantity) AS price,
+               min(CAST(ordered_at AS DATE)) AS first_at, max(CAST(ordered_at AS DATE)) AS last_at
+        FROM lines WHERE customer_key IS NOT NULL AND category IS NOT NULL GROUP BY ALL
     ), prices AS (
         SELECT category, median(unit_price) AS median_price,
                quantile_cont(unit_price, 0.75) AS upper_price
         FROM lines WHERE category IS NOT NULL GROUP BY 1
+    ), best AS (
+        -- Bought on two days or more (a first day before the last), below the median
+        -- price. Only the top few can be kept, so only they get their days counted.
+        SELECT b.*, p.upper_price,
+               CAST((p.upper_price - b.price) * b.units
+                    / greatest(date_diff('day', b.first_at, CAST($as_of AS DATE)) / 365.25, 1)
+                    AS DOUBLE) AS value
+        FROM bought AS b JOIN prices AS p USING (category)
+        WHERE b.first_at < b.last_at AND b.price < p.median_price
+        ORDER BY value DESC, customer_key, category LIMIT $per_type
+    ), days AS (
+        SELECT customer_key, category, count(DISTINCT CAST(ordered_at AS DATE)) AS days
+        FROM lines WHERE (customer_key, category) IN (SELECT (customer_key, category) FROM best)
+        GROUP BY ALL
     )
-    SELECT 'upsell', 'customer', b.customer_key, b.category,
-           CAST((p.upper_price - b.price) * b.units
-                / greatest(date_diff('day', b.first_at, CAST($as_of AS DATE)) / 365.25, 1)
-                AS DOUBLE),
-           'Buys ' || b.category || ' often (' || b.days || ' days, ' || b.units || ' units) at '
+    SELECT 'upsell', 'customer', b.customer_key, b.category, b.value,
+           'Buys ' || b.category || ' often (' || d.days || ' days, ' || b.units || ' units) at '
                || {_money("b.price")} || ' on average; the upper quarter of ' || b.category
-               || ' sales is at ' || {_money("p.upper_price")} || ' or more'
-    FROM bought AS b JOIN prices AS p USING (category)
-    WHERE b.days >= 2 AND b.price < p.median_price
+               || ' sales is at ' || {_money("b.upper_price")} || ' or more'
+    FROM best AS b JOIN days AS d USING (customer_key, category)
 """
 
 
