@@ -45,10 +45,18 @@ def _money(expression: str) -> str:
 
 PENETRATION = """
     WITH year AS (
-        SELECT * REPLACE (coalesce(customer_region, '(no region)') AS customer_region)
-        FROM sales
-        WHERE ordered_at >= CAST($as_of AS DATE) - INTERVAL 364 DAY
-          AND customer_key IS NOT NULL AND customer_type IS NOT NULL
+        -- Per customer and category (NULL: none known), their revenue in the year; grouped
+        -- before the join, so the customers are looked up once per category, not per line.
+        SELECT b.*, s.customer_type, coalesce(s.region, '(no region)') AS customer_region
+        FROM (
+            SELECT customer_key, category, sum(net_amount) AS net_amount
+            FROM lines
+            WHERE ordered_at >= CAST($as_of AS DATE) - INTERVAL 364 DAY
+              AND customer_key IS NOT NULL
+            GROUP BY ALL
+        ) AS b
+        JOIN analytics.scored_customers AS s USING (customer_key)
+        WHERE s.customer_type IS NOT NULL
     ), segments AS (
         SELECT customer_type, customer_region AS region, count(DISTINCT customer_key) AS buyers
         FROM year GROUP BY ALL
@@ -56,7 +64,7 @@ PENETRATION = """
         SELECT customer_type, count(DISTINCT customer_key) AS buyers FROM year GROUP BY ALL
     ), category_buyers AS (
         SELECT customer_type, customer_region AS region, category,
-               count(DISTINCT customer_key) AS buyers, sum(net_amount) AS revenue
+               count(*) AS buyers, sum(net_amount) AS revenue
         FROM year WHERE category IS NOT NULL GROUP BY ALL
     ), by_type AS (
         SELECT customer_type, category, sum(buyers) AS buyers, sum(revenue) AS revenue
