@@ -144,8 +144,10 @@ def in_blocks(count: int, work: Callable[[int, int], None]) -> None:
 
 def unique_pairs(customer: np.ndarray, product: np.ndarray, products: int) -> np.ndarray:
     """The distinct (customer, product) pairs as sorted codes customer x products + product;
-    np.sort, then dropping repeats, is ten times faster than np.unique."""
-    codes = np.sort(customer * products + product)
+    np.sort, then dropping repeats, is ten times faster than np.unique. The lines come mostly
+    in customer order (core.order_lines is stored by customer), and the stable sort (a merge
+    sort that finds runs) uses that: 0.4 s against 0.7 s for 8.6M lines."""
+    codes = np.sort(customer * products + product, kind="stable")
     return codes[np.r_[True, codes[1:] != codes[:-1]]] if len(codes) else codes
 
 
