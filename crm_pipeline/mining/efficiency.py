@@ -59,7 +59,7 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
                    list_distinct(list({BREAKDOWNS["category"]})) AS categories
             FROM ({SALES}) GROUP BY channel, order_id
         ), by_group AS (
-            -- Per group and customer (NULL: anonymous receipts), their orders and totals. An
+            -- Per group and customer (NULL: anonymous receipts), their orders. An
             -- order has one channel, store and month, so counting rows counts orders.
             SELECT CASE WHEN grouping(channel) = 0 THEN 'channel'
                         WHEN grouping(store) = 0 THEN 'store'
