@@ -107,3 +107,29 @@ def test_an_inquiry_converts_with_an_order_in_its_window_and_category(conn) -> N
     assert (other["converted"], other["revenue_per_inquiry"]) == (1, 10.0)
     inquiry_conversion(conn, DAY, 3, "conv")
     assert _row(conn, "conv", "topic = 'other'")["converted"] == 0  # 5 days later: too late
+
+
+def test_a_receipt_across_midnight_counts_once_and_its_lines_keep_their_months() -> None:
+    conn = duckdb.connect()
+    order_lines(conn, [("A", "2025-01-31", ["apple", "bread"])], price=10.0)
+    conn.execute(
+        """
+        UPDATE core.order_lines SET channel = 'store', store_id = 'S1',
+            ordered_at = CASE line_no WHEN 1 THEN TIMESTAMP '2025-01-31 23:59'
+                                      ELSE TIMESTAMP '2025-02-01 00:01' END;
+        CREATE TABLE core.inquiries (
+            customer_key VARCHAR, opened_at TIMESTAMP, inquiry_id VARCHAR, channel VARCHAR,
+            topic VARCHAR, sku VARCHAR, category VARCHAR, first_response_at TIMESTAMP,
+            closed_at TIMESTAMP, first_response_hours DOUBLE, resolution_hours DOUBLE
+        );
+        """
+    )
+    sales_efficiency(conn, DAY, "eff")
+    months = conn.execute(
+        "SELECT group_value, revenue, orders, average_order_value FROM eff "
+        "WHERE breakdown = 'month' ORDER BY 1"
+    ).fetchall()
+    # The order is placed in the month of its first line; each line's revenue in its own.
+    assert months == [("2025-01", 10.0, 1, 10.0), ("2025-02", 10.0, 0, None)]
+    overall = _row(conn, "eff", "breakdown = 'overall'")
+    assert (overall["orders"], overall["revenue"]) == (1, 20.0)

@@ -42,7 +42,10 @@ def conn():
         );
         INSERT INTO mining.recommendations VALUES
             ('S0', 1, 'apple', 'a', 'product', 0.5, 'Bought BREAD; ...'),
-            ('S1', 1, 'apple', 'a', 'popularity', NULL, 'A best seller');
+            ('S1', 1, 'apple', 'a', 'popularity', NULL, 'A best seller'),
+            -- S2's best pick is a product with no price in core.products; its next one counts.
+            ('S2', 1, 'ghost', 'g', 'product', 0.9, 'Bought BREAD; ...'),
+            ('S2', 2, 'apple', 'a', 'category', 0.4, 'Buys b; ...');
         """
     )
     yield conn
@@ -102,8 +105,10 @@ def test_win_back_and_cross_sell_name_their_customer(conn) -> None:
     # is what they spent.
     assert (target, value) == ("N0", pytest.approx(30.0))
     assert reason == "Spent 30 in 2 orders; last purchase 121 days ago; P(alive) 0.2"
-    # Only rule-backed recommendations are cross-sell: S0's, worth 0.5 x 10.
-    assert [(t, v) for t, _, v, _, _ in _found(conn, "cross_sell")] == [("S0", 5.0)]
+    # Only rule-backed recommendations of priced products are cross-sell: S0's, worth 0.5 x 10,
+    # and S2's second, worth 0.4 x 10.
+    found = [(t, v) for t, _, v, _, _ in _found(conn, "cross_sell")]
+    assert found == [("S0", 5.0), ("S2", pytest.approx(4.0))]
 
 
 def test_upsell_is_a_repeat_buyer_below_the_median_price(conn) -> None:

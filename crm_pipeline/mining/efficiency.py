@@ -49,13 +49,15 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
         f"""
         CREATE OR REPLACE TABLE {table} AS
         -- Orders and customers are counted from one row per order; sums come straight from
-        -- the lines. Each reads the sales itself: DuckDB scans them twice faster than it
-        -- hands one scan to two consumers.
+        -- the lines, each in its own store and month. Each reads the sales itself: DuckDB
+        -- scans them twice faster than it hands one scan to two consumers.
         WITH by_order AS (
-            -- One row per order, with the distinct categories it holds.
-            SELECT channel, order_id, any_value(customer_key) AS customer_key,
-                   any_value({BREAKDOWNS["store"]}) AS store,
-                   strftime(any_value({BREAKDOWNS["month"]}), '%Y-%m') AS month,
+            -- One row per order, with the distinct categories it holds. An order whose lines
+            -- disagree (a receipt rung up across midnight) is placed by its first store and
+            -- month, and a month with only such lines has revenue and no orders.
+            SELECT channel, order_id, min(customer_key) AS customer_key,
+                   min({BREAKDOWNS["store"]}) AS store,
+                   strftime(min({BREAKDOWNS["month"]}), '%Y-%m') AS month,
                    list_distinct(list({BREAKDOWNS["category"]})) AS categories
             FROM ({SALES}) GROUP BY channel, order_id
         ), by_group AS (
@@ -93,11 +95,11 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
                   FROM ({SALES}))
             GROUP BY GROUPING SETS ((), (channel), (store), (month), (category))
         ), sales AS (
-            SELECT breakdown, group_value, t.revenue, o.orders, t.units, t.margin,
-                   t.costed_revenue
+            SELECT breakdown, group_value, t.revenue, coalesce(o.orders, 0) AS orders,
+                   t.units, t.margin, t.costed_revenue
             FROM (SELECT breakdown, group_value, CAST(sum(orders) AS BIGINT) AS orders
                   FROM by_group GROUP BY ALL) AS o
-            JOIN totals AS t USING (breakdown, group_value)
+            FULL JOIN totals AS t USING (breakdown, group_value)
         ), repeaters AS (
             SELECT breakdown, group_value, count(*) AS customers,
                    count(*) FILTER (WHERE orders >= 2) AS repeaters
@@ -112,7 +114,7 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
         )
         SELECT s.breakdown, s.group_value,
                CAST(s.revenue AS DOUBLE) AS revenue, s.orders,
-               CAST(s.revenue AS DOUBLE) / s.orders AS average_order_value,
+               CAST(s.revenue AS DOUBLE) / nullif(s.orders, 0) AS average_order_value,
                s.units, CAST(s.margin AS DOUBLE) AS margin,
                CAST(s.margin / nullif(s.costed_revenue, 0) AS DOUBLE) AS margin_rate,
                coalesce(r.customers, 0) AS customers,

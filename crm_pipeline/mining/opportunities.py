@@ -153,9 +153,10 @@ WIN_BACK = f"""
 
 CROSS_SELL = """
     WITH first AS (
-        -- Each customer's best recommendation that a rule backs.
-        SELECT customer_key, min(rank) AS rank FROM mining.recommendations
-        WHERE rule_level IN ('product', 'category') GROUP BY 1
+        -- Each customer's best recommendation that a rule backs, of a product with a price.
+        SELECT r.customer_key, min(r.rank) AS rank
+        FROM mining.recommendations AS r JOIN core.products AS p USING (sku)
+        WHERE r.rule_level IN ('product', 'category') GROUP BY 1
     )
     SELECT 'cross_sell', 'customer', r.customer_key, r.category,
            CAST(r.confidence * p.unit_price AS DOUBLE), r.reason
