@@ -6,34 +6,51 @@ import argparse
 import gc
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_DAGSTER_HOME = "data/dagster_home"
 
 
-def _materialize(args: argparse.Namespace) -> int:
-    # Importing dagster, pandas and the assets makes over a million objects, which Python's
-    # cyclic collector would walk again and again meanwhile. None run while importing; then
-    # the objects are frozen, so later collections skip them (0.5 s off every start).
+@contextmanager
+def _imports(own_process: bool) -> Iterator[None]:
+    """Importing dagster, pandas and the assets makes over a million objects, which Python's
+    cyclic collector would walk again and again meanwhile. In a process of its own (the
+    console script) none runs while importing, and the objects are frozen after, so later
+    collections skip them (0.5 s off every start). Called from another program (a test), the
+    collector is left alone: freezing would keep that program's garbage for good."""
+    if not own_process:
+        yield
+        return
+    enabled = gc.isenabled()
     gc.disable()
-    import dagster as dg
-    import sqlalchemy as sa
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
-    from crm_pipeline.definitions import definitions
-    from crm_pipeline.failures import safe_url
-    from crm_pipeline.raw.shop import ShopSchemaError
-    from crm_pipeline.resources import resources_from_env
-    from crm_pipeline.run import (
-        any_partitioned,
-        failure_messages,
-        landing_days,
-        materialize_all,
-        prepare_instance,
-        selected_keys,
-    )
 
-    gc.freeze()
-    gc.enable()
+def _materialize(args: argparse.Namespace) -> int:
+    with _imports(args.own_process):
+        import dagster as dg
+        import sqlalchemy as sa
+
+        from crm_pipeline.definitions import definitions
+        from crm_pipeline.failures import safe_url
+        from crm_pipeline.raw.shop import ShopSchemaError
+        from crm_pipeline.resources import resources_from_env
+        from crm_pipeline.run import (
+            any_partitioned,
+            failure_messages,
+            landing_days,
+            materialize_all,
+            prepare_instance,
+            selected_keys,
+        )
+
     # Bound now, not at import: the environment may have changed since (a test, a notebook).
     bound = resources_from_env(resolve=True)
     defs = definitions(bound)
@@ -155,7 +172,9 @@ def _bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, own_process: bool = False) -> None:
+    """The crm-pipeline command. own_process: the process runs nothing else (the console
+    script), so Python's garbage collector may be tuned for it."""
     parser = argparse.ArgumentParser(prog="crm-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -201,9 +220,16 @@ def main(argv: list[str] | None = None) -> None:
     bench.set_defaults(handler=_bench)
 
     args = parser.parse_args(argv)
+    args.own_process = own_process
     status = args.handler(args)
-    # Python's last collection at exit would walk every object still alive (about 1 s after a
-    # run); frozen, they are skipped. Nothing of ours waits on that collection: connections
-    # and files are closed by then.
-    gc.freeze()
+    if own_process:
+        # Python's last collection at exit would walk every object still alive (about 1 s
+        # after a run); frozen, they are skipped. Nothing waits on that collection:
+        # connections and files are closed by then.
+        gc.freeze()
     sys.exit(status)
+
+
+def console() -> None:
+    """The `crm-pipeline` console script: the command in a process of its own."""
+    main(own_process=True)
