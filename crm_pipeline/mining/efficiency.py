@@ -20,7 +20,7 @@ INQUIRIES = """
 BREAKDOWNS = {
     "store": "coalesce(store_id, '(online)')",
     "category": "coalesce(category, '(unknown)')",
-    "month": "ordered_at",  # written as YYYY-MM once grouped by order
+    "month": "ordered_at",  # written as YYYY-MM (an order: its first line's)
 }  # how a sale is placed; channel is its own column
 # Inquiries are placed by the category of the product they name and by their month; they have
 # no sales channel or store.
