@@ -6,9 +6,12 @@ from datetime import date
 from itertools import permutations
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 import pytest
 
-from crm_pipeline.mining.rules import mine_rules
+from crm_pipeline.mining import rules
+from crm_pipeline.mining.rules import _baskets, mine_rules
 from crm_pipeline.mining.settings import MiningSettings
 from crm_pipeline_tests.mining_builder import order_lines
 
@@ -137,3 +140,46 @@ def test_both_levels_mined_together_match_each_mined_alone(conn) -> None:
         assert mine_rules(conn, date(2025, 3, 1), ALL, {level: "rules"}) == {level: counts[level]}
         assert conn.execute("FROM rules ORDER BY ALL").fetchall() == together
         assert together
+
+
+def test_an_order_whose_lines_lie_apart_is_one_basket(conn) -> None:
+    # Lines of order O0 at both ends of the table, another order's between them: still one
+    # basket (a store receipt across midnight sorts this way).
+    conn.execute(
+        "INSERT INTO core.order_lines SELECT * REPLACE (line_no + 10 AS line_no, 'jam' AS sku, "
+        "'j' AS category) FROM core.order_lines WHERE order_id = 'O0' AND line_no = 1"
+    )
+    baskets = [list(b) for b in BASKETS]
+    baskets[0].append("jam")
+    assert mine_rules(conn, date(2025, 3, 1), ALL, {"product": "rules"}) == {
+        "product": len(BASKETS)
+    }
+    _assert_matches(_rules(conn), brute_force(baskets))
+
+
+def test_orders_whose_hashes_collide_stay_apart() -> None:
+    channel = pa.chunked_array([["online", "online", "store", "online", "store"]])
+    order = pa.chunked_array([["A", "B", "A", "A", "A"]])
+    # One hash for every line: only the strings tell the orders apart.
+    basket = _baskets(channel, order, np.zeros(5, np.uint64))
+    assert basket.tolist() == [0, 1, 2, 0, 2]
+
+
+def test_large_and_skewed_baskets_match_a_brute_force_count(monkeypatch) -> None:
+    rng = np.random.default_rng(7)
+    skus = [f"s{i:02d}" for i in range(40)]
+    # One basket with every product, many small ones, a repeated line in some.
+    baskets = [skus] + [list(rng.choice(skus, size=rng.integers(1, 6))) for _ in range(300)]
+    expected = brute_force(baskets)
+    four = MiningSettings(min_support=1e-9, min_baskets=4, min_confidence=0, min_lift=0)
+    frequent = {p: m for p, m in expected.items() if m["support"] * len(baskets) >= 4 - 1e-9}
+    assert 0 < len(frequent) < len(expected)
+    conn = duckdb.connect()
+    order_lines(conn, [(f"C{i}", "2025-03-01", b) for i, b in enumerate(baskets)])
+    for counters in (1 << 22, 16):  # pairs counted in one array, then as sorted codes
+        monkeypatch.setattr(rules, "COUNTERS", counters)
+        mine_rules(conn, date(2025, 3, 1), ALL, {"product": "rules"})
+        _assert_matches(_rules(conn), expected)
+        mine_rules(conn, date(2025, 3, 1), four, {"product": "rules"})
+        _assert_matches(_rules(conn), frequent)
+    conn.close()
