@@ -156,7 +156,7 @@ def purchases(
     lines: Lines, upto: date | None = None, customers: np.ndarray | None = None
 ) -> Purchases:
     """The purchases in `lines` up to the end of `upto` (default: all of them). Shares count
-    every buyer's lines; customers are those numbered in `customers` (sorted) that bought
+    every buyer's lines; customers are those numbered in `customers` (sorted, distinct) that bought
     by then, else every buyer. Products never bought by then are not candidates."""
     customer, product = lines.customer, lines.product
     if upto:
@@ -173,8 +173,8 @@ def purchases(
     category_index = np.array([position.get(c, len(names)) for c in category], np.int64)
     categories = int(category_index.max()) + 1 if len(products) else 0
     in_category = np.bincount(category_index, weights=counts, minlength=categories)
-    buyers = np.flatnonzero(np.bincount(customer, minlength=len(lines.keys)))
-    chosen = buyers if customers is None else np.intersect1d(buyers, customers)
+    bought = np.bincount(customer, minlength=len(lines.keys)) > 0
+    chosen = np.flatnonzero(bought) if customers is None else customers[bought[customers]]
     if len(chosen) < len(lines.keys):  # renumbered among the customers chosen
         number = np.full(len(lines.keys), -1)
         number[chosen] = np.arange(len(chosen))
