@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
 
-from crm_pipeline.raw import shop_fetch
+from crm_pipeline.raw import shop, shop_fetch
 from crm_pipeline.raw.assets import raw_assets
 from crm_pipeline.raw.checks import rows_accounted_result
 from crm_pipeline.run import range_tags
@@ -203,3 +204,43 @@ def test_files_outside_the_day_folders_are_reported_not_silently_skipped(
         "store_purchases/2025-1-5/pos.csv",
         "store_purchases/pos.csv",
     ]
+
+
+def test_a_run_over_a_few_days_has_the_shop_filter_rows_with_the_same_result(
+    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DAY2 alone: the shop filters its rows (its orders, every unplaced row, their items);
+    # the same run reading the tables whole must land and reject exactly the same. O1 is
+    # also exported on DAY2, so its items still belong to DAY1, its first day.
+    zone = tmp_path / "zone"
+    shutil.copytree(tiny_zone, zone)
+    with sqlite3.connect(zone / "online_shop.sqlite") as db:
+        db.row_factory = sqlite3.Row
+        (o1,) = db.execute("SELECT * FROM orders WHERE order_id = 'O1'").fetchall()
+        again = dict(o1) | {"ordered_at": f"{DAY2} 09:00:00"}
+        db.execute(
+            f"INSERT INTO orders ({', '.join(again)}) VALUES ({', '.join('?' * len(again))})",
+            list(again.values()),
+        )
+    shop_rows = "source IN ('online_orders', 'online_order_items')"
+    queries = {
+        "orders": "FROM raw.online_orders ORDER BY source_line",
+        "items": "FROM raw.online_order_items ORDER BY source_line",
+        "rejects": f"FROM quarantine.raw_rejects WHERE {shop_rows} ORDER BY source, source_line",
+        "deliveries": f"FROM raw.deliveries WHERE {shop_rows} ORDER BY ALL",
+    }
+    landed, default = {}, shop.SOURCE_FILTER_MAX_DAYS
+    for most_days in (default, 0):
+        monkeypatch.setattr(shop, "SOURCE_FILTER_MAX_DAYS", most_days)
+        warehouse = tmp_path / f"filtered_{most_days}.duckdb"
+        assert _load(zone, warehouse, DAY2, DAY2).success
+        with duckdb.connect(str(warehouse), read_only=True) as conn:
+            landed[most_days] = {
+                name: conn.execute(f"SELECT * EXCLUDE (loaded_at) {query}").fetchall()
+                for name, query in queries.items()
+            }
+    filtered, whole = landed[default], landed[0]
+    assert filtered == whole
+    assert [row[0] for row in filtered["items"]] == ["O2"]  # not O1's
+    assert [row[0] for row in filtered["orders"]] == ["O2", "O2", "O1"]
+    assert len(filtered["rejects"]) == 4  # orders O3 and O4; the items of O3 and O9

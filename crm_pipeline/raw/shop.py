@@ -2,11 +2,13 @@
 
 Each table is read in one pass: the source database packs every row into one JSON array of
 its values, so Python handles one string per row, never one per value; DuckDB unpacks them
-and does the rest. A shop database need have no index, so rows are routed to partitions in
-DuckDB, not filtered in the source: orders by their day, items by their order's day. A row
-whose day belongs to no partition (missing, malformed or out of range, such as an order dated
-years ahead, or an item whose order does not exist) goes to quarantine.raw_rejects; each load
-sweeps those anew.
+and does the rest. Rows are routed to partitions in DuckDB: orders by their day, items by
+their order's first day. A row whose day belongs to no partition (missing, malformed or out of
+range, such as an order dated years ahead, or an item whose order does not exist) goes to
+quarantine.raw_rejects; each load sweeps those anew. A run over a few days (a daily run) has
+the shop database filter what it sends: those days' orders, their items, and every row that
+belongs to no partition; a longer run reads the tables whole (the shop need have no index,
+and filtering most rows out costs the database more than sending them).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import sqlalchemy as sa
 from crm_pipeline.failures import ActionableError, safe_url
 from crm_pipeline.raw.shop_fetch import ROW_ID, stage
 from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, extra_columns_sql, quote_ident
+
+SOURCE_FILTER_MAX_DAYS = 31
 
 # Internal names carry a prefix no delivered column is expected to use.
 _DAY = "__crm_day"
@@ -67,6 +71,38 @@ def _source_columns(engine: sa.Engine, read: ShopRead) -> tuple[list[str], list[
 
 _ORDERS = sa.table("orders", sa.column("order_id"), sa.column("ordered_at"))
 _ORDER_DAY = sa.func.substr(sa.cast(_ORDERS.c.ordered_at, sa.String), 1, 10)
+# The same day, and order id as text, of the table being read (unqualified names).
+_DAY_OF_ROW = sa.func.substr(sa.cast(sa.column("ordered_at"), sa.String), 1, 10)
+_ORDER_ID = sa.cast(sa.column("order_id"), sa.String)
+
+
+@dataclass(frozen=True)
+class _Filters:
+    """What a run over part of the days reads of the shop, in the shop database: the orders
+    of its days, and every row that belongs to no partition (so the sweep of those into
+    quarantine stays whole); the items of its orders, and the items whose order has no valid
+    day; and, to route those items, every row of their orders."""
+
+    orders: sa.ColumnElement[bool]
+    items: sa.ColumnElement[bool]
+    item_orders: sa.ColumnElement[bool]
+
+
+def _filters(days: list[str], valid_days: list[str]) -> _Filters:
+    in_run = _DAY_OF_ROW.between(days[0], days[-1])
+    run_orders = sa.select(_ORDER_ID).select_from(sa.table("orders")).where(in_run)
+    placed_orders = (
+        sa.select(_ORDER_ID)
+        .select_from(sa.table("orders"))
+        .where(_DAY_OF_ROW.in_(valid_days), sa.column("order_id").is_not(None))
+    )
+    return _Filters(
+        orders=sa.or_(in_run, _DAY_OF_ROW.is_(None), _DAY_OF_ROW.not_in(valid_days)),
+        items=sa.or_(
+            _ORDER_ID.in_(run_orders), _ORDER_ID.is_(None), _ORDER_ID.not_in(placed_orders)
+        ),
+        item_orders=_ORDER_ID.in_(run_orders),
+    )
 
 
 def order_days(url: str) -> dict[str | None, int]:
@@ -117,7 +153,13 @@ def load_shop_table(
     engine = sa.create_engine(url)
     columns, extra = _source_columns(engine, read)
     source, lineage = f"online_{read.table}", f"shop:{read.table}"
-    stage(conn, engine, read.table, columns + extra, _SHOP_ROWS)
+    # A run over a few days (a daily run) has the shop filter the rows, so only those days'
+    # rows (and the unplaced ones) pass through Python; a longer run reads the tables whole,
+    # which costs less than the filter's lookups when most rows are wanted.
+    partial = days is not None and len(days) <= SOURCE_FILTER_MAX_DAYS
+    filters = _filters(days, valid_days) if partial else None
+    where = filters and (filters.orders if read.table == "orders" else filters.items)
+    stage(conn, engine, read.table, columns + extra, _SHOP_ROWS, where)
     extra_sql = extra_columns_sql(extra)
     insert = f"""
         INSERT INTO raw.{source}
@@ -137,7 +179,14 @@ def load_shop_table(
             [(d, days[0] <= d <= days[-1]) for d in valid_days],
         )
         if read.table != "orders":
-            stage(conn, engine, "orders", ["order_id", "ordered_at"], _ORDER_DAYS)
+            stage(
+                conn,
+                engine,
+                "orders",
+                ["order_id", "ordered_at"],
+                _ORDER_DAYS,
+                filters and filters.item_orders,
+            )
         conn.execute(f"CREATE OR REPLACE TEMP TABLE routed AS {_routing(read)}")
         conn.execute(
             insert + f" WHERE {_DAY} BETWEEN ? AND ?", [lineage, loaded_at, days[0], days[-1]]

@@ -1,4 +1,5 @@
-"""Fetching a whole shop table into a DuckDB temp table of text columns, in bulk.
+"""Fetching a shop table (or the rows a filter keeps) into a DuckDB temp table of text
+columns, in bulk.
 
 The source database packs every row into one JSON array of its values, so Python handles one
 string per row, never one per value; DuckDB parses them. SQLite produces rows on one core per
@@ -29,14 +30,21 @@ ROW_ID = "__crm_row_id"
 PARALLEL_MIN_ROWS = 400_000
 
 
-def _selects(engine: sa.Engine, table: str, values: list[sa.ColumnElement]) -> list[sa.Select]:
-    """The whole table as one JSON array per row (or text columns), with a row id; a large
-    SQLite table in two halves by rowid, one per core."""
+def _selects(
+    engine: sa.Engine,
+    table: str,
+    values: list[sa.ColumnElement],
+    where: sa.ColumnElement[bool] | None = None,
+) -> list[sa.Select]:
+    """The table's rows (those matching `where`, when given) as one JSON array per row (or
+    text columns), with a row id, the same one whatever `where` keeps; a large SQLite table in
+    two halves by rowid, one per core."""
     source = sa.table(table)
+    kept = sa.true() if where is None else where
     # A view has no rowid; it is read in one pass, numbered by its first two columns.
     if engine.dialect.name == "sqlite" and table not in sa.inspect(engine).get_view_names():
         row_id = sa.literal_column(f"{table}.rowid")
-        base = sa.select(sa.func.json_array(*values, row_id)).select_from(source)
+        base = sa.select(sa.func.json_array(*values, row_id)).select_from(source).where(kept)
         with engine.connect() as db:
             top = db.execute(sa.select(sa.func.max(row_id)).select_from(source)).scalar() or 0
         if top < PARALLEL_MIN_ROWS:
@@ -44,12 +52,18 @@ def _selects(engine: sa.Engine, table: str, values: list[sa.ColumnElement]) -> l
         return [base.where(row_id <= top // 2), base.where(row_id > top // 2)]
     row_id = sa.func.row_number().over(order_by=values[:2])
     if engine.dialect.name == "sqlite":
-        return [sa.select(sa.func.json_array(*values, row_id)).select_from(source)]
-    if engine.dialect.name == "postgresql":
+        selects = [sa.select(sa.func.json_array(*values, row_id))]
+    elif engine.dialect.name == "postgresql":
         # Text casts keep PostgreSQL's own rendering of each value (JSON would reformat times).
         texts = [sa.cast(v, sa.Text) for v in [*values, row_id]]
-        return [sa.select(sa.cast(sa.func.json_build_array(*texts), sa.Text)).select_from(source)]
-    return [sa.select(*[sa.cast(v, sa.String) for v in [*values, row_id]]).select_from(source)]
+        selects = [sa.select(sa.cast(sa.func.json_build_array(*texts), sa.Text))]
+    else:
+        selects = [sa.select(*[sa.cast(v, sa.String) for v in [*values, row_id]])]
+    if where is None:
+        return [s.select_from(source) for s in selects]
+    # Numbered over the whole table, then filtered: row ids do not depend on the filter.
+    numbered = selects[0].add_columns(kept.label("__crm_kept")).select_from(source).subquery()
+    return [sa.select(*list(numbered.c)[:-1]).where(numbered.c["__crm_kept"])]
 
 
 def _sqlite_batches(url: str, sql: str, params: list) -> Iterator[list[tuple]]:
@@ -116,7 +130,8 @@ def _batches(engine: sa.Engine, select: sa.Select) -> Iterator[pa.Table]:
 
 
 def _compiled(engine: sa.Engine, select: sa.Select) -> tuple[str, list]:
-    compiled = select.compile(engine)
+    # IN lists rendered as one parameter per value, so the statement runs as it is.
+    compiled = select.compile(engine, compile_kwargs={"render_postcompile": True})
     params = compiled.construct_params()
     return str(compiled), [params[k] for k in compiled.positiontup or []]
 
@@ -127,8 +142,10 @@ def stage(
     table: str,
     names: list[str],
     target: str,
+    where: sa.ColumnElement[bool] | None = None,
 ) -> None:
-    """Copy a whole shop table into a DuckDB temp table of text columns."""
+    """Copy a shop table (its rows matching `where`, when given) into a DuckDB temp table of
+    text columns."""
     all_names = [*names, ROW_ID]
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE {target} ("
@@ -139,7 +156,7 @@ def stage(
     packed = ", ".join(f"v[{i + 1}] AS {quote_ident(n)}" for i, n in enumerate(all_names))
     unpack = f"SELECT {packed} FROM (SELECT json_transform(r, '[\"VARCHAR\"]') AS v FROM SOURCE)"
     plain = ", ".join(f"c{i} AS {quote_ident(n)}" for i, n in enumerate(all_names))
-    selects = _selects(engine, table, [sa.column(n) for n in names])
+    selects = _selects(engine, table, [sa.column(n) for n in names], where)
     if len(selects) > 1:
         url = engine.url.render_as_string(hide_password=False)
         with tempfile.TemporaryDirectory() as folder:
