@@ -20,6 +20,12 @@ CREATE OR REPLACE TABLE core.products (
 """
 
 
+def key(name: str) -> str:
+    """A customer key in the contract's form ('C' + 16 hex digits) for a short readable name:
+    its bytes in hex, so key("N0") = 'C0000000000004E30'."""
+    return "C" + name.encode().hex().upper().rjust(16, "0")
+
+
 def order_lines(
     conn: duckdb.DuckDBPyConnection,
     baskets: list[tuple[str, str, list[str]]],

@@ -8,9 +8,10 @@ import duckdb
 import pytest
 
 from crm_pipeline.mining.efficiency import cohort_retention, inquiry_conversion, sales_efficiency
-from crm_pipeline_tests.mining_builder import order_lines
+from crm_pipeline_tests.mining_builder import key, order_lines
 
 DAY = date(2025, 3, 31)
+A, B = key("A"), key("B")  # customer keys in the contract's form
 
 
 @pytest.fixture
@@ -19,10 +20,10 @@ def conn():
     order_lines(
         conn,
         [
-            ("A", "2025-01-05", ["apple", "avocado"]),  # two lines, one order
-            ("A", "2025-03-02", ["bread"]),
-            ("B", "2025-02-10", ["apple"]),
-            ("B", "2025-04-02", ["bread"]),  # after the day
+            (A, "2025-01-05", ["apple", "avocado"]),  # two lines, one order
+            (A, "2025-03-02", ["bread"]),
+            (B, "2025-02-10", ["apple"]),
+            (B, "2025-04-02", ["bread"]),  # after the day
         ],
         price=10.0,
     )
@@ -43,16 +44,17 @@ def conn():
         );
         INSERT INTO core.inquiries VALUES
             -- B asks about apples on 3 Feb and buys apples on 10 Feb: converted in 14 days.
-            ('B', '2025-02-03 09:00', 'I1', 'chat', 'pre_sales', 'apple', 'a', NULL, NULL, 1, 5),
+            ($b, '2025-02-03 09:00', 'I1', 'chat', 'pre_sales', 'apple', 'a', NULL, NULL, 1, 5),
             -- A asks about apples on 20 Feb but buys bread on 2 Mar: another category.
-            ('A', '2025-02-20 09:00', 'I2', 'chat', 'pre_sales', 'apple', 'a', NULL, NULL, 3, 7),
+            ($a, '2025-02-20 09:00', 'I2', 'chat', 'pre_sales', 'apple', 'a', NULL, NULL, 3, 7),
             -- A asks in general on 25 Feb and buys on 2 Mar: any order counts.
-            ('A', '2025-02-25 09:00', 'I3', 'email', 'other', NULL, NULL, NULL, NULL, 2, 4),
+            ($a, '2025-02-25 09:00', 'I3', 'email', 'other', NULL, NULL, NULL, NULL, 2, 4),
             -- Its window ends after the day: not counted yet.
-            ('A', '2025-03-25 09:00', 'I4', 'chat', 'pre_sales', 'bread', 'b', NULL, NULL, 1, 1),
+            ($a, '2025-03-25 09:00', 'I4', 'chat', 'pre_sales', 'bread', 'b', NULL, NULL, 1, 1),
             -- Nobody we know.
             (NULL, '2025-02-01 09:00', 'I5', 'chat', 'pre_sales', 'apple', 'a', NULL, NULL, 1, 1);
-        """
+        """,
+        {"a": A, "b": B},
     )
     yield conn
     conn.close()
@@ -111,7 +113,7 @@ def test_an_inquiry_converts_with_an_order_in_its_window_and_category(conn) -> N
 
 def test_a_receipt_across_midnight_counts_once_and_its_lines_keep_their_months() -> None:
     conn = duckdb.connect()
-    order_lines(conn, [("A", "2025-01-31", ["apple", "bread"])], price=10.0)
+    order_lines(conn, [(A, "2025-01-31", ["apple", "bread"])], price=10.0)
     conn.execute(
         """
         UPDATE core.order_lines SET channel = 'store', store_id = 'S1',

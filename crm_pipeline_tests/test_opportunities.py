@@ -9,7 +9,7 @@ import pytest
 
 from crm_pipeline.mining.opportunities import opportunities, penetration
 from crm_pipeline.mining.settings import MiningSettings
-from crm_pipeline_tests.mining_builder import order_lines
+from crm_pipeline_tests.mining_builder import key, order_lines
 
 DAY = date(2025, 6, 30)
 SETTINGS = MiningSettings(min_segment_buyers=2, whitespace_ratio=0.7)
@@ -21,9 +21,11 @@ def conn():
     in North two of four also buy apples (a) for 10, in South nobody does. N0 spent the most
     and is probably gone."""
     conn = duckdb.connect()
-    baskets = [(f"N{i}", "2025-03-01", ["bread"] + (["apple"] if i < 2 else [])) for i in range(4)]
-    baskets += [(f"S{i}", "2025-03-02", ["bread"]) for i in range(4)]
-    baskets += [("N0", "2025-01-10", ["bread"])]
+    baskets = [
+        (key(f"N{i}"), "2025-03-01", ["bread"] + (["apple"] if i < 2 else [])) for i in range(4)
+    ]
+    baskets += [(key(f"S{i}"), "2025-03-02", ["bread"]) for i in range(4)]
+    baskets += [(key("N0"), "2025-01-10", ["bread"])]
     order_lines(conn, baskets, price=10.0)
     conn.execute(
         """
@@ -31,22 +33,28 @@ def conn():
         CREATE TABLE core.stores (store_id VARCHAR, city VARCHAR, region VARCHAR);
         CREATE TABLE analytics.scored_customers AS
         SELECT DISTINCT customer_key, 'individual' AS customer_type,
-               CASE WHEN customer_key LIKE 'N%' THEN 'North' ELSE 'South' END AS region,
+               CASE WHEN customer_key IN $north THEN 'North' ELSE 'South' END AS region,
                'Town' AS city,
-               CASE WHEN customer_key = 'N0' THEN 5 ELSE 3 END AS m_score,
-               CASE WHEN customer_key = 'N0' THEN 0.2 ELSE 0.9 END AS p_alive
-        FROM core.order_lines;
+               CASE WHEN customer_key = $n0 THEN 5 ELSE 3 END AS m_score,
+               CASE WHEN customer_key = $n0 THEN 0.2 ELSE 0.9 END AS p_alive
+        FROM core.order_lines
+        """,
+        {"north": [key(f"N{i}") for i in range(4)], "n0": key("N0")},
+    )
+    conn.execute(
+        """
         CREATE TABLE mining.recommendations (
             customer_key VARCHAR, rank BIGINT, sku VARCHAR, category VARCHAR,
             rule_level VARCHAR, confidence DOUBLE, reason VARCHAR
         );
         INSERT INTO mining.recommendations VALUES
-            ('S0', 1, 'apple', 'a', 'product', 0.5, 'Bought BREAD; ...'),
-            ('S1', 1, 'apple', 'a', 'popularity', NULL, 'A best seller'),
+            ($s0, 1, 'apple', 'a', 'product', 0.5, 'Bought BREAD; ...'),
+            ($s1, 1, 'apple', 'a', 'popularity', NULL, 'A best seller'),
             -- S2's best pick is a product with no price in core.products; its next one counts.
-            ('S2', 1, 'ghost', 'g', 'product', 0.9, 'Bought BREAD; ...'),
-            ('S2', 2, 'apple', 'a', 'category', 0.4, 'Buys b; ...');
-        """
+            ($s2, 1, 'ghost', 'g', 'product', 0.9, 'Bought BREAD; ...'),
+            ($s2, 2, 'apple', 'a', 'category', 0.4, 'Buys b; ...');
+        """,
+        {f"s{i}": key(f"S{i}") for i in range(3)},
     )
     yield conn
     conn.close()
@@ -103,12 +111,12 @@ def test_win_back_and_cross_sell_name_their_customer(conn) -> None:
     ((target, _, value, reason, _),) = _found(conn, "win_back")
     # N0 spent 30 over three lines since 10 January: less than a year, so the yearly value
     # is what they spent.
-    assert (target, value) == ("N0", pytest.approx(30.0))
+    assert (target, value) == (key("N0"), pytest.approx(30.0))
     assert reason == "Spent 30 in 2 orders; last purchase 121 days ago; P(alive) 0.2"
     # Only rule-backed recommendations of priced products are cross-sell: S0's, worth 0.5 x 10,
     # and S2's second, worth 0.4 x 10.
     found = [(t, v) for t, _, v, _, _ in _found(conn, "cross_sell")]
-    assert found == [("S0", 5.0), ("S2", pytest.approx(4.0))]
+    assert found == [(key("S0"), 5.0), (key("S2"), pytest.approx(4.0))]
 
 
 def test_upsell_is_a_repeat_buyer_below_the_median_price(conn) -> None:
@@ -121,13 +129,13 @@ def test_upsell_is_a_repeat_buyer_below_the_median_price(conn) -> None:
         conn.execute(
             "INSERT INTO core.order_lines VALUES (?, ?, 'online', ?, 1, NULL, 'delivered', "
             "'cherry', 'c', 1, ?, ?, NULL)",
-            [buyer, at, f"C{number}", price, price],
+            [key(buyer), at, f"C{number}", price, price],
         )
     _mine(conn)
     # U: 2 units at 4, 10 under the upper quartile each, over less than a year of buying.
     assert _found(conn, "upsell") == [
         (
-            "U",
+            key("U"),
             "c",
             pytest.approx(20.0),
             (

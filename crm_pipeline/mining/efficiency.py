@@ -10,6 +10,8 @@ from datetime import date
 
 import duckdb
 
+from crm_pipeline.core.schemas import key_number
+
 SALES = """
     SELECT * FROM core.order_lines
     WHERE order_status <> 'refunded' AND ordered_at < CAST($as_of AS DATE) + INTERVAL 1 DAY
@@ -54,8 +56,9 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
         WITH by_order AS (
             -- One row per order, with the distinct categories it holds. An order whose lines
             -- disagree (a receipt rung up across midnight) is placed by its first store and
-            -- month, and a month with only such lines has revenue and no orders.
-            SELECT channel, order_id, min(customer_key) AS customer_key,
+            -- month, and a month with only such lines has revenue and no orders. Customers
+            -- are counted by their keys' numbers: the grouping sets below group on them.
+            SELECT channel, order_id, min({key_number("customer_key")}) AS customer_key,
                    min({BREAKDOWNS["store"]}) AS store,
                    strftime(min({BREAKDOWNS["month"]}), '%Y-%m') AS month,
                    list_distinct(list({BREAKDOWNS["category"]})) AS categories
