@@ -206,29 +206,44 @@ def test_files_outside_the_day_folders_are_reported_not_silently_skipped(
     ]
 
 
-def test_a_run_over_a_few_days_has_the_shop_filter_rows_with_the_same_result(
-    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # DAY2 alone: the shop filters its rows (its orders, every unplaced row, their items);
-    # the same run reading the tables whole must land and reject exactly the same. O1 is
-    # also exported on DAY2, so its items still belong to DAY1, its first day.
+SHOP_ROWS = "source IN ('online_orders', 'online_order_items')"
+SHOP_TABLES = {
+    "orders": "FROM raw.online_orders ORDER BY source_line",
+    "items": "FROM raw.online_order_items ORDER BY source_line",
+    "rejects": f"FROM quarantine.raw_rejects WHERE {SHOP_ROWS} ORDER BY source, source_line",
+    "deliveries": f"FROM raw.deliveries WHERE {SHOP_ROWS} ORDER BY ALL",
+}
+
+
+def _zone_with(
+    tiny_zone: Path, tmp_path: Path, rows: dict[str, list[dict]], real_item_ids: bool = False
+) -> Path:
+    """A copy of the tiny zone whose shop has these rows too (table -> rows by column);
+    real_item_ids: order_items.order_id declared REAL, so SQLite stores numbers as numbers."""
     zone = tmp_path / "zone"
     shutil.copytree(tiny_zone, zone)
     with sqlite3.connect(zone / "online_shop.sqlite") as db:
-        db.row_factory = sqlite3.Row
-        (o1,) = db.execute("SELECT * FROM orders WHERE order_id = 'O1'").fetchall()
-        again = dict(o1) | {"ordered_at": f"{DAY2} 09:00:00"}
-        db.execute(
-            f"INSERT INTO orders ({', '.join(again)}) VALUES ({', '.join('?' * len(again))})",
-            list(again.values()),
-        )
-    shop_rows = "source IN ('online_orders', 'online_order_items')"
-    queries = {
-        "orders": "FROM raw.online_orders ORDER BY source_line",
-        "items": "FROM raw.online_order_items ORDER BY source_line",
-        "rejects": f"FROM quarantine.raw_rejects WHERE {shop_rows} ORDER BY source, source_line",
-        "deliveries": f"FROM raw.deliveries WHERE {shop_rows} ORDER BY ALL",
-    }
+        if real_item_ids:
+            names = [c[1] for c in db.execute("PRAGMA table_info(order_items)")]
+            declared = ", ".join(f"{n} {'REAL' if n == 'order_id' else 'TEXT'}" for n in names)
+            db.execute(f"CREATE TABLE items ({declared})")
+            db.execute("INSERT INTO items SELECT * FROM order_items ORDER BY rowid")
+            db.execute("DROP TABLE order_items")
+            db.execute("ALTER TABLE items RENAME TO order_items")
+        for table, inserted in rows.items():
+            for row in inserted:
+                db.execute(
+                    f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                    list(row.values()),
+                )
+    return zone
+
+
+def _day2_filtered_and_whole(
+    zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict, dict]:
+    """The shop tables after a run over DAY2 alone, with the shop filtering what it sends and
+    with it sending the tables whole."""
     landed, default = {}, shop.SOURCE_FILTER_MAX_DAYS
     for most_days in (default, 0):
         monkeypatch.setattr(shop, "SOURCE_FILTER_MAX_DAYS", most_days)
@@ -237,10 +252,43 @@ def test_a_run_over_a_few_days_has_the_shop_filter_rows_with_the_same_result(
         with duckdb.connect(str(warehouse), read_only=True) as conn:
             landed[most_days] = {
                 name: conn.execute(f"SELECT * EXCLUDE (loaded_at) {query}").fetchall()
-                for name, query in queries.items()
+                for name, query in SHOP_TABLES.items()
             }
-    filtered, whole = landed[default], landed[0]
+    return landed[default], landed[0]
+
+
+def _shop_row(tiny_zone: Path, table: str, order_id: str) -> dict:
+    with sqlite3.connect(tiny_zone / "online_shop.sqlite") as db:
+        db.row_factory = sqlite3.Row
+        return dict(db.execute(f"SELECT * FROM {table} WHERE order_id = ?", [order_id]).fetchone())
+
+
+def test_a_run_over_a_few_days_has_the_shop_filter_rows_with_the_same_result(
+    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DAY2 alone: the shop filters its rows (its orders, every unplaced row, their items);
+    # the same run reading the tables whole must land and reject exactly the same. O1 is
+    # also exported on DAY2, so its items still belong to DAY1, its first day.
+    again = _shop_row(tiny_zone, "orders", "O1") | {"ordered_at": f"{DAY2} 09:00:00"}
+    zone = _zone_with(tiny_zone, tmp_path, {"orders": [again]})
+    filtered, whole = _day2_filtered_and_whole(zone, tmp_path, monkeypatch)
     assert filtered == whole
     assert [row[0] for row in filtered["items"]] == ["O2"]  # not O1's
     assert [row[0] for row in filtered["orders"]] == ["O2", "O2", "O1"]
     assert len(filtered["rejects"]) == 4  # orders O3 and O4; the items of O3 and O9
+
+
+def test_order_ids_that_sqlite_and_duckdb_write_apart_land_as_in_a_whole_read(
+    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # REAL 1e15 is '1.0e+15' to SQLite and '1000000000000000.0' to DuckDB: an item with it
+    # and an order of DAY1 with DuckDB's text. The filters match SQLite's text, routing
+    # DuckDB's, so such a shop is read whole, and the item goes to DAY1 as in a whole read.
+    order = _shop_row(tiny_zone, "orders", "O1") | {"order_id": "1000000000000000.0"}
+    item = _shop_row(tiny_zone, "order_items", "O2") | {"order_id": 1e15}
+    zone = _zone_with(
+        tiny_zone, tmp_path, {"orders": [order], "order_items": [item]}, real_item_ids=True
+    )
+    filtered, whole = _day2_filtered_and_whole(zone, tmp_path, monkeypatch)
+    assert filtered == whole
+    assert len(filtered["rejects"]) == 4  # as in the tiny zone: the REAL item is placed
