@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from crm_pipeline.mining.ranking import unique_pairs
 from crm_pipeline.mining.settings import MiningSettings
 
 LEVELS = {"product": "sku", "category": "category"}
@@ -158,9 +159,7 @@ def _mine_level(
     names, basket, item = lines
     items = max(len(names), 1)
     known = item >= 0
-    # Baskets come mostly in order, and a stable sort (a merge sort that finds runs) uses it.
-    codes = np.sort(basket[known] * items + item[known], kind="stable")
-    codes = codes[np.r_[True, codes[1:] != codes[:-1]]] if len(codes) else codes
+    codes = unique_pairs(basket[known], item[known], items)  # baskets come mostly in order
     basket, item = codes // items, codes % items
     baskets = int(np.count_nonzero(basket[1:] != basket[:-1])) + 1 if len(basket) else 0
     least = max(settings.min_baskets, settings.min_support * baskets)
