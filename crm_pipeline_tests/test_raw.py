@@ -10,7 +10,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from crm_pipeline.raw import shop, shop_fetch
+from crm_pipeline.raw import shop
 from crm_pipeline.raw.assets import raw_assets
 from crm_pipeline.raw.checks import rows_accounted_result
 from crm_pipeline.run import range_tags
@@ -172,18 +172,6 @@ def test_rerunning_a_day_replaces_it_and_never_double_counts(
             _count(conn, "SELECT count(*) FROM raw.deliveries WHERE source = 'store_purchases'")
             == 2
         )
-
-
-def test_large_shop_tables_are_read_by_worker_processes_with_the_same_result(
-    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loaded
-) -> None:
-    monkeypatch.setattr(shop_fetch, "PARALLEL_MIN_ROWS", 0)
-    warehouse = tmp_path / "warehouse.duckdb"
-    assert _load(tiny_zone, warehouse, DAY1, DAY2).success
-    _, serial, _ = loaded
-    query = "SELECT * EXCLUDE (loaded_at) FROM raw.online_order_items ORDER BY source_line"
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
-        assert conn.execute(query).fetchall() == serial.execute(query).fetchall()
 
 
 def test_files_outside_the_day_folders_are_reported_not_silently_skipped(

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from crm_pipeline import landing
+from crm_pipeline.raw import shop_fetch
 from crm_pipeline.raw.checks import rows_accounted_result
 from crm_pipeline.raw.files import deliveries, load_csv, load_jsonl
 from crm_pipeline.raw.shop import ShopRead, load_shop_table
@@ -113,6 +114,51 @@ def test_a_shop_table_given_as_a_view_loads_like_a_table(tmp_path: Path) -> None
     rows = conn.execute("SELECT order_id, source_line FROM raw.online_orders").fetchall()
     assert rows == [("O1", 1)]
     assert rows_accounted_result(conn, "online_orders", "TRUE", []).passed
+
+
+# Declared types whose SQLite affinity is REAL, NUMERIC and none; the other columns are TEXT.
+ACCOUNT_TYPES = {"income": "FLOAT", "birth_date": "DATE", "created_at": ""}
+ACCOUNTS_AS_TEXT = [  # (account_id, income, birth_date, created_at): stored, then landed
+    (("A1", None, None, None), ("A1", None, None, None)),
+    (("A2", 52000, "1990-04-01", 20250101), ("A2", "52000.0", "1990-04-01", "20250101")),
+    (("A3", 0.1 + 0.2, 19900401, 2.5), ("A3", "0.30000000000000004", "19900401", "2.5")),
+]
+
+
+@pytest.mark.parametrize("batch_rows", [1, shop_fetch.BATCH_ROWS])
+@pytest.mark.parametrize("text_in_a_number_column", [False, True])
+def test_shop_values_land_as_text_whatever_their_column_type(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_rows: int, text_in_a_number_column: bool
+) -> None:
+    # SQLite keeps a value of another kind than its column's type (text in a FLOAT column);
+    # the Arrow batches it is read in take each column's type from their first row.
+    monkeypatch.setattr(shop_fetch, "BATCH_ROWS", batch_rows)
+    url = f"sqlite:///{tmp_path / 'shop.sqlite'}"
+    columns = landing.ACCOUNTS.columns
+    declared = ", ".join(f"{c} {ACCOUNT_TYPES.get(c, 'TEXT')}" for c in columns)
+    stored = [row for row, _ in ACCOUNTS_AS_TEXT]
+    landed = [row for _, row in ACCOUNTS_AS_TEXT]
+    if text_in_a_number_column:
+        stored.append(("A4", "n/a", "", "2025-01-01 09:00:00"))
+        landed.append(("A4", "n/a", "", "2025-01-01 09:00:00"))
+    with sa.create_engine(url).begin() as db:
+        db.exec_driver_sql(f"CREATE TABLE accounts ({declared})")
+        for account_id, income, birth_date, created_at in stored:
+            db.exec_driver_sql(
+                "INSERT INTO accounts (account_id, income, birth_date, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (account_id, income, birth_date, created_at),
+            )
+    conn = duckdb.connect()
+    ensure_raw_tables(conn, "online_accounts", columns)
+    read = ShopRead("accounts", columns, partitioned=False)
+    load_shop_table(conn, url, read, days=None, valid_days=[DAY], loaded_at=datetime.now())
+    rows = conn.execute(
+        "SELECT account_id, income, birth_date, created_at FROM raw.online_accounts "
+        "ORDER BY source_line"
+    ).fetchall()
+    assert rows == landed
+    assert rows_accounted_result(conn, "online_accounts", "TRUE", []).passed
 
 
 def test_a_file_name_with_glob_characters_is_read_once_as_itself(tmp_path: Path) -> None:

@@ -1,132 +1,131 @@
 """Fetching a shop table (or the rows a filter keeps) into a DuckDB temp table of text
 columns, in bulk.
 
-The source database packs every row into one JSON array of its values, so Python handles one
-string per row, never one per value; DuckDB parses them. SQLite produces rows on one core per
-connection, so a large SQLite table is read in two halves by two worker processes.
+A SQLite shop is read through ADBC (adbc-driver-sqlite): rows arrive as Arrow batches of
+typed columns, so no Python object is made per row or value, and DuckDB writes the numbers
+as text. Another database packs every row into one JSON array of its values (or text
+columns), so Python handles one string per row, and DuckDB parses them.
+
+A value keeps its text whichever way it is read: text as stored, an integer in digits, a
+REAL as DuckDB writes a double (the shortest text that reads back as the same number), so
+an order id is the same text in orders and in order_items.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass
 
+import adbc_driver_sqlite.dbapi as adbc_sqlite
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from crm_pipeline.raw.tables import quote_ident
 
 CHUNK_ROWS = 100_000
+BATCH_ROWS = 131_072  # rows per Arrow batch from SQLite
 ROW_ID = "__crm_row_id"
 
 
-# Below this many rows, starting worker processes costs more than it saves.
-PARALLEL_MIN_ROWS = 400_000
+def _sqlite_form(declared: str) -> str:
+    """How a column is fetched, from its declared type's affinity (sqlite.org/datatype3.html,
+    section 3.1): 'integer' and 'real' columns hold numbers of that kind unless a value is not
+    a number; 'text' columns hold text; any other column may hold anything ('mixed')."""
+    declared = declared.upper()
+    if "INT" in declared:
+        return "integer"
+    if any(word in declared for word in ("CHAR", "CLOB", "TEXT")):
+        return "text"
+    if any(word in declared for word in ("REAL", "FLOA", "DOUB")):
+        return "real"
+    return "mixed"
 
 
-def _selects(
+@dataclass(frozen=True)
+class _SqliteColumn:
+    """One shop column: the SQLite values fetched for it, the first row's values (which set
+    each Arrow column's type) and the type that must follow from them, and its DuckDB text."""
+
+    fetched: list[sa.ColumnElement]
+    first: list[str]
+    types: list[pa.DataType]
+    text: str
+
+
+def _sqlite_column(name: str, i: int, form: str) -> _SqliteColumn:
+    value = sa.column(name)
+    if form == "text":
+        return _SqliteColumn(
+            [sa.cast(value, sa.Text).label(f"c{i}")], ["''"], [pa.string()], f"c{i}"
+        )
+    if form in ("integer", "real"):
+        first, kind = ("0", pa.int64()) if form == "integer" else ("0.5", pa.float64())
+        return _SqliteColumn([value.label(f"c{i}")], [first], [kind], f"CAST(c{i} AS VARCHAR)")
+    # A REAL as DuckDB writes it; anything else as SQLite's text of it (integers alike).
+    is_real = sa.func.typeof(value) == "real"
+    return _SqliteColumn(
+        [
+            sa.case((is_real, value)).label(f"c{i}"),
+            sa.case((~is_real, sa.cast(value, sa.Text))).label(f"t{i}"),
+        ],
+        ["0.5", "''"],
+        [pa.float64(), pa.string()],
+        f"coalesce(t{i}, CAST(c{i} AS VARCHAR))",
+    )
+
+
+def _declared_types(engine: sa.Engine, table: str) -> dict[str, str]:
+    with engine.connect() as db:
+        rows = db.exec_driver_sql(f"PRAGMA table_info({quote_ident(table)})").fetchall()
+    return {row[1]: row[2] or "" for row in rows}
+
+
+def _sqlite_select(
     engine: sa.Engine,
     table: str,
-    values: list[sa.ColumnElement],
-    where: sa.ColumnElement[bool] | None = None,
-) -> list[sa.Select]:
-    """The table's rows (those matching `where`, when given) as one JSON array per row (or
-    text columns), with a row id, the same one whatever `where` keeps; a large SQLite table in
-    two halves by rowid, one per core."""
+    names: list[str],
+    where: sa.ColumnElement[bool] | None,
+    mixed: bool,
+) -> tuple[sa.Select, dict[str, pa.DataType], list[str]]:
+    """The rows to fetch (those matching `where`, when given) with a row id that does not
+    depend on `where`, after one first row of fixed values; the Arrow type each fetched value
+    must arrive as; and the DuckDB text of each column.
+    mixed: fetch every column as if it could hold anything."""
+    declared = _declared_types(engine, table)
+    columns = [
+        _sqlite_column(n, i, "mixed" if mixed else _sqlite_form(declared.get(n, "")))
+        for i, n in enumerate(names)
+    ]
+    fetched = [c for column in columns for c in column.fetched]
     source = sa.table(table)
     kept = sa.true() if where is None else where
-    # A view has no rowid; it is read in one pass, numbered by its first two columns.
-    if engine.dialect.name == "sqlite" and table not in sa.inspect(engine).get_view_names():
-        row_id = sa.literal_column(f"{table}.rowid")
-        base = sa.select(sa.func.json_array(*values, row_id)).select_from(source).where(kept)
-        with engine.connect() as db:
-            top = db.execute(sa.select(sa.func.max(row_id)).select_from(source)).scalar() or 0
-        if top < PARALLEL_MIN_ROWS:
-            return [base]
-        return [base.where(row_id <= top // 2), base.where(row_id > top // 2)]
-    row_id = sa.func.row_number().over(order_by=values[:2])
-    if engine.dialect.name == "sqlite":
-        selects = [sa.select(sa.func.json_array(*values, row_id))]
-    elif engine.dialect.name == "postgresql":
-        # Text casts keep PostgreSQL's own rendering of each value (JSON would reformat times).
-        texts = [sa.cast(v, sa.Text) for v in [*values, row_id]]
-        selects = [sa.select(sa.cast(sa.func.json_build_array(*texts), sa.Text))]
-    else:
-        selects = [sa.select(*[sa.cast(v, sa.String) for v in [*values, row_id]])]
-    if where is None:
-        return [s.select_from(source) for s in selects]
-    # Numbered over the whole table, then filtered: row ids do not depend on the filter.
-    numbered = selects[0].add_columns(kept.label("__crm_kept")).select_from(source).subquery()
-    return [sa.select(*list(numbered.c)[:-1]).where(numbered.c["__crm_kept"])]
-
-
-def _sqlite_batches(url: str, sql: str, params: list) -> Iterator[list[tuple]]:
-    """Rows through the driver's cursor, with the statement SQLAlchemy compiled: its Result
-    layer would double the cost of every row."""
-    cursor = sa.create_engine(url).raw_connection().cursor()
-    cursor.execute(sql, params)
-    while rows := cursor.fetchmany(CHUNK_ROWS):
-        yield rows
-    cursor.close()
-
-
-def _packed(rows: list[tuple]) -> pa.Table:
-    return pa.table({"r": pa.array([r[0] for r in rows], pa.string())})
-
-
-def dump_packed_rows(url: str, sql: str, params: list, path: str) -> int:
-    """Write a SQLite select of packed rows to a Parquet file (run in a worker process)."""
-    writer, count = None, 0
-    for rows in _sqlite_batches(url, sql, params):
-        table = _packed(rows)
-        writer = writer or pq.ParquetWriter(path, table.schema, compression="none")
-        writer.write_table(table)
-        count += len(rows)
-    if writer is not None:
-        writer.close()
-    return count
-
-
-def _dump_in_workers(url: str, statements: list[tuple[str, list]], folder: Path) -> list[str]:
-    """Run each statement in its own Python process (SQLite produces rows on one core per
-    connection, and Python's lock would serialise threads); returns the Parquet files."""
-    workers = []
-    for i, (sql, params) in enumerate(statements):
-        path = folder / f"part{i}.parquet"
-        job = json.dumps({"url": url, "sql": sql, "params": params, "path": str(path)})
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "crm_pipeline.raw.shop_fetch"], stdin=subprocess.PIPE, text=True
+    if table in sa.inspect(engine).get_view_names():
+        # A view has no rowid: it is numbered by its first two columns, over all its rows.
+        row_id = sa.func.row_number().over(order_by=[sa.column(n) for n in names[:2]])
+        numbered = (
+            sa.select(row_id.label(ROW_ID), *fetched, kept.label("__crm_kept"))
+            .select_from(source)
+            .subquery()
         )
-        worker.stdin.write(job)
-        worker.stdin.close()
-        workers.append((worker, path))
-    for worker, _ in workers:
-        if worker.wait() != 0:
-            raise RuntimeError(f"A shop reader process failed (exit {worker.returncode}).")
-    return [str(path) for _, path in workers if path.exists()]
-
-
-def _batches(engine: sa.Engine, select: sa.Select) -> Iterator[pa.Table]:
-    """One select's rows as Arrow tables: one packed column, or text columns c0, c1, ..."""
-    if engine.dialect.name == "sqlite":
-        sql, params = _compiled(engine, select)
-        url = engine.url.render_as_string(hide_password=False)
-        yield from map(_packed, _sqlite_batches(url, sql, params))
-        return
-    with engine.connect() as db:
-        result = db.execution_options(stream_results=True, yield_per=CHUNK_ROWS)
-        for rows in result.execute(select).partitions(CHUNK_ROWS):
-            if len(rows[0]) == 1:
-                yield _packed(rows)
-            else:
-                columns = list(zip(*rows, strict=True))
-                yield pa.table({f"c{i}": pa.array(c, pa.string()) for i, c in enumerate(columns)})
+        rows = sa.select(*list(numbered.c)[:-1]).where(numbered.c["__crm_kept"])
+    else:
+        rows = sa.select(sa.literal_column("rowid").label(ROW_ID), *fetched)
+        rows = rows.select_from(source).where(kept)
+    first = sa.select(
+        sa.literal_column("NULL").label(ROW_ID),
+        *(
+            sa.literal_column(value).label(c.name)
+            for column in columns
+            for c, value in zip(column.fetched, column.first, strict=True)
+        ),
+    )
+    types = {
+        c.name: kind
+        for column in columns
+        for c, kind in zip(column.fetched, column.types, strict=True)
+    }
+    return first.union_all(rows), types, [c.text for c in columns]
 
 
 def _compiled(engine: sa.Engine, select: sa.Select) -> tuple[str, list]:
@@ -134,6 +133,109 @@ def _compiled(engine: sa.Engine, select: sa.Select) -> tuple[str, list]:
     compiled = select.compile(engine, compile_kwargs={"render_postcompile": True})
     params = compiled.construct_params()
     return str(compiled), [params[k] for k in compiled.positiontup or []]
+
+
+def _stage_sqlite(
+    conn: duckdb.DuckDBPyConnection,
+    engine: sa.Engine,
+    table: str,
+    names: list[str],
+    target: str,
+    where: sa.ColumnElement[bool] | None,
+) -> None:
+    """ADBC types each Arrow column by the values of its first batch, widening it when they
+    differ (text in a REAL column makes every value text, numbers in its own format); a value
+    of another kind in a later batch stops the read. Either way the table is read again, as if
+    every column could hold anything."""
+    for mixed in (False, True):
+        select, types, texts = _sqlite_select(engine, table, names, where, mixed)
+        stopped = _insert_sqlite_rows(conn, engine, select, types, texts, target)
+        if stopped is None:
+            return
+        conn.execute(f"DELETE FROM {target}")
+    raise OSError(f"shop table {table} could not be read: {stopped}")
+
+
+def _insert_sqlite_rows(
+    conn: duckdb.DuckDBPyConnection,
+    engine: sa.Engine,
+    select: sa.Select,
+    types: dict[str, pa.DataType],
+    texts: list[str],
+    target: str,
+) -> str | None:
+    """Inserts the select's rows into target; why it stopped, when a value was not of its
+    column's type."""
+    sql, params = _compiled(engine, select)
+    stopped: list[str] = []
+    with adbc_sqlite.connect(engine.url.database) as shop, shop.cursor() as cursor:
+        cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
+        cursor.execute(sql, params or None)
+        batches = cursor.fetch_record_batch()
+        widened = [n for n, kind in types.items() if batches.schema.field(n).type != kind]
+        if widened:
+            return f"columns {', '.join(widened)} hold values of more than one kind"
+
+        def until_a_mismatch() -> Iterator[pa.RecordBatch]:
+            try:
+                yield from batches
+            except OSError as error:
+                stopped.append(str(error))
+
+        conn.register(
+            "shop_batches", pa.RecordBatchReader.from_batches(batches.schema, until_a_mismatch())
+        )
+        conn.execute(
+            f"INSERT INTO {target} SELECT {', '.join(texts)}, CAST({ROW_ID} AS VARCHAR) "
+            f"FROM shop_batches WHERE {ROW_ID} IS NOT NULL"
+        )
+        conn.unregister("shop_batches")
+    return stopped[0] if stopped else None
+
+
+def _select(
+    engine: sa.Engine,
+    table: str,
+    values: list[sa.ColumnElement],
+    where: sa.ColumnElement[bool] | None,
+) -> sa.Select:
+    """Another database's rows (those matching `where`) as one JSON array of text per row, or
+    text columns, with a row id numbered over the whole table, so it does not depend on `where`."""
+    row_id = sa.func.row_number().over(order_by=values[:2])
+    if engine.dialect.name == "postgresql":
+        # Text casts keep PostgreSQL's own rendering of each value (JSON would reformat times).
+        texts = [sa.cast(v, sa.Text) for v in [*values, row_id]]
+        select = sa.select(sa.cast(sa.func.json_build_array(*texts), sa.Text))
+    else:
+        select = sa.select(*[sa.cast(v, sa.String) for v in [*values, row_id]])
+    source = sa.table(table)
+    if where is None:
+        return select.select_from(source)
+    numbered = select.add_columns(where.label("__crm_kept")).select_from(source).subquery()
+    return sa.select(*list(numbered.c)[:-1]).where(numbered.c["__crm_kept"])
+
+
+def _batches(engine: sa.Engine, select: sa.Select) -> Iterator[pa.Table]:
+    """A select's rows as Arrow tables: one packed column r, or text columns c0, c1, ..."""
+    with engine.connect() as db:
+        result = db.execution_options(stream_results=True, yield_per=CHUNK_ROWS)
+        for rows in result.execute(select).partitions(CHUNK_ROWS):
+            if len(rows[0]) == 1:
+                yield pa.table({"r": pa.array([r[0] for r in rows], pa.string())})
+            else:
+                columns = list(zip(*rows, strict=True))
+                yield pa.table({f"c{i}": pa.array(c, pa.string()) for i, c in enumerate(columns)})
+
+
+def _is_sqlite_file(engine: sa.Engine) -> bool:
+    """A SQLite database in a file named by a plain path, which ADBC opens as SQLAlchemy would
+    (an in-memory database or a URL with options is read through SQLAlchemy instead)."""
+    url = engine.url
+    return (
+        url.get_backend_name() == "sqlite"
+        and url.database not in (None, "", ":memory:")
+        and not url.query
+    )
 
 
 def stage(
@@ -152,33 +254,18 @@ def stage(
         + ", ".join(f"{quote_ident(n)} VARCHAR" for n in all_names)
         + ")"
     )
+    if _is_sqlite_file(engine):
+        _stage_sqlite(conn, engine, table, names, target, where)
+        return
     # A packed row is parsed once into a list of text values, then picked by position.
     packed = ", ".join(f"v[{i + 1}] AS {quote_ident(n)}" for i, n in enumerate(all_names))
-    unpack = f"SELECT {packed} FROM (SELECT json_transform(r, '[\"VARCHAR\"]') AS v FROM SOURCE)"
     plain = ", ".join(f"c{i} AS {quote_ident(n)}" for i, n in enumerate(all_names))
-    selects = _selects(engine, table, [sa.column(n) for n in names], where)
-    if len(selects) > 1:
-        url = engine.url.render_as_string(hide_password=False)
-        with tempfile.TemporaryDirectory() as folder:
-            statements = [_compiled(engine, s) for s in selects]
-            written = _dump_in_workers(url, statements, Path(folder))
-            if written:
-                conn.execute(
-                    f"INSERT INTO {target} " + unpack.replace("SOURCE", "read_parquet(?)"),
-                    [written],
-                )
-        return
-    for chunk in _batches(engine, selects[0]):
+    for chunk in _batches(engine, _select(engine, table, [sa.column(n) for n in names], where)):
         conn.register("chunk", chunk)
         rows = (
-            unpack.replace("SOURCE", "chunk")
+            f"SELECT {packed} FROM (SELECT json_transform(r, '[\"VARCHAR\"]') AS v FROM chunk)"
             if "r" in chunk.column_names
             else f"SELECT {plain} FROM chunk"
         )
         conn.execute(f"INSERT INTO {target} {rows}")
         conn.unregister("chunk")
-
-
-if __name__ == "__main__":
-    job = json.load(sys.stdin)
-    dump_packed_rows(job["url"], job["sql"], job["params"], job["path"])
