@@ -1,9 +1,8 @@
-"""Loading the online shop's tables into raw through SQLAlchemy, in bulk, losing nothing.
+"""Loading the online shop's tables into raw in bulk, losing nothing.
 
-Each table is read in one pass: the source database packs every row into one JSON array of
-its values, so Python handles one string per row, never one per value; DuckDB unpacks them
-and does the rest. Rows are routed to partitions in DuckDB: orders by their day, items by
-their order's first day. A row whose day belongs to no partition (missing, malformed or out of
+Each table is read in one pass (shop_fetch: a SQLite file through ADBC, another database
+through SQLAlchemy) and never row by row in Python. Rows are routed to partitions in DuckDB as
+they arrive: orders by their day, items by their order's first day. A row whose day belongs to no partition (missing, malformed or out of
 range, such as an order dated years ahead, or an item whose order does not exist) goes to
 quarantine.raw_rejects; each load sweeps those anew. A run over a few days (a daily run) has
 a SQLite shop filter what it sends: those days' orders, their items, and every row that
@@ -13,6 +12,7 @@ need have no index, and filtering most rows out costs the database more than sen
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +28,7 @@ SOURCE_FILTER_MAX_DAYS = 31
 
 # Internal names carry a prefix no delivered column is expected to use.
 _DAY = "__crm_day"
-_SHOP_ROWS, _ORDER_DAYS = "shop_rows", "shop_order_days"
+_ROUTED, _ORDER_DAYS, _FIRST_DAYS = "shop_routed", "shop_order_days", "shop_first_days"
 
 
 class ShopSchemaError(ActionableError):
@@ -129,26 +129,37 @@ def order_days(url: str) -> dict[str | None, int]:
         return {day: n for day, n in db.execute(query)}
 
 
-def _routing(read: ShopRead) -> str:
-    """SQL giving each staged row its partition day text (NULL: belongs to no partition)."""
+def _unrouted(rows: str) -> str:
+    return f"SELECT *, NULL::VARCHAR AS {_DAY} FROM {rows}"
+
+
+def _routing(conn: duckdb.DuckDBPyConnection, read: ShopRead) -> Callable[[str], str]:
+    """SQL giving each fetched row its partition day text (NULL: belongs to no partition)."""
     if read.table == "orders":
-        return f"""
+        return lambda rows: (
+            f"""
             SELECT rows.*, days.day AS {_DAY}
-            FROM {_SHOP_ROWS} AS rows
+            FROM {rows} AS rows
             LEFT JOIN partition_days AS days ON days.day = substr(rows.ordered_at, 1, 10)
         """
-    # An item belongs to its order's first valid day; orders exported twice count once.
-    return f"""
-        WITH first_day AS (
-            SELECT o.order_id, min(days.day) AS day
-            FROM {_ORDER_DAYS} AS o
-            JOIN partition_days AS days ON days.day = substr(o.ordered_at, 1, 10)
-            GROUP BY o.order_id
         )
+    # An item belongs to its order's first valid day; orders exported twice count once.
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {_FIRST_DAYS} AS
+        SELECT o.order_id, min(days.day) AS day
+        FROM {_ORDER_DAYS} AS o
+        JOIN partition_days AS days ON days.day = substr(o.ordered_at, 1, 10)
+        GROUP BY o.order_id
+        """
+    )
+    return lambda rows: (
+        f"""
         SELECT rows.*, first_day.day AS {_DAY}
-        FROM {_SHOP_ROWS} AS rows
-        LEFT JOIN first_day ON first_day.order_id = rows.order_id
+        FROM {rows} AS rows
+        LEFT JOIN {_FIRST_DAYS} AS first_day ON first_day.order_id = rows.order_id
     """
+    )
 
 
 def load_shop_table(
@@ -181,18 +192,16 @@ def load_shop_table(
     )
     filters = _filters(days, valid_days) if partial else None
     where = filters and (filters.orders if read.table == "orders" else filters.items)
-    stage(conn, engine, read.table, columns + extra, _SHOP_ROWS, where)
     extra_sql = extra_columns_sql(extra)
     insert = f"""
         INSERT INTO raw.{source}
         SELECT {", ".join(quote_ident(c) for c in read.columns)}, {extra_sql}, ?,
                CAST({ROW_ID} AS BIGINT), 1, CAST({_DAY} AS DATE), ?
-        FROM routed
+        FROM {_ROUTED}
     """
+    names = columns + extra
     if days is None:
-        conn.execute(
-            f"CREATE OR REPLACE TEMP TABLE routed AS SELECT *, NULL::VARCHAR AS {_DAY} FROM {_SHOP_ROWS}"
-        )
+        stage(conn, engine, read.table, names, _ROUTED, where, _unrouted)
         conn.execute(insert, [lineage, loaded_at])
     else:
         conn.execute("CREATE OR REPLACE TEMP TABLE partition_days (day VARCHAR, in_run BOOLEAN)")
@@ -201,21 +210,15 @@ def load_shop_table(
             [(d, days[0] <= d <= days[-1]) for d in valid_days],
         )
         if read.table != "orders":
-            stage(
-                conn,
-                engine,
-                "orders",
-                ["order_id", "ordered_at"],
-                _ORDER_DAYS,
-                filters and filters.item_orders,
-            )
-        conn.execute(f"CREATE OR REPLACE TEMP TABLE routed AS {_routing(read)}")
+            orders = ["order_id", "ordered_at"]
+            stage(conn, engine, "orders", orders, _ORDER_DAYS, filters and filters.item_orders)
+        stage(conn, engine, read.table, names, _ROUTED, where, _routing(conn, read))
         conn.execute(
             insert + f" WHERE {_DAY} BETWEEN ? AND ?", [lineage, loaded_at, days[0], days[-1]]
         )
         _reject_unplaced(conn, source, lineage, read, valid_days, loaded_at)
     _log_deliveries(conn, source, lineage, days, loaded_at)
-    for temp in ("routed", _SHOP_ROWS, _ORDER_DAYS):
+    for temp in (_ROUTED, _ORDER_DAYS, _FIRST_DAYS):
         conn.execute(f"DROP TABLE IF EXISTS {temp}")
 
 
@@ -229,7 +232,7 @@ def _log_deliveries(
     """Rows the shop delivered, per day, as fetched into DuckDB before routing."""
     if days is None:
         conn.execute(
-            f"INSERT INTO {DELIVERIES_TABLE} SELECT ?, NULL, ?, count(*), ? FROM {_SHOP_ROWS}",
+            f"INSERT INTO {DELIVERIES_TABLE} SELECT ?, NULL, ?, count(*), ? FROM {_ROUTED}",
             [source, lineage, loaded_at],
         )
         return
@@ -238,12 +241,12 @@ def _log_deliveries(
         INSERT INTO {DELIVERIES_TABLE}
         SELECT ?, CAST(days.day AS DATE), ?, count(routed.{_DAY}), ?
         FROM partition_days AS days
-        LEFT JOIN routed ON routed.{_DAY} = days.day
+        LEFT JOIN {_ROUTED} AS routed ON routed.{_DAY} = days.day
         WHERE days.in_run
         GROUP BY days.day
         UNION ALL
         SELECT ?, NULL, ?, count(*), ?
-        FROM routed
+        FROM {_ROUTED}
         WHERE {_DAY} IS NULL
         """,
         [source, lineage, loaded_at, source, lineage, loaded_at],
@@ -272,7 +275,7 @@ def _reject_unplaced(
                  || coalesce('''' || {shown} || '''', 'missing or unknown')
                  || ', not a day of any partition (' || ? || '); correct it in the shop database',
                ?
-        FROM routed
+        FROM {_ROUTED}
         WHERE {_DAY} IS NULL
         """,
         [source, lineage, lineage, what, span, loaded_at],

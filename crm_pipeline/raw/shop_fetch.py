@@ -13,7 +13,7 @@ an order id is the same text in orders and in order_items.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import adbc_driver_sqlite.dbapi as adbc_sqlite
@@ -26,6 +26,8 @@ from crm_pipeline.raw.tables import quote_ident
 CHUNK_ROWS = 100_000
 BATCH_ROWS = 131_072  # rows per Arrow batch from SQLite
 ROW_ID = "__crm_row_id"
+# A SELECT of the rows to keep, given a relation (SQL) of the fetched rows.
+Shape = Callable[[str], str]
 
 
 def _sqlite_form(declared: str) -> str:
@@ -142,6 +144,7 @@ def _stage_sqlite(
     names: list[str],
     target: str,
     where: sa.ColumnElement[bool] | None,
+    shape: Shape,
 ) -> None:
     """ADBC types each Arrow column by the values of its first batch, widening it when they
     differ (text in a REAL column makes every value text, numbers in its own format); a value
@@ -149,7 +152,14 @@ def _stage_sqlite(
     every column could hold anything."""
     for mixed in (False, True):
         select, types, texts = _sqlite_select(engine, table, names, where, mixed)
-        stopped = _insert_sqlite_rows(conn, engine, select, types, texts, target)
+        columns = [f"{text} AS {quote_ident(n)}" for text, n in zip(texts, names, strict=True)]
+        rows = (
+            f"(SELECT {', '.join(columns)}, CAST({ROW_ID} AS VARCHAR) AS {ROW_ID} "
+            f"FROM shop_batches WHERE {ROW_ID} IS NOT NULL)"
+        )
+        stopped = _insert_sqlite_rows(
+            conn, engine, select, types, f"INSERT INTO {target} {shape(rows)}"
+        )
         if stopped is None:
             return
         conn.execute(f"DELETE FROM {target}")
@@ -161,11 +171,10 @@ def _insert_sqlite_rows(
     engine: sa.Engine,
     select: sa.Select,
     types: dict[str, pa.DataType],
-    texts: list[str],
-    target: str,
+    insert: str,
 ) -> str | None:
-    """Inserts the select's rows into target; why it stopped, when a value was not of its
-    column's type."""
+    """Runs insert, which reads the select's rows as shop_batches; why it stopped, when a
+    value was not of its column's type."""
     sql, params = _compiled(engine, select)
     stopped: list[str] = []
     with adbc_sqlite.connect(engine.url.database) as shop, shop.cursor() as cursor:
@@ -185,10 +194,7 @@ def _insert_sqlite_rows(
         conn.register(
             "shop_batches", pa.RecordBatchReader.from_batches(batches.schema, until_a_mismatch())
         )
-        conn.execute(
-            f"INSERT INTO {target} SELECT {', '.join(texts)}, CAST({ROW_ID} AS VARCHAR) "
-            f"FROM shop_batches WHERE {ROW_ID} IS NOT NULL"
-        )
+        conn.execute(insert)
         conn.unregister("shop_batches")
     return stopped[0] if stopped else None
 
@@ -245,17 +251,19 @@ def stage(
     names: list[str],
     target: str,
     where: sa.ColumnElement[bool] | None = None,
+    shape: Shape = lambda rows: f"SELECT * FROM {rows}",
 ) -> None:
-    """Copy a shop table (its rows matching `where`, when given) into a DuckDB temp table of
-    text columns."""
+    """Copy a shop table (its rows matching `where`, when given) into a DuckDB temp table:
+    shape(rows) of its rows, which are a relation of text columns (the names and ROW_ID),
+    so the rows can be joined on their way in."""
     all_names = [*names, ROW_ID]
+    empty = ", ".join(f"NULL::VARCHAR AS {quote_ident(n)}" for n in all_names)
     conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE {target} ("
-        + ", ".join(f"{quote_ident(n)} VARCHAR" for n in all_names)
-        + ")"
+        f"CREATE OR REPLACE TEMP TABLE {target} AS "
+        f"SELECT * FROM ({shape(f'(SELECT {empty})')}) LIMIT 0"
     )
     if _is_sqlite_file(engine):
-        _stage_sqlite(conn, engine, table, names, target, where)
+        _stage_sqlite(conn, engine, table, names, target, where, shape)
         return
     # A packed row is parsed once into a list of text values, then picked by position.
     packed = ", ".join(f"v[{i + 1}] AS {quote_ident(n)}" for i, n in enumerate(all_names))
@@ -267,5 +275,5 @@ def stage(
             if "r" in chunk.column_names
             else f"SELECT {plain} FROM chunk"
         )
-        conn.execute(f"INSERT INTO {target} {rows}")
+        conn.execute(f"INSERT INTO {target} {shape(f'({rows})')}")
         conn.unregister("chunk")
