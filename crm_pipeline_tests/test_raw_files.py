@@ -161,6 +161,63 @@ def test_shop_values_land_as_text_whatever_their_column_type(
     assert rows_accounted_result(conn, "online_accounts", "TRUE", []).passed
 
 
+def _load_text_shop(
+    tmp_path: Path, table: landing.ShopTable, rows: str, days: list[str] | None
+) -> duckdb.DuckDBPyConnection:
+    """A SQLite shop whose one table has TEXT columns and these rows ('(columns) VALUES ...'),
+    loaded into an in-memory warehouse."""
+    url = f"sqlite:///{tmp_path / 'shop.sqlite'}"
+    with sa.create_engine(url).begin() as db:
+        declared = ", ".join(f"{c} TEXT" for c in table.columns)
+        db.exec_driver_sql(f"CREATE TABLE {table.name} ({declared})")
+        db.exec_driver_sql(f"INSERT INTO {table.name} {rows}")
+    conn = duckdb.connect()
+    ensure_raw_tables(conn, f"online_{table.name}", table.columns)
+    read = ShopRead(table.name, table.columns, partitioned=days is not None)
+    load_shop_table(conn, url, read, days=days, valid_days=[DAY], loaded_at=datetime.now())
+    return conn
+
+
+def test_shop_text_that_is_not_utf8_is_set_aside_with_its_bytes_escaped(tmp_path: Path) -> None:
+    # A legacy shop can hold Latin-1 bytes in a TEXT column; DuckDB stores only UTF-8.
+    conn = _load_text_shop(
+        tmp_path,
+        landing.ACCOUNTS,
+        "(account_id, full_name) "
+        "VALUES ('A1', 'Anna'), ('A2', CAST(X'4A6FFF' AS TEXT)), ('A3', '王伟')",
+        days=None,
+    )
+    landed = "SELECT account_id, full_name FROM raw.online_accounts ORDER BY source_line"
+    assert conn.execute(landed).fetchall() == [("A1", "Anna"), ("A3", "王伟")]
+    rejects = conn.execute(
+        "SELECT source_line, reason, raw_text->>'full_name', detail FROM quarantine.raw_rejects"
+    ).fetchall()
+    assert [r[:3] for r in rejects] == [(2, "invalid_encoding", "Jo\\xFF")]
+    assert rejects[0][3].startswith("shop:accounts row 2: a value holds bytes that are not UTF-8")
+    accounted = rows_accounted_result(conn, "online_accounts", "TRUE", [])
+    assert accounted.description.startswith("All 3 delivered rows accounted for")
+
+
+def test_a_shop_order_with_bytes_that_are_not_utf8_is_set_aside_on_its_day(
+    tmp_path: Path,
+) -> None:
+    conn = _load_text_shop(
+        tmp_path,
+        landing.ORDERS,
+        "(order_id, ordered_at, status) VALUES "
+        f"('O1', '{DAY} 09:00:00', 'paid'), ('O2', '{DAY} 10:00:00', X'FF'), ('O3', NULL, X'FF')",
+        days=[DAY],
+    )
+    assert conn.execute("SELECT order_id FROM raw.online_orders").fetchall() == [("O1",)]
+    rejects = conn.execute(
+        "SELECT source_line, CAST(partition_date AS VARCHAR), reason FROM quarantine.raw_rejects "
+        "ORDER BY source_line"
+    ).fetchall()
+    assert rejects == [(2, DAY, "invalid_encoding"), (3, None, "invalid_encoding")]
+    accounted = rows_accounted_result(conn, "online_orders", "TRUE", [])
+    assert accounted.description.startswith("All 3 delivered rows accounted for")
+
+
 def test_a_file_name_with_glob_characters_is_read_once_as_itself(tmp_path: Path) -> None:
     odd, plain = tmp_path / "pos*x[1].csv", tmp_path / "posAx1.csv"
     odd.write_bytes(HEADER + b"\nS1,A,West\n")

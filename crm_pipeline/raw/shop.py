@@ -21,7 +21,7 @@ import duckdb
 import sqlalchemy as sa
 
 from crm_pipeline.failures import ActionableError, safe_url
-from crm_pipeline.raw.shop_fetch import ROW_ID, stage
+from crm_pipeline.raw.shop_fetch import NOT_UTF8, ROW_ID, stage
 from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, extra_columns_sql, quote_ident
 
 SOURCE_FILTER_MAX_DAYS = 31
@@ -198,11 +198,13 @@ def load_shop_table(
         SELECT {", ".join(quote_ident(c) for c in read.columns)}, {extra_sql}, ?,
                CAST({ROW_ID} AS BIGINT), 1, CAST({_DAY} AS DATE), ?
         FROM {_ROUTED}
+        WHERE NOT {NOT_UTF8}
     """
     names = columns + extra
     if days is None:
         stage(conn, engine, read.table, names, _ROUTED, where, _unrouted)
         conn.execute(insert, [lineage, loaded_at])
+        _reject_not_utf8(conn, source, lineage, read, ("TRUE", []), loaded_at)
     else:
         conn.execute("CREATE OR REPLACE TEMP TABLE partition_days (day VARCHAR, in_run BOOLEAN)")
         conn.executemany(
@@ -213,10 +215,11 @@ def load_shop_table(
             orders = ["order_id", "ordered_at"]
             stage(conn, engine, "orders", orders, _ORDER_DAYS, filters and filters.item_orders)
         stage(conn, engine, read.table, names, _ROUTED, where, _routing(conn, read))
-        conn.execute(
-            insert + f" WHERE {_DAY} BETWEEN ? AND ?", [lineage, loaded_at, days[0], days[-1]]
-        )
+        span = [days[0], days[-1]]
+        conn.execute(insert + f" AND {_DAY} BETWEEN ? AND ?", [lineage, loaded_at, *span])
         _reject_unplaced(conn, source, lineage, read, valid_days, loaded_at)
+        in_run = f"({_DAY} BETWEEN ? AND ? OR {_DAY} IS NULL)"
+        _reject_not_utf8(conn, source, lineage, read, (in_run, span), loaded_at)
     _log_deliveries(conn, source, lineage, days, loaded_at)
     for temp in (_ROUTED, _ORDER_DAYS, _FIRST_DAYS):
         conn.execute(f"DROP TABLE IF EXISTS {temp}")
@@ -253,6 +256,34 @@ def _log_deliveries(
     )
 
 
+def _reject(
+    conn: duckdb.DuckDBPyConnection,
+    source: str,
+    lineage: str,
+    read: ShopRead,
+    which: tuple[str, list],
+    reason: str,
+    detail: tuple[str, list],
+    loaded_at: datetime,
+) -> None:
+    """Set aside the fetched rows matching `which`, each with its record as delivered and
+    '<lineage> row <n>: ' + detail as the reason (SQL, each with its parameters)."""
+    record = ", ".join(f"{quote_ident(c)} := {quote_ident(c)}" for c in read.columns)
+    conn.execute(
+        f"""
+        INSERT INTO {REJECTS_TABLE}
+        SELECT ?, CAST({_DAY} AS DATE), ?, CAST({ROW_ID} AS BIGINT),
+               to_json(struct_pack({record}))::VARCHAR,
+               ?,
+               ? || ' row ' || {ROW_ID} || ': ' || {detail[0]},
+               ?
+        FROM {_ROUTED}
+        WHERE {which[0]}
+        """,
+        [source, lineage, reason, lineage, *detail[1], loaded_at, *which[1]],
+    )
+
+
 def _reject_unplaced(
     conn: duckdb.DuckDBPyConnection,
     source: str,
@@ -263,20 +294,27 @@ def _reject_unplaced(
 ) -> None:
     what = "ordered_at" if read.table == "orders" else "its order's ordered_at"
     span = f"{valid_days[0]} to {valid_days[-1]}" if valid_days else "none"
-    record = ", ".join(f"{quote_ident(c)} := {quote_ident(c)}" for c in read.columns)
     shown = "substr(ordered_at, 1, 10)" if read.table == "orders" else "NULL"
-    conn.execute(
-        f"""
-        INSERT INTO {REJECTS_TABLE}
-        SELECT ?, NULL, ?, CAST({ROW_ID} AS BIGINT),
-               to_json(struct_pack({record}))::VARCHAR,
-               'no_partition',
-               ? || ' row ' || {ROW_ID} || ': ' || ? || ' is '
-                 || coalesce('''' || {shown} || '''', 'missing or unknown')
-                 || ', not a day of any partition (' || ? || '); correct it in the shop database',
-               ?
-        FROM {_ROUTED}
-        WHERE {_DAY} IS NULL
-        """,
-        [source, lineage, lineage, what, span, loaded_at],
+    detail = (
+        f"? || ' is ' || coalesce('''' || {shown} || '''', 'missing or unknown') "
+        "|| ', not a day of any partition (' || ? || '); correct it in the shop database'"
     )
+    which = (f"{_DAY} IS NULL AND NOT {NOT_UTF8}", [])
+    _reject(conn, source, lineage, read, which, "no_partition", (detail, [what, span]), loaded_at)
+
+
+def _reject_not_utf8(
+    conn: duckdb.DuckDBPyConnection,
+    source: str,
+    lineage: str,
+    read: ShopRead,
+    in_run: tuple[str, list],
+    loaded_at: datetime,
+) -> None:
+    """Rows holding bytes that are not UTF-8, set aside as a file's such lines are."""
+    detail = (
+        "'a value holds bytes that are not UTF-8 (shown escaped, as \\xFF); "
+        "store the shop text as UTF-8, then re-run'"
+    )
+    which = (f"{NOT_UTF8} AND {in_run[0]}", in_run[1])
+    _reject(conn, source, lineage, read, which, "invalid_encoding", (detail, []), loaded_at)

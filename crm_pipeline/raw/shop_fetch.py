@@ -8,7 +8,9 @@ columns), so Python handles one string per row, and DuckDB parses them.
 
 A value keeps its text whichever way it is read: text as stored, an integer in digits, a
 REAL as DuckDB writes a double (the shortest text that reads back as the same number), so
-an order id is the same text in orders and in order_items.
+an order id is the same text in orders and in order_items. SQLite text is fetched as bytes:
+a row with a value that is not UTF-8 arrives with its bytes escaped (\\xFF) and marked
+NOT_UTF8, for the loader to set aside.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from crm_pipeline.raw.tables import quote_ident
 CHUNK_ROWS = 100_000
 BATCH_ROWS = 131_072  # rows per Arrow batch from SQLite
 ROW_ID = "__crm_row_id"
+# Whether a fetched row holds bytes that are not UTF-8 (its text then escapes them, as \xFF).
+NOT_UTF8 = "__crm_not_utf8"
 # A SELECT of the rows to keep, given a relation (SQL) of the fetched rows.
 Shape = Callable[[str], str]
 
@@ -47,33 +51,52 @@ def _sqlite_form(declared: str) -> str:
 @dataclass(frozen=True)
 class _SqliteColumn:
     """One shop column: the SQLite values fetched for it, the first row's values (which set
-    each Arrow column's type) and the type that must follow from them, and its DuckDB text."""
+    each Arrow column's type) and the type that must follow from them, and its DuckDB text,
+    given `decoded` (each fetched BLOB as text, NULL where its bytes are not UTF-8)."""
 
     fetched: list[sa.ColumnElement]
     first: list[str]
     types: list[pa.DataType]
     text: str
 
+    @property
+    def blobs(self) -> list[str]:
+        """The fetched values that arrive as bytes, to be decoded in DuckDB."""
+        return [
+            c.name for c, kind in zip(self.fetched, self.types, strict=True) if kind == pa.binary()
+        ]
+
+
+def decoded(blob: str) -> str:
+    return f"{blob}_text"
+
 
 def _sqlite_column(name: str, i: int, form: str) -> _SqliteColumn:
+    """Text arrives as bytes (a BLOB cast), so bytes that are not UTF-8 reach DuckDB, which
+    tells them apart, instead of failing the read."""
     value = sa.column(name)
     if form == "text":
+        blob = f"c{i}"
         return _SqliteColumn(
-            [sa.cast(value, sa.Text).label(f"c{i}")], ["''"], [pa.string()], f"c{i}"
+            [sa.cast(value, sa.LargeBinary).label(blob)],
+            ["X''"],
+            [pa.binary()],
+            f"coalesce({decoded(blob)}, CAST({blob} AS VARCHAR))",
         )
     if form in ("integer", "real"):
         first, kind = ("0", pa.int64()) if form == "integer" else ("0.5", pa.float64())
         return _SqliteColumn([value.label(f"c{i}")], [first], [kind], f"CAST(c{i} AS VARCHAR)")
     # A REAL as DuckDB writes it; anything else as SQLite's text of it (integers alike).
     is_real = sa.func.typeof(value) == "real"
+    blob = f"t{i}"
     return _SqliteColumn(
         [
             sa.case((is_real, value)).label(f"c{i}"),
-            sa.case((~is_real, sa.cast(value, sa.Text))).label(f"t{i}"),
+            sa.case((~is_real, sa.cast(value, sa.LargeBinary))).label(blob),
         ],
-        ["0.5", "''"],
-        [pa.float64(), pa.string()],
-        f"coalesce(t{i}, CAST(c{i} AS VARCHAR))",
+        ["0.5", "X''"],
+        [pa.float64(), pa.binary()],
+        f"coalesce({decoded(blob)}, CAST({blob} AS VARCHAR), CAST(c{i} AS VARCHAR))",
     )
 
 
@@ -89,10 +112,10 @@ def _sqlite_select(
     names: list[str],
     where: sa.ColumnElement[bool] | None,
     mixed: bool,
-) -> tuple[sa.Select, dict[str, pa.DataType], list[str]]:
+) -> tuple[sa.Select, dict[str, pa.DataType], list[str], list[str]]:
     """The rows to fetch (those matching `where`, when given) with a row id that does not
     depend on `where`, after one first row of fixed values; the Arrow type each fetched value
-    must arrive as; and the DuckDB text of each column.
+    must arrive as; the DuckDB text of each column; and the fetched values that are bytes.
     mixed: fetch every column as if it could hold anything."""
     declared = _declared_types(engine, table)
     columns = [
@@ -127,7 +150,8 @@ def _sqlite_select(
         for column in columns
         for c, kind in zip(column.fetched, column.types, strict=True)
     }
-    return first.union_all(rows), types, [c.text for c in columns]
+    blobs = [blob for column in columns for blob in column.blobs]
+    return first.union_all(rows), types, [c.text for c in columns], blobs
 
 
 def _compiled(engine: sa.Engine, select: sa.Select) -> tuple[str, list]:
@@ -151,12 +175,18 @@ def _stage_sqlite(
     of another kind in a later batch stops the read. Either way the table is read again, as if
     every column could hold anything."""
     for mixed in (False, True):
-        select, types, texts = _sqlite_select(engine, table, names, where, mixed)
+        select, types, texts, blobs = _sqlite_select(engine, table, names, where, mixed)
         columns = [f"{text} AS {quote_ident(n)}" for text, n in zip(texts, names, strict=True)]
-        rows = (
-            f"(SELECT {', '.join(columns)}, CAST({ROW_ID} AS VARCHAR) AS {ROW_ID} "
-            f"FROM shop_batches WHERE {ROW_ID} IS NOT NULL)"
-        )
+        undecoded = " OR ".join(f"({b} IS NOT NULL AND {decoded(b)} IS NULL)" for b in blobs)
+        rows = f"""(
+            SELECT {", ".join(columns)}, CAST({ROW_ID} AS VARCHAR) AS {ROW_ID},
+                   {undecoded or "false"} AS {NOT_UTF8}
+            FROM (
+                SELECT *{"".join(f", try(decode({b})) AS {decoded(b)}" for b in blobs)}
+                FROM shop_batches
+                WHERE {ROW_ID} IS NOT NULL
+            )
+        )"""
         stopped = _insert_sqlite_rows(
             conn, engine, select, types, f"INSERT INTO {target} {shape(rows)}"
         )
@@ -258,6 +288,7 @@ def stage(
     so the rows can be joined on their way in."""
     all_names = [*names, ROW_ID]
     empty = ", ".join(f"NULL::VARCHAR AS {quote_ident(n)}" for n in all_names)
+    empty += f", false AS {NOT_UTF8}"
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE {target} AS "
         f"SELECT * FROM ({shape(f'(SELECT {empty})')}) LIMIT 0"
@@ -266,8 +297,11 @@ def stage(
         _stage_sqlite(conn, engine, table, names, target, where, shape)
         return
     # A packed row is parsed once into a list of text values, then picked by position.
+    # Such a database's driver decodes text itself, so no row is set aside for its bytes.
     packed = ", ".join(f"v[{i + 1}] AS {quote_ident(n)}" for i, n in enumerate(all_names))
+    packed += f", false AS {NOT_UTF8}"
     plain = ", ".join(f"c{i} AS {quote_ident(n)}" for i, n in enumerate(all_names))
+    plain += f", false AS {NOT_UTF8}"
     for chunk in _batches(engine, _select(engine, table, [sa.column(n) for n in names], where)):
         conn.register("chunk", chunk)
         rows = (
