@@ -49,6 +49,8 @@ def read_inputs_once(root: str) -> None:
     batches of the columns' own types (the fastest bulk read of the shop there is here)."""
     import adbc_driver_sqlite.dbapi as adbc_sqlite
 
+    from crm_pipeline.raw.shop_fetch import read_only_uri
+
     start = time.perf_counter()
     conn = duckdb.connect()
     conn.execute("SET enable_progress_bar = false")
@@ -63,7 +65,7 @@ def read_inputs_once(root: str) -> None:
             )
         conn.execute(f"SELECT count(*) FROM {reader}", [files, columns]).fetchall()
     files = time.perf_counter() - start
-    with adbc_sqlite.connect(str(Path(root) / landing.SHOP_DATABASE_FILE)) as shop:
+    with adbc_sqlite.connect(read_only_uri(str(Path(root) / landing.SHOP_DATABASE_FILE))) as shop:
         for table in landing.SHOP_TABLES:
             with shop.cursor() as cursor:
                 cursor.execute(f"SELECT {', '.join(table.columns)} FROM {table.name}")

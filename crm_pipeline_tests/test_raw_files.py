@@ -218,6 +218,14 @@ def test_a_shop_order_with_bytes_that_are_not_utf8_is_set_aside_on_its_day(
     assert accounted.description.startswith("All 3 delivered rows accounted for")
 
 
+def test_a_shop_in_a_folder_whose_name_a_uri_must_quote_is_read(tmp_path: Path) -> None:
+    # The shop file is opened read-only through an SQLite URI, where ' ', '#' and 'é' are quoted.
+    folder = tmp_path / "shop #1 é"
+    folder.mkdir()
+    conn = _load_text_shop(folder, landing.ACCOUNTS, "(account_id) VALUES ('A1')", days=None)
+    assert conn.execute("SELECT account_id FROM raw.online_accounts").fetchall() == [("A1",)]
+
+
 def test_a_file_name_with_glob_characters_is_read_once_as_itself(tmp_path: Path) -> None:
     odd, plain = tmp_path / "pos*x[1].csv", tmp_path / "posAx1.csv"
     odd.write_bytes(HEADER + b"\nS1,A,West\n")

@@ -15,6 +15,7 @@ NOT_UTF8, for the loader to set aside.
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -207,7 +208,7 @@ def _insert_sqlite_rows(
     value was not of its column's type."""
     sql, params = _compiled(engine, select)
     stopped: list[str] = []
-    with adbc_sqlite.connect(engine.url.database) as shop, shop.cursor() as cursor:
+    with adbc_sqlite.connect(read_only_uri(engine.url.database)) as shop, shop.cursor() as cursor:
         cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
         cursor.execute(sql, params or None)
         batches = cursor.fetch_record_batch()
@@ -261,6 +262,11 @@ def _batches(engine: sa.Engine, select: sa.Select) -> Iterator[pa.Table]:
             else:
                 columns = list(zip(*rows, strict=True))
                 yield pa.table({f"c{i}": pa.array(c, pa.string()) for i, c in enumerate(columns)})
+
+
+def read_only_uri(path: str) -> str:
+    """An SQLite URI that opens the file read-only: reading the shop never writes to it."""
+    return f"file:{urllib.parse.quote(path)}?mode=ro"
 
 
 def _is_sqlite_file(engine: sa.Engine) -> bool:
