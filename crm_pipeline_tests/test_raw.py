@@ -254,9 +254,9 @@ def _shop_row(tiny_zone: Path, table: str, order_id: str) -> dict:
 def test_a_run_over_a_few_days_has_the_shop_filter_rows_with_the_same_result(
     tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # DAY2 alone: the shop filters its rows (its orders, every unplaced row, their items);
-    # the same run reading the tables whole must land and reject exactly the same. O1 is
-    # also exported on DAY2, so its items still belong to DAY1, its first day.
+    # DAY2 alone: the shop filters its orders (those of DAY2 and every unplaced one); the
+    # same run reading the tables whole must land and reject exactly the same. O1 is also
+    # exported on DAY2, so its items still belong to DAY1, its first day.
     again = _shop_row(tiny_zone, "orders", "O1") | {"ordered_at": f"{DAY2} 09:00:00"}
     zone = _zone_with(tiny_zone, tmp_path, {"orders": [again]})
     filtered, whole = _day2_filtered_and_whole(zone, tmp_path, monkeypatch)
@@ -270,8 +270,8 @@ def test_order_ids_that_sqlite_and_duckdb_write_apart_land_as_in_a_whole_read(
     tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # REAL 1e15 is '1.0e+15' to SQLite and '1000000000000000.0' to DuckDB: an item with it
-    # and an order of DAY1 with DuckDB's text. The filters match SQLite's text, routing
-    # DuckDB's, so such a shop is read whole, and the item goes to DAY1 as in a whole read.
+    # and an order of DAY1 with DuckDB's text. Ids are matched as DuckDB writes them, so the
+    # item goes to DAY1, in a run over DAY2 alone as in a whole read.
     order = _shop_row(tiny_zone, "orders", "O1") | {"order_id": "1000000000000000.0"}
     item = _shop_row(tiny_zone, "order_items", "O2") | {"order_id": 1e15}
     zone = _zone_with(
