@@ -162,14 +162,20 @@ def test_shop_values_land_as_text_whatever_their_column_type(
 
 
 def _load_text_shop(
-    tmp_path: Path, table: landing.ShopTable, rows: str, days: list[str] | None
+    tmp_path: Path,
+    table: landing.ShopTable,
+    rows: str,
+    days: list[str] | None,
+    more: str = "",
+    options: str = "",
 ) -> duckdb.DuckDBPyConnection:
-    """A SQLite shop whose one table has TEXT columns and these rows ('(columns) VALUES ...'),
-    loaded into an in-memory warehouse."""
-    url = f"sqlite:///{tmp_path / 'shop.sqlite'}"
+    """A SQLite shop whose one table has TEXT columns (and `more` of its definition) and these
+    rows ('(columns) VALUES ...'), loaded into an in-memory warehouse through its URL (with
+    `options`)."""
+    url = f"sqlite:///{tmp_path / 'shop.sqlite'}{options}"
     with sa.create_engine(url).begin() as db:
         declared = ", ".join(f"{c} TEXT" for c in table.columns)
-        db.exec_driver_sql(f"CREATE TABLE {table.name} ({declared})")
+        db.exec_driver_sql(f"CREATE TABLE {table.name} ({declared}{more})")
         db.exec_driver_sql(f"INSERT INTO {table.name} {rows}")
     conn = duckdb.connect()
     ensure_raw_tables(conn, f"online_{table.name}", table.columns)
@@ -224,6 +230,62 @@ def test_a_shop_in_a_folder_whose_name_a_uri_must_quote_is_read(tmp_path: Path) 
     folder.mkdir()
     conn = _load_text_shop(folder, landing.ACCOUNTS, "(account_id) VALUES ('A1')", days=None)
     assert conn.execute("SELECT account_id FROM raw.online_accounts").fetchall() == [("A1",)]
+
+
+@pytest.mark.parametrize(
+    ("more", "numbered"),
+    [
+        (", rowid TEXT", [1, 3, 2]),  # SQLite's rowid is then read as _rowid_
+        (", rowid TEXT, _rowid_ TEXT, oid TEXT", [1, 2, 3]),  # no name left: by the first two
+        (", PRIMARY KEY (account_id)) WITHOUT ROWID --", [1, 2, 3]),
+    ],
+)
+def test_a_shop_table_whose_rowid_is_taken_or_missing_loads_every_row(
+    tmp_path: Path, more: str, numbered: list[int]
+) -> None:
+    extra = "rowid, " if "rowid TEXT" in more else ""
+    conn = _load_text_shop(
+        tmp_path,
+        landing.ACCOUNTS,
+        f"(account_id, email, {extra}full_name) VALUES ('A1', 'a', {'NULL, ' if extra else ''}'x'),"
+        f" ('A3', 'c', {'7, ' if extra else ''}'y'), ('A2', 'b', {'NULL, ' if extra else ''}'z')",
+        days=None,
+        more=more,
+    )
+    landed = conn.execute(
+        "SELECT source_line, account_id FROM raw.online_accounts ORDER BY account_id"
+    ).fetchall()
+    assert landed == list(zip(numbered, ["A1", "A2", "A3"], strict=True))
+    assert rows_accounted_result(conn, "online_accounts", "TRUE", []).passed
+
+
+def test_bytes_that_are_not_utf8_outside_the_contract_keep_their_row(tmp_path: Path) -> None:
+    conn = _load_text_shop(
+        tmp_path,
+        landing.ACCOUNTS,
+        "(account_id, photo) VALUES ('A1', X'FFD8FF'), ('A2', NULL)",
+        days=None,
+        more=", photo BLOB",
+    )
+    landed = "SELECT account_id, extra_columns->>'photo' FROM raw.online_accounts ORDER BY 1"
+    assert conn.execute(landed).fetchall() == [("A1", "\\xFF\\xD8\\xFF"), ("A2", None)]
+
+
+def test_options_of_a_sqlite_url_do_not_change_what_lands(tmp_path: Path) -> None:
+    # timeout=... is for SQLAlchemy's driver: the file is still read through ADBC.
+    conn = _load_text_shop(
+        tmp_path,
+        landing.ACCOUNTS,
+        "(account_id, full_name, spare) VALUES ('A1', 'x', 0.1 + 0.2), ('A2', X'FF', NULL)",
+        days=None,
+        more=", spare REAL",
+        options="?timeout=5",
+    )
+    landed = "SELECT account_id, extra_columns->>'spare' FROM raw.online_accounts"
+    rows = conn.execute(landed).fetchall()
+    assert rows == [("A1", "0.30000000000000004")]
+    reasons = conn.execute("SELECT reason FROM quarantine.raw_rejects").fetchall()
+    assert reasons == [("invalid_encoding",)]
 
 
 def test_a_file_name_with_glob_characters_is_read_once_as_itself(tmp_path: Path) -> None:

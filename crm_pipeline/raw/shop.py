@@ -158,9 +158,9 @@ def load_shop_table(
         FROM {_ROUTED}
         WHERE NOT {NOT_UTF8}
     """
-    names = columns + extra
+    names = columns + extra  # bytes that are not UTF-8 set a row aside in `columns` only
     if days is None:
-        stage(conn, engine, read.table, names, _ROUTED, where, _unrouted)
+        stage(conn, engine, read.table, names, _ROUTED, where, _unrouted, len(columns))
         conn.execute(insert, [lineage, loaded_at])
         _reject_not_utf8(conn, source, lineage, read, ("TRUE", []), loaded_at)
     else:
@@ -172,7 +172,7 @@ def load_shop_table(
         if read.table != "orders":
             orders = ["order_id", "ordered_at"]
             stage(conn, engine, "orders", orders, _ORDER_DAYS)
-        stage(conn, engine, read.table, names, _ROUTED, where, _routing(conn, read))
+        stage(conn, engine, read.table, names, _ROUTED, where, _routing(conn, read), len(columns))
         span = [days[0], days[-1]]
         conn.execute(insert + f" AND {_DAY} BETWEEN ? AND ?", [lineage, loaded_at, *span])
         _reject_unplaced(conn, source, lineage, read, valid_days, loaded_at)

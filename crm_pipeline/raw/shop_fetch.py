@@ -72,6 +72,11 @@ def decoded(blob: str) -> str:
     return f"{blob}_text"
 
 
+def _column_of(fetched: str) -> int:
+    """The position of the shop column a fetched value ('c3', 't3') is of."""
+    return int(fetched[1:])
+
+
 def _sqlite_column(name: str, i: int, form: str) -> _SqliteColumn:
     """Text arrives as bytes (a BLOB cast), so bytes that are not UTF-8 reach DuckDB, which
     tells them apart, instead of failing the read."""
@@ -101,6 +106,21 @@ def _sqlite_column(name: str, i: int, form: str) -> _SqliteColumn:
     )
 
 
+def _row_id(engine: sa.Engine, table: str, columns: list[str]) -> str | None:
+    """The name that reads SQLite's row id of the table: 'rowid', or another of its names
+    when a column takes it (sqlite.org/lang_createtable.html#rowid); None when it has none."""
+    taken = {c.lower() for c in columns}
+    alias = next((a for a in ("rowid", "_rowid_", "oid") if a not in taken), None)
+    if alias is None or table in sa.inspect(engine).get_view_names():
+        return None
+    with engine.connect() as db:
+        try:
+            db.exec_driver_sql(f"SELECT {alias} FROM {quote_ident(table)} LIMIT 0")
+        except sa.exc.OperationalError:  # a WITHOUT ROWID table
+            return None
+    return alias
+
+
 def _declared_types(engine: sa.Engine, table: str) -> dict[str, str]:
     with engine.connect() as db:
         rows = db.exec_driver_sql(f"PRAGMA table_info({quote_ident(table)})").fetchall()
@@ -126,17 +146,19 @@ def _sqlite_select(
     fetched = [c for column in columns for c in column.fetched]
     source = sa.table(table)
     kept = sa.true() if where is None else where
-    if table in sa.inspect(engine).get_view_names():
-        # A view has no rowid: it is numbered by its first two columns, over all its rows.
-        row_id = sa.func.row_number().over(order_by=[sa.column(n) for n in names[:2]])
+    row_id = _row_id(engine, table, list(declared))
+    if row_id is None:
+        # No rowid (a view, a WITHOUT ROWID table, or one whose columns take every name of
+        # it): rows are numbered by their first two columns, over all of them.
+        number = sa.func.row_number().over(order_by=[sa.column(n) for n in names[:2]])
         numbered = (
-            sa.select(row_id.label(ROW_ID), *fetched, kept.label("__crm_kept"))
+            sa.select(number.label(ROW_ID), *fetched, kept.label("__crm_kept"))
             .select_from(source)
             .subquery()
         )
         rows = sa.select(*list(numbered.c)[:-1]).where(numbered.c["__crm_kept"])
     else:
-        rows = sa.select(sa.literal_column("rowid").label(ROW_ID), *fetched)
+        rows = sa.select(sa.literal_column(row_id).label(ROW_ID), *fetched)
         rows = rows.select_from(source).where(kept)
     first = sa.select(
         sa.literal_column("NULL").label(ROW_ID),
@@ -170,15 +192,19 @@ def _stage_sqlite(
     target: str,
     where: sa.ColumnElement[bool] | None,
     shape: Shape,
+    checked: int,
 ) -> None:
     """ADBC types each Arrow column by the values of its first batch, widening it when they
     differ (text in a REAL column makes every value text, numbers in its own format); a value
     of another kind in a later batch stops the read. Either way the table is read again, as if
     every column could hold anything."""
+    causes = []
     for mixed in (False, True):
         select, types, texts, blobs = _sqlite_select(engine, table, names, where, mixed)
         columns = [f"{text} AS {quote_ident(n)}" for text, n in zip(texts, names, strict=True)]
-        undecoded = " OR ".join(f"({b} IS NOT NULL AND {decoded(b)} IS NULL)" for b in blobs)
+        undecoded = " OR ".join(
+            f"({b} IS NOT NULL AND {decoded(b)} IS NULL)" for b in blobs if _column_of(b) < checked
+        )
         rows = f"""(
             SELECT {", ".join(columns)}, CAST({ROW_ID} AS VARCHAR) AS {ROW_ID},
                    {undecoded or "false"} AS {NOT_UTF8}
@@ -193,8 +219,9 @@ def _stage_sqlite(
         )
         if stopped is None:
             return
+        causes.append(stopped)
         conn.execute(f"DELETE FROM {target}")
-    raise OSError(f"shop table {table} could not be read: {stopped}")
+    raise OSError(f"shop table {table} could not be read: {'; then '.join(causes)}")
 
 
 def _insert_sqlite_rows(
@@ -220,13 +247,17 @@ def _insert_sqlite_rows(
             try:
                 yield from batches
             except OSError as error:
+                if "Type mismatch" not in str(error):
+                    raise  # the database failed, not a value: no re-read helps
                 stopped.append(str(error))
 
         conn.register(
             "shop_batches", pa.RecordBatchReader.from_batches(batches.schema, until_a_mismatch())
         )
-        conn.execute(insert)
-        conn.unregister("shop_batches")
+        try:
+            conn.execute(insert)
+        finally:
+            conn.unregister("shop_batches")
     return stopped[0] if stopped else None
 
 
@@ -266,17 +297,20 @@ def _batches(engine: sa.Engine, select: sa.Select) -> Iterator[pa.Table]:
 
 def read_only_uri(path: str) -> str:
     """An SQLite URI that opens the file read-only: reading the shop never writes to it."""
-    return f"file:{urllib.parse.quote(path)}?mode=ro"
+    quoted = urllib.parse.quote(path)
+    # An absolute path gets an empty authority, so a path starting '//' stays a path.
+    return f"file://{quoted}?mode=ro" if path.startswith("/") else f"file:{quoted}?mode=ro"
 
 
 def _is_sqlite_file(engine: sa.Engine) -> bool:
-    """A SQLite database in a file named by a plain path, which ADBC opens as SQLAlchemy would
-    (an in-memory database or a URL with options is read through SQLAlchemy instead)."""
+    """A SQLite database in a file named by a plain path, which ADBC opens read-only; the URL's
+    options for SQLAlchemy's driver (timeout=...) do not apply. An in-memory database, or a
+    URL whose database is itself a URI (uri=true), is read through SQLAlchemy instead."""
     url = engine.url
     return (
         url.get_backend_name() == "sqlite"
         and url.database not in (None, "", ":memory:")
-        and not url.query
+        and url.query.get("uri") not in ("true", "1")
     )
 
 
@@ -288,10 +322,13 @@ def stage(
     target: str,
     where: sa.ColumnElement[bool] | None = None,
     shape: Shape = lambda rows: f"SELECT * FROM {rows}",
+    checked: int | None = None,
 ) -> None:
     """Copy a shop table (its rows matching `where`, when given) into a DuckDB temp table:
     shape(rows) of its rows, which are a relation of text columns (the names and ROW_ID),
-    so the rows can be joined on their way in."""
+    so the rows can be joined on their way in. A row is marked NOT_UTF8 when one of its
+    first `checked` columns (default: all) holds bytes that are not UTF-8; in the others
+    such bytes are kept escaped."""
     all_names = [*names, ROW_ID]
     empty = ", ".join(f"NULL::VARCHAR AS {quote_ident(n)}" for n in all_names)
     empty += f", false AS {NOT_UTF8}"
@@ -300,7 +337,8 @@ def stage(
         f"SELECT * FROM ({shape(f'(SELECT {empty})')}) LIMIT 0"
     )
     if _is_sqlite_file(engine):
-        _stage_sqlite(conn, engine, table, names, target, where, shape)
+        checked = len(names) if checked is None else checked
+        _stage_sqlite(conn, engine, table, names, target, where, shape, checked)
         return
     # A packed row is parsed once into a list of text values, then picked by position.
     # Such a database's driver decodes text itself, so no row is set aside for its bytes.
