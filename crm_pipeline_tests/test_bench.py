@@ -1,0 +1,51 @@
+"""The benchmark command, run for real at a tiny scale: what it prints is what a note reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from crm_pipeline.bench import DAILY, LAYERS
+
+
+def test_bench_times_generation_the_floor_every_layer_and_a_daily_run(tmp_path: Path) -> None:
+    command = Path(sys.executable).with_name("crm-pipeline")
+    layers = ",".join((*LAYERS, DAILY))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "DAGSTER_HOME"))}
+    run = subprocess.run(
+        [
+            command,
+            "bench",
+            "--customers",
+            "200",
+            "--days",
+            "5",
+            "--workdir",
+            tmp_path,
+            "--layers",
+            layers,
+        ],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout)
+    assert report["generate"]["wall_s"] > 0 and report["generate"]["peak_rss_mb"] > 0
+    floor = report["floor_read_inputs"]
+    assert floor["duckdb_files_s"] >= 0 and floor["shop_via_adbc_s"] >= 0
+    for layer in LAYERS:
+        step = report[layer]
+        assert step["wall_s"] > 0 and step["peak_rss_mb"] > 0, layer
+        assert step["rows"] > 0 and step["x_floor"] == round(step["wall_s"] / floor["wall_s"], 2)
+    assert report["order_lines"] > 0
+    identity = report["identity"]
+    assert 0.9 <= identity["precision"] <= 1 and 0.9 <= identity["recall"] <= 1
+    assert report[DAILY]["day"] == "2025-01-05"  # the last delivered day of the scale
+    full = sum(report[layer]["wall_s"] for layer in LAYERS)
+    assert report["daily_share_of_full"] == round(report[DAILY]["wall_s"] / full, 3)
