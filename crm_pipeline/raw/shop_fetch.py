@@ -53,7 +53,7 @@ def _sqlite_form(declared: str) -> str:
 class _SqliteColumn:
     """One shop column: the SQLite values fetched for it, the first row's values (which set
     each Arrow column's type) and the type that must follow from them, and its DuckDB text,
-    given `decoded` (each fetched BLOB as text, NULL where its bytes are not UTF-8)."""
+    given `_decoded` (each fetched BLOB as text, NULL where its bytes are not UTF-8)."""
 
     fetched: list[sa.ColumnElement]
     first: list[str]
@@ -68,7 +68,7 @@ class _SqliteColumn:
         ]
 
 
-def decoded(blob: str) -> str:
+def _decoded(blob: str) -> str:
     return f"{blob}_text"
 
 
@@ -87,7 +87,7 @@ def _sqlite_column(name: str, i: int, form: str) -> _SqliteColumn:
             [sa.cast(value, sa.LargeBinary).label(blob)],
             ["X''"],
             [pa.binary()],
-            f"coalesce({decoded(blob)}, CAST({blob} AS VARCHAR))",
+            f"coalesce({_decoded(blob)}, CAST({blob} AS VARCHAR))",
         )
     if form in ("integer", "real"):
         first, kind = ("0", pa.int64()) if form == "integer" else ("0.5", pa.float64())
@@ -102,7 +102,7 @@ def _sqlite_column(name: str, i: int, form: str) -> _SqliteColumn:
         ],
         ["0.5", "X''"],
         [pa.float64(), pa.binary()],
-        f"coalesce({decoded(blob)}, CAST({blob} AS VARCHAR), CAST(c{i} AS VARCHAR))",
+        f"coalesce({_decoded(blob)}, CAST({blob} AS VARCHAR), CAST(c{i} AS VARCHAR))",
     )
 
 
@@ -203,13 +203,13 @@ def _stage_sqlite(
         select, types, texts, blobs = _sqlite_select(engine, table, names, where, mixed)
         columns = [f"{text} AS {quote_ident(n)}" for text, n in zip(texts, names, strict=True)]
         undecoded = " OR ".join(
-            f"({b} IS NOT NULL AND {decoded(b)} IS NULL)" for b in blobs if _column_of(b) < checked
+            f"({b} IS NOT NULL AND {_decoded(b)} IS NULL)" for b in blobs if _column_of(b) < checked
         )
         rows = f"""(
             SELECT {", ".join(columns)}, CAST({ROW_ID} AS VARCHAR) AS {ROW_ID},
                    {undecoded or "false"} AS {NOT_UTF8}
             FROM (
-                SELECT *{"".join(f", try(decode({b})) AS {decoded(b)}" for b in blobs)}
+                SELECT *{"".join(f", try(decode({b})) AS {_decoded(b)}" for b in blobs)}
                 FROM shop_batches
                 WHERE {ROW_ID} IS NOT NULL
             )
