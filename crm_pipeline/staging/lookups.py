@@ -19,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 import duckdb
 import pandas as pd
 
+from crm_pipeline.raw.tables import quote_literal
 from crm_pipeline.staging import normalise
 
 CACHE_TABLE = "staging.normalised_values"
@@ -61,10 +62,23 @@ def ensure_cache(conn: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+# Normalisers whose values can share a spelling: SQL giving (raw, spelling, exact) for a query
+# of raw values, as in normalise.phone_spellings_sql.
+SPELLINGS: dict[Normaliser, Callable[[str], str]] = {
+    normalise.phone_e164: normalise.phone_spellings_sql,
+}
+
+
 def fill_cache(
     conn: duckdb.DuckDBPyConnection, fn: Normaliser, distinct_sql: str, params: list
 ) -> int:
-    """Normalise the values of `distinct_sql` (one column, raw) not cached yet; returns how many."""
+    """Normalise the values of `distinct_sql` (one column, raw) not cached yet; returns how many.
+
+    Values are read once per spelling (SPELLINGS): a spelling already cached, or read now and
+    cached as a value of its own, gives its value to every raw value spelled so; a spelling
+    that reads differently when its number is not valid leaves those raw values to be read
+    themselves.
+    """
     name = normaliser_id(fn)
     ensure_cache(conn)
     # Values a previous version of the code normalised are stale.
@@ -72,17 +86,44 @@ def fill_cache(
         f"DELETE FROM {CACHE_TABLE} WHERE normaliser LIKE ? AND normaliser <> ?",
         [f"{fn.__name__}@%", name],
     )
-    new = conn.execute(
-        f"""
-        SELECT d.raw
-        FROM ({distinct_sql}) AS d
-        ANTI JOIN (SELECT raw FROM {CACHE_TABLE} WHERE normaliser = ?) AS c USING (raw)
-        """,
-        [*params, name],
-    ).fetchall()
-    values = [v for (v,) in new]
+    cached = f"(SELECT raw, value FROM {CACHE_TABLE} WHERE normaliser = {quote_literal(name)})"
+    unseen = f"SELECT d.raw FROM ({distinct_sql}) AS d ANTI JOIN {cached} AS c USING (raw)"
+    spellings = SPELLINGS.get(fn, _as_spelled)
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE new_values AS {spellings(unseen)}", params)
+    try:
+        (count,) = conn.execute("SELECT count(*) FROM new_values").fetchone()
+        unread = conn.execute(
+            f"SELECT DISTINCT n.spelling FROM new_values AS n ANTI JOIN {cached} AS c "
+            "ON c.raw = n.spelling"
+        ).fetchall()
+        _read(conn, fn, [s for (s,) in unread])
+        conn.execute(
+            f"""
+            INSERT INTO {CACHE_TABLE}
+            SELECT {quote_literal(name)}, n.raw, c.value
+            FROM new_values AS n
+            JOIN {cached} AS c ON c.raw = n.spelling
+            ANTI JOIN {cached} AS done ON done.raw = n.raw
+            WHERE n.exact OR c.value IS NOT NULL
+            """
+        )
+        unsettled = conn.execute(
+            f"SELECT n.raw FROM new_values AS n ANTI JOIN {cached} AS c USING (raw)"
+        ).fetchall()
+        _read(conn, fn, [r for (r,) in unsettled])
+    finally:
+        conn.execute("DROP TABLE IF EXISTS new_values")
+    return count
+
+
+def _as_spelled(values: str) -> str:
+    return f"SELECT raw, raw AS spelling, TRUE AS exact FROM ({values})"
+
+
+def _read(conn: duckdb.DuckDBPyConnection, fn: Normaliser, values: list[str]) -> None:
+    """Normalise `values` and cache them."""
     if not values:
-        return 0
+        return
     frame = pd.DataFrame({"raw": values, "value": normalise_all(fn, values)}, dtype=object)
     conn.register("normalised_frame", frame)
     conn.execute(
@@ -90,7 +131,6 @@ def fill_cache(
         INSERT INTO {CACHE_TABLE}
         SELECT ?, CAST(raw AS VARCHAR), CAST(value AS VARCHAR) FROM normalised_frame
         """,
-        [name],
+        [normaliser_id(fn)],
     )
     conn.unregister("normalised_frame")
-    return len(values)

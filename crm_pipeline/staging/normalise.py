@@ -158,6 +158,58 @@ def _e164(parsed: phonenumbers.PhoneNumber) -> str:
     return phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
 
 
+def phone_spellings_sql(values: str) -> str:
+    """SQL giving each `raw` of `values` a spelling `phone_e164` reads as it reads the value,
+    and whether it always does (`exact`).
+
+    phonenumbers reads digits only, so a plain value (digits, spaces, '-', '.', parentheses,
+    one leading '+' or '00') with its punctuation dropped reads the same: '(415) 555-0100' as
+    '4155550100', '0049 30 1234567' as '+49301234567'. A US-shaped national number
+    ('415 555 0100') reads as '+14155550100' when that number is valid, since phone_e164 tries
+    the US first and then finds the digits as typed; when it is not valid, the value must be
+    read itself, as other regions may take it. Anything else is its own spelling. Spellings
+    let one parse serve every way a number is typed.
+    """
+    return f"""
+        SELECT
+            raw,
+            CASE
+                WHEN NOT plain THEN raw
+                WHEN prefix = '+' THEN '+' || digits
+                WHEN prefix = '00' THEN '+' || digits[3:]
+                WHEN us_shaped THEN '+1' || digits
+                ELSE digits
+            END AS spelling,
+            NOT (plain AND prefix = '' AND us_shaped) AS exact
+        FROM (
+            SELECT
+                raw,
+                digits,
+                prefix,
+                -- phonenumbers takes 250 characters, and needs three digits once punctuation
+                -- stands between them.
+                length(raw) <= 64
+                    AND length(digits) >= 3
+                    AND regexp_full_match(raw, '\\(?(\\+|00)?[0-9 ().-]*')
+                    -- '0 049' is national to phone_e164, but its digits start with an IDD.
+                    AND NOT (prefix = '' AND starts_with(digits, '00')) AS plain,
+                length(digits) = 10 AND digits[1] BETWEEN '2' AND '9' AS us_shaped
+            FROM (
+                SELECT
+                    raw,
+                    regexp_replace(raw, '[^0-9]', '', 'g') AS digits,
+                    -- phone_e164 drops a '(' before the first digit too.
+                    CASE
+                        WHEN starts_with(raw, '+') OR starts_with(raw, '(+') THEN '+'
+                        WHEN starts_with(raw, '00') OR starts_with(raw, '(00') THEN '00'
+                        ELSE ''
+                    END AS prefix
+                FROM ({values})
+            )
+        )
+    """
+
+
 def full_name(text: str | None) -> str | None:
     """The name as shown to people: 'BERG, ANNA' -> 'Anna Berg', '王 伟' -> '王伟'."""
     if text is None:

@@ -288,8 +288,9 @@ class NulledValues(pa.DataFrameModel):
 
 
 class NormalisedValues(pa.DataFrameModel):
-    """One row per distinct delivered value a Python normaliser has seen (a cache: each value
-    is normalised once, then looked up)."""
+    """One row per distinct delivered value a Python normaliser has seen, and per spelling it
+    read in their place (a phone number with its punctuation dropped): a cache, where each value
+    is normalised once, then looked up."""
 
     normaliser: Series[str] = pa.Field(
         description="Normaliser and a digest of its code (email, phone_e164, full_name, ...)."

@@ -1,0 +1,100 @@
+"""The normalised-values cache: every delivered spelling gets the value its normaliser gives it,
+while one parse serves every way a number is typed."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from crm_pipeline.generate.spelling import PHONE_STYLES, phone_text
+from crm_pipeline.staging import lookups
+from crm_pipeline.staging.normalise import phone_e164
+
+NUMBERS = [(1, 4155550100), (86, 13812345678), (49, 15150701220), (49, 3012345678)]
+ODD_SPELLINGS = [
+    "0 049 30 1234567",  # national to phone_e164: the IDD is split
+    "0 086 138 1234 5678",
+    "(00 49) 30 1234567",
+    "(+1) 415 555 0100",
+    "+49 (0)30 1234567",
+    "(0)30 1234567",
+    "8001234567",  # US-shaped, not a valid US number, a valid Chinese one
+    "1234567890",
+    "2345678901",
+    "1-2",
+    "12",
+    "+1-2",
+    "+",
+    "00",
+    "(",
+    "415 555 0100 ext. 12",
+    "415.555.0100 x12",
+    "tel: +1 415 555 0100",
+    "+1 415 555 0100 / +1 415 555 0199",
+    "１４１５５５５０１００",  # full-width digits
+    "+1" + " " * 300 + "4155550100",  # past phonenumbers' input limit only with the spaces
+    "4155550100" + "-" * 70,
+    "+86 138 1234 5678",
+    "0086-138-1234-5678",
+    "13812345678",
+    "015150701220",
+]
+
+
+def _warehouse() -> duckdb.DuckDBPyConnection:
+    conn = duckdb.connect()
+    conn.execute("CREATE SCHEMA staging")
+    conn.execute("CREATE TABLE delivered (phone VARCHAR)")
+    return conn
+
+
+def _fill(conn: duckdb.DuckDBPyConnection, values: list[str]) -> dict[str, str | None]:
+    conn.execute("DELETE FROM delivered")
+    conn.executemany("INSERT INTO delivered VALUES (?)", [[v] for v in values])
+    lookups.fill_cache(conn, phone_e164, "SELECT DISTINCT phone AS raw FROM delivered", [])
+    return dict(conn.execute(f"SELECT raw, value FROM {lookups.CACHE_TABLE}").fetchall())
+
+
+@pytest.fixture
+def parsed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every value the cache hands to a normaliser."""
+    seen: list[str] = []
+    normalise_all = lookups.normalise_all
+
+    def recording(fn, values: list[str]) -> list[str | None]:
+        seen.extend(values)
+        return normalise_all(fn, values)
+
+    monkeypatch.setattr(lookups, "normalise_all", recording)
+    return seen
+
+
+def test_every_cached_spelling_has_the_value_phone_e164_gives_it() -> None:
+    spellings = [phone_text(*n, style) for n in NUMBERS for style in range(PHONE_STYLES)]
+    values = spellings + ODD_SPELLINGS
+    cached = _fill(_warehouse(), values)
+    assert set(values) <= set(cached)
+    # The spellings read in their place are cached too, each with its own value.
+    assert cached == {v: phone_e164(v) for v in cached}
+
+
+def test_one_parse_serves_every_spelling_of_a_number(parsed: list[str]) -> None:
+    spellings = ["(415) 555-0100", "415-555-0100", "+1 415 555 0100", "001 415 555 0100"]
+    cached = _fill(_warehouse(), spellings)
+    assert set(cached.values()) == {"+14155550100"}
+    assert parsed == ["+14155550100"]
+
+
+def test_a_us_shaped_number_the_us_does_not_hold_is_read_as_typed(parsed: list[str]) -> None:
+    cached = _fill(_warehouse(), ["800 123 4567"])
+    assert cached["800 123 4567"] == "+868001234567"
+    assert parsed == ["+18001234567", "800 123 4567"]
+
+
+def test_a_later_delivery_reuses_a_number_already_read(parsed: list[str]) -> None:
+    conn = _warehouse()
+    _fill(conn, ["+1 415 555 0100"])
+    cached = _fill(conn, ["(415) 555-0100", "+1 212 555 0199"])
+    assert cached["(415) 555-0100"] == "+14155550100"
+    assert cached["+1 212 555 0199"] == "+12125550199"
+    assert parsed == ["+14155550100", "+12125550199"]
