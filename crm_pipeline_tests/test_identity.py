@@ -11,7 +11,7 @@ import pandas as pd
 
 from crm_pipeline.core import identity
 from crm_pipeline.core.identity import COLUMNS, load_records
-from crm_pipeline.core.keys import assign_keys
+from crm_pipeline.core.keys import assign_keys, new_key
 
 T0 = datetime(2025, 1, 1)
 NO_KEYS = pd.DataFrame(columns=["source", "source_id", "customer_key", "key_since"])
@@ -54,7 +54,8 @@ def _keyed(resolved: pd.DataFrame, previous: pd.DataFrame, now: datetime):
     conn = duckdb.connect()
     conn.register("resolved", resolved[["source", "source_id", "seen_at", "component"]])
     conn.register("previous", previous[["source", "source_id", "customer_key", "key_since"]])
-    keys, merges = assign_keys(conn, now)
+    merges = assign_keys(conn, now)
+    keys = conn.execute("SELECT * FROM component_keys").df()
     return resolved.merge(keys, on="component"), merges
 
 
@@ -202,6 +203,28 @@ def test_a_rebuild_from_scratch_gives_the_keys_anchored_on_the_earliest_record()
     assert set(rebuilt["customer_key"]) == {first["customer_key"].iloc[0]}
 
 
+def test_a_new_key_that_clashes_with_a_customer_seen_before_is_salted() -> None:
+    records = _records(account("A1", email="a@x.com"), account("A2", email="b@x.com"))
+    resolved = resolve(records)
+    # A1 already holds the key A2's first record hashes to.
+    clashing = new_key("online_accounts:A2", 0)
+    previous = pd.DataFrame(
+        [
+            {
+                "source": "online_accounts",
+                "source_id": "A1",
+                "customer_key": clashing,
+                "key_since": T0,
+            }
+        ]
+    )
+    keyed, merges = _keyed(resolved, previous, T0)
+    keys = keyed.set_index("source_id")["customer_key"]
+    assert keys["A1"] == clashing
+    assert keys["A2"] == new_key("online_accounts:A2", 1)
+    assert merges.empty
+
+
 def test_a_retired_key_is_never_given_out_again() -> None:
     records = _records(account("A1", email="a@x.com"), account("A2", email="b@x.com"))
     keyed, _ = _keyed(resolve(records), NO_KEYS, T0)
@@ -211,5 +234,6 @@ def test_a_retired_key_is_never_given_out_again() -> None:
     alone = resolve(records[records["source_id"] == "A2"].reset_index(drop=True))
     conn.register("resolved", alone[["source", "source_id", "seen_at", "component"]])
     conn.register("previous", NO_KEYS)
-    keys, _ = assign_keys(conn, T0, frozenset({retired}))
-    assert keys["customer_key"].iloc[0] != retired
+    assign_keys(conn, T0, frozenset({retired}))
+    (key,) = conn.execute("SELECT customer_key FROM component_keys").fetchone()
+    assert key != retired

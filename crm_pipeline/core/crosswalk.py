@@ -52,12 +52,11 @@ def build_crosswalk(conn: duckdb.DuckDBPyConnection, now: datetime) -> None:
     )
     conn.unregister("links_frame")
     retired = frozenset(k for (k,) in conn.execute(f"SELECT retired_key FROM {MERGES}").fetchall())
-    keys, merges = assign_keys(conn, now, retired)
-    conn.register("keys_frame", keys)
-    # Built beside the old crosswalk and swapped in: the view `previous` reads the old one.
+    merges = assign_keys(conn, now, retired)
+    conn.execute("DROP VIEW previous")
     conn.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE new_crosswalk AS
+        f"""
+        CREATE OR REPLACE TABLE {CROSSWALK} AS
         SELECT
             r.source,
             r.source_id,
@@ -65,22 +64,17 @@ def build_crosswalk(conn: duckdb.DuckDBPyConnection, now: datetime) -> None:
             CAST(r.match_rule AS VARCHAR) AS match_rule,
             CAST(r.confidence AS DOUBLE) AS confidence,
             CAST(r.seen_at AS TIMESTAMP) AS seen_at,
-            CAST(k.key_since AS TIMESTAMP) AS key_since
+            k.key_since
         FROM resolved AS r
-        JOIN keys_frame AS k USING (component)
+        JOIN component_keys AS k USING (component)
+        ORDER BY customer_key, seen_at, source, source_id
         """
-    )
-    conn.unregister("keys_frame")
-    conn.execute("DROP VIEW previous")
-    conn.execute(
-        f"CREATE OR REPLACE TABLE {CROSSWALK} AS "
-        "SELECT * FROM new_crosswalk ORDER BY customer_key, seen_at, source, source_id"
     )
     if len(merges):
         conn.register("merges_frame", merges)
         conn.execute(f"INSERT INTO {MERGES} SELECT * FROM merges_frame")
         conn.unregister("merges_frame")
-    for temp in ("new_crosswalk", "resolved", RECORDS, "phone_owners"):
+    for temp in ("component_keys", "resolved", RECORDS, "phone_owners"):
         conn.execute(f"DROP TABLE IF EXISTS {temp}")
 
 

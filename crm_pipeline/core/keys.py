@@ -49,9 +49,23 @@ FROM owned
 """
 
 NEW_KEYS_SQL = """
+CREATE OR REPLACE TEMP TABLE fresh AS
 SELECT component, anchor, 'C' || upper(substr(sha256(anchor || '#0'), 1, 16)) AS customer_key
 FROM anchors
 ANTI JOIN (SELECT component FROM kept WHERE rank = 1) AS k USING (component)
+"""
+
+# New keys already held by someone (a retired key, an earlier customer's, or another new
+# customer's whose first record sorts first): a hash clash, made good with a salt.
+CLASHES_SQL = """
+SELECT component, anchor
+FROM fresh
+WHERE customer_key IN (SELECT customer_key FROM previous)
+   OR customer_key IN (SELECT unnest(CAST(? AS VARCHAR[])))
+UNION
+SELECT component, anchor
+FROM fresh
+QUALIFY row_number() OVER (PARTITION BY customer_key ORDER BY anchor) > 1
 """
 
 
@@ -62,13 +76,13 @@ def new_key(anchor: str, salt: int) -> str:
 
 def assign_keys(
     conn: duckdb.DuckDBPyConnection, now: datetime, retired: frozenset[str] = frozenset()
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> pd.DataFrame:
     """Keys per component, given the previous crosswalk and the keys retired by merges
-    (never given out again).
+    (never given out again), as the temporary table `component_keys` (component,
+    customer_key, key_since); returns the merges (retired_key, surviving_key, merged_at).
 
     Reads `resolved` (source, source_id, seen_at, component) and `previous` (source,
-    source_id, customer_key, key_since) in conn. Returns (component, customer_key, key_since)
-    and the merges (retired_key, surviving_key, merged_at).
+    source_id, customer_key, key_since) in conn.
     """
     conn.execute(ANCHORS_SQL)
     conn.execute(f"CREATE OR REPLACE TEMP TABLE kept AS {KEYS_SQL}")
@@ -83,23 +97,41 @@ def assign_keys(
         """,
         [now],
     ).df()
-    fresh = conn.execute(NEW_KEYS_SQL).df()
-    taken = {k for (k,) in conn.execute("SELECT DISTINCT customer_key FROM previous").fetchall()}
-    taken |= retired
-    clashes = fresh["customer_key"].duplicated(keep="first") | fresh["customer_key"].isin(taken)
-    if clashes.any():
-        taken |= set(fresh.loc[~clashes, "customer_key"])
-        for row in fresh.index[clashes]:
-            anchor, salt = fresh.at[row, "anchor"], 1
+    conn.execute(NEW_KEYS_SQL)
+    clashes = conn.execute(CLASHES_SQL, [sorted(retired)]).fetchall()
+    if clashes:
+        taken = {
+            k for (k,) in conn.execute("SELECT DISTINCT customer_key FROM previous").fetchall()
+        }
+        taken |= retired
+        clashing = {component for component, _ in clashes}
+        taken |= {
+            k
+            for c, k in conn.execute("SELECT component, customer_key FROM fresh").fetchall()
+            if c not in clashing
+        }
+        salted = []
+        for component, anchor in sorted(clashes, key=lambda c: c[1]):
+            salt = 1
             while (key := new_key(anchor, salt)) in taken:
                 salt += 1
-            fresh.at[row, "customer_key"] = key
             taken.add(key)
-    fresh = fresh.drop(columns="anchor")
-    kept = conn.execute("SELECT component, customer_key, key_since FROM kept WHERE rank = 1").df()
-    conn.execute("DROP TABLE kept")
-    conn.execute("DROP TABLE anchors")
-    fresh["key_since"] = pd.Timestamp(now)
-    keys = pd.concat([kept, fresh], ignore_index=True)
-    keys["key_since"] = pd.to_datetime(keys["key_since"])
-    return keys, merges
+            salted.append((component, key))
+        conn.executemany(
+            "UPDATE fresh SET customer_key = ? WHERE component = ?", [[k, c] for c, k in salted]
+        )
+    conn.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE component_keys AS
+        SELECT component, customer_key, CAST(key_since AS TIMESTAMP) AS key_since
+        FROM kept
+        WHERE rank = 1
+        UNION ALL
+        SELECT component, customer_key, CAST(? AS TIMESTAMP)
+        FROM fresh
+        """,
+        [now],
+    )
+    for temp in ("kept", "anchors", "fresh"):
+        conn.execute(f"DROP TABLE {temp}")
+    return merges
