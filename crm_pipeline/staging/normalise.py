@@ -134,7 +134,13 @@ def _parse(number: str, region: str | None) -> phonenumbers.PhoneNumber | None:
 def _valid(parsed: phonenumbers.PhoneNumber) -> bool:
     # The length check is cheap and rejects most wrong regions before the costly pattern match,
     # which for '+1' also tries every NANP country.
-    return phonenumbers.is_possible_number(parsed) and phonenumbers.is_valid_number(parsed)
+    if not phonenumbers.is_possible_number(parsed):
+        return False
+    # is_valid_number finds a '+1' number's region by the patterns of each NANP country, the
+    # US's first, then matches them again: a number the US's patterns match is valid at once.
+    if parsed.country_code == 1 and phonenumbers.is_valid_number_for_region(parsed, "US"):
+        return True
+    return phonenumbers.is_valid_number(parsed)
 
 
 def _national_digits(parsed: phonenumbers.PhoneNumber, region: str) -> str:
