@@ -98,3 +98,11 @@ def test_a_later_delivery_reuses_a_number_already_read(parsed: list[str]) -> Non
     assert cached["(415) 555-0100"] == "+14155550100"
     assert cached["+1 212 555 0199"] == "+12125550199"
     assert parsed == ["+14155550100", "+12125550199"]
+
+
+def test_many_values_are_normalised_on_every_core_in_their_order() -> None:
+    values = [
+        f"+1 415 555 {i % 10_000:04d}" if i % 3 else f"  {i} Main St  " for i in range(30_000)
+    ]
+    assert len(values) > lookups.PARALLEL_MIN_VALUES
+    assert lookups.normalise_all(phone_e164, values) == [phone_e164(v) for v in values]

@@ -131,6 +131,11 @@ def test_a_national_number_goes_to_the_country_that_writes_it_that_way(
     assert phone_e164(text) == e164
 
 
+def test_a_seven_digit_nanp_number_is_read_as_typed() -> None:
+    # Canada's 310 numbers: +1 with seven digits, so the US reading of seven digits is read first.
+    assert phone_e164("310-9029") == "+13109029"
+
+
 def test_a_number_read_alike_in_two_regions_goes_to_the_earlier_region() -> None:
     assert phone_e164("0415 555 0100") == "+864155550100"
     assert phone_e164("0415 555 0100", regions=("DE", "CN")) == "+494155550100"

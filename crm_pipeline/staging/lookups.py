@@ -33,21 +33,32 @@ def normaliser_id(fn: Normaliser) -> str:
     return f"{fn.__name__}@{CODE_DIGEST}"
 
 
-def _apply(fn: Normaliser, values: list[str]) -> list[str | None]:
-    return [fn(v) for v in values]
+# The work of the pool running now: forked workers inherit it, so the values are not pickled
+# to them (for a million values that costs more than a second before any work starts).
+_WORK: tuple[Normaliser, list[str]] | None = None
+
+
+def _apply(start: int, stop: int) -> list[str | None]:
+    fn, values = _WORK
+    return [fn(v) for v in values[start:stop]]
 
 
 def normalise_all(fn: Normaliser, values: list[str]) -> list[str | None]:
     """fn over every value, on all cores when there are many (fork keeps start-up cheap)."""
     workers = min(os.cpu_count() or 1, 4)
     if len(values) < PARALLEL_MIN_VALUES or workers < 2:
-        return _apply(fn, values)
+        return [fn(v) for v in values]
+    global _WORK
     size = -(-len(values) // workers)
-    chunks = [values[i : i + size] for i in range(0, len(values), size)]
+    starts = range(0, len(values), size)
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        parts = pool.map(_apply, [fn] * len(chunks), chunks)
-        return [v for part in parts for v in part]
+    _WORK = (fn, values)
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            parts = pool.map(_apply, starts, [start + size for start in starts])
+            return [v for part in parts for v in part]
+    finally:
+        _WORK = None
 
 
 def ensure_cache(conn: duckdb.DuckDBPyConnection) -> None:

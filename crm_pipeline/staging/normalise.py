@@ -26,6 +26,7 @@ _GMAIL = frozenset({"gmail.com", "googlemail.com"})
 _WHITESPACE = re.compile(r"\s")
 _PHONE_START = re.compile(r"[+\d]")
 _NON_DIGIT = re.compile(r"\D")
+_PLAIN_PHONE = re.compile(r"[\d ().-]*")
 _HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff"
 _HAN_CHAR = re.compile(f"[{_HAN}]")
 _HAN_NAME = re.compile(f"[{_HAN}]+")
@@ -108,20 +109,70 @@ def phone_e164(text: str | None, regions: tuple[str, ...] = ("US", "CN", "DE")) 
             return None
         return _e164(parsed)
     typed = _NON_DIGIT.sub("", number)
-    fallback = None
-    for region in regions:
-        parsed = _parse(number, region)
-        if parsed is None or not _valid(parsed):
+    fallbacks: dict[int, phonenumbers.PhoneNumber] = {}
+    later = []
+    for order, region in enumerate(regions):
+        if not _as_typed(region, number, typed):
+            # Its reading could only be the fallback: read it only if that is needed (a
+            # Chinese mobile typed nationally then costs half as much).
+            later.append((order, region))
             continue
-        if parsed.country_code != phonenumbers.country_code_for_region(region):
-            # Read through that region's own IDD ('011 49 ...' from the US): international.
-            return _e164(parsed)
-        written = _national_digits(parsed, region)
-        if typed == written:
-            return _e164(parsed)
-        if fallback is None and len(typed) > len(written) and typed.endswith(written):
-            fallback = parsed
-    return None if fallback is None else _e164(fallback)
+        e164, fallback = _read_in(region, number, typed)
+        if e164 is not None:
+            return e164
+        if fallback is not None:
+            fallbacks[order] = fallback
+    for order, region in later:
+        if not fallbacks or order < min(fallbacks):
+            _, fallback = _read_in(region, number, typed)
+            if fallback is not None:
+                fallbacks[order] = fallback
+    return _e164(fallbacks[min(fallbacks)]) if fallbacks else None
+
+
+def _read_in(
+    region: str, number: str, typed: str
+) -> tuple[str | None, phonenumbers.PhoneNumber | None]:
+    """The region's reading of a national number: its E.164 when the reading settles it, or
+    the number as a fallback when the reading dropped a trunk prefix the typist wrote."""
+    parsed = _parse(number, region)
+    if parsed is None or not _valid(parsed):
+        return None, None
+    if parsed.country_code != phonenumbers.country_code_for_region(region):
+        # Read through that region's own IDD ('011 49 ...' from the US): international.
+        return _e164(parsed), None
+    written = _national_digits(parsed, region)
+    if typed == written:
+        return _e164(parsed), None
+    if len(typed) > len(written) and typed.endswith(written):
+        return None, parsed
+    return None, None
+
+
+def _as_typed(region: str, number: str, typed: str) -> bool:
+    """Whether the region could take a national number as typed, not only as a fallback.
+
+    A region that writes no trunk prefix writes a number as its national digits, and a valid
+    number has a length that its calling code's regions allow ({7, 10} for '+1'): a plain
+    number (no room for an extension) of another length is not one of them as typed, unless it
+    starts with the region's IDD.
+    """
+    if _writes_trunk_prefix(region) or _PLAIN_PHONE.fullmatch(number) is None:
+        return True
+    idd = PhoneMetadata.metadata_for_region(region).international_prefix
+    return len(typed) in _lengths(region) or bool(idd and re.match(idd, typed))
+
+
+@cache
+def _lengths(region: str) -> frozenset[int]:
+    """The lengths of a valid national number in any region sharing the region's calling code."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[phonenumbers.country_code_for_region(region)]
+    return frozenset(
+        length
+        for other in regions
+        if (metadata := PhoneMetadata.metadata_for_region(other)) is not None
+        for length in metadata.general_desc.possible_length
+    )
 
 
 def _parse(number: str, region: str | None) -> phonenumbers.PhoneNumber | None:
