@@ -12,8 +12,11 @@ import pytest
 
 from crm_pipeline.core.assets import TABLES, _contract_check, _keys_check
 from crm_pipeline.core.classify import CoreRules
+from crm_pipeline.core.model import build_customers
 from crm_pipeline.definitions import defs
 from crm_pipeline.run import range_tags
+from crm_pipeline.staging.build import ensure_tables
+from crm_pipeline.staging.rules import SOURCES as STAGING_SOURCES
 from crm_pipeline_tests.conftest import bind
 from crm_pipeline_tests.landing_builder import DAY1, DAY2
 
@@ -138,3 +141,63 @@ def test_failed_key_and_contract_checks_name_the_rows_and_the_reason(
     assert "SKU404" in keys.metadata["failing_rows"].value
     assert f"order_id={order_id}, line_no={line_no}: column quantity" in contract.description
     assert order_id in contract.metadata["failing_rows"].value
+
+
+def _staged_warehouse() -> duckdb.DuckDBPyConnection:
+    """An empty warehouse with every staging table, the crosswalk and the order lines."""
+    conn = duckdb.connect()
+    for source in STAGING_SOURCES.values():
+        ensure_tables(conn, source)
+    conn.execute("CREATE SCHEMA core")
+    conn.execute(
+        "CREATE TABLE core.customer_crosswalk (source VARCHAR, source_id VARCHAR, "
+        "customer_key VARCHAR, match_rule VARCHAR, confidence DOUBLE, seen_at TIMESTAMP, "
+        "key_since TIMESTAMP)"
+    )
+    conn.execute(
+        "CREATE TABLE core.order_lines (customer_key VARCHAR, ordered_at TIMESTAMP, "
+        "channel VARCHAR, order_id VARCHAR, store_id VARCHAR, order_status VARCHAR)"
+    )
+    return conn
+
+
+def test_golden_record_ties_go_to_the_greatest_value_whatever_the_row_order() -> None:
+    conn = _staged_warehouse()
+    opened = "2025-03-01 10:00:00"
+    # Two accounts of one customer opened at the same instant; C2 has no address.
+    accounts = [
+        ("A1", "Anna Berg", "Main St 2", "Berlin", "C1"),
+        ("A2", "Anna Bergström", "Main St 1", "Hamburg", "C1"),
+        ("A3", "Ben Ode", None, None, "C2"),
+    ]
+    for line, (account, name, address, city, key) in enumerate(accounts):
+        conn.execute(
+            "INSERT INTO staging.online_accounts (account_id, full_name, address, city, "
+            "created_at, source_file, source_line, loaded_at) VALUES (?, ?, ?, ?, ?, 'a', ?, ?)",
+            [account, name, address, city, opened, line, opened],
+        )
+        conn.execute(
+            "INSERT INTO core.customer_crosswalk VALUES ('online_accounts', ?, ?, 'account_id', "
+            "1, ?, ?)",
+            [account, key, opened, opened],
+        )
+    for store, city in (("S2", "Munich"), ("S1", "Cologne")):
+        conn.execute(
+            "INSERT INTO staging.stores (store_id, city, region, source_file, source_line, "
+            "loaded_at) VALUES (?, ?, 'south', 's', 1, ?)",
+            [store, city, opened],
+        )
+    # C2 bought in two stores at the same instant.
+    for store in ("S2", "S1"):
+        conn.execute(
+            "INSERT INTO core.order_lines VALUES ('C2', ?, 'store', ?, ?, 'completed')",
+            [opened, f"R-{store}", store],
+        )
+    build_customers(conn, CoreRules(test_account_domains=[], staff_email_domains=[]))
+    rows = conn.execute(
+        "SELECT customer_key, full_name, address, city FROM core.customers ORDER BY 1"
+    ).fetchall()
+    assert rows == [
+        ("C1", "Anna Bergström", "Main St 2", "Berlin"),
+        ("C2", "Ben Ode", None, "Munich"),
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from itertools import permutations
 
 import duckdb
 import pandas as pd
@@ -12,6 +13,8 @@ import pandas as pd
 from crm_pipeline.core import identity
 from crm_pipeline.core.identity import COLUMNS, load_records
 from crm_pipeline.core.keys import assign_keys, new_key
+from crm_pipeline.staging.build import ensure_tables
+from crm_pipeline.staging.rules import SOURCES as STAGING_SOURCES
 
 T0 = datetime(2025, 1, 1)
 NO_KEYS = pd.DataFrame(columns=["source", "source_id", "customer_key", "key_since"])
@@ -237,3 +240,39 @@ def test_a_retired_key_is_never_given_out_again() -> None:
     assign_keys(conn, T0, frozenset({retired}))
     (key,) = conn.execute("SELECT customer_key FROM component_keys").fetchone()
     assert key != retired
+
+
+def test_a_receipt_whose_lines_disagree_takes_the_card_and_phone_of_its_first_line() -> None:
+    conn = duckdb.connect()
+    for source in STAGING_SOURCES.values():
+        ensure_tables(conn, source)
+    # The second line comes first in the table; its phone lost a digit.
+    lines = [(2, "+491784918332", "LC9"), (1, "+4917849183323", "LC1"), (3, None, None)]
+    for line, phone, card in lines:
+        conn.execute(
+            "INSERT INTO staging.store_purchases (receipt_id, purchased_at, phone, loyalty_card, "
+            "source_file, source_line, loaded_at) VALUES ('R1', ?, ?, ?, 'pos.csv', ?, ?)",
+            [T0, phone, card, line, T0],
+        )
+    load_records(conn)
+    record = conn.execute(
+        "SELECT phone, card_no FROM id_records WHERE source = 'store_purchases'"
+    ).fetchall()
+    assert record == [("+4917849183323", "LC1")]
+
+
+def test_records_resolve_alike_whatever_order_the_tables_hold_them_in() -> None:
+    # A phone no named customer holds, on an inquiry of each of two customers and on one
+    # inquiry that gives only the phone: which of them the phone links through is a tie.
+    records = _records(
+        account("A1", email="hui@x.com", name_key="hui wu"),
+        account("A2", email="bo@x.com", name_key="bo li"),
+        {"source": "inquiries", "source_id": "I3", "email": "hui@x.com", "phone": "+8613071326988"},
+        {"source": "inquiries", "source_id": "I1", "account_id": "A2", "phone": "+8613071326988"},
+        {"source": "inquiries", "source_id": "I2", "phone": "+8613071326988"},
+    )
+    groups = {
+        frozenset(_groups(resolve(records.iloc[[0, 1, *order]].reset_index(drop=True))))
+        for order in permutations([2, 3, 4])
+    }
+    assert len(groups) == 1

@@ -67,7 +67,14 @@ SELECT 'loyalty_members', card_no, NULL, card_no, email, phone, name_key, birth_
        CAST(joined_at AS TIMESTAMP)
 FROM staging.loyalty_members
 UNION ALL
-SELECT 'store_purchases', receipt_id, NULL, any_value(loyalty_card), NULL, any_value(phone),
+-- A receipt's card and phone are those of its first line that has one: lines may disagree
+-- (a phone typed with a digit missing), and any one of them would change between runs.
+SELECT 'store_purchases', receipt_id, NULL,
+       arg_min(loyalty_card, struct_pack(f := source_file, l := source_line))
+           FILTER (WHERE loyalty_card IS NOT NULL),
+       NULL,
+       arg_min(phone, struct_pack(f := source_file, l := source_line))
+           FILTER (WHERE phone IS NOT NULL),
        NULL, NULL, NULL, min(purchased_at)
 FROM staging.store_purchases
 WHERE loyalty_card IS NOT NULL OR phone IS NOT NULL
@@ -89,15 +96,17 @@ Edges = list[tuple[np.ndarray, np.ndarray, str]]
 
 
 def load_records(conn: duckdb.DuckDBPyConnection, query: str = RECORDS_SQL) -> None:
-    """Every identity-bearing record, numbered 0..n-1 (rid), as a temp table.
+    """Every identity-bearing record, numbered 0..n-1 (rid) by source and source id, as a
+    temp table.
 
-    The numbering need not be stable: links and components do not depend on it, and keys
-    are anchored on source ids.
+    The numbering decides ties (the record a phone-only link goes through is the lowest
+    numbered), so it follows the records' ids, not the order a table happens to hold them
+    in, which differs between runs: the same records resolve alike every time.
     """
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {RECORDS} AS
-        SELECT row_number() OVER () - 1 AS rid, *
+        SELECT row_number() OVER (ORDER BY source, source_id) - 1 AS rid, *
         FROM ({query})
         """
     )

@@ -171,6 +171,15 @@ def build_order_lines(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> Non
     conn.execute("DROP TABLE order_totals")
 
 
+def _latest(column: str) -> str:
+    """SQL for a column's most recently seen non-null value; on a tie in time, the greatest, so
+    a re-run picks the same."""
+    return (
+        f"arg_max({column}, struct_pack(t := seen_at, v := {column})) "
+        f"FILTER (WHERE {column} IS NOT NULL AND seen_at IS NOT NULL)"
+    )
+
+
 def build_customers(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
     """The golden record: one row per customer key, survivorship documented per column."""
     day = (
@@ -211,14 +220,22 @@ def build_customers(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
         ), golden AS (
             SELECT
                 customer_key,
-                arg_max(full_name, seen_at) FILTER (WHERE full_name IS NOT NULL) AS full_name,
-                arg_max(birth_date, seen_at) FILTER (WHERE birth_date IS NOT NULL) AS birth_date,
-                arg_max(gender, seen_at) FILTER (WHERE gender IS NOT NULL) AS gender,
-                arg_max(struct_pack(a := address, c := city), length(address))
-                    FILTER (WHERE address IS NOT NULL) AS place,
-                arg_max(customer_type, seen_at) FILTER (WHERE customer_type IS NOT NULL) AS customer_type,
-                arg_max(company_name, seen_at) FILTER (WHERE company_name IS NOT NULL) AS company_name,
-                arg_max(income, seen_at) FILTER (WHERE income IS NOT NULL) AS income,
+                {_latest("full_name")} AS full_name,
+                {_latest("birth_date")} AS birth_date,
+                {_latest("gender")} AS gender,
+                -- The longest address; on a tie the latest, then the first in text order.
+                arg_max(
+                    struct_pack(a := address, c := city),
+                    struct_pack(
+                        n := length(address),
+                        t := coalesce(seen_at, TIMESTAMP '-infinity'),
+                        a := address,
+                        c := coalesce(city, '')
+                    )
+                ) FILTER (WHERE address IS NOT NULL) AS place,
+                {_latest("customer_type")} AS customer_type,
+                {_latest("company_name")} AS company_name,
+                {_latest("income")} AS income,
                 bool_or(source = 'online_accounts') AS has_online_account,
                 bool_or(source = 'loyalty_members') AS has_loyalty_card
             FROM profiles
@@ -226,8 +243,8 @@ def build_customers(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
         ), latest_contact AS (
             SELECT
                 customer_key,
-                arg_max(email, seen_at) FILTER (WHERE email IS NOT NULL) AS email,
-                arg_max(phone, seen_at) FILTER (WHERE phone IS NOT NULL) AS phone
+                {_latest("email")} AS email,
+                {_latest("phone")} AS phone
             FROM contacts
             GROUP BY customer_key
         ), keys AS (
@@ -242,7 +259,9 @@ def build_customers(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
                 max(ordered_at) AS last_purchase_at,
                 count(DISTINCT order_id) FILTER (WHERE channel = 'online') AS online_orders,
                 count(DISTINCT order_id) FILTER (WHERE channel = 'store') AS store_orders,
-                any_value(store_id) FILTER (WHERE store_id IS NOT NULL) AS a_store
+                -- The store of the latest in-store purchase (the greatest store id on a tie).
+                arg_max(store_id, struct_pack(t := ordered_at, s := store_id))
+                    FILTER (WHERE store_id IS NOT NULL AND ordered_at IS NOT NULL) AS a_store
             FROM core.order_lines
             WHERE customer_key IS NOT NULL
               AND CAST(ordered_at AS DATE) <= {as_of}
@@ -281,7 +300,7 @@ def build_customers(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
         LEFT JOIN purchases AS p USING (customer_key)
         LEFT JOIN staging.stores AS s ON s.store_id = p.a_store
         LEFT JOIN (
-            SELECT city, any_value(region) AS region FROM staging.stores GROUP BY city
+            SELECT city, min(region) AS region FROM staging.stores GROUP BY city
         ) AS r ON r.city = coalesce(g.place.c, s.city)
         ANTI JOIN excluded_customers AS e USING (customer_key)
         ORDER BY k.customer_key

@@ -80,7 +80,8 @@ class Customers(CoreModel):
 
     Survivorship: email and phone are the most recent valid ones across accounts, cards,
     inquiries and responses; name, birth date, type and income the most recent given; address
-    the most complete (longest); first_seen_at the earliest record.
+    the most complete (longest, then the most recent); first_seen_at the earliest record. Ties
+    go to the greatest value, so a re-run picks the same.
     """
 
     customer_key: Series[str] = key_field()
@@ -95,7 +96,9 @@ class Customers(CoreModel):
     birth_date: Series[pd.Timestamp] = field("Birth date. " + PERSONAL)
     gender: Series[str] = field("m or f, when recorded.", isin=["m", "f"])
     address: Series[str] = field("Most complete postal address. " + PERSONAL)
-    city: Series[str] = field("City of the address, else of the store they buy at.")
+    city: Series[str] = field(
+        "City of the address, else of the store of their latest in-store purchase."
+    )
     region: Series[str] = field("Sales region of the city, when a store is there.")
     company_name: Series[str] = field("Company or organisation, for non-individuals.")
     income: Series[float] = field("Most recent declared yearly income; NULL when never given.")
