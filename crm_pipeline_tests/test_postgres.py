@@ -124,3 +124,18 @@ def test_the_instance_queues_runs_one_at_a_time_and_the_warehouse_pool_has_one_s
     assert instance.global_op_concurrency_default_limit == 1
     # The pool's slot was created in PostgreSQL when the run's first writer claimed it.
     assert instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL).slot_count == 1
+
+
+def test_shop_rows_are_numbered_in_the_order_postgresql_stores_them(deployment) -> None:
+    # As SQLite's rowid: of an order exported twice, the copy written last is numbered last.
+    _, _, warehouse, shop, _ = deployment
+    with shop.connect() as db:
+        stored = db.execute(
+            sa.text("SELECT row_number() OVER (ORDER BY ctid), order_id, status FROM orders")
+        ).fetchall()
+    landed = warehouse.execute(
+        "SELECT source_line, order_id, status FROM raw.online_orders"
+    ).fetchall()
+    repeated = [i for i, n in Counter(o for _, o, _ in stored).items() if n > 1]
+    assert repeated, "the generated shop should hold re-exported orders"
+    assert set(landed) <= {(n, o, s) for n, o, s in stored}

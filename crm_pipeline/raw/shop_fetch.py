@@ -149,8 +149,9 @@ def _sqlite_select(
     row_id = _row_id(engine, table, list(declared))
     if row_id is None:
         # No rowid (a view, a WITHOUT ROWID table, or one whose columns take every name of
-        # it): rows are numbered by their first two columns, over all of them.
-        number = sa.func.row_number().over(order_by=[sa.column(n) for n in names[:2]])
+        # it): rows are numbered by their columns in order, over all of them, so copies that
+        # share their first columns are numbered alike on every read.
+        number = sa.func.row_number().over(order_by=[sa.column(n) for n in names])
         numbered = (
             sa.select(number.label(ROW_ID), *fetched, kept.label("__crm_kept"))
             .select_from(source)
@@ -261,6 +262,22 @@ def _insert_sqlite_rows(
     return stopped[0] if stopped else None
 
 
+def _row_order(
+    engine: sa.Engine, table: str, values: list[sa.ColumnElement]
+) -> list[sa.ColumnElement]:
+    """What numbers another database's rows, the same on every read of an unchanged table.
+
+    A PostgreSQL table numbers them as it stores them (tableoid, ctid): the order rows were
+    written in, as SQLite's rowid, so of a record exported twice the copy written last is the
+    latest. Otherwise (a view, another database) the first two columns, then every value as
+    text, so copies that share their first two columns are still numbered alike every time.
+    """
+    if engine.dialect.name == "postgresql" and table in sa.inspect(engine).get_table_names():
+        return [sa.literal_column("tableoid"), sa.literal_column("ctid")]
+    text = sa.Text if engine.dialect.name == "postgresql" else sa.String
+    return [*values[:2], *(sa.cast(v, text) for v in values[2:])]
+
+
 def _select(
     engine: sa.Engine,
     table: str,
@@ -269,7 +286,7 @@ def _select(
 ) -> sa.Select:
     """Another database's rows (those matching `where`) as one JSON array of text per row, or
     text columns, with a row id numbered over the whole table, so it does not depend on `where`."""
-    row_id = sa.func.row_number().over(order_by=values[:2])
+    row_id = sa.func.row_number().over(order_by=_row_order(engine, table, values))
     if engine.dialect.name == "postgresql":
         # Text casts keep PostgreSQL's own rendering of each value (JSON would reformat times).
         texts = [sa.cast(v, sa.Text) for v in [*values, row_id]]
