@@ -55,7 +55,11 @@ def _materialize(args: argparse.Namespace) -> int:
     bound = resources_from_env(resolve=True)
     defs = definitions(bound)
     first = last = None
-    if any_partitioned(defs, selected_keys(defs, args.select)):
+    partitioned = any_partitioned(defs, selected_keys(defs, args.select))
+    if partitioned and args.first and args.last:
+        first, last = args.first, args.last
+    elif partitioned:
+        # The delivered days (a scan of the shop's orders) fill in what the command was not told.
         zone = bound["landing_zone"]
         try:
             days = landing_days(zone)
@@ -71,7 +75,7 @@ def _materialize(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        if not days and not (args.first and args.last):
+        if not days:
             print(
                 f"No delivery days found in {zone.root} or {zone.database_url}: "
                 "run `crm-pipeline generate` or set CRM_LANDING_DIR / CRM_SHOP_URL.",

@@ -174,6 +174,23 @@ def test_the_command_line_runs_unpartitioned_assets_without_asking_the_shop_for_
     assert "No online shop database" in capsys.readouterr().err
 
 
+def test_a_range_given_on_the_command_line_needs_no_shop_to_list_days(
+    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    zone = _zone(tiny_zone, tmp_path)
+    (zone / landing.SHOP_DATABASE_FILE).unlink()
+    _command_line_on(zone, tmp_path / "warehouse.duckdb", monkeypatch)
+    with pytest.raises(SystemExit) as exit_code:
+        main(
+            ["materialize", "--select", "key:raw/store_purchases", "--first", DAY1, "--last", DAY2]
+        )
+    assert exit_code.value.code == 0
+    assert f"event sources over {DAY1}..{DAY2}" in capsys.readouterr().out
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        days = conn.execute("SELECT count(DISTINCT partition_date) FROM raw.store_purchases")
+        assert days.fetchall()[0][0] == 2
+
+
 def test_an_unreadable_delivery_names_the_folder_the_day_and_what_to_do(
     tiny_zone: Path, tmp_path: Path
 ) -> None:
