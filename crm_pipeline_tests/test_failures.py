@@ -154,41 +154,46 @@ def test_the_command_line_prints_why_a_run_failed_when_a_shop_table_is_dropped(
     assert "has no table 'order_items'" in printed and "Point CRM_SHOP_URL" in printed
 
 
+def _shop_down(tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The command line on a copy of the zone whose shop database is gone; the warehouse."""
+    zone = _zone(tiny_zone, tmp_path)
+    (zone / landing.SHOP_DATABASE_FILE).unlink()
+    _command_line_on(zone, tmp_path / "warehouse.duckdb", monkeypatch)
+    return tmp_path / "warehouse.duckdb"
+
+
+def _exit_code(*args: str) -> int:
+    with pytest.raises(SystemExit) as exit_code:
+        main(["materialize", *args])
+    return exit_code.value.code
+
+
+def _count(warehouse: Path, sql: str) -> int:
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        return conn.execute(sql).fetchall()[0][0]
+
+
 def test_the_command_line_runs_unpartitioned_assets_without_asking_the_shop_for_its_days(
     tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     # Reference data (or the marts) need no range of days, so a shop that is down does not
     # stop them: the days are only listed when a partitioned asset is selected.
-    zone = _zone(tiny_zone, tmp_path)
-    (zone / landing.SHOP_DATABASE_FILE).unlink()
-    _command_line_on(zone, tmp_path / "warehouse.duckdb", monkeypatch)
-    with pytest.raises(SystemExit) as exit_code:
-        main(["materialize", "--select", "key:raw/products"])
-    assert exit_code.value.code == 0
+    warehouse = _shop_down(tiny_zone, tmp_path, monkeypatch)
+    assert _exit_code("--select", "key:raw/products") == 0
     assert "raw/products (no partitioned asset among them)" in capsys.readouterr().out
-    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
-        assert conn.execute("SELECT count(*) FROM raw.products").fetchall()[0][0] > 0
-    with pytest.raises(SystemExit) as exit_code:
-        main(["materialize", "--select", "key:raw/online_orders"])
-    assert exit_code.value.code == 2
+    assert _count(warehouse, "SELECT count(*) FROM raw.products") > 0
+    assert _exit_code("--select", "key:raw/online_orders") == 2
     assert "No online shop database" in capsys.readouterr().err
 
 
 def test_a_range_given_on_the_command_line_needs_no_shop_to_list_days(
     tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    zone = _zone(tiny_zone, tmp_path)
-    (zone / landing.SHOP_DATABASE_FILE).unlink()
-    _command_line_on(zone, tmp_path / "warehouse.duckdb", monkeypatch)
-    with pytest.raises(SystemExit) as exit_code:
-        main(
-            ["materialize", "--select", "key:raw/store_purchases", "--first", DAY1, "--last", DAY2]
-        )
-    assert exit_code.value.code == 0
+    warehouse = _shop_down(tiny_zone, tmp_path, monkeypatch)
+    assert _exit_code("--select", "key:raw/store_purchases", "--first", DAY1, "--last", DAY2) == 0
     assert f"event sources over {DAY1}..{DAY2}" in capsys.readouterr().out
-    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
-        days = conn.execute("SELECT count(DISTINCT partition_date) FROM raw.store_purchases")
-        assert days.fetchall()[0][0] == 2
+    days = "SELECT count(DISTINCT partition_date) FROM raw.store_purchases"
+    assert _count(warehouse, days) == 2
 
 
 def test_an_unreadable_delivery_names_the_folder_the_day_and_what_to_do(
