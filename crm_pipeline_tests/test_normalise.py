@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import phonenumbers
 import pytest
 
 from crm_pipeline.generate.names import ZH_GIVEN_FEMALE, ZH_GIVEN_MALE, ZH_SURNAMES
@@ -134,6 +135,24 @@ def test_a_national_number_goes_to_the_country_that_writes_it_that_way(
 def test_a_seven_digit_nanp_number_is_read_as_typed() -> None:
     # Canada's 310 numbers: +1 with seven digits, so the US reading of seven digits is read first.
     assert phone_e164("310-9029") == "+13109029"
+
+
+def test_a_spelled_nanp_number_reads_as_phonenumbers_reads_it() -> None:
+    # '+1' and ten digits skips phonenumbers.parse: US, Canadian, Caribbean, unassigned and
+    # invalid numbers must all come out as the library's own reading.
+    rng = np.random.default_rng(11)
+    numbers = [f"+1{n:010d}" for n in rng.integers(2_000_000_000, 10_000_000_000, 3000)]
+    numbers += ["+14165550123", "+18765550123", "+12025550123", "+19999999999"]
+    numbers += ["+1202555\u0660\u0661\u0662\u0663"]  # Arabic-Indic digits: read as ASCII
+    for number in numbers:
+        parsed = phonenumbers.parse(number, None)
+        expected = (
+            phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+            if phonenumbers.is_valid_number(parsed)
+            else None
+        )
+        assert phone_e164(number) == expected, number
+    assert sum(phone_e164(n) is not None for n in numbers) > 500
 
 
 def test_a_number_read_alike_in_two_regions_goes_to_the_earlier_region() -> None:

@@ -27,6 +27,9 @@ _WHITESPACE = re.compile(r"\s")
 _PHONE_START = re.compile(r"[+\d]")
 _NON_DIGIT = re.compile(r"\D")
 _PLAIN_PHONE = re.compile(r"[\d ().-]*")
+# '+1' and a ten-digit NANP number, as phone_spellings_sql spells it: phonenumbers reads it as
+# country code 1 and those ten digits, with no trunk prefix to strip (it would be a '1').
+_NANP_SPELLED = re.compile(r"\+1[2-9][0-9]{9}")
 _HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff"
 _HAN_CHAR = re.compile(f"[{_HAN}]")
 _HAN_NAME = re.compile(f"[{_HAN}]+")
@@ -103,6 +106,10 @@ def phone_e164(text: str | None, regions: tuple[str, ...] = ("US", "CN", "DE")) 
     if number.startswith("00"):
         # '00' is the IDD of China and Germany; as '+' it reads the same from any region.
         number = "+" + number[2:]
+    if _NANP_SPELLED.fullmatch(number):
+        # Most spellings: what phonenumbers.parse would build, at a third of the cost.
+        nanp = phonenumbers.PhoneNumber(country_code=1, national_number=int(number[2:]))
+        return number if _valid(nanp) else None
     if number.startswith("+"):
         parsed = _parse(number, None)
         if parsed is None or not _valid(parsed):
