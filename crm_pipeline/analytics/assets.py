@@ -90,6 +90,7 @@ def build_scored_customers(conn: duckdb.DuckDBPyConnection, day: date, settings:
             SELECT customer_key, customer_type, city, region, CAST(income AS DOUBLE) AS income,
                    date_diff('day', first_seen_at, CAST($end AS DATE)) AS tenure_days
             FROM core.customers WHERE first_seen_at {UNTIL}
+            ORDER BY customer_key  -- in the order rank_by_value breaks ties by: no re-sort
             """,
             end,
         )

@@ -71,7 +71,12 @@ class ScoredCustomers(CoreModel):
     median_resolution_hours: Series[float] = field(
         "Median hours from opening to closing the customer's inquiries.", ge=0
     )
-    value_rank: Series[int] = field("Rank by value, 1 = most valuable.", nullable=False, ge=1)
+    value_rank: Series[int] = field(
+        "Rank by value, 1 = most valuable: by clv_12m, then value_score (missing last); "
+        "ties by customer_key.",
+        nullable=False,
+        ge=1,
+    )
     as_of: Series[pd.Timestamp] = field("Day scored as of.", nullable=False)
 
 

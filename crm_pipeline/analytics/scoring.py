@@ -228,7 +228,16 @@ def score_customers(
     satisfaction = satisfaction_scores(scored.index, feedback, inquiries)
     scored["satisfaction_score"] = satisfaction["satisfaction_score"]
     scored = scored.join(customer_measures(scored.index, feedback, inquiries))
-    scored = scored.set_axis(keys[scored.index])
-    scored = scored.sort_values(["clv_12m", "value_score"], ascending=False, na_position="last")
-    scored["value_rank"] = np.arange(1, len(scored) + 1)
-    return scored, runs
+    return rank_by_value(scored.set_axis(keys[scored.index])), runs
+
+
+def rank_by_value(scored: pd.DataFrame) -> pd.DataFrame:
+    """Customers (indexed by key) in value order with their value_rank: by 12-month CLV, then
+    value score, highest first, missing last; ties (such as every customer without a purchase
+    and with the same score) go by key, so the ranks do not depend on the rows' order."""
+    # A sort on several columns is stable, so the rows keep the key order among equals.
+    ranked = scored.sort_index().sort_values(
+        ["clv_12m", "value_score"], ascending=False, na_position="last"
+    )
+    ranked["value_rank"] = np.arange(1, len(ranked) + 1)
+    return ranked
