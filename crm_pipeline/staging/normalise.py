@@ -107,7 +107,7 @@ def phone_e164(text: str | None, regions: tuple[str, ...] = ("US", "CN", "DE")) 
         # '00' is the IDD of China and Germany; as '+' it reads the same from any region.
         number = "+" + number[2:]
     if _NANP_SPELLED.fullmatch(number):
-        # Most spellings: what phonenumbers.parse would build, at a third of the cost.
+        # Half the spellings read: what phonenumbers.parse would build, at a third of the cost.
         nanp = phonenumbers.PhoneNumber(country_code=1, national_number=int(number[2:]))
         return number if _valid(nanp) else None
     if number.startswith("+"):
