@@ -4,6 +4,7 @@ or mart."""
 from __future__ import annotations
 
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -13,6 +14,7 @@ import pytest
 from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.automation import daily_refresh
 from crm_pipeline.core.classify import CoreRules
+from crm_pipeline.core.model import build_order_lines
 from crm_pipeline.definitions import defs
 from crm_pipeline.generate import generate
 from crm_pipeline.mining.settings import MiningSettings
@@ -127,3 +129,81 @@ def test_a_file_delivered_twice_is_counted_once(loaded) -> None:
         }
         | set_aside_again
     )
+
+
+def _order_lines_and_exclusions(conn: duckdb.DuckDBPyConnection) -> tuple[list, list]:
+    columns = [c for (c, *_) in conn.execute("DESCRIBE core.order_lines").fetchall()]
+    kept = ", ".join(c for c in columns if c != LOAD_TIME)
+    return (
+        conn.execute(f"SELECT {kept} FROM core.order_lines ORDER BY ALL").fetchall(),
+        conn.execute(
+            "SELECT id, rule FROM core.excluded_rows WHERE entity = 'order_lines' ORDER BY ALL"
+        ).fetchall(),
+    )
+
+
+def test_rewriting_only_the_changed_orders_gives_what_a_whole_write_gives(
+    loaded, tmp_path: Path
+) -> None:
+    _, _, warehouse, _, _ = loaded
+    updated, whole = tmp_path / "updated.duckdb", tmp_path / "whole.duckdb"
+    shutil.copy(warehouse, updated)
+    staged_at = datetime.now()
+    with duckdb.connect(str(updated)) as conn:
+        # What later runs bring. A day staged again, without one line of a receipt of two:
+        day, receipt = conn.execute(
+            "SELECT any_value(partition_date), receipt_id FROM staging.store_purchases "
+            "GROUP BY receipt_id HAVING count(*) > 1 ORDER BY receipt_id LIMIT 1"
+        ).fetchall()[0]
+        conn.execute(
+            "DELETE FROM staging.store_purchases WHERE receipt_id = ? AND source_line = "
+            "(SELECT max(source_line) FROM staging.store_purchases WHERE receipt_id = ?)",
+            [receipt, receipt],
+        )
+        # ... and without an order that is quarantined now, with its items:
+        (order,) = conn.execute(
+            "SELECT min(order_id) FROM staging.online_order_items WHERE partition_date = ?", [day]
+        ).fetchall()[0]
+        for table in ("online_order_items", "online_orders"):
+            conn.execute(f"DELETE FROM staging.{table} WHERE order_id = ?", [order])
+        for table in ("store_purchases", "online_order_items", "online_orders"):
+            conn.execute(
+                f"UPDATE staging.{table} SET loaded_at = ? WHERE partition_date = ?",
+                [staged_at, day],
+            )
+        # Two customers found to be one:
+        kept, retired = conn.execute(
+            "SELECT customer_key FROM core.order_lines WHERE channel = 'online' "
+            "GROUP BY ALL ORDER BY ALL LIMIT 2"
+        ).fetchall()
+        conn.execute(
+            "UPDATE core.customer_crosswalk SET customer_key = ? WHERE customer_key = ?",
+            [kept[0], retired[0]],
+        )
+        # A product moved to another category, and a customer who turns out to be staff:
+        conn.execute(
+            "UPDATE staging.products SET category = 'Renamed' WHERE sku = "
+            "(SELECT sku FROM core.order_lines GROUP BY sku ORDER BY count(*), sku LIMIT 1)"
+        )
+        conn.execute(
+            "UPDATE staging.online_accounts SET email = 'someone@staff.example' WHERE account_id = "
+            "(SELECT min(source_id) FROM core.customer_crosswalk AS x "
+            " JOIN core.order_lines AS l USING (customer_key) "
+            " WHERE x.source = 'online_accounts' AND l.customer_key <> ?)",
+            [kept[0]],
+        )
+        before = _order_lines_and_exclusions(conn)
+    shutil.copy(updated, whole)
+    rules = CoreRules(staff_email_domains=["staff.example"])
+    with duckdb.connect(str(updated)) as conn:
+        conn.begin()
+        written = build_order_lines(conn, rules, datetime.now())
+        conn.commit()
+        after = _order_lines_and_exclusions(conn)
+    with duckdb.connect(str(whole)) as conn:
+        conn.execute("DROP TABLE core.order_lines")
+        assert build_order_lines(conn, rules, datetime.now()) == "written whole, sorted"
+        expected = _order_lines_and_exclusions(conn)
+    assert written.startswith("rewrote ")
+    assert after != before
+    assert after == expected

@@ -247,14 +247,17 @@ def _specs(key: dg.AssetKey, name: str) -> list[dg.AssetCheckSpec]:
     return specs
 
 
-Builder = Callable[[duckdb.DuckDBPyConnection, CoreRules], None]
+# A builder writes its table; it may say how (order lines: whole, or which orders rewritten).
+Builder = Callable[[duckdb.DuckDBPyConnection, CoreRules], str | None]
 BUILDERS: dict[str, Builder] = {
     "customer_crosswalk": lambda conn, _: build_crosswalk(
         conn, datetime.now(UTC).replace(tzinfo=None)
     ),
     "products": lambda conn, _: model.build_products(conn),
     "stores": lambda conn, _: model.build_stores(conn),
-    "order_lines": model.build_order_lines,
+    "order_lines": lambda conn, rules: model.build_order_lines(
+        conn, rules, datetime.now(UTC).replace(tzinfo=None)
+    ),
     "inquiries": model.build_inquiries,
     "feedback": model.build_feedback,
     "feedback_needs": lambda conn, _: model.build_feedback_needs(conn, NEED_DIMENSIONS),
@@ -289,9 +292,11 @@ def core_asset(table: CoreTable) -> dg.AssetsDefinition:
         with explained(context, reading, advice), warehouse.connect(memory_limit=memory) as conn:
             conn.execute("CREATE SCHEMA IF NOT EXISTS core")
             conn.begin()
-            BUILDERS[table.name](conn, core_rules)
+            written = BUILDERS[table.name](conn, core_rules)
             conn.commit()
             metadata = table_metadata(conn, f"core.{table.name}", contract)
+            if written:
+                metadata["written"] = written
             with beside(conn, lambda other: _keys_check(other, table)) as keys:
                 checks = [_contract_check(conn, table.name)]
             checks.append(keys.result())

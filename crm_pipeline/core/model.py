@@ -1,4 +1,5 @@
-"""SQL of the core model: one statement per table, written sorted so per-customer reads prune.
+"""SQL of the core model: tables written sorted so per-customer reads prune; order lines, the
+largest, rewritten only for the orders a run changes.
 
 Every statement reads staging and the crosswalk only; exclusions (test and staff accounts,
 excluded order statuses) are applied here and nowhere else, each excluded row counted in
@@ -6,6 +7,8 @@ core.excluded_rows.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 import duckdb
 
@@ -42,28 +45,51 @@ def _excluded_customers(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> N
     )
 
 
-def _record_exclusions(conn: duckdb.DuckDBPyConnection, entity: str, rows_sql: str) -> None:
-    """Replace the excluded rows of one entity (id, rule) in core.excluded_rows."""
+def _record_exclusions(
+    conn: duckdb.DuckDBPyConnection, entity: str, rows_sql: str, replacing: str = "TRUE"
+) -> None:
+    """Replace the excluded rows of one entity (id, rule) in core.excluded_rows: all of them,
+    or those whose id meets `replacing`."""
     conn.execute(
         "CREATE TABLE IF NOT EXISTS core.excluded_rows "
         "(entity VARCHAR NOT NULL, id VARCHAR NOT NULL, rule VARCHAR NOT NULL)"
     )
-    conn.execute("DELETE FROM core.excluded_rows WHERE entity = ?", [entity])
+    conn.execute(f"DELETE FROM core.excluded_rows WHERE entity = ? AND {replacing}", [entity])
     conn.execute(f"INSERT INTO core.excluded_rows SELECT ?, id, rule FROM ({rows_sql})", [entity])
 
 
-def build_order_lines(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
-    """Order lines from both channels, exclusions applied, one sorted write.
+ORDER_LINES = "core.order_lines"
+# The order every write of core.order_lines sorts by: customer, then time.
+LINE_ORDER = "customer_key NULLS LAST, ordered_at, channel, order_id, line_no"
+# An update that would rewrite more than this share of the orders rewrites the table whole,
+# sorted: a full load, or a change of rules, keys or products that reaches most lines.
+REBUILD_SHARE = 0.2
+# The channel and order of an excluded line's id ('store:R1:2' -> 'store', 'R1').
+_EXCLUDED_ORDER = "split_part(id, ':', 1), regexp_extract(id, '^[^:]*:(.*):[^:]*$', 1)"
 
-    The lines are assembled once into a temporary table; the kept ones are written sorted,
-    the excluded ones listed in core.excluded_rows (items whose order was never staged among
-    them). Size bands split the kept orders into tertiles of their net amount.
-    """
-    statuses = _in_list([s.lower() for s in config.excluded_statuses])
-    _excluded_customers(conn, config)
-    conn.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE all_lines AS
+
+def _online_exclusion(statuses: str) -> str:
+    """Why an online item is excluded (NULL: kept), over i (items), o (its staged order) and
+    e (its customer's exclusion)."""
+    return (
+        "CASE WHEN o.order_id IS NULL THEN 'order_not_staged' "
+        "WHEN e.rule IS NOT NULL THEN e.rule "
+        f"WHEN o.status IN {statuses} THEN 'order_status_' || o.status END"
+    )
+
+
+def _lines_sql(statuses: str, only_affected: bool = False) -> str:
+    """Order lines from both channels with their customer and exclusion, before any amount is
+    derived: every line, or the lines of the orders in the temp table `affected`."""
+    online_where, store_where = (
+        (
+            "i.order_id IN (SELECT order_id FROM affected WHERE channel = 'online')",
+            "p.receipt_id IN (SELECT order_id FROM affected WHERE channel = 'store')",
+        )
+        if only_affected
+        else ("TRUE", "TRUE")
+    )
+    return f"""
         SELECT
             'online' AS channel,
             i.order_id,
@@ -79,13 +105,12 @@ def build_order_lines(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> Non
             i.discount,
             i.source_file,
             i.source_line,
-            CASE WHEN o.order_id IS NULL THEN 'order_not_staged'
-                 WHEN e.rule IS NOT NULL THEN e.rule
-                 WHEN o.status IN {statuses} THEN 'order_status_' || o.status END AS excluded_by
+            {_online_exclusion(statuses)} AS excluded_by
         FROM staging.online_order_items AS i
         LEFT JOIN staging.online_orders AS o USING (order_id)
         LEFT JOIN {CROSSWALK} AS x ON x.source = 'online_orders' AND x.source_id = o.order_id
         LEFT JOIN excluded_customers AS e ON e.customer_key = x.customer_key
+        WHERE {online_where}
         UNION ALL
         SELECT
             'store',
@@ -106,24 +131,30 @@ def build_order_lines(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> Non
         FROM staging.store_purchases AS p
         LEFT JOIN {CROSSWALK} AS x ON x.source = 'store_purchases' AND x.source_id = p.receipt_id
         LEFT JOIN excluded_customers AS e ON e.customer_key = x.customer_key
-        """
+        WHERE {store_where}
+    """
+
+
+def _margin_sql(line: str, product: str) -> str:
+    return (
+        f"CAST(CASE WHEN {line}.order_status = 'refunded' THEN 0 ELSE {line}.quantity * "
+        f"{line}.unit_price - {line}.discount - {line}.quantity * {product}.unit_cost "
+        "END AS DECIMAL(14,2))"
     )
-    conn.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE order_totals AS
-        SELECT channel, order_id, sum(quantity * unit_price - discount) AS order_net
-        FROM all_lines
-        WHERE excluded_by IS NULL
-        GROUP BY ALL
-        """
+
+
+def _size_band_sql(net: str) -> str:
+    """An order's size band by its net amount and the tertiles in b (low, high)."""
+    return (
+        f"CASE WHEN {net} <= b.low THEN 'small' WHEN {net} <= b.high THEN 'medium' ELSE 'large' END"
     )
-    conn.execute(
-        """
-        CREATE OR REPLACE TABLE core.order_lines AS
-        WITH bands AS (
-            SELECT quantile_cont(order_net, 1 / 3) AS low, quantile_cont(order_net, 2 / 3) AS high
-            FROM order_totals
-        )
+
+
+def _kept_lines_sql() -> str:
+    """core.order_lines' rows for the kept lines of the temp table `lines` (as _lines_sql
+    gives them), with their order's net in `order_totals`, banded by `bands` (low, high),
+    loaded at $loaded_at; sorted."""
+    return f"""
         SELECT
             k.customer_key,
             k.ordered_at,
@@ -133,9 +164,7 @@ def build_order_lines(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> Non
             k.store_id,
             k.order_status,
             k.payment_method,
-            CASE WHEN o.order_net <= b.low THEN 'small'
-                 WHEN o.order_net <= b.high THEN 'medium'
-                 ELSE 'large' END AS order_size_band,
+            {_size_band_sql("o.order_net")} AS order_size_band,
             k.sku,
             p.category,
             p.subcategory,
@@ -148,27 +177,206 @@ def build_order_lines(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> Non
                       ELSE 0 END AS DECIMAL(14,2)) AS refund_amount,
             CAST(CASE WHEN k.order_status = 'refunded' THEN 0
                       ELSE k.quantity * k.unit_price - k.discount END AS DECIMAL(14,2)) AS net_amount,
-            CAST(CASE WHEN k.order_status = 'refunded' THEN 0
-                      ELSE k.quantity * k.unit_price - k.discount - k.quantity * p.unit_cost
-                 END AS DECIMAL(14,2)) AS margin,
+            {_margin_sql("k", "p")} AS margin,
             k.source_file,
-            k.source_line
-        FROM all_lines AS k
+            k.source_line,
+            CAST($loaded_at AS TIMESTAMP) AS loaded_at
+        FROM lines AS k
         JOIN order_totals AS o USING (channel, order_id)
         CROSS JOIN bands AS b
         LEFT JOIN staging.products AS p USING (sku)
         WHERE k.excluded_by IS NULL
-        ORDER BY k.customer_key NULLS LAST, k.ordered_at, k.channel, k.order_id, k.line_no
+        ORDER BY {LINE_ORDER}
+    """
+
+
+def build_order_lines(
+    conn: duckdb.DuckDBPyConnection, config: CoreRules, loaded_at: datetime
+) -> str:
+    """Order lines from both channels, exclusions applied; says how the table was written.
+
+    A run after an earlier one rewrites only the orders whose lines may differ from what the
+    table holds: those with a staged row loaded since the table was last written (the days
+    the run staged again), those whose customer key or exclusion changed (a merge, a new
+    staff account, a setting), and those with a product whose attributes changed. When these
+    are more than REBUILD_SHARE of the orders, or the table is new or of other columns, it is
+    written whole, sorted. The rows are the same either way; rewritten orders are appended,
+    sorted among themselves, so per-customer reads prune best on the lines of the last whole
+    write. Size bands split the kept orders into tertiles of their net amount; a rewrite
+    moves the orders whose band the new tertiles change. The excluded lines are listed in
+    core.excluded_rows (items whose order was never staged among them).
+    """
+    statuses = _in_list([s.lower() for s in config.excluded_statuses])
+    _excluded_customers(conn, config)
+    params = {"loaded_at": loaded_at}
+    if _updatable(conn, statuses, params):
+        orders, affected = _affected_orders(conn, statuses)
+        if affected <= REBUILD_SHARE * orders:
+            _rewrite_affected(conn, statuses, params)
+            return f"rewrote {affected} of {orders} orders"
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE lines AS {_lines_sql(statuses)}")
+    _order_totals(conn)
+    conn.execute(f"CREATE OR REPLACE TABLE {ORDER_LINES} AS {_kept_lines_sql()}", params)
+    _record_exclusions(conn, "order_lines", _excluded_lines_sql())
+    _drop(conn, "lines", "order_totals", "bands")
+    return "written whole, sorted"
+
+
+def _updatable(conn: duckdb.DuckDBPyConnection, statuses: str, params: dict) -> bool:
+    """Whether core.order_lines exists with the columns this code writes."""
+    held = [
+        c
+        for (c,) in conn.execute(
+            "SELECT column_name FROM duckdb_columns() "
+            "WHERE schema_name = 'core' AND table_name = 'order_lines' ORDER BY column_index"
+        ).fetchall()
+    ]
+    if not held:
+        return False
+    conn.execute(f"CREATE OR REPLACE TEMP VIEW lines AS {_lines_sql(statuses)}")
+    conn.execute(
+        "CREATE OR REPLACE TEMP VIEW order_totals AS "
+        "SELECT NULL AS channel, NULL AS order_id, 0 AS order_net"
+    )
+    conn.execute("CREATE OR REPLACE TEMP VIEW bands AS SELECT 0 AS low, 0 AS high")
+    written = [c for (c, *_) in conn.execute(f"DESCRIBE {_kept_lines_sql()}", params).fetchall()]
+    for view in ("lines", "order_totals", "bands"):
+        conn.execute(f"DROP VIEW {view}")
+    return held == written
+
+
+def _affected_orders(conn: duckdb.DuckDBPyConnection, statuses: str) -> tuple[int, int]:
+    """The orders whose lines may differ from core.order_lines' as the temp table `affected`
+    (channel, order_id); returns how many orders there are and how many are affected."""
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE current_orders AS
+        SELECT DISTINCT channel, order_id,
+               CASE WHEN excluded_by IS NULL THEN customer_key END AS customer_key, excluded_by
+        FROM ({_lines_sql(statuses)})
+        """
+    )
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE affected AS
+        WITH held AS (
+            SELECT DISTINCT channel, order_id, customer_key, NULL::VARCHAR AS excluded_by
+            FROM {ORDER_LINES}
+            UNION ALL
+            SELECT DISTINCT {_EXCLUDED_ORDER}, NULL, rule
+            FROM core.excluded_rows
+            WHERE entity = 'order_lines'
+        ), since AS (
+            SELECT max(loaded_at) AS written FROM {ORDER_LINES}
+        )
+        SELECT channel, order_id FROM (
+            SELECT * FROM current_orders EXCEPT SELECT * FROM held
+            UNION ALL
+            SELECT * FROM held EXCEPT SELECT * FROM current_orders
+        )
+        UNION
+        SELECT 'online', order_id FROM staging.online_order_items
+        WHERE loaded_at > (SELECT written FROM since)
+        UNION
+        SELECT 'online', order_id FROM staging.online_orders
+        WHERE loaded_at > (SELECT written FROM since)
+        UNION
+        SELECT 'store', receipt_id FROM staging.store_purchases
+        WHERE loaded_at > (SELECT written FROM since)
+        UNION
+        SELECT l.channel, l.order_id
+        FROM {ORDER_LINES} AS l
+        LEFT JOIN staging.products AS p USING (sku)
+        WHERE (l.category, l.subcategory, l.product_kind)
+                  IS DISTINCT FROM (p.category, p.subcategory, p.kind)
+           OR l.margin IS DISTINCT FROM {_margin_sql("l", "p")}
+        """
+    )
+    orders, affected = conn.execute(
+        "SELECT (SELECT count(*) FROM current_orders), (SELECT count(*) FROM affected)"
+    ).fetchall()[0]
+    conn.execute("DROP TABLE current_orders")
+    return orders, affected
+
+
+def _rewrite_affected(conn: duckdb.DuckDBPyConnection, statuses: str, params: dict) -> None:
+    """Replace the lines of the affected orders, then re-band the orders the new tertiles move."""
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE lines AS {_lines_sql(statuses, only_affected=True)}"
+    )
+    affected = "(channel, order_id) IN (SELECT channel, order_id FROM affected)"
+    conn.execute(f"DELETE FROM {ORDER_LINES} WHERE {affected}")
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE held_totals AS
+        SELECT channel, order_id, {_NET} AS order_net, any_value(order_size_band) AS band
+        FROM {ORDER_LINES}
+        GROUP BY ALL
+        """
+    )
+    _order_totals(conn, also="SELECT order_net FROM held_totals")
+    conn.execute(f"INSERT INTO {ORDER_LINES} BY NAME {_kept_lines_sql()}", params)
+    conn.execute(
+        f"""
+        UPDATE {ORDER_LINES} AS l
+        SET order_size_band = moved.band
+        FROM (
+            SELECT channel, order_id, band
+            FROM (
+                SELECT h.channel, h.order_id, h.band AS held, {_size_band_sql("h.order_net")} AS band
+                FROM held_totals AS h
+                CROSS JOIN bands AS b
+            )
+            WHERE band <> held
+        ) AS moved
+        WHERE l.channel = moved.channel AND l.order_id = moved.order_id
         """
     )
     _record_exclusions(
         conn,
         "order_lines",
-        "SELECT channel || ':' || order_id || ':' || line_no AS id, excluded_by AS rule "
-        "FROM all_lines WHERE excluded_by IS NOT NULL",
+        _excluded_lines_sql(),
+        f"({_EXCLUDED_ORDER}) IN (SELECT * FROM affected)",
     )
-    conn.execute("DROP TABLE all_lines")
-    conn.execute("DROP TABLE order_totals")
+    _drop(conn, "lines", "order_totals", "bands", "held_totals", "affected")
+
+
+# An order's net amount before refunds, over its kept lines: what size bands split.
+_NET = "sum(quantity * unit_price - discount)"
+
+
+def _order_totals(conn: duckdb.DuckDBPyConnection, also: str | None = None) -> None:
+    """The net of each kept order of `lines` (order_totals), and the tertiles of the nets of
+    these orders and of the orders `also` gives (bands: low, high)."""
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE order_totals AS
+        SELECT channel, order_id, {_NET} AS order_net
+        FROM lines
+        WHERE excluded_by IS NULL
+        GROUP BY ALL
+        """
+    )
+    nets = "SELECT order_net FROM order_totals" + (f" UNION ALL {also}" if also else "")
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE bands AS
+        SELECT quantile_cont(order_net, 1 / 3) AS low, quantile_cont(order_net, 2 / 3) AS high
+        FROM ({nets})
+        """
+    )
+
+
+def _excluded_lines_sql() -> str:
+    return (
+        "SELECT channel || ':' || order_id || ':' || line_no AS id, excluded_by AS rule "
+        "FROM lines WHERE excluded_by IS NOT NULL"
+    )
+
+
+def _drop(conn: duckdb.DuckDBPyConnection, *temps: str) -> None:
+    for temp in temps:
+        conn.execute(f"DROP TABLE IF EXISTS {temp}")
 
 
 def _latest(column: str) -> str:

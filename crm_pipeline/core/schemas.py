@@ -159,7 +159,8 @@ class Stores(CoreModel):
 
 
 class OrderLines(CoreModel):
-    """One row per order line, online and in store, after exclusions; sorted by customer and time."""
+    """One row per order line, online and in store, after exclusions; sorted by customer and
+    time (a daily run appends the orders it rewrites, sorted among themselves)."""
 
     customer_key: Series[str] = key_field(
         nullable=True, what="Customer key (NULL for anonymous store receipts)"
@@ -191,6 +192,10 @@ class OrderLines(CoreModel):
     margin: Series[float] = field("net - quantity x unit_cost; NULL when cost unknown.")
     source_file: Series[str] = field("File (or shop table) of the staged line.", nullable=False)
     source_line: Series[int] = field("Record number of the staged line.", nullable=False)
+    loaded_at: Series[pd.Timestamp] = field(
+        "When the line was written (UTC); a run rewrites only the orders it changes.",
+        nullable=False,
+    )
 
 
 class Inquiries(CoreModel):
