@@ -9,6 +9,7 @@ core.excluded_rows.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NamedTuple
 
 import duckdb
 
@@ -190,9 +191,17 @@ def _kept_lines_sql() -> str:
     """
 
 
+class Written(NamedTuple):
+    """How a table was written: whole, or only in part (then its rows written now carry the
+    run's loaded_at)."""
+
+    whole: bool
+    summary: str
+
+
 def build_order_lines(
     conn: duckdb.DuckDBPyConnection, config: CoreRules, loaded_at: datetime
-) -> str:
+) -> Written:
     """Order lines from both channels, exclusions applied; says how the table was written.
 
     A run after an earlier one rewrites only the orders whose lines may differ from what the
@@ -213,13 +222,13 @@ def build_order_lines(
         orders, affected = _affected_orders(conn, statuses)
         if affected <= REBUILD_SHARE * orders:
             _rewrite_affected(conn, statuses, params)
-            return f"rewrote {affected} of {orders} orders"
+            return Written(False, f"rewrote the lines of {affected} of {orders} orders")
     conn.execute(f"CREATE OR REPLACE TEMP TABLE lines AS {_lines_sql(statuses)}")
     _order_totals(conn)
     conn.execute(f"CREATE OR REPLACE TABLE {ORDER_LINES} AS {_kept_lines_sql()}", params)
     _record_exclusions(conn, "order_lines", _excluded_lines_sql())
     _drop(conn, "lines", "order_totals", "bands")
-    return "written whole, sorted"
+    return Written(True, "written whole, sorted")
 
 
 def _updatable(conn: duckdb.DuckDBPyConnection, statuses: str, params: dict) -> bool:
@@ -300,7 +309,8 @@ def _affected_orders(conn: duckdb.DuckDBPyConnection, statuses: str) -> tuple[in
 
 
 def _rewrite_affected(conn: duckdb.DuckDBPyConnection, statuses: str, params: dict) -> None:
-    """Replace the lines of the affected orders, then re-band the orders the new tertiles move."""
+    """Replace the lines of the affected orders, then re-band the orders the new tertiles move
+    (rows written now, so they carry the run's loaded_at too)."""
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE lines AS {_lines_sql(statuses, only_affected=True)}"
     )
@@ -319,7 +329,7 @@ def _rewrite_affected(conn: duckdb.DuckDBPyConnection, statuses: str, params: di
     conn.execute(
         f"""
         UPDATE {ORDER_LINES} AS l
-        SET order_size_band = moved.band
+        SET order_size_band = moved.band, loaded_at = CAST($loaded_at AS TIMESTAMP)
         FROM (
             SELECT channel, order_id, band
             FROM (
@@ -330,7 +340,8 @@ def _rewrite_affected(conn: duckdb.DuckDBPyConnection, statuses: str, params: di
             WHERE band <> held
         ) AS moved
         WHERE l.channel = moved.channel AND l.order_id = moved.order_id
-        """
+        """,
+        params,
     )
     _record_exclusions(
         conn,
