@@ -7,7 +7,11 @@ from datetime import date, datetime
 import duckdb
 import pytest
 
-from crm_pipeline.analytics.features import customer_features
+from crm_pipeline.analytics.features import (
+    customer_features,
+    customer_purchase_days,
+    purchase_days_between,
+)
 
 AS_OF = date(2025, 3, 31)
 
@@ -55,3 +59,19 @@ def test_data_after_the_as_of_day_changes_nothing() -> None:
     ]
     after = customer_features(_warehouse(LINES + later), AS_OF)
     assert after.equals(before)
+
+
+def test_features_read_from_a_later_days_purchase_days_are_the_same() -> None:
+    later = [
+        ("C1", datetime(2025, 4, 1, 0, 0, 1), "O7", "completed", 500),
+        ("C3", datetime(2025, 6, 1), "O8", "completed", 1),
+        ("C2", datetime(2025, 6, 30, 23), "O9", "completed", 2),
+    ]
+    conn = _warehouse(LINES + later)
+    customer_purchase_days(conn, date(2025, 6, 30))
+    for day in (AS_OF, date(2025, 6, 30)):
+        assert customer_features(conn, day, read_table=True).equals(customer_features(conn, day))
+    between = purchase_days_between(conn, AS_OF, date(2025, 6, 30), read_table=True)
+    assert between.to_dict() == {"C1": 1, "C2": 1, "C3": 1}
+    direct = purchase_days_between(conn, AS_OF, date(2025, 6, 30))
+    assert between.sort_index().equals(direct.sort_index())

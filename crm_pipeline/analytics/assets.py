@@ -13,7 +13,11 @@ import duckdb
 import pandas as pd
 
 from crm_pipeline.analytics import breakdowns
-from crm_pipeline.analytics.features import customer_features, purchase_days_between
+from crm_pipeline.analytics.features import (
+    customer_features,
+    customer_purchase_days,
+    purchase_days_between,
+)
 from crm_pipeline.analytics.needs import ipa, need_scores
 from crm_pipeline.analytics.schemas import ANALYTICS_MODELS
 from crm_pipeline.analytics.scoring import ModelRun, holdout_run, score_customers
@@ -112,9 +116,11 @@ def build_scored_customers(conn: duckdb.DuckDBPyConnection, day: date, settings:
         f"WHERE customer_key IS NOT NULL AND ordered_at {UNTIL}",
         end,
     ).fetchall()[0][0]
+    # Read once for the day's features and the holdout's (features at the cutoff, purchases after).
+    customer_purchase_days(conn, day)
     scored, runs = score_customers(
         customers,
-        customer_features(conn, day),
+        customer_features(conn, day, read_table=True),
         feedback,
         inquiries,
         analysis.clv_months,
@@ -123,8 +129,8 @@ def build_scored_customers(conn: duckdb.DuckDBPyConnection, day: date, settings:
     )
     cutoff = day - timedelta(days=analysis.holdout_days)
     holdout = holdout_run(
-        customer_features(conn, cutoff),
-        purchase_days_between(conn, cutoff, day),
+        customer_features(conn, cutoff, read_table=True),
+        purchase_days_between(conn, cutoff, day, read_table=True),
         analysis.holdout_days,
         analysis.minimums(),
     )

@@ -25,8 +25,11 @@ PURCHASE_DAYS_SQL = """
     GROUP BY ALL
 """
 
-FEATURES_SQL = f"""
-WITH days AS ({PURCHASE_DAYS_SQL}), per AS (
+
+def _features_sql(days: str) -> str:
+    """One row per customer with a purchase among the days `days` gives (up to $as_of)."""
+    return f"""
+WITH days AS ({days}), per AS (
     SELECT
         customer_key,
         min(day) AS first_day,
@@ -62,17 +65,47 @@ ORDER BY p.customer_key
 """
 
 
-def customer_features(conn: duckdb.DuckDBPyConnection, as_of: date) -> pd.DataFrame:
-    """One row per customer with a purchase on or before as_of, indexed by customer_key."""
-    frame = conn.execute(FEATURES_SQL, {"as_of": as_of, "start": None}).df()
+# Purchase days computed once for several days' features (customer_purchase_days).
+DAYS_TABLE = "purchase_days"
+
+
+def customer_purchase_days(conn: duckdb.DuckDBPyConnection, as_of: date) -> None:
+    """The temp table DAYS_TABLE: every purchase day up to as_of, so the features of earlier
+    days (a holdout's cutoff) and the purchases between them read it instead of every order
+    line again."""
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE {DAYS_TABLE} AS {PURCHASE_DAYS_SQL}",
+        {"as_of": as_of, "start": None},
+    )
+
+
+def _days(read_table: bool) -> str:
+    """Purchase days from $start (exclusive) to $as_of: from DAYS_TABLE (it holds every day up
+    to a later or the same as-of day), or from the order lines."""
+    if not read_table:
+        return PURCHASE_DAYS_SQL
+    return (
+        f"SELECT * FROM {DAYS_TABLE} WHERE day <= CAST($as_of AS DATE) "
+        "AND ($start IS NULL OR day > CAST($start AS DATE))"
+    )
+
+
+def customer_features(
+    conn: duckdb.DuckDBPyConnection, as_of: date, read_table: bool = False
+) -> pd.DataFrame:
+    """One row per customer with a purchase on or before as_of, indexed by customer_key
+    (read_table: from DAYS_TABLE, see customer_purchase_days)."""
+    frame = conn.execute(_features_sql(_days(read_table)), {"as_of": as_of, "start": None}).df()
     return frame.set_index("customer_key")
 
 
-def purchase_days_between(conn: duckdb.DuckDBPyConnection, start: date, end: date) -> pd.Series:
+def purchase_days_between(
+    conn: duckdb.DuckDBPyConnection, start: date, end: date, read_table: bool = False
+) -> pd.Series:
     """Per customer, the purchase days after `start` up to the end of `end` (customers with
     none are absent)."""
     frame = conn.execute(
-        f"SELECT customer_key, count(*) AS days FROM ({PURCHASE_DAYS_SQL}) GROUP BY 1",
+        f"SELECT customer_key, count(*) AS days FROM ({_days(read_table)}) GROUP BY 1",
         {"as_of": end, "start": start},
     ).df()
     return frame.set_index("customer_key")["days"]
