@@ -84,9 +84,9 @@ SCORED = dg.AssetKey(["analytics", "scored_customers"])
 
 
 def build_scored_customers(conn: duckdb.DuckDBPyConnection, day: date, settings: Settings) -> Built:
-    analysis = settings.analysis
     """Fit BG/NBD and Gamma-Gamma on every buyer up to the day, check BG/NBD on a holdout,
     score every customer first seen by then, and log the fits to analytics.model_runs."""
+    analysis = settings.analysis
     end = {"end": day}
     customers = (
         conn.execute(
