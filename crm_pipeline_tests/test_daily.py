@@ -211,3 +211,24 @@ def test_rewriting_only_the_changed_orders_gives_what_a_whole_write_gives(
     assert 0 < rewritten < len(after[0])
     assert after != before
     assert after == expected
+
+
+def test_order_lines_are_written_whole_once_a_fifth_lie_outside_the_sort_order(
+    loaded, tmp_path: Path
+) -> None:
+    _, _, warehouse, _, _ = loaded
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(warehouse, copy)
+    with duckdb.connect(str(copy)) as conn:
+        unchanged = build_order_lines(conn, CoreRules(), datetime.now())
+        assert not unchanged.whole
+        assert unchanged.summary.startswith("rewrote the lines of 0 of ")
+        # A quarter of the lines as later runs would have written them, after the whole write:
+        conn.execute(
+            "UPDATE core.order_lines SET loaded_at = loaded_at + INTERVAL 1 SECOND "
+            "WHERE hash(order_id) % 4 = 0"
+        )
+        assert build_order_lines(conn, CoreRules(), datetime.now()).whole
+        assert conn.execute(
+            "SELECT count(DISTINCT loaded_at) FROM core.order_lines"
+        ).fetchall() == [(1,)]

@@ -62,8 +62,7 @@ def _record_exclusions(
 ORDER_LINES = "core.order_lines"
 # The order every write of core.order_lines sorts by: customer, then time.
 LINE_ORDER = "customer_key NULLS LAST, ordered_at, channel, order_id, line_no"
-# An update that would rewrite more than this share of the orders rewrites the table whole,
-# sorted: a full load, or a change of rules, keys or products that reaches most lines.
+# At most this share of the lines lies outside the table's sort order (see build_order_lines).
 REBUILD_SHARE = 0.2
 # The channel and order of an excluded line's id ('store:R1:2' -> 'store', 'R1').
 _EXCLUDED_ORDER = "split_part(id, ':', 1), regexp_extract(id, '^[^:]*:(.*):[^:]*$', 1)"
@@ -207,22 +206,28 @@ def build_order_lines(
     A run after an earlier one rewrites only the orders whose lines may differ from what the
     table holds: those with a staged row loaded since the table was last written (the days
     the run staged again), those whose customer key or exclusion changed (a merge, a new
-    staff account, a setting), and those with a product whose attributes changed. When these
-    are more than REBUILD_SHARE of the orders, or the table is new or of other columns, it is
-    written whole, sorted. The rows are the same either way; rewritten orders are appended,
-    sorted among themselves, so per-customer reads prune best on the lines of the last whole
-    write. Size bands split the kept orders into tertiles of their net amount; a rewrite
-    moves the orders whose band the new tertiles change. The excluded lines are listed in
-    core.excluded_rows (items whose order was never staged among them).
+    staff account, a setting), and those with a product whose attributes changed. Rewritten
+    orders are appended, sorted among themselves: per-customer reads prune on the lines of the
+    last whole write. So when the share of the orders to rewrite and the share of the lines
+    written since the last whole write add up to more than REBUILD_SHARE (a full load; a
+    backfill; enough days since), or the table is new or of other columns, it is written
+    whole, sorted. The rows are the same either way. Size bands split the kept orders into
+    tertiles of their net amount; a rewrite moves the orders whose band the new tertiles
+    change. The excluded lines are listed in core.excluded_rows (items whose order was never
+    staged among them).
     """
     statuses = _in_list([s.lower() for s in config.excluded_statuses])
     _excluded_customers(conn, config)
     params = {"loaded_at": loaded_at}
     if _updatable(conn, statuses, params):
-        orders, affected = _affected_orders(conn, statuses)
-        if affected <= REBUILD_SHARE * orders:
+        orders, affected, unsorted = _affected_orders(conn, statuses)
+        if affected / max(orders, 1) + unsorted <= REBUILD_SHARE:
             _rewrite_affected(conn, statuses, params)
-            return Written(False, f"rewrote the lines of {affected} of {orders} orders")
+            return Written(
+                False,
+                f"rewrote the lines of {affected} of {orders} orders; "
+                f"{unsorted:.1%} of the lines were written after the last whole write",
+            )
     conn.execute(f"CREATE OR REPLACE TEMP TABLE lines AS {_lines_sql(statuses)}")
     _order_totals(conn)
     conn.execute(f"CREATE OR REPLACE TABLE {ORDER_LINES} AS {_kept_lines_sql()}", params)
@@ -254,9 +259,10 @@ def _updatable(conn: duckdb.DuckDBPyConnection, statuses: str, params: dict) -> 
     return held == written
 
 
-def _affected_orders(conn: duckdb.DuckDBPyConnection, statuses: str) -> tuple[int, int]:
+def _affected_orders(conn: duckdb.DuckDBPyConnection, statuses: str) -> tuple[int, int, float]:
     """The orders whose lines may differ from core.order_lines' as the temp table `affected`
-    (channel, order_id); returns how many orders there are and how many are affected."""
+    (channel, order_id); returns how many orders there are, how many are affected, and the
+    share of the lines written after the table's last whole write (outside its sort order)."""
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE current_orders AS
@@ -301,11 +307,17 @@ def _affected_orders(conn: duckdb.DuckDBPyConnection, statuses: str) -> tuple[in
            OR l.margin IS DISTINCT FROM {_margin_sql("l", "p")}
         """
     )
-    orders, affected = conn.execute(
-        "SELECT (SELECT count(*) FROM current_orders), (SELECT count(*) FROM affected)"
+    orders, affected, unsorted = conn.execute(
+        f"""
+        SELECT
+            (SELECT count(*) FROM current_orders),
+            (SELECT count(*) FROM affected),
+            (SELECT coalesce(avg(CAST(loaded_at > first AS INTEGER)), 0)
+             FROM {ORDER_LINES}, (SELECT min(loaded_at) AS first FROM {ORDER_LINES}))
+        """
     ).fetchall()[0]
     conn.execute("DROP TABLE current_orders")
-    return orders, affected
+    return orders, affected, unsorted
 
 
 def _rewrite_affected(conn: duckdb.DuckDBPyConnection, statuses: str, params: dict) -> None:
