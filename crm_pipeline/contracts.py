@@ -15,6 +15,8 @@ import pandas as pd
 import pandera.errors
 import pandera.pandas as pa
 
+from crm_pipeline.reporting import masked, personal_columns
+
 T = TypeVar("T")
 
 BATCH_ROWS = 250_000
@@ -120,6 +122,7 @@ def validate_query(
     """Validate the rows of a query against a model, one Arrow record batch at a time; a
     failing row is named by its `keys` columns (the grain, or the lineage of a raw row)."""
     outcome = ValidationOutcome(keys=list(keys))
+    personal = personal_columns(model)
     reader = conn.sql(_decimals_as_double(conn, query, params), params=params or None)
     reader = reader.to_arrow_reader(batch_rows)
     for batch in reader:
@@ -139,7 +142,11 @@ def validate_query(
                         "row": _row_names(frame, shown["index"], outcome.keys),
                         "column": shown["column"].astype(str).to_numpy(),
                         "check": shown["check"].astype(str).to_numpy(),
-                        "failure_case": shown["failure_case"].astype(str).to_numpy(),
+                        # A personal value is shown by its shape (what is wrong with it).
+                        "failure_case": [
+                            masked(v) if c in personal else str(v)
+                            for c, v in zip(shown["column"], shown["failure_case"], strict=True)
+                        ],
                     }
                 )
                 outcome.examples += examples.to_dict("records")

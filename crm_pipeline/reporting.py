@@ -1,27 +1,48 @@
-"""What an operator sees for a table: row count, column schema with descriptions, a preview."""
+"""What an operator sees for a table: row count, column schema with descriptions, a preview
+with personal data masked."""
 
 from __future__ import annotations
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import pandera.pandas as pa
 
 PREVIEW_ROWS = 5
 
 
+def personal_columns(model: type[pa.DataFrameModel]) -> frozenset[str]:
+    """The columns the contract tags as personal data."""
+    return frozenset(
+        name
+        for name, spec in model.to_schema().columns.items()
+        if (spec.metadata or {}).get("personal_data")
+    )
+
+
+def masked(value: object) -> str:
+    """A personal value as its shape, for an operator's eyes: digits as 9, letters as x or X,
+    the rest kept ('Anna.Berg@gmail.com' -> 'Xxxx.Xxxx@xxxxx.xxx', '(415) 555-0100' ->
+    '(999) 999-9999'). What is wrong with a value still shows; the value does not."""
+    return "".join(
+        "9" if c.isdigit() else ("X" if c.isupper() else "x") if c.isalpha() else c
+        for c in str(value)
+    )
+
+
 def schema_of(model: type[pa.DataFrameModel], types: list[tuple[str, str]]) -> dg.TableSchema:
     """Columns with their warehouse types, the contract's descriptions and personal-data tags."""
     contract = model.to_schema().columns
+    personal = personal_columns(model)
     columns = []
     for column, data_type in types:
         spec = contract.get(column)
-        personal = bool(spec is not None and (spec.metadata or {}).get("personal_data"))
         columns.append(
             dg.TableColumn(
                 name=column,
                 type=data_type,
                 description=spec.description if spec is not None else None,
-                tags={"personal_data": "true"} if personal else {},
+                tags={"personal_data": "true"} if column in personal else {},
             )
         )
     return dg.TableSchema(columns=columns)
@@ -44,9 +65,18 @@ def column_schema(
     return schema_of(model, types)
 
 
-def preview(conn: duckdb.DuckDBPyConnection, query: str, params: list | None = None) -> str:
-    """A few rows as a Markdown table (values shortened so the UI stays readable)."""
+def preview(
+    conn: duckdb.DuckDBPyConnection,
+    query: str,
+    params: list | None = None,
+    personal: frozenset[str] = frozenset(),
+) -> str:
+    """A few rows as a Markdown table (values shortened so the UI stays readable), the
+    `personal` columns masked: Dagster keeps this in its run storage, out of reach of an
+    erasure, and an operator needs a value's shape at most."""
     frame = conn.execute(f"SELECT * FROM ({query}) LIMIT {PREVIEW_ROWS}", params or []).df()
+    for column in personal & set(frame.columns):
+        frame[column] = frame[column].map(lambda v: v if pd.isna(v) else masked(v))
     frame = frame.astype(str).apply(lambda col: col.str.slice(0, 40))
     return frame.to_markdown(index=False) if len(frame) else "_no rows_"
 
@@ -67,5 +97,5 @@ def table_metadata(
         "table_rows": total,
         "dagster/column_schema": column_schema(conn, table, model),
         "dagster/table_name": dg.MetadataValue.text(table),
-        "preview": dg.MetadataValue.md(preview(conn, query, params)),
+        "preview": dg.MetadataValue.md(preview(conn, query, params, personal_columns(model))),
     }

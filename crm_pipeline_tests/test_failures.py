@@ -59,6 +59,25 @@ def test_a_contract_failure_names_the_row_by_its_key_and_the_broken_rule(custome
     assert "| customer_key=C2 | income" in outcome.metadata()["failing_rows"].value
 
 
+class Accounts(pa.DataFrameModel):
+    account_id: Series[str]
+    email: Series[str] = pa.Field(str_matches=r"^\S+@\S+$", metadata={"personal_data": True})
+
+
+def test_a_failing_personal_value_is_shown_by_its_shape_not_its_value() -> None:
+    conn = duckdb.connect()
+    conn.execute(
+        "CREATE TABLE accounts AS SELECT * FROM (VALUES "
+        "('A1', 'anna@mail.com'), ('A2', 'Bo Li gmail.com')) AS t(account_id, email)"
+    )
+    outcome = validate_query(conn, "SELECT * FROM accounts", [], Accounts, keys=["account_id"])
+    assert [(e["row"], e["column"], e["failure_case"]) for e in outcome.examples] == [
+        ("account_id=A2", "email", "Xx Xx xxxxx.xxx")
+    ]
+    assert "Bo Li" not in outcome.describe()
+    assert "Xx Xx xxxxx.xxx" in outcome.metadata()["failing_rows"].value
+
+
 def test_a_repeated_key_is_named_with_its_number_of_rows(customers) -> None:
     repeats = repeated_keys(customers, "customers", ["customer_key"])
     assert repeats.count == 1

@@ -361,3 +361,25 @@ def test_the_published_copy_holds_every_table_of_the_run(run) -> None:
     )
     with duckdb.connect(str(warehouse.parent / "published.duckdb"), read_only=True) as copy:
         assert copy.execute(count).fetchall() == conn.execute(count).fetchall()
+
+
+def test_no_materialization_or_check_shows_a_delivered_email_phone_or_name(run) -> None:
+    result, conn, *_ = run
+    shown = []
+    for event in result.get_asset_materialization_events():
+        shown += [str(v.value) for v in event.materialization.metadata.values()]
+    for evaluation in result.get_asset_check_evaluations():
+        shown.append(evaluation.description or "")
+        shown += [str(v.value) for v in evaluation.metadata.values()]
+    text = "\n".join(shown)
+    personal = {
+        value
+        for column in ("email", "phone", "full_name")
+        for (value,) in conn.execute(
+            f"SELECT DISTINCT {column} FROM raw.online_accounts WHERE length({column}) > 6"
+        ).fetchall()
+    }
+    assert len(personal) > 500
+    assert [value for value in personal if value in text] == []
+    # The previews still show each value's shape: an operator sees what a column holds.
+    assert re.search(r"[xX]+@[xX]+\.[xX]+", text)

@@ -24,7 +24,11 @@ class RawRecord(pa.DataFrameModel):
 
     extra_columns: Series[str] = pa.Field(
         nullable=True,
-        description="Delivered columns outside the landing contract, as a JSON object (NULL when none).",
+        metadata={"personal_data": True},
+        description=(
+            "Delivered columns outside the landing contract, as a JSON object (NULL when "
+            f"none); may hold personal data (a renamed email column). {PERSONAL}"
+        ),
     )
     source_file: Series[str] = pa.Field(
         description="File the row came from, relative to the landing zone, or shop:<table>.",
