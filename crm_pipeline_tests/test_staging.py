@@ -238,6 +238,11 @@ def test_accounts_are_normalised_and_an_impossible_age_is_quarantined(tmp_path: 
         "individual",
     )
     assert _count_rule(conn, "online_accounts", "impossible_age") == 1
+    # The reason gives the age, not the birth date (personal data).
+    ((reason,),) = conn.execute(
+        "SELECT reason FROM quarantine.staging_rejects WHERE rule = 'impossible_age'"
+    ).fetchall()
+    assert reason.startswith("birth_date gives an impossible age: 1") and "1850" not in reason
     # Missing optional values stay NULL (customer_type defaults to individual only in core).
     assert conn.execute(
         "SELECT email, customer_type, income FROM staging.online_accounts WHERE account_id = 'A3'"

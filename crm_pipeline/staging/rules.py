@@ -144,7 +144,9 @@ def _birth(column: str = "birth_date") -> Check:
     return Check(
         "impossible_age",
         f"t.{column} > {bound} OR t.{column} < {bound} - INTERVAL {MAX_AGE_YEARS} YEAR",
-        f"'{column} ' || t.{column} || ' gives an impossible age'",
+        # The age, not the date: a birth date is personal data, the reason is read by many.
+        f"'{column} gives an impossible age: ' || date_diff('year', t.{column}, {bound}) "
+        "|| ' years'",
     )
 
 
