@@ -1,4 +1,5 @@
-"""The crm-pipeline command: generate demo data, materialize everything, summarise, benchmark."""
+"""The crm-pipeline command: generate demo data, materialize everything, summarise, erase a
+customer's personal data, benchmark."""
 
 from __future__ import annotations
 
@@ -151,6 +152,66 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _erase(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    import duckdb
+
+    from crm_pipeline import privacy
+    from crm_pipeline.publish import publish
+    from crm_pipeline.resources import resources_from_env
+
+    request = privacy.Request(
+        customer_keys=tuple(args.customer_key),
+        emails=tuple(args.email),
+        phones=tuple(args.phone),
+        account_ids=tuple(args.account_id),
+        cards=tuple(args.card),
+    )
+    if not any(vars(request).values()):
+        print(
+            "Name whom to erase: --customer-key, --email, --phone, --account-id or --card.",
+            file=sys.stderr,
+        )
+        return 2
+    warehouse = resources_from_env(resolve=True)["warehouse"]
+    if not Path(warehouse.path).exists():
+        print(f"No warehouse at {warehouse.path}: nothing to erase.", file=sys.stderr)
+        return 2
+    try:
+        with warehouse.connect() as conn:
+            keys = privacy.customers_of(conn, request)
+            if not keys:
+                print("No customer in the warehouse matches the request; nothing erased.")
+                return 1
+            conn.begin()
+            erasure = privacy.erase(conn, keys, args.reason, datetime.now(UTC).replace(tzinfo=None))
+            conn.commit()
+    except duckdb.IOException as error:
+        print(
+            f"Cannot open the warehouse {warehouse.path} for writing ({error}). A run may be "
+            "writing it: erase again when it has ended.",
+            file=sys.stderr,
+        )
+        return 2
+    privacy.rewrite_file(warehouse.path)
+    published = publish(warehouse)
+    print(
+        f"Erased request {erasure.request_id}: {len(erasure.customer_keys)} customer(s), "
+        f"{erasure.records} source record(s), in the warehouse {Path(warehouse.path).resolve()} "
+        f"and the published copy {warehouse.published_path()} ({len(published)} tables). "
+        "Later loads blank these records again (raw.erased_records)."
+    )
+    if erasure.landing_files:
+        print(
+            "These deliveries still hold the records; redact them at the source (a run of "
+            "their days blanks the records again, but not lines raw rejects):"
+        )
+        for name in erasure.landing_files:
+            print(f"  {name}")
+    return 0
+
+
 def _dictionary(args: argparse.Namespace) -> int:
     from crm_pipeline.dictionary import data_dictionary
 
@@ -209,6 +270,20 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> None:
     dictionary = commands.add_parser("dictionary", help="every table, its grain and columns")
     dictionary.add_argument("--out", help="write Markdown here instead of printing it")
     dictionary.set_defaults(handler=_dictionary)
+
+    erase = commands.add_parser(
+        "erase", help="erase customers' personal data from the warehouse and later loads"
+    )
+    for flag, what in (
+        ("--customer-key", "a customer key"),
+        ("--email", "an email, as any source wrote it"),
+        ("--phone", "a phone number, in any format"),
+        ("--account-id", "an online shop account id"),
+        ("--card", "a loyalty card number"),
+    ):
+        erase.add_argument(flag, action="append", default=[], help=f"{what} (repeatable)")
+    erase.add_argument("--reason", required=True, help="why (a ticket number), kept in the log")
+    erase.set_defaults(handler=_erase)
 
     bench = commands.add_parser("bench", help="time generation and every layer at a scale")
     bench.add_argument("--customers", type=int, default=100_000)

@@ -7,7 +7,15 @@ import pandera.pandas as pa
 from crm_pipeline.analytics.schemas import ANALYTICS_MODELS
 from crm_pipeline.core.schemas import CORE_MODELS, column_types
 from crm_pipeline.mining.schemas import MINING_MODELS
-from crm_pipeline.raw.schemas import RAW_MODELS, RawDeliveries, RawRecord, RawRejects
+from crm_pipeline.privacy import ERASED_RECORDS, ERASED_RECORDS_COLUMNS, ERASURES, ERASURES_COLUMNS
+from crm_pipeline.raw.schemas import (
+    RAW_MODELS,
+    ErasedRecords,
+    Erasures,
+    RawDeliveries,
+    RawRecord,
+    RawRejects,
+)
 from crm_pipeline.raw.tables import (
     DELIVERIES_COLUMNS,
     DELIVERIES_TABLE,
@@ -47,6 +55,8 @@ TABLES: dict[str, tuple[type[pa.DataFrameModel], list[tuple[str, str]]]] = {
     **{f"raw.{table}": (model, _raw_types(model)) for table, model in RAW_MODELS.items()},
     DELIVERIES_TABLE: (RawDeliveries, sql_types(DELIVERIES_COLUMNS)),
     REJECTS_TABLE: (RawRejects, sql_types(REJECTS_COLUMNS)),
+    ERASED_RECORDS: (ErasedRecords, sql_types(ERASED_RECORDS_COLUMNS)),
+    ERASURES: (Erasures, sql_types(ERASURES_COLUMNS)),
     **{
         f"staging.{name}": (model, sql_types(staging_columns(SOURCES[name])))
         for name, model in STAGING_MODELS.items()

@@ -15,6 +15,7 @@ import duckdb
 from crm_pipeline import landing
 from crm_pipeline.failures import ActionableError, explained, safe_url
 from crm_pipeline.partitions import daily_partitions, single_run_backfill
+from crm_pipeline.privacy import blank_raw
 from crm_pipeline.raw import checks
 from crm_pipeline.raw.files import Delivery, deliveries, load_csv, load_jsonl
 from crm_pipeline.raw.schemas import RAW_MODELS
@@ -138,6 +139,7 @@ def _load_files(
         conn.begin()
         clear_slice(conn, source.name, *((days[0], days[-1]) if days else (None, None)))
         loader(conn, source.name, source.columns, deliveries(paths), loaded_at)
+        blank_raw(conn, source.name)
         conn.commit()
         not_read = [p.relative_to(root).as_posix() for p in stray[:50]]
         return _result(conn, source.name, days, {"files_not_read": not_read})
@@ -198,6 +200,7 @@ def shop_asset(table: landing.ShopTable, partitioned: bool) -> dg.AssetsDefiniti
                 valid_days=daily_partitions.get_partition_keys(),
                 loaded_at=loaded_at,
             )
+            blank_raw(conn, name)
             conn.commit()
             return _result(conn, name, days)
 

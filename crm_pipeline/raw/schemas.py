@@ -233,6 +233,33 @@ class RawDeliveries(pa.DataFrameModel):
         coerce = True
 
 
+class _ErasureLog(pa.DataFrameModel):
+    """What an erasure request leaves (crm-pipeline erase): no personal data."""
+
+    request_id: Series[str] = pa.Field(description="The request (raw.erasures).")
+    erased_at: Series[pd.Timestamp] = pa.Field(description="When it was carried out (UTC).")
+
+    class Config:
+        strict = True
+        coerce = True
+
+
+class ErasedRecords(_ErasureLog):
+    """One row per source record erased on request: each load of raw blanks its personal
+    columns again."""
+
+    source: Series[str] = pa.Field(description="Source (raw table) of the record.")
+    source_id: Series[str] = pa.Field(description="Its id, as the crosswalk keys it.")
+
+
+class Erasures(_ErasureLog):
+    """One row per erasure request: when, why, how many customers and records."""
+
+    reason: Series[str] = pa.Field(description="The reason given (e.g. a ticket number).")
+    customers: Series[int] = pa.Field(ge=1, description="Customer keys erased.")
+    records: Series[int] = pa.Field(ge=0, description="Source records erased.")
+
+
 RAW_MODELS: dict[str, type[RawRecord]] = {
     "online_accounts": RawOnlineAccounts,
     "online_orders": RawOnlineOrders,

@@ -1,0 +1,296 @@
+"""Erasure on request: a customer's personal data removed from every copy in the warehouse,
+and kept out of every later load.
+
+A request names customers (by key, email, phone, account id or loyalty card). Every source
+record the crosswalk gives them is erased: the columns the contracts tag as personal data
+are set to NULL in raw and staging, the quarantine records of those rows and the rows raw
+rejected that quote their values lose them, the normaliser cache forgets the values, and
+core's golden record and survey comments lose them. The records are listed in
+raw.erased_records, and each later load of raw blanks them again as it lands them (an
+account snapshot read again from the shop, a past day run again); raw.erasures logs each
+request without personal data. Orders, visits and answers stay, under the pseudonymous key.
+
+The landing zone is the user's: the files that still hold the records are named, to be
+redacted at the source. The warehouse file is then rewritten with only its live data (an
+update leaves the old values in free blocks of the file until they are reused), and the
+published copy is replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+from crm_pipeline.core.schemas import CORE_MODELS
+from crm_pipeline.raw.schemas import RAW_MODELS
+from crm_pipeline.raw.tables import ddl, quote_ident
+from crm_pipeline.reporting import personal_columns
+from crm_pipeline.staging import normalise
+from crm_pipeline.staging.build import MERGED_TABLE, REJECTS_TABLE
+from crm_pipeline.staging.lookups import CACHE_TABLE
+from crm_pipeline.staging.schemas import STAGING_MODELS
+
+# The sources whose records carry personal data, by their id column (the crosswalk's source
+# id); orders and their items carry none.
+ERASABLE = {
+    "online_accounts": "account_id",
+    "loyalty_members": "card_no",
+    "store_purchases": "receipt_id",
+    "inquiries": "inquiry_id",
+    "feedback": "response_id",
+}
+ERASED_RECORDS = "raw.erased_records"
+ERASURES = "raw.erasures"
+RAW_REJECTS = "quarantine.raw_rejects"
+CROSSWALK = "core.customer_crosswalk"
+# Core tables with personal data, and the column that says whose row it is.
+CORE_ROWS = {"customers": "customer_key", "feedback": "customer_key"}
+# Shorter values (an initial, a two-digit extension) are too common to look for in free text.
+SHORTEST_QUOTED = 4
+
+
+@dataclass(frozen=True)
+class Request:
+    """Who is to be erased: any mix of identifiers, as typed (emails and phones are
+    normalised as staging normalises them)."""
+
+    customer_keys: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    phones: tuple[str, ...] = ()
+    account_ids: tuple[str, ...] = ()
+    cards: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What a request erased: its id, the customers and records, the landing files that still
+    hold those records."""
+
+    request_id: str
+    customer_keys: list[str]
+    records: int
+    landing_files: list[str]
+
+
+ERASED_RECORDS_COLUMNS = {
+    "source": "VARCHAR NOT NULL",
+    "source_id": "VARCHAR NOT NULL",
+    "request_id": "VARCHAR NOT NULL",
+    "erased_at": "TIMESTAMP NOT NULL",
+}
+ERASURES_COLUMNS = {
+    "request_id": "VARCHAR NOT NULL",
+    "erased_at": "TIMESTAMP NOT NULL",
+    "reason": "VARCHAR NOT NULL",
+    "customers": "BIGINT NOT NULL",
+    "records": "BIGINT NOT NULL",
+}
+
+
+def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute("CREATE SCHEMA IF NOT EXISTS raw")
+    conn.execute(ddl(ERASED_RECORDS, ERASED_RECORDS_COLUMNS))
+    conn.execute(ddl(ERASURES, ERASURES_COLUMNS))
+
+
+def customers_of(conn: duckdb.DuckDBPyConnection, request: Request) -> list[str]:
+    """The customer keys a request names (none when nothing matches)."""
+    emails = sorted({e for e in map(normalise.email, request.emails) if e})
+    phones = sorted({p for p in map(normalise.phone_e164, request.phones) if p})
+    # A receipt gives a phone (and a card), never an email.
+    contacts = " UNION ".join(
+        f"SELECT '{source}' AS source, {id_column} AS source_id FROM staging.{source} "
+        "WHERE list_contains($phones, phone)"
+        + ("" if source == "store_purchases" else " OR list_contains($emails, email)")
+        for source, id_column in ERASABLE.items()
+    )
+    found = conn.execute(
+        f"""
+        SELECT DISTINCT x.customer_key
+        FROM {CROSSWALK} AS x
+        LEFT JOIN ({contacts}) AS c USING (source, source_id)
+        WHERE c.source_id IS NOT NULL
+           OR list_contains($keys, x.customer_key)
+           OR (x.source = 'online_accounts' AND list_contains($accounts, x.source_id))
+           OR (x.source = 'loyalty_members' AND list_contains($cards, x.source_id))
+        ORDER BY 1
+        """,
+        {
+            "emails": emails,
+            "phones": phones,
+            "keys": list(request.customer_keys),
+            "accounts": list(request.account_ids),
+            "cards": list(request.cards),
+        },
+    ).fetchall()
+    return [key for (key,) in found]
+
+
+def _raw_id(id_column: str, value: str | None = None) -> str:
+    """A delivered id as staging keys it (trimmed, upper-cased), so raw rows match the
+    crosswalk's source ids."""
+    return f"upper(nullif(trim({value or quote_ident(id_column)}), ''))"
+
+
+def _set_null(columns: frozenset[str]) -> str:
+    return ", ".join(f"{quote_ident(c)} = NULL" for c in sorted(columns))
+
+
+def blank_raw(conn: duckdb.DuckDBPyConnection, source: str) -> int:
+    """Blank the personal columns of raw.<source>'s rows of erased records; a load of raw calls
+    it before it commits. Returns how many rows it blanked."""
+    if source not in ERASABLE or not _exists(conn, ERASED_RECORDS):
+        return 0
+    id_column = ERASABLE[source]
+    (count,) = conn.execute(
+        f"""
+        UPDATE raw.{source}
+        SET {_set_null(personal_columns(RAW_MODELS[source]))}
+        WHERE {_raw_id(id_column)} IN (SELECT source_id FROM {ERASED_RECORDS} WHERE source = ?)
+        """,
+        [source],
+    ).fetchall()[0]
+    return count
+
+
+def _exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
+    schema, name = table.split(".")
+    return bool(
+        conn.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+            [schema, name],
+        ).fetchall()[0][0]
+    )
+
+
+def _their_values(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """Every personal value the records of temp table `erasing` hold, as delivered (raw) and
+    as staged (normalised), longest first."""
+    parts = []
+    for source, id_column in ERASABLE.items():
+        for schema, models in (("raw", RAW_MODELS), ("staging", STAGING_MODELS)):
+            columns = sorted(personal_columns(models[source]) - {"extra_columns"})
+            if not columns or not _exists(conn, f"{schema}.{source}"):
+                continue
+            listed = ", ".join(f"CAST({quote_ident(c)} AS VARCHAR)" for c in columns)
+            key = _raw_id(id_column) if schema == "raw" else id_column
+            parts.append(
+                f"SELECT unnest([{listed}]) AS value FROM {schema}.{source} "
+                f"WHERE {key} IN (SELECT source_id FROM erasing WHERE source = '{source}')"
+            )
+    values = conn.execute(
+        f"SELECT DISTINCT trim(value) AS v FROM ({' UNION ALL '.join(parts)}) "
+        f"WHERE length(trim(value)) >= {SHORTEST_QUOTED} ORDER BY length(v) DESC, v"
+    ).fetchall()
+    return [v for (v,) in values]
+
+
+def erase(
+    conn: duckdb.DuckDBPyConnection, customer_keys: list[str], reason: str, now: datetime
+) -> Erasure:
+    """Erase the customers' personal data from every table (see the module), in the caller's
+    transaction, and record the request."""
+    ensure_tables(conn)
+    request_id = uuid.uuid4().hex
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE erasing AS
+        SELECT DISTINCT source, source_id
+        FROM {CROSSWALK}
+        WHERE list_contains($keys, customer_key) AND list_contains($sources, source)
+        """,
+        {"keys": customer_keys, "sources": list(ERASABLE)},
+    )
+    records = conn.execute("SELECT count(*) FROM erasing").fetchall()[0][0]
+    values = _their_values(conn)
+    files = _landing_files(conn)
+    conn.execute(
+        f"INSERT INTO {ERASED_RECORDS} SELECT source, source_id, ?, ? FROM erasing",
+        [request_id, now],
+    )
+    for source, id_column in ERASABLE.items():
+        blank_raw(conn, source)
+        conn.execute(
+            f"""
+            UPDATE staging.{source}
+            SET {_set_null(personal_columns(STAGING_MODELS[source]))}
+            WHERE {id_column} IN (SELECT source_id FROM erasing WHERE source = ?)
+            """,
+            [source],
+        )
+        # A set-aside row keeps its delivered values as JSON: those of a personal column go
+        # (a JSON merge patch with null removes a member).
+        patch = "{" + ", ".join(f'"{c}": null' for c in personal_columns(RAW_MODELS[source])) + "}"
+        for log in (REJECTS_TABLE, MERGED_TABLE):
+            conn.execute(
+                f"""
+                UPDATE {log}
+                SET record = json_merge_patch(record, ?)
+                WHERE source = ?
+                  AND {_raw_id(id_column, f"json_extract_string(record, '$.{id_column}')")}
+                      IN (SELECT source_id FROM erasing WHERE source = ?)
+                """,
+                [patch, source, source],
+            )
+    if values:
+        # Rows raw rejected (a line cut off, bytes not UTF-8) have no id to go by: those that
+        # quote one of the values lose their text.
+        conn.execute(
+            f"""
+            UPDATE {RAW_REJECTS} SET raw_text = NULL
+            WHERE raw_text IS NOT NULL
+              AND list_bool_or([contains(raw_text, v) FOR v IN $values])
+            """,
+            {"values": values},
+        )
+        conn.execute(
+            f"DELETE FROM {CACHE_TABLE} WHERE list_contains($values, raw) "
+            "OR list_contains($values, value)",
+            {"values": values},
+        )
+    for table, whose in CORE_ROWS.items():
+        conn.execute(
+            f"UPDATE core.{table} SET {_set_null(personal_columns(CORE_MODELS[table]))} "
+            f"WHERE list_contains($keys, {whose})",
+            {"keys": customer_keys},
+        )
+    conn.execute(
+        f"INSERT INTO {ERASURES} VALUES (?, ?, ?, ?, ?)",
+        [request_id, now, reason, len(customer_keys), records],
+    )
+    conn.execute("DROP TABLE erasing")
+    return Erasure(request_id, customer_keys, records, files)
+
+
+def _landing_files(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """The delivered files (landing zone paths, or shop tables) the erased records came from."""
+    parts = [
+        f"SELECT source_file FROM raw.{source} WHERE {_raw_id(id_column)} IN "
+        f"(SELECT source_id FROM erasing WHERE source = '{source}')"
+        for source, id_column in ERASABLE.items()
+        if _exists(conn, f"raw.{source}")
+    ]
+    if not parts:
+        return []
+    found = conn.execute(f"SELECT DISTINCT source_file FROM ({' UNION '.join(parts)}) ORDER BY 1")
+    return [f for (f,) in found.fetchall()]
+
+
+def rewrite_file(path: str) -> None:
+    """Rewrite the DuckDB file at `path` with its live data only, in its place: an update
+    leaves the old values in the file's free blocks until they are reused."""
+    target = Path(path)
+    fresh = target.with_name(target.name + ".rewrite")
+    fresh.unlink(missing_ok=True)
+    with duckdb.connect(str(target)) as conn:
+        conn.execute("CHECKPOINT")
+        (name,) = conn.execute("SELECT current_database()").fetchall()[0]
+        conn.execute(f"ATTACH '{fresh}' AS fresh")
+        conn.execute(f"COPY FROM DATABASE {quote_ident(name)} TO fresh")
+        conn.execute("DETACH fresh")
+    os.replace(fresh, target)

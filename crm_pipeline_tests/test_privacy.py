@@ -1,0 +1,133 @@
+"""Erasure on request: a customer's personal data leaves every table, the published copy and
+the warehouse file, and stays out when the sources are loaded again; their purchases stay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from crm_pipeline.cli import main
+from crm_pipeline.generate import generate
+from crm_pipeline.privacy import Request, customers_of
+
+
+def _command(*args: str) -> int:
+    with pytest.raises(SystemExit) as exit_code:
+        main(list(args))
+    return exit_code.value.code
+
+
+def _tables_quoting(path: Path, values: list[str]) -> list[str]:
+    """Every table and text column of the DuckDB file at `path` holding one of the values."""
+    with duckdb.connect(str(path), read_only=True) as conn:
+        columns = conn.execute(
+            "SELECT schema_name, table_name, column_name FROM duckdb_columns() "
+            "WHERE data_type IN ('VARCHAR', 'JSON') AND NOT internal"
+        ).fetchall()
+        return [
+            f"{schema}.{table}.{column}"
+            for schema, table, column in columns
+            if conn.execute(
+                f'SELECT count(*) FROM "{schema}"."{table}" '
+                f'WHERE list_bool_or([contains(CAST("{column}" AS VARCHAR), v) FOR v IN $v])',
+                {"v": values},
+            ).fetchall()[0][0]
+        ]
+
+
+def test_an_erased_customer_is_gone_from_every_copy_and_stays_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    root = tmp_path / "landing"
+    generate(root, customers=150, days=21, seed=5, defect_rate=0.05)
+    warehouse, published = tmp_path / "warehouse.duckdb", tmp_path / "published.duckdb"
+    monkeypatch.setenv("CRM_LANDING_DIR", str(root))
+    monkeypatch.setenv("CRM_WAREHOUSE", str(warehouse))
+    monkeypatch.setenv("CRM_PUBLISHED", str(published))
+    monkeypatch.delenv("CRM_SHOP_URL", raising=False)
+    assert _command("materialize") == 0
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        # A buyer online with the most records in other sources (a card, receipts, ...).
+        account, email, phone = conn.execute(
+            """
+            SELECT any_value(a.account_id), any_value(a.email), any_value(a.phone)
+            FROM core.customer_crosswalk AS x
+            JOIN core.customer_crosswalk AS own USING (customer_key)
+            JOIN staging.online_accounts AS a
+              ON own.source = 'online_accounts' AND a.account_id = own.source_id
+            WHERE a.email IS NOT NULL AND a.phone IS NOT NULL AND a.full_name IS NOT NULL
+            GROUP BY x.customer_key
+            HAVING x.customer_key IN (
+                SELECT customer_key FROM core.order_lines WHERE channel = 'online'
+            )
+            ORDER BY count(DISTINCT x.source) DESC, count(*) DESC, x.customer_key
+            LIMIT 1
+            """
+        ).fetchall()[0]
+        # Their values as each source delivered them, and as staging normalised them.
+        values = sorted(
+            {
+                v
+                for (v,) in conn.execute(
+                    """
+                    SELECT DISTINCT trim(unnest([a.email, a.phone, a.full_name, r.email,
+                                                 r.phone, r.full_name, r.address]))
+                    FROM staging.online_accounts AS a
+                    JOIN raw.online_accounts AS r USING (source_file, source_line)
+                    WHERE a.account_id = ?
+                    """,
+                    [account],
+                ).fetchall()
+                if v and len(v) > 5
+            }
+        )
+        orders = conn.execute(
+            "SELECT count(*) FROM core.order_lines AS l JOIN staging.online_orders AS o "
+            "USING (order_id) WHERE l.channel = 'online' AND o.account_id = ?",
+            [account],
+        ).fetchall()[0][0]
+        # Named by their email or their phone, however typed, the request finds them.
+        (key,) = customers_of(conn, Request(emails=(f"  {email.upper()} ",)))
+        assert customers_of(conn, Request(phones=(phone.replace("+", "00 "),))) == [key]
+    assert len(values) >= 4 and orders > 0
+    assert _tables_quoting(warehouse, values) != []
+    assert warehouse.read_bytes().count(email.encode()) > 0
+
+    assert _command("erase", "--email", "no.one@example.org", "--reason", "ticket 41") == 1
+    assert "nothing erased" in capsys.readouterr().out
+    # Asked by their email, as another system might spell it.
+    assert _command("erase", "--email", f"  {email.upper()} ", "--reason", "ticket 42") == 0
+    printed = capsys.readouterr().out
+    assert "1 customer(s)" in printed and "shop:accounts" in printed
+    for copy in (warehouse, published):
+        assert _tables_quoting(copy, values) == [], copy
+    # The file is rewritten: the old values are not left in its free blocks.
+    assert warehouse.read_bytes().count(email.encode()) == 0
+
+    # Loaded again from the same sources (the shop still has the account): still gone, every
+    # blocking check passes, and their purchases are still counted under a customer key.
+    assert _command("materialize") == 0
+    for copy in (warehouse, published):
+        assert _tables_quoting(copy, values) == [], copy
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM core.order_lines AS l JOIN staging.online_orders AS o "
+            "USING (order_id) WHERE l.channel = 'online' AND o.account_id = ? "
+            "AND l.customer_key IS NOT NULL",
+            [account],
+        ).fetchall() == [(orders,)]
+        assert conn.execute(
+            "SELECT reason, customers, records > 1 FROM raw.erasures"
+        ).fetchall() == [("ticket 42", 1, True)]
+
+
+def test_an_erasure_must_name_someone_and_needs_a_warehouse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("CRM_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    assert _command("erase", "--reason", "ticket 1") == 2
+    assert "Name whom to erase" in capsys.readouterr().err
+    assert _command("erase", "--customer-key", "C0", "--reason", "ticket 1") == 2
+    assert "No warehouse at" in capsys.readouterr().err
