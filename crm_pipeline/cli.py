@@ -194,7 +194,7 @@ def _erase(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    privacy.rewrite_file(warehouse.path)
+    privacy.rewrite_file(warehouse.path, warehouse.memory_limit)
     published = publish(warehouse)
     print(
         f"Erased request {erasure.request_id}: {len(erasure.customer_keys)} customer(s), "
