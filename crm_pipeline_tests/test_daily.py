@@ -4,7 +4,7 @@ or mart."""
 from __future__ import annotations
 
 import shutil
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -232,3 +232,73 @@ def test_order_lines_are_written_whole_once_a_fifth_lie_outside_the_sort_order(
         assert conn.execute(
             "SELECT count(DISTINCT loaded_at) FROM core.order_lines"
         ).fetchall() == [(1,)]
+
+
+def _small_core() -> duckdb.DuckDBPyConnection:
+    """The staging tables order lines read, empty but for two products, and a crosswalk."""
+    conn = duckdb.connect()
+    conn.execute("CREATE SCHEMA staging; CREATE SCHEMA core")
+    conn.execute(
+        "CREATE TABLE staging.online_order_items (order_id VARCHAR, line_no INTEGER, "
+        "sku VARCHAR, quantity INTEGER, unit_price DECIMAL(12,2), discount DECIMAL(12,2), "
+        "source_file VARCHAR, source_line BIGINT, partition_date DATE, loaded_at TIMESTAMP)"
+    )
+    conn.execute(
+        "CREATE TABLE staging.online_orders (order_id VARCHAR, account_id VARCHAR, "
+        "ordered_at TIMESTAMP, status VARCHAR, payment_method VARCHAR, partition_date DATE, "
+        "loaded_at TIMESTAMP)"
+    )
+    conn.execute(
+        "CREATE TABLE staging.store_purchases (receipt_id VARCHAR, store_id VARCHAR, "
+        "purchased_at TIMESTAMP, payment_method VARCHAR, sku VARCHAR, quantity INTEGER, "
+        "unit_price DECIMAL(12,2), source_file VARCHAR, source_line BIGINT, "
+        "partition_date DATE, loaded_at TIMESTAMP)"
+    )
+    conn.execute(
+        "CREATE TABLE staging.products (sku VARCHAR, category VARCHAR, subcategory VARCHAR, "
+        "kind VARCHAR, unit_cost DECIMAL(12,2))"
+    )
+    conn.execute(
+        "INSERT INTO staging.products VALUES ('A', 'c', 's', 'k', 1), ('B', 'c', 's', 'k', 2)"
+    )
+    conn.execute("CREATE TABLE staging.online_accounts (account_id VARCHAR, email VARCHAR)")
+    conn.execute(
+        "CREATE TABLE core.customer_crosswalk (source VARCHAR, source_id VARCHAR, "
+        "customer_key VARCHAR)"
+    )
+    return conn
+
+
+def _lines(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
+    return conn.execute(
+        "SELECT order_id, line_no, sku, order_size_band FROM core.order_lines ORDER BY ALL"
+    ).fetchall()
+
+
+def test_orders_after_an_empty_first_write_and_a_line_gone_from_a_day_are_rewritten() -> None:
+    conn = _small_core()
+    start = datetime(2025, 1, 1)
+    assert build_order_lines(conn, CoreRules(), start).whole  # nothing staged yet
+    for n in range(1, 11):  # ten receipts, one of them (R1) with a line on a second day too
+        conn.execute(
+            "INSERT INTO staging.store_purchases VALUES "
+            "(?, 'S1', '2025-01-02', 'cash', 'A', 1, ?, 'day1.csv', ?, '2025-01-02', ?)",
+            [f"R{n}", n, n, start + timedelta(days=1)],
+        )
+    conn.execute(
+        "INSERT INTO staging.store_purchases VALUES "
+        "('R1', 'S1', '2025-01-03', 'cash', 'B', 1, 7, 'day2.csv', 1, '2025-01-03', ?)",
+        [start + timedelta(days=2)],
+    )
+    # Every order is new to the table: written (whole, as they are all of it).
+    build_order_lines(conn, CoreRules(), start + timedelta(days=3))
+    assert len(_lines(conn)) == 11
+    # The second day staged again without R1's line: only that day's rows are loaded anew.
+    conn.execute("DELETE FROM staging.store_purchases WHERE partition_date = '2025-01-03'")
+    written = build_order_lines(conn, CoreRules(), start + timedelta(days=4))
+    assert written.summary.startswith("rewrote the lines of 1 of 10 orders")
+    rewritten = _lines(conn)
+    conn.execute("DROP TABLE core.order_lines")
+    assert build_order_lines(conn, CoreRules(), start + timedelta(days=5)).whole
+    assert rewritten == _lines(conn)
+    assert ("R1", 2, "B", "large") not in rewritten and len(rewritten) == 10

@@ -205,8 +205,9 @@ def build_order_lines(
 
     A run after an earlier one rewrites only the orders whose lines may differ from what the
     table holds: those with a staged row loaded since the table was last written (the days
-    the run staged again), those whose customer key or exclusion changed (a merge, a new
-    staff account, a setting), and those with a product whose attributes changed. Rewritten
+    the run staged again), those whose customer key, exclusion or number of lines changed (a
+    merge, a new staff account, a setting, a line gone from one day of an order spanning two),
+    and those with a product whose attributes changed. Rewritten
     orders are appended, sorted among themselves: per-customer reads prune on the lines of the
     last whole write. So when the share of the orders to rewrite and the share of the lines
     written since the last whole write add up to more than REBUILD_SHARE (a full load; a
@@ -263,31 +264,38 @@ def _affected_orders(conn: duckdb.DuckDBPyConnection, statuses: str) -> tuple[in
     """The orders whose lines may differ from core.order_lines' as the temp table `affected`
     (channel, order_id); returns how many orders there are, how many are affected, and the
     share of the lines written after the table's last whole write (outside its sort order)."""
+    # Per order: its customer (when kept), why it is excluded, and how many lines it has (a
+    # line gone from one day of an order that spans several shows in the count).
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE current_orders AS
-        SELECT DISTINCT channel, order_id,
-               CASE WHEN excluded_by IS NULL THEN customer_key END AS customer_key, excluded_by
+        SELECT channel, order_id,
+               CASE WHEN excluded_by IS NULL THEN customer_key END AS customer_key, excluded_by,
+               count(*) AS lines
         FROM ({_lines_sql(statuses)})
+        GROUP BY ALL
         """
     )
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE affected AS
         WITH held AS (
-            SELECT DISTINCT channel, order_id, customer_key, NULL::VARCHAR AS excluded_by
+            SELECT channel, order_id, customer_key, NULL::VARCHAR AS excluded_by,
+                   count(*) AS lines
             FROM {ORDER_LINES}
+            GROUP BY ALL
             UNION ALL
-            SELECT DISTINCT {_EXCLUDED_ORDER}, NULL, rule
+            SELECT {_EXCLUDED_ORDER}, NULL, rule, count(*)
             FROM core.excluded_rows
             WHERE entity = 'order_lines'
+            GROUP BY ALL
         ), since AS (
-            SELECT max(loaded_at) AS written FROM {ORDER_LINES}
+            SELECT coalesce(max(loaded_at), TIMESTAMP '-infinity') AS written FROM {ORDER_LINES}
         )
         SELECT channel, order_id FROM (
-            SELECT * FROM current_orders EXCEPT SELECT * FROM held
+            (SELECT * FROM current_orders EXCEPT SELECT * FROM held)
             UNION ALL
-            SELECT * FROM held EXCEPT SELECT * FROM current_orders
+            (SELECT * FROM held EXCEPT SELECT * FROM current_orders)
         )
         UNION
         SELECT 'online', order_id FROM staging.online_order_items
