@@ -194,8 +194,25 @@ def _erase(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    privacy.rewrite_file(warehouse.path, warehouse.memory_limit)
-    published = publish(warehouse)
+    except duckdb.CatalogException as error:
+        print(
+            f"The warehouse {warehouse.path} has no customer model to erase from yet ({error}): "
+            "run `crm-pipeline materialize` first.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        privacy.rewrite_file(warehouse.path, warehouse.memory_limit)
+        published = publish(warehouse)
+    except (OSError, duckdb.Error) as error:
+        again = " ".join(f"--customer-key {key}" for key in erasure.customer_keys)
+        print(
+            f"Request {erasure.request_id} is erased in the warehouse, but rewriting its file "
+            f"or replacing the published copy failed: {error}. The old values may remain "
+            f"there until `crm-pipeline erase {again} --reason ...` runs again.",
+            file=sys.stderr,
+        )
+        return 2
     print(
         f"Erased request {erasure.request_id}: {len(erasure.customer_keys)} customer(s), "
         f"{erasure.records} source record(s), in the warehouse {Path(warehouse.path).resolve()} "

@@ -7,8 +7,11 @@ are set to NULL in raw and staging, the quarantine records of those rows and the
 rejected that quote their values lose them, the normaliser cache forgets the values, and
 core's golden record and survey comments lose them. The records are listed in
 raw.erased_records, and each later load of raw blanks them again as it lands them (an
-account snapshot read again from the shop, a past day run again); raw.erasures logs each
-request without personal data. Orders, visits and answers stay, under the pseudonymous key.
+account snapshot read again from the shop, a past day run again); a customer excluded as a
+test or staff account stays excluded. raw.erasures logs each request without personal data.
+Orders, visits and answers stay, under a pseudonymous key; ids (account, card, receipt) are
+pseudonymous and stay. What a later load cannot recognise as theirs comes back until the
+deliveries are redacted: a line the raw layer rejects, a row without its id.
 
 The landing zone is the user's: the files that still hold the records are named, to be
 redacted at the source. The warehouse file is then rewritten with only its live data (an
@@ -19,6 +22,7 @@ published copy is replaced.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +32,7 @@ import duckdb
 
 from crm_pipeline.core.schemas import CORE_MODELS
 from crm_pipeline.raw.schemas import RAW_MODELS
-from crm_pipeline.raw.tables import ddl, quote_ident
+from crm_pipeline.raw.tables import ddl, quote_ident, quote_literal
 from crm_pipeline.reporting import personal_columns
 from crm_pipeline.staging import normalise
 from crm_pipeline.staging.build import MERGED_TABLE, REJECTS_TABLE
@@ -80,6 +84,7 @@ class Erasure:
 ERASED_RECORDS_COLUMNS = {
     "source": "VARCHAR NOT NULL",
     "source_id": "VARCHAR NOT NULL",
+    "excluded_as": "VARCHAR",
     "request_id": "VARCHAR NOT NULL",
     "erased_at": "TIMESTAMP NOT NULL",
 }
@@ -124,8 +129,8 @@ def customers_of(conn: duckdb.DuckDBPyConnection, request: Request) -> list[str]
             "emails": emails,
             "phones": phones,
             "keys": list(request.customer_keys),
-            "accounts": list(request.account_ids),
-            "cards": list(request.cards),
+            "accounts": [a.strip().upper() for a in request.account_ids],
+            "cards": [c.strip().upper() for c in request.cards],
         },
     ).fetchall()
     return [key for (key,) in found]
@@ -209,8 +214,19 @@ def erase(
     records = conn.execute("SELECT count(*) FROM erasing").fetchall()[0][0]
     values = _their_values(conn)
     files = _landing_files(conn)
+    # A test or staff account is known by its email's domain, which goes: its rule is kept.
     conn.execute(
-        f"INSERT INTO {ERASED_RECORDS} SELECT source, source_id, ?, ? FROM erasing",
+        f"""
+        INSERT INTO {ERASED_RECORDS}
+        SELECT e.source, e.source_id, x.rule, ?, ?
+        FROM erasing AS e
+        LEFT JOIN (
+            SELECT c.source, c.source_id, min(r.rule) AS rule
+            FROM {CROSSWALK} AS c
+            JOIN core.excluded_rows AS r ON r.entity = 'customers' AND r.id = c.customer_key
+            GROUP BY ALL
+        ) AS x USING (source, source_id)
+        """,
         [request_id, now],
     )
     for source, id_column in ERASABLE.items():
@@ -223,9 +239,7 @@ def erase(
             """,
             [source],
         )
-        # A set-aside row keeps its delivered values as JSON: those of a personal column go
-        # (a JSON merge patch with null removes a member).
-        patch = "{" + ", ".join(f'"{c}": null' for c in personal_columns(RAW_MODELS[source])) + "}"
+        patch = _patch(source)
         for log in (REJECTS_TABLE, MERGED_TABLE):
             conn.execute(
                 f"""
@@ -238,20 +252,27 @@ def erase(
                 [patch, source, source],
             )
     if values:
-        # Rows raw rejected (a line cut off, bytes not UTF-8) have no id to go by: those that
-        # quote one of the values lose their text.
+        # Rows set aside without an id to go by (a line cut off, an account without its id)
+        # lose what quotes one of the values.
+        quoting = "list_bool_or([contains(CAST({} AS VARCHAR), v) FOR v IN $values])"
         conn.execute(
-            f"""
-            UPDATE {RAW_REJECTS} SET raw_text = NULL
-            WHERE raw_text IS NOT NULL
-              AND list_bool_or([contains(raw_text, v) FOR v IN $values])
-            """,
+            f"UPDATE {RAW_REJECTS} SET raw_text = NULL "
+            f"WHERE raw_text IS NOT NULL AND {quoting.format('raw_text')}",
             {"values": values},
         )
+        for source in ERASABLE:
+            for log in (REJECTS_TABLE, MERGED_TABLE):
+                conn.execute(
+                    f"UPDATE {log} SET record = json_merge_patch(record, $patch) "
+                    f"WHERE source = $source AND {quoting.format('record')}",
+                    {"values": values, "patch": _patch(source), "source": source},
+                )
+        # The cache holds phones by their digits too ('4155550100' for '(415) 555-0100').
+        digits = sorted({d for v in values if len(d := re.sub(r"\D", "", v)) >= 7})
         conn.execute(
             f"DELETE FROM {CACHE_TABLE} WHERE list_contains($values, raw) "
             "OR list_contains($values, value)",
-            {"values": values},
+            {"values": values + digits + [f"+{d}" for d in digits]},
         )
     for table, whose in CORE_ROWS.items():
         conn.execute(
@@ -265,6 +286,14 @@ def erase(
     )
     conn.execute("DROP TABLE erasing")
     return Erasure(request_id, customer_keys, records, files)
+
+
+def _patch(source: str) -> str:
+    """A set-aside row keeps its delivered values as JSON: a merge patch that removes those of
+    the personal columns (null removes a member)."""
+    return (
+        "{" + ", ".join(f'"{c}": null' for c in sorted(personal_columns(RAW_MODELS[source]))) + "}"
+    )
 
 
 def _landing_files(conn: duckdb.DuckDBPyConnection) -> list[str]:
@@ -290,7 +319,8 @@ def rewrite_file(path: str, memory_limit: str) -> None:
     with duckdb.connect(str(target), config={"memory_limit": memory_limit}) as conn:
         conn.execute("CHECKPOINT")
         (name,) = conn.execute("SELECT current_database()").fetchall()[0]
-        conn.execute(f"ATTACH '{fresh}' AS fresh")
+        conn.execute(f"ATTACH {quote_literal(str(fresh))} AS fresh")
         conn.execute(f"COPY FROM DATABASE {quote_ident(name)} TO fresh")
         conn.execute("DETACH fresh")
-    os.replace(fresh, target)
+        # Swapped in while this connection still holds the file, so no run opens it between.
+        os.replace(fresh, target)

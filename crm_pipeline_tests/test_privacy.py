@@ -3,11 +3,13 @@ the warehouse file, and stays out when the sources are loaded again; their purch
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from crm_pipeline import landing
 from crm_pipeline.cli import main
 from crm_pipeline.generate import generate
 from crm_pipeline.privacy import Request, customers_of
@@ -47,6 +49,14 @@ def test_an_erased_customer_is_gone_from_every_copy_and_stays_gone(
     monkeypatch.setenv("CRM_WAREHOUSE", str(warehouse))
     monkeypatch.setenv("CRM_PUBLISHED", str(published))
     monkeypatch.delenv("CRM_SHOP_URL", raising=False)
+    # One buyer's account is a test account (its orders are left out of everything).
+    with sqlite3.connect(root / landing.SHOP_DATABASE_FILE) as shop:
+        (tester,) = shop.execute(
+            "SELECT account_id FROM orders WHERE status = 'completed' ORDER BY order_id LIMIT 1"
+        ).fetchone()
+        shop.execute(
+            "UPDATE accounts SET email = 'qa.tester@example.com' WHERE account_id = ?", [tester]
+        )
     assert _command("materialize") == 0
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         # A buyer online with the most records in other sources (a card, receipts, ...).
@@ -108,6 +118,10 @@ def test_an_erased_customer_is_gone_from_every_copy_and_stays_gone(
 
     # Loaded again from the same sources (the shop still has the account): still gone, every
     # blocking check passes, and their purchases are still counted under a customer key.
+    # The test account asked too, by its id as typed elsewhere: it stays left out, though the
+    # email that said so is gone.
+    assert _command("erase", "--account-id", f" {tester.lower()}", "--reason", "ticket 43") == 0
+    assert _tables_quoting(warehouse, ["qa.tester@example.com"]) == []
     assert _command("materialize") == 0
     for copy in (warehouse, published):
         assert _tables_quoting(copy, values) == [], copy
@@ -119,8 +133,15 @@ def test_an_erased_customer_is_gone_from_every_copy_and_stays_gone(
             [account],
         ).fetchall() == [(orders,)]
         assert conn.execute(
-            "SELECT reason, customers, records > 1 FROM raw.erasures"
-        ).fetchall() == [("ticket 42", 1, True)]
+            "SELECT reason, customers, records > 0 FROM raw.erasures ORDER BY reason"
+        ).fetchall() == [("ticket 42", 1, True), ("ticket 43", 1, True)]
+        tested = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE l.order_id IS NULL) "
+            "FROM staging.online_orders AS o LEFT JOIN core.order_lines AS l USING (order_id) "
+            "WHERE o.account_id = ? AND o.status = 'completed'",
+            [tester],
+        ).fetchall()[0]
+        assert tested[0] > 0 and tested[1] == tested[0]
 
 
 def test_an_erasure_must_name_someone_and_needs_a_warehouse(

@@ -215,8 +215,12 @@ def test_accounts_are_normalised_and_an_impossible_age_is_quarantined(tmp_path: 
         "",
         "2024-03-01",
     ]
+    bad_birth = ["a5", "", "", "Eve Ng", "", "1990-02-30", "", "", "", "", "", "2024-04-01"]
     conn = _one_source(
-        tmp_path, "online_accounts", landing.ACCOUNTS.columns, [base, old, no_type, bad_contact]
+        tmp_path,
+        "online_accounts",
+        landing.ACCOUNTS.columns,
+        [base, old, no_type, bad_contact, bad_birth],
     )
     # Invalid optional values are kept as NULL and counted per column.
     assert dict(
@@ -243,6 +247,10 @@ def test_accounts_are_normalised_and_an_impossible_age_is_quarantined(tmp_path: 
         "SELECT reason FROM quarantine.staging_rejects WHERE rule = 'impossible_age'"
     ).fetchall()
     assert reason.startswith("birth_date gives an impossible age: 1") and "1850" not in reason
+    # Nor does an invalid birth date's: the rule and the column say what to fix.
+    assert conn.execute(
+        "SELECT rule, reason FROM quarantine.staging_rejects WHERE rule = 'invalid_value'"
+    ).fetchall() == [("invalid_value", "birth_date is not a valid date")]
     # Missing optional values stay NULL (customer_type defaults to individual only in core).
     assert conn.execute(
         "SELECT email, customer_type, income FROM staging.online_accounts WHERE account_id = 'A3'"

@@ -97,7 +97,9 @@ class RawStorePurchases(RawRecord):
     receipt_id: Series[str] = _text("POS receipt id.")
     store_id: Series[str] = _text("Store of the purchase.")
     purchased_at: Series[str] = _text("Purchase time.")
-    loyalty_card: Series[str] = _text(f"Loyalty card number scanned, if any. {PERSONAL}")
+    loyalty_card: Series[str] = _text(
+        "Loyalty card number scanned, if any (a pseudonymous id, as the member's card_no)."
+    )
     phone: Series[str] = _text(f"Phone given at the till, if any. {PERSONAL}")
     sku: Series[str] = _text("Product SKU.")
     quantity: Series[str] = _text("Units bought.")
@@ -250,6 +252,11 @@ class ErasedRecords(_ErasureLog):
 
     source: Series[str] = pa.Field(description="Source (raw table) of the record.")
     source_id: Series[str] = pa.Field(description="Its id, as the crosswalk keys it.")
+    excluded_as: Series[str] = pa.Field(
+        nullable=True,
+        description="test_account or staff_account when its customer was excluded as one: "
+        "the email that said so is gone, the exclusion stays.",
+    )
 
 
 class Erasures(_ErasureLog):

@@ -13,6 +13,7 @@ from datetime import datetime
 import duckdb
 
 from crm_pipeline.raw.tables import ddl, quote_ident, quote_literal
+from crm_pipeline.reporting import personal_columns
 from crm_pipeline.staging.lookups import CACHE_TABLE, fill_cache, normaliser_id
 from crm_pipeline.staging.rules import (
     EXACT_DUPLICATE,
@@ -23,6 +24,7 @@ from crm_pipeline.staging.rules import (
     Source,
     text,
 )
+from crm_pipeline.staging.schemas import STAGING_MODELS
 
 REJECTS_TABLE = "quarantine.staging_rejects"
 MERGED_TABLE = "quarantine.merged_duplicates"
@@ -133,10 +135,14 @@ def _rule_sql(source: Source) -> tuple[str, str]:
         for c in source.columns
         if c.required
     ]
+    # A personal value (a birth date) is not quoted: the reason is read by many.
+    personal = personal_columns(STAGING_MODELS[source.name])
     invalid = [
         (
             _invalid_sql(f"t.p_{c.name}", c.sql_type),
-            f"'{c.name} ' || to_json(t.p_{c.name}) || ' is not a valid {c.sql_type.lower()}'",
+            f"'{c.name} is not a valid {c.sql_type.lower()}'"
+            if c.name in personal
+            else f"'{c.name} ' || to_json(t.p_{c.name}) || ' is not a valid {c.sql_type.lower()}'",
         )
         for c in source.columns
         if c.parses

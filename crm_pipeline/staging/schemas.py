@@ -154,7 +154,9 @@ class StagingStorePurchases(StagingRecord):
     receipt_id: Series[str] = field("POS receipt id, upper-case.", nullable=False)
     store_id: Series[str] = field("Store, known in staging.stores.", nullable=False)
     purchased_at: Series[pd.Timestamp] = field("Purchase time.", nullable=False)
-    loyalty_card: Series[str] = field("Loyalty card scanned, upper-case. " + PERSONAL)
+    loyalty_card: Series[str] = field(
+        "Loyalty card scanned, upper-case (a pseudonymous id, as the member's card_no)."
+    )
     phone: Series[str] = phone_field("Phone given at the till,")
     sku: Series[str] = field("Product SKU, known in staging.products.", nullable=False)
     quantity: Series[int] = field("Units bought, > 0.", nullable=False, gt=0)
