@@ -302,3 +302,21 @@ def test_orders_after_an_empty_first_write_and_a_line_gone_from_a_day_are_rewrit
     assert build_order_lines(conn, CoreRules(), start + timedelta(days=5)).whole
     assert rewritten == _lines(conn)
     assert ("R1", 2, "B", "large") not in rewritten and len(rewritten) == 10
+
+
+def test_order_lines_of_another_column_type_are_written_whole() -> None:
+    conn = _small_core()
+    conn.execute(
+        "INSERT INTO staging.store_purchases VALUES "
+        "('R1', 'S1', '2025-01-02', 'cash', 'A', 1, 5, 'day1.csv', 1, '2025-01-02', "
+        "TIMESTAMP '2025-01-02')"
+    )
+    assert build_order_lines(conn, CoreRules(), datetime(2025, 1, 3)).whole
+    assert not build_order_lines(conn, CoreRules(), datetime(2025, 1, 4)).whole
+    # As an older version of the code might have left it.
+    conn.execute("ALTER TABLE core.order_lines ALTER quantity TYPE BIGINT")
+    assert build_order_lines(conn, CoreRules(), datetime(2025, 1, 5)).whole
+    assert conn.execute(
+        "SELECT data_type FROM duckdb_columns() WHERE table_name = 'order_lines' "
+        "AND column_name = 'quantity'"
+    ).fetchall() == [("INTEGER",)]

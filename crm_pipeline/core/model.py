@@ -255,14 +255,11 @@ def build_order_lines(
 
 
 def _updatable(conn: duckdb.DuckDBPyConnection, statuses: str, params: dict) -> bool:
-    """Whether core.order_lines exists with the columns this code writes."""
-    held = [
-        c
-        for (c,) in conn.execute(
-            "SELECT column_name FROM duckdb_columns() "
-            "WHERE schema_name = 'core' AND table_name = 'order_lines' ORDER BY column_index"
-        ).fetchall()
-    ]
+    """Whether core.order_lines exists with the columns, and their types, this code writes."""
+    held = conn.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() "
+        "WHERE schema_name = 'core' AND table_name = 'order_lines' ORDER BY column_index"
+    ).fetchall()
     if not held:
         return False
     conn.execute(f"CREATE OR REPLACE TEMP VIEW lines AS {_lines_sql(statuses)}")
@@ -271,7 +268,10 @@ def _updatable(conn: duckdb.DuckDBPyConnection, statuses: str, params: dict) -> 
         "SELECT NULL AS channel, NULL AS order_id, 0 AS order_net"
     )
     conn.execute("CREATE OR REPLACE TEMP VIEW bands AS SELECT 0 AS low, 0 AS high")
-    written = [c for (c, *_) in conn.execute(f"DESCRIBE {_kept_lines_sql()}", params).fetchall()]
+    written = [
+        (c, kind)
+        for (c, kind, *_) in conn.execute(f"DESCRIBE {_kept_lines_sql()}", params).fetchall()
+    ]
     for view in ("lines", "order_totals", "bands"):
         conn.execute(f"DROP VIEW {view}")
     return held == written
