@@ -1,5 +1,5 @@
 """Erasure on request: a customer's personal data removed from every copy in the warehouse,
-and kept out of every later load.
+and kept out of later loads of the same records.
 
 A request names customers (by key, email, phone, account id or loyalty card). Every source
 record the crosswalk gives them is erased: the columns the contracts tag as personal data
