@@ -32,7 +32,7 @@ import duckdb
 
 from crm_pipeline.core.schemas import CORE_MODELS
 from crm_pipeline.raw.schemas import RAW_MODELS
-from crm_pipeline.raw.tables import ddl, quote_ident, quote_literal
+from crm_pipeline.raw.tables import ddl, quote_ident, quote_literal, table_exists
 from crm_pipeline.reporting import personal_columns
 from crm_pipeline.staging import normalise
 from crm_pipeline.staging.build import MERGED_TABLE, REJECTS_TABLE
@@ -149,7 +149,7 @@ def _set_null(columns: frozenset[str]) -> str:
 def blank_raw(conn: duckdb.DuckDBPyConnection, source: str) -> int:
     """Blank the personal columns of raw.<source>'s rows of erased records; a load of raw calls
     it before it commits. Returns how many rows it blanked."""
-    if source not in ERASABLE or not _exists(conn, ERASED_RECORDS):
+    if source not in ERASABLE or not table_exists(conn, ERASED_RECORDS):
         return 0
     id_column = ERASABLE[source]
     (count,) = conn.execute(
@@ -163,16 +163,6 @@ def blank_raw(conn: duckdb.DuckDBPyConnection, source: str) -> int:
     return count
 
 
-def _exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
-    schema, name = table.split(".")
-    return bool(
-        conn.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
-            [schema, name],
-        ).fetchall()[0][0]
-    )
-
-
 def _their_values(conn: duckdb.DuckDBPyConnection) -> list[str]:
     """Every personal value the records of temp table `erasing` hold, as delivered (raw) and
     as staged (normalised), longest first."""
@@ -180,7 +170,7 @@ def _their_values(conn: duckdb.DuckDBPyConnection) -> list[str]:
     for source, id_column in ERASABLE.items():
         for schema, models in (("raw", RAW_MODELS), ("staging", STAGING_MODELS)):
             columns = sorted(personal_columns(models[source]) - {"extra_columns"})
-            if not columns or not _exists(conn, f"{schema}.{source}"):
+            if not columns or not table_exists(conn, f"{schema}.{source}"):
                 continue
             listed = ", ".join(f"CAST({quote_ident(c)} AS VARCHAR)" for c in columns)
             key = _raw_id(id_column) if schema == "raw" else id_column
@@ -302,7 +292,7 @@ def _landing_files(conn: duckdb.DuckDBPyConnection) -> list[str]:
         f"SELECT source_file FROM raw.{source} WHERE {_raw_id(id_column)} IN "
         f"(SELECT source_id FROM erasing WHERE source = '{source}')"
         for source, id_column in ERASABLE.items()
-        if _exists(conn, f"raw.{source}")
+        if table_exists(conn, f"raw.{source}")
     ]
     if not parts:
         return []

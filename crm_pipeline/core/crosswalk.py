@@ -9,6 +9,7 @@ import duckdb
 
 from crm_pipeline.core.identity import RECORDS, load_records, resolve
 from crm_pipeline.core.keys import assign_keys
+from crm_pipeline.raw.tables import table_exists
 
 CROSSWALK = "core.customer_crosswalk"
 MERGES = "core.customer_key_merges"
@@ -27,10 +28,7 @@ def build_crosswalk(conn: duckdb.DuckDBPyConnection, now: datetime) -> None:
         )
         """
     )
-    exists = conn.execute(
-        "SELECT count(*) FROM information_schema.tables "
-        "WHERE table_schema = 'core' AND table_name = 'customer_crosswalk'"
-    ).fetchall()[0][0]
+    exists = table_exists(conn, CROSSWALK)
     conn.execute(
         "CREATE OR REPLACE TEMP VIEW previous AS "
         + (

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import duckdb
 
 from crm_pipeline.core.classify import CoreRules, channel_preference_sql, lifecycle_sql
+from crm_pipeline.raw.tables import table_exists
 
 CROSSWALK = "core.customer_crosswalk"
 
@@ -42,11 +43,7 @@ def excluded_customers_sql(config: CoreRules) -> str:
 
 def _excluded_customers(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
     rows = excluded_customers_sql(config)
-    erased = conn.execute(
-        "SELECT count(*) FROM duckdb_tables() "
-        "WHERE schema_name = 'raw' AND table_name = 'erased_records'"
-    ).fetchall()[0][0]
-    if erased:
+    if table_exists(conn, "raw.erased_records"):
         # An erased test or staff account has no email left to tell: its rule was kept.
         rows = f"""
             SELECT customer_key, min(rule) AS rule

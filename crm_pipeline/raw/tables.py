@@ -46,6 +46,17 @@ def ddl(table: str, columns: dict[str, str]) -> str:
     return f"CREATE TABLE IF NOT EXISTS {table} (\n    {body}\n)"
 
 
+def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether the warehouse has the table ('schema.name')."""
+    schema, name = table.split(".")
+    return bool(
+        conn.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+            [schema, name],
+        ).fetchall()[0][0]
+    )
+
+
 def sql_types(columns: dict[str, str]) -> list[tuple[str, str]]:
     """Column names and their warehouse types, constraints left out."""
     return [(name, kind.removesuffix(" NOT NULL")) for name, kind in columns.items()]
