@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -47,6 +48,7 @@ def _materialize(args: argparse.Namespace) -> int:
             any_partitioned,
             failure_messages,
             landing_days,
+            layer_seconds,
             materialize_all,
             prepare_instance,
             selected_keys,
@@ -118,6 +120,8 @@ def _materialize(args: argparse.Namespace) -> int:
         _dictionary(argparse.Namespace(out=args.dictionary))
     if args.summary:
         _summary(args)
+    if args.timings:
+        print(json.dumps({"layer_seconds": layer_seconds(instance, result.run_id)}))
     return 1 if failed_checks else 0
 
 
@@ -279,6 +283,11 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> None:
         "--summary", action="store_true", help="then print the tables and row counts"
     )
     materialize.add_argument("--dictionary", help="then write the data dictionary here")
+    materialize.add_argument(
+        "--timings",
+        action="store_true",
+        help="then print each layer's time in the run as JSON (its steps, start-up left out)",
+    )
     materialize.set_defaults(handler=_materialize)
 
     summary = commands.add_parser("summary", help="print the warehouse's tables and row counts")

@@ -87,15 +87,24 @@ def table_metadata(
     model: type[pa.DataFrameModel],
     where: str = "TRUE",
     params: list | None = None,
+    schema: bool = True,
 ) -> dict[str, dg.MetadataValue | int]:
-    """Row count (of the slice written), column schema and preview, in Dagster's standard keys."""
+    """Row count (of the slice written), column schema and preview, in Dagster's standard keys.
+
+    schema=False leaves the column schema to the asset's definition, for tables whose
+    definition declares the warehouse's own columns and types (raw and staging): a run over a
+    range of days repeats its metadata on each day's materialization, and the schema is most
+    of it.
+    """
     query = f"SELECT * FROM {table} WHERE {where}"
     rows = conn.execute(f"SELECT count(*) FROM ({query})", params or []).fetchone()[0]
     total = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    return {
+    metadata: dict[str, dg.MetadataValue | int] = {
         "dagster/row_count": rows,
         "table_rows": total,
-        "dagster/column_schema": column_schema(conn, table, model),
         "dagster/table_name": dg.MetadataValue.text(table),
         "preview": dg.MetadataValue.md(preview(conn, query, params, personal_columns(model))),
     }
+    if schema:
+        metadata["dagster/column_schema"] = column_schema(conn, table, model)
+    return metadata

@@ -81,6 +81,24 @@ def materialize_all(
     )
 
 
+def layer_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    """Each layer's time in a run: the summed wall time of its assets' steps (a step key
+    starts with its asset's layer, 'staging__feedback'), start-up and run set-up left out."""
+    started: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type_value == "STEP_START":
+            started[event.step_key] = entry.timestamp
+        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
+            layer = event.step_key.split("__")[0]
+            took = entry.timestamp - started[event.step_key]
+            seconds[layer] = seconds.get(layer, 0.0) + took
+    return {layer: round(took, 2) for layer, took in seconds.items()}
+
+
 def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
     """Why each failed step failed: the project's explanation (asset, source, partitions,
     cause, what to do) when it gave one, else the error Dagster caught."""

@@ -146,6 +146,27 @@ def test_every_blocking_check_of_every_layer_passes(run) -> None:
     assert failed == []
 
 
+def test_raw_and_staging_assets_declare_the_columns_the_warehouse_holds(run) -> None:
+    """Their materializations leave the column schema to the definition, so it must be true."""
+    result, conn, *_ = run
+    graph = defs.resolve_asset_graph()
+    keys = [k for k in graph.get_all_asset_keys() if k.path[0] in ("raw", "staging")]
+    assert len(keys) == 18
+    for key in keys:
+        declared = [
+            (c.name, c.type.removesuffix(" NOT NULL"))
+            for c in graph.get(key).metadata["dagster/column_schema"].columns
+        ]
+        held = conn.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() "
+            "WHERE schema_name = ? AND table_name = ? ORDER BY column_index",
+            key.path,
+        ).fetchall()
+        assert declared == held, key.to_user_string()
+    shown = result.asset_materializations_for_node("staging__online_orders")[0].metadata
+    assert "dagster/column_schema" not in shown and shown["dagster/row_count"].value > 0
+
+
 def test_injected_erroneous_values_never_reach_staging(run) -> None:
     _, conn, _, defects, _ = run
     staged = {

@@ -93,7 +93,9 @@ def staging_asset(source: Source) -> dg.AssetsDefinition:
             stage(conn, source, RAW_COLUMNS[source.name], days, loaded_at)
             conn.commit()
             where, params = slice_sql(days)
-            metadata = table_metadata(conn, f"staging.{source.name}", model, where, params)
+            metadata = table_metadata(
+                conn, f"staging.{source.name}", model, where, params, schema=False
+            )
             context.log.info(
                 f"staging.{source.name}: {metadata['dagster/row_count']} rows staged in "
                 f"{time.perf_counter() - started:.1f} s"
