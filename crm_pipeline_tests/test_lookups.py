@@ -106,3 +106,13 @@ def test_many_values_are_normalised_on_every_core_in_their_order() -> None:
     ]
     assert len(values) > lookups.PARALLEL_MIN_VALUES
     assert lookups.normalise_all(phone_e164, values) == [phone_e164(v) for v in values]
+
+
+def test_a_chinese_mobile_typed_nationally_shares_the_parse_of_its_international_spelling(
+    parsed: list[str],
+) -> None:
+    cached = _fill(_warehouse(), ["139 1234 5678", "+86 139-1234-5678", "1 415 555 0100"])
+    assert cached["139 1234 5678"] == cached["+86 139-1234-5678"] == "+8613912345678"
+    # Eleven digits from '14' that no Chinese mobile has: read as typed, a US number.
+    assert cached["1 415 555 0100"] == "+14155550100"
+    assert sorted(parsed) == ["+8613912345678", "+8614155550100", "1 415 555 0100"]

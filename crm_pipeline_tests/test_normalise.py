@@ -22,6 +22,7 @@ from crm_pipeline.generate.spelling import (
     phone_text,
 )
 from crm_pipeline.staging.normalise import (
+    _international,
     address,
     email,
     full_name,
@@ -137,22 +138,44 @@ def test_a_seven_digit_nanp_number_is_read_as_typed() -> None:
     assert phone_e164("310-9029") == "+13109029"
 
 
-def test_a_spelled_nanp_number_reads_as_phonenumbers_reads_it() -> None:
-    # '+1' and ten digits skips phonenumbers.parse: US, Canadian, Caribbean, unassigned and
-    # invalid numbers must all come out as the library's own reading.
-    rng = np.random.default_rng(11)
-    numbers = [f"+1{n:010d}" for n in rng.integers(2_000_000_000, 10_000_000_000, 3000)]
-    numbers += ["+14165550123", "+18765550123", "+12025550123", "+19999999999"]
-    numbers += ["+1202555\u0660\u0661\u0662\u0663"]  # Arabic-Indic digits: read as ASCII
-    for number in numbers:
+def _library_reading(number: str) -> str | None:
+    try:
         parsed = phonenumbers.parse(number, None)
-        expected = (
-            phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-            if phonenumbers.is_valid_number(parsed)
-            else None
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def test_a_spelled_number_reads_as_phonenumbers_reads_it() -> None:
+    # '+' and digits skips phonenumbers.parse when the reading is plain: numbers of every
+    # country code, valid or not, with a leading zero or a trunk prefix ('+86 179..' is a
+    # carrier code, '+7 8..' Russia's trunk prefix) or none, must all come out as the library's
+    # own reading, and each number built directly must be the one it parses.
+    rng = np.random.default_rng(11)
+    codes = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+    numbers = [f"+1{n:010d}" for n in rng.integers(2_000_000_000, 10_000_000_000, 3000)]
+    numbers += [
+        f"+{codes[c]}{rng.choice(['', '0', '1', '8', '179'])}{n}"
+        for c, n in zip(
+            rng.integers(0, len(codes), 4000), rng.integers(10, 10**13, 4000), strict=True
         )
-        assert phone_e164(number) == expected, number
-    assert sum(phone_e164(n) is not None for n in numbers) > 500
+    ]
+    numbers += [f"+86{n}" for n in rng.integers(13_000_000_000, 20_000_000_000, 1000)]
+    numbers += [f"+49{n}" for n in rng.integers(10**9, 10**11, 1000)]
+    numbers += ["+14165550123", "+18765550123", "+12025550123", "+19999999999", "+999123"]
+    numbers += ["+8613912345678", "+8617912345678", "+4930123456", "+800 1234 5678", "+12"]
+    numbers += ["+1202555\u0660\u0661\u0662\u0663"]  # Arabic-Indic digits: read as ASCII
+    direct = 0
+    for number in numbers:
+        assert phone_e164(number) == _library_reading(number), number
+        built = _international(number)
+        if built is not None:
+            direct += 1
+            assert built == phonenumbers.parse(number, None), number
+    assert sum(_library_reading(n) is not None for n in numbers) > 2000
+    assert direct > 6000
 
 
 def test_a_number_read_alike_in_two_regions_goes_to_the_earlier_region() -> None:
