@@ -130,7 +130,8 @@ def validate_query(
         frame.index = pd.RangeIndex(outcome.rows, outcome.rows + len(frame))
         outcome.rows += len(frame)
         try:
-            model.validate(frame, lazy=True)
+            # In place: the batch is ours, and pandera's copy of it costs a tenth of the check.
+            model.validate(frame, lazy=True, inplace=True)
         except pandera.errors.SchemaErrors as err:
             cases = err.failure_cases
             outcome.failures += len(cases)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import pandera.pandas as pa
 import pytest
 import sqlalchemy as sa
@@ -57,6 +58,26 @@ def test_a_contract_failure_names_the_row_by_its_key_and_the_broken_rule(custome
         outcome.describe()
     )
     assert "| customer_key=C2 | income" in outcome.metadata()["failing_rows"].value
+
+
+class Labels(pa.DataFrameModel):
+    label: Series[str] = pa.Field(nullable=True)
+
+
+def test_a_text_column_passes_its_type_once_and_a_column_of_other_values_is_named_by_row() -> None:
+    # The string dtype is answered once per column (crm_pipeline.checks); a column of objects
+    # is still checked value by value.
+    assert (
+        Labels.to_schema()
+        .columns["label"]
+        .dtype.check(pa.dtypes.String(), pd.Series(["a", None], dtype="str"))
+        is True
+    )
+    Labels.validate(pd.DataFrame({"label": ["a", "b", None]}))
+    with pytest.raises(pa.errors.SchemaErrors) as raised:
+        Labels.validate(pd.DataFrame({"label": pd.Series(["a", 7, None], dtype=object)}), lazy=True)
+    cases = raised.value.failure_cases
+    assert cases[["column", "failure_case", "index"]].values.tolist() == [["label", 7, 1]]
 
 
 class Accounts(pa.DataFrameModel):

@@ -9,7 +9,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from crm_pipeline import checks  # noqa: F401  (registers distinct_values_match)
+from crm_pipeline import checks  # noqa: F401  (distinct_values_match; string columns)
 from crm_pipeline.core.classify import CHANNEL_PREFERENCES, LIFECYCLE_STAGES
 from crm_pipeline.core.identity import RULE_CONFIDENCE
 from crm_pipeline.core.quality import STAGES

@@ -10,6 +10,8 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
+import crm_pipeline.checks  # noqa: F401  (string columns checked once per column)
+
 PERSONAL = "Personal data."
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
+import crm_pipeline.checks  # noqa: F401  (string columns checked once per column)
 from crm_pipeline.landing import INQUIRY_TOPICS
 from crm_pipeline.staging.rules import CUSTOMER_TYPES, RULES
 
