@@ -42,6 +42,9 @@ RULE_CONFIDENCE = {
     "name_and_address": 0.85,
     "single": 1.0,
 }
+UNRESOLVED = "unresolved_shared_phone"
+# Every match rule a record can carry.
+RULES = [*RULE_CONFIDENCE, UNRESOLVED]
 RECORDS = "id_records"
 # The columns a records query gives load_records, in this order.
 COLUMNS = (
@@ -318,17 +321,23 @@ def resolve(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     phone_edges, unresolved = _phone_edges(conn, component)
     edges += phone_edges + _fuzzy_edges(conn)
     component = _components(n, edges)
-    # A record's rule is the strongest rule of the links it takes part in.
-    rule = np.full(n, "single", dtype=object)
+    # A record's rule is the strongest rule of the links it takes part in, held as a number
+    # into RULES (a categorical column: millions of Python strings cost seconds to hand over).
+    rule = np.full(n, RULES.index("single"), dtype=np.int8)
     confidence = np.zeros(n)
     for a, b, name in edges:
         for ends in (a, b):
             better = RULE_CONFIDENCE[name] > confidence[ends]
-            rule[ends[better]] = name
+            rule[ends[better]] = RULES.index(name)
             confidence[ends[better]] = RULE_CONFIDENCE[name]
-    confidence[rule == "single"] = 1.0
-    rule[unresolved] = "unresolved_shared_phone"
+    confidence[rule == RULES.index("single")] = 1.0
+    rule[unresolved] = RULES.index(UNRESOLVED)
     confidence[unresolved] = 0.0
     return pd.DataFrame(
-        {"rid": np.arange(n), "component": component, "match_rule": rule, "confidence": confidence}
+        {
+            "rid": np.arange(n),
+            "component": component,
+            "match_rule": pd.Categorical.from_codes(rule, categories=RULES),
+            "confidence": confidence,
+        }
     )

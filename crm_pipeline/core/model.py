@@ -505,20 +505,31 @@ def build_customers(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
                    count(*) AS source_records
             FROM {CROSSWALK}
             GROUP BY customer_key
-        ), purchases AS (
+        ), orders AS (
+            -- One row per order first: counting orders is then counting rows, cheaper than
+            -- counting distinct order ids per customer.
             SELECT
                 customer_key,
-                min(ordered_at) AS first_purchase_at,
-                max(ordered_at) AS last_purchase_at,
-                count(DISTINCT order_id) FILTER (WHERE channel = 'online') AS online_orders,
-                count(DISTINCT order_id) FILTER (WHERE channel = 'store') AS store_orders,
-                -- The store of the latest in-store purchase (the greatest store id on a tie).
-                arg_max(store_id, struct_pack(t := ordered_at, s := store_id))
-                    FILTER (WHERE store_id IS NOT NULL AND ordered_at IS NOT NULL) AS a_store
+                channel,
+                min(ordered_at) AS first_at,
+                max(ordered_at) AS last_at,
+                max(struct_pack(t := ordered_at, s := store_id))
+                    FILTER (WHERE store_id IS NOT NULL AND ordered_at IS NOT NULL) AS latest_store
             FROM core.order_lines
             WHERE customer_key IS NOT NULL
               AND CAST(ordered_at AS DATE) <= {as_of}
               AND order_status <> 'refunded'
+            GROUP BY customer_key, channel, order_id
+        ), purchases AS (
+            SELECT
+                customer_key,
+                min(first_at) AS first_purchase_at,
+                max(last_at) AS last_purchase_at,
+                count(*) FILTER (WHERE channel = 'online') AS online_orders,
+                count(*) FILTER (WHERE channel = 'store') AS store_orders,
+                -- The store of the latest in-store purchase (the greatest store id on a tie).
+                max(latest_store).s AS a_store
+            FROM orders
             GROUP BY customer_key
         )
         SELECT

@@ -11,7 +11,7 @@ from pandera.typing import Series
 
 from crm_pipeline import checks  # noqa: F401  (distinct_values_match; string columns)
 from crm_pipeline.core.classify import CHANNEL_PREFERENCES, LIFECYCLE_STAGES
-from crm_pipeline.core.identity import RULE_CONFIDENCE
+from crm_pipeline.core.identity import RULE_CONFIDENCE, RULES, UNRESOLVED
 from crm_pipeline.core.quality import STAGES
 from crm_pipeline.landing import INQUIRY_TOPICS, NEED_DIMENSIONS
 from crm_pipeline.staging.rules import CUSTOMER_TYPES
@@ -51,9 +51,9 @@ class CustomerCrosswalk(CoreModel):
     match_rule: Series[str] = field(
         "Strongest rule linking the record to its customer: "
         + ", ".join(RULE_CONFIDENCE)
-        + ", or unresolved_shared_phone (only a phone several customers share).",
+        + f", or {UNRESOLVED} (only a phone several customers share).",
         nullable=False,
-        isin=[*RULE_CONFIDENCE, "unresolved_shared_phone"],
+        isin=RULES,
     )
     confidence: Series[float] = field(
         "How sure the link is, 0-1 (1 for ids we issue, lower for fuzzy rules).",
