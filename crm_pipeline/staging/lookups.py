@@ -106,8 +106,8 @@ def fill_cache(
         unread = conn.execute(
             f"SELECT DISTINCT n.spelling FROM new_values AS n ANTI JOIN {cached} AS c "
             "ON c.raw = n.spelling"
-        ).fetchall()
-        _read(conn, fn, [s for (s,) in unread])
+        )
+        _read(conn, fn, _strings(unread))
         conn.execute(
             f"""
             INSERT INTO {CACHE_TABLE}
@@ -120,11 +120,17 @@ def fill_cache(
         )
         unsettled = conn.execute(
             f"SELECT n.raw FROM new_values AS n ANTI JOIN {cached} AS c USING (raw)"
-        ).fetchall()
-        _read(conn, fn, [r for (r,) in unsettled])
+        )
+        _read(conn, fn, _strings(unsettled))
     finally:
         conn.execute("DROP TABLE IF EXISTS new_values")
     return count
+
+
+def _strings(result: duckdb.DuckDBPyConnection) -> list[str]:
+    """The one text column of a result as a list (through numpy: a third of fetchall's time)."""
+    (column,) = result.fetchnumpy().values()
+    return column.tolist()
 
 
 def _as_spelled(values: str) -> str:
