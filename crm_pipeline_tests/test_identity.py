@@ -11,6 +11,7 @@ import duckdb
 import pandas as pd
 
 from crm_pipeline.core import identity
+from crm_pipeline.core.crosswalk import pairwise_scores
 from crm_pipeline.core.identity import COLUMNS, load_records
 from crm_pipeline.core.keys import assign_keys, new_key
 from crm_pipeline.staging.build import ensure_tables
@@ -276,3 +277,32 @@ def test_records_resolve_alike_whatever_order_the_tables_hold_them_in() -> None:
         for order in permutations([2, 3, 4])
     }
     assert len(groups) == 1
+
+
+def test_pairwise_scores_count_pairs_of_records_against_the_true_people(tmp_path) -> None:
+    # Person P1 has three records, split over two keys; P2's one record shares a key with P1's
+    # third. A record the crosswalk does not hold (quarantined) is left out.
+    truth = tmp_path / "identities.csv"
+    truth.write_text(
+        "source,source_id,person_id\n"
+        "online_accounts,A1,P1\nloyalty_members,L1,P1\ninquiries,I1,P1\n"
+        "feedback,F1,P2\nfeedback,F2,P2\n"
+    )
+    conn = duckdb.connect()
+    conn.execute("CREATE SCHEMA core")
+    conn.execute(
+        "CREATE TABLE core.customer_crosswalk AS SELECT * FROM (VALUES "
+        "('online_accounts', 'A1', 'K1'), ('loyalty_members', 'L1', 'K1'), "
+        "('inquiries', 'I1', 'K2'), ('feedback', 'F1', 'K2')) AS t(source, source_id, customer_key)"
+    )
+    scores = pairwise_scores(conn, truth)
+    # True pairs: P1's three records make 3 (P2's one scored record makes none); predicted:
+    # one per key; right: A1-L1 only.
+    assert scores == {
+        "precision": 0.5,
+        "recall": 1 / 3,
+        "true_pairs": 3.0,
+        "predicted_pairs": 2.0,
+        "records_scored": 4.0,
+        "records_in_truth": 5.0,
+    }

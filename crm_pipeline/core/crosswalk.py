@@ -82,29 +82,29 @@ def pairwise_scores(conn: duckdb.DuckDBPyConnection, identities_csv: Path) -> di
     A pair is two source records; it is true when both are one person, predicted when both
     have one key. Records the crosswalk does not hold (quarantined ones) are left out.
     """
+    # One count per (person, key) cell; a person's records and a key's records are sums of
+    # cells, so the three pair counts come from one pass over the records.
     row = conn.execute(
         f"""
         WITH truth AS (
             SELECT source, source_id, person_id
             FROM read_csv(?, header = true, all_varchar = true)
-        ), both_sides AS (
-            SELECT t.person_id, x.customer_key
+        ), cells AS (
+            SELECT t.person_id, x.customer_key, count(*) AS n
             FROM truth AS t
             JOIN {CROSSWALK} AS x USING (source, source_id)
-        ), pairs AS (
-            SELECT 'true' AS kind, count(*) AS n FROM both_sides GROUP BY person_id
-            UNION ALL
-            SELECT 'predicted', count(*) FROM both_sides GROUP BY customer_key
-            UNION ALL
-            SELECT 'both', count(*) FROM both_sides GROUP BY person_id, customer_key
+            GROUP BY ALL
+        ), people AS (
+            SELECT sum(n) AS n FROM cells GROUP BY person_id
+        ), keys AS (
+            SELECT sum(n) AS n FROM cells GROUP BY customer_key
         )
         SELECT
-            sum(n * (n - 1) / 2) FILTER (WHERE kind = 'true'),
-            sum(n * (n - 1) / 2) FILTER (WHERE kind = 'predicted'),
-            sum(n * (n - 1) / 2) FILTER (WHERE kind = 'both'),
+            (SELECT sum(n * (n - 1) / 2) FROM people),
+            (SELECT sum(n * (n - 1) / 2) FROM keys),
+            (SELECT sum(n * (n - 1) / 2) FROM cells),
             (SELECT count(*) FROM truth),
-            (SELECT count(*) FROM both_sides)
-        FROM pairs
+            (SELECT sum(n) FROM cells)
         """,
         [str(identities_csv)],
     ).fetchall()[0]
