@@ -22,7 +22,8 @@ def distinct_values_match(series: pd.Series, *, pattern: str) -> pd.Series:
 @pandas_engine.Engine.register_dtype(equivalents=pandas_engine._STRING_EQUIVALENTS)
 @dtypes.immutable(init=True)
 class WholeColumnString(pandas_engine.STRING):
-    """pandas' string dtype (what `Series[str]` declares), its check answered once per column.
+    """pandas' string dtype (what `Series[str]` declares on pandas 3), its check answered once
+    per column.
 
     pandera answers a column already of that dtype with one True per row, and its dtype check
     then builds an empty table of failure cases, and a message printing it, for each string

@@ -113,6 +113,6 @@ def test_a_chinese_mobile_typed_nationally_shares_the_parse_of_its_international
 ) -> None:
     cached = _fill(_warehouse(), ["139 1234 5678", "+86 139-1234-5678", "1 415 555 0100"])
     assert cached["139 1234 5678"] == cached["+86 139-1234-5678"] == "+8613912345678"
-    # Eleven digits from '14' that no Chinese mobile has: read as typed, a US number.
+    # Eleven digits from '141', a range no Chinese mobile has: read as typed, a US number.
     assert cached["1 415 555 0100"] == "+14155550100"
     assert sorted(parsed) == ["+8613912345678", "+8614155550100", "1 415 555 0100"]

@@ -139,8 +139,9 @@ def phone_e164(text: str | None, regions: tuple[str, ...] = ("US", "CN", "DE")) 
 
 def _international(number: str) -> phonenumbers.PhoneNumber | None:
     """The number phonenumbers.parse reads from '+' and digits, built directly, when the reading
-    is plain: a known country code, then a national number with no leading zero and nothing
-    that country's trunk-prefix rule would strip. None: leave it to phonenumbers.parse."""
+    is plain: a known country code, then a national number with no leading zero that the
+    country's trunk-prefix rule does not match (where it matches, parse may strip it). None:
+    leave it to phonenumbers.parse."""
     if _INTERNATIONAL_SPELLED.fullmatch(number) is None:
         return None
     # As parse does: the shortest leading digits that are a country code.
@@ -269,9 +270,10 @@ def phone_spellings_sql(values: str) -> str:
     ('415 555 0100') reads as '+14155550100' when that number is valid, since phone_e164 tries
     the US first and then finds the digits as typed; a Chinese mobile typed nationally ('139
     1234 5678', eleven digits from '13' to '19') reads as '+8613912345678' when that number is
-    valid, since no US reading has eleven digits and China writes its mobiles without a trunk
-    prefix. When such a number is not valid, the value must be read itself, as other regions
-    may take it. Anything else is its own spelling. Spellings let one parse serve every way a
+    valid, since with the default regions (US, CN, DE) eleven digits are a US number only as a
+    fallback (a trunk '1' dropped), after an exact reading, and China writes its mobiles
+    without a trunk prefix. When such a number is not valid, the value must be read itself, as
+    other regions may take it. Anything else is its own spelling. Spellings let one parse serve every way a
     number is typed.
     """
     return f"""
