@@ -29,6 +29,8 @@ _NON_DIGIT = re.compile(r"\D")
 _PLAIN_PHONE = re.compile(r"[\d ().-]*")
 # '+' and digits only, as phone_spellings_sql spells most numbers ('+14155550100').
 _INTERNATIONAL_SPELLED = re.compile(r"\+[1-9][0-9]{2,63}")
+# phonenumbers' bounds on a national number's length.
+_MIN_NATIONAL, _MAX_NATIONAL = 2, 17
 _HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff"
 _HAN_CHAR = re.compile(f"[{_HAN}]")
 _HAN_NAME = re.compile(f"[{_HAN}]+")
@@ -162,10 +164,6 @@ def _international(number: str) -> phonenumbers.PhoneNumber | None:
     return phonenumbers.PhoneNumber(country_code=country_code, national_number=int(national))
 
 
-# phonenumbers' bounds on a national number's length.
-_MIN_NATIONAL, _MAX_NATIONAL = 2, 17
-
-
 @cache
 def _trunk_prefix(country_code: int) -> re.Pattern[str] | None:
     """What phonenumbers.parse may strip from the start of the country's national numbers."""
@@ -273,8 +271,8 @@ def phone_spellings_sql(values: str) -> str:
     valid, since with the default regions (US, CN, DE) eleven digits are a US number only as a
     fallback (a trunk '1' dropped), after an exact reading, and China writes its mobiles
     without a trunk prefix. When such a number is not valid, the value must be read itself, as
-    other regions may take it. Anything else is its own spelling. Spellings let one parse serve every way a
-    number is typed.
+    other regions may take it. Anything else is its own spelling. Spellings let one parse
+    serve every way a number is typed.
     """
     return f"""
         SELECT
