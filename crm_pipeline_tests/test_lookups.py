@@ -3,6 +3,8 @@ while one parse serves every way a number is typed."""
 
 from __future__ import annotations
 
+import random
+
 import duckdb
 import pytest
 
@@ -116,3 +118,26 @@ def test_a_chinese_mobile_typed_nationally_shares_the_parse_of_its_international
     # Eleven digits from '141', a range no Chinese mobile has: read as typed, a US number.
     assert cached["1 415 555 0100"] == "+14155550100"
     assert sorted(parsed) == ["+8613912345678", "+8614155550100", "1 415 555 0100"]
+
+
+def test_a_german_mobile_typed_nationally_shares_the_parse_of_its_international_spelling(
+    parsed: list[str],
+) -> None:
+    cached = _fill(_warehouse(), ["0151 50701220", "+49 151 50701220", "0170 1234567"])
+    assert cached["0151 50701220"] == cached["+49 151 50701220"] == "+4915150701220"
+    assert cached["0170 1234567"] == "+491701234567"
+    assert sorted(parsed) == ["+4915150701220", "+491701234567"]
+
+
+def test_numbers_typed_like_german_mobiles_get_the_value_phone_e164_gives_them() -> None:
+    # Every prefix from 01500 to 01799, eleven and twelve digits: the German reading is exact
+    # (or the number is read as typed) whatever the format German numbers of the range take.
+    rng = random.Random(7)
+    values = [
+        f"0{prefix} {rng.randrange(10 ** (length - 6)):0{length - 6}d}"
+        for prefix in range(1500, 1800)
+        for length in (11, 12)
+        for _ in range(2)
+    ]
+    cached = _fill(_warehouse(), values)
+    assert {v: cached[v] for v in values} == {v: phone_e164(v) for v in values}

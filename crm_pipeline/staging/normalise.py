@@ -270,9 +270,12 @@ def phone_spellings_sql(values: str) -> str:
     1234 5678', eleven digits from '13' to '19') reads as '+8613912345678' when that number is
     valid, since with the default regions (US, CN, DE) eleven digits are a US number only as a
     fallback (a trunk '1' dropped), after an exact reading, and China writes its mobiles
-    without a trunk prefix. When such a number is not valid, the value must be read itself, as
-    other regions may take it. Anything else is its own spelling. Spellings let one parse
-    serve every way a number is typed.
+    without a trunk prefix. A German mobile typed nationally ('0151 50701220', eleven or twelve
+    digits from '015' to '017') reads as '+4915150701220' when that number is valid: Germany
+    writes every such number with its trunk '0', so its reading is exact, and China reads it
+    only as a fallback (its mobiles without the '0'), the US not at all. When such a number
+    is not valid, the value must be read itself, as other regions may take it. Anything else
+    is its own spelling. Spellings let one parse serve every way a number is typed.
     """
     return f"""
         SELECT
@@ -283,9 +286,11 @@ def phone_spellings_sql(values: str) -> str:
                 WHEN prefix = '00' THEN '+' || digits[3:]
                 WHEN us_shaped THEN '+1' || digits
                 WHEN cn_mobile_shaped THEN '+86' || digits
+                WHEN de_mobile_shaped THEN '+49' || digits[2:]
                 ELSE digits
             END AS spelling,
-            NOT (plain AND prefix = '' AND (us_shaped OR cn_mobile_shaped)) AS exact
+            NOT (plain AND prefix = '' AND (us_shaped OR cn_mobile_shaped OR de_mobile_shaped))
+                AS exact
         FROM (
             SELECT
                 raw,
@@ -300,7 +305,9 @@ def phone_spellings_sql(values: str) -> str:
                     AND NOT (prefix = '' AND starts_with(digits, '00')) AS plain,
                 length(digits) = 10 AND digits[1] BETWEEN '2' AND '9' AS us_shaped,
                 length(digits) = 11 AND digits[1] = '1' AND digits[2] BETWEEN '3' AND '9'
-                    AS cn_mobile_shaped
+                    AS cn_mobile_shaped,
+                length(digits) IN (11, 12) AND starts_with(digits, '01')
+                    AND digits[3] BETWEEN '5' AND '7' AS de_mobile_shaped
             FROM (
                 SELECT
                     raw,
