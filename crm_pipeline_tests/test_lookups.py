@@ -59,15 +59,24 @@ def _fill(conn: duckdb.DuckDBPyConnection, values: list[str]) -> dict[str, str |
 
 @pytest.fixture
 def parsed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every value the cache hands to a normaliser."""
+    """Every value the cache reads: in DuckDB, then with the normaliser."""
     seen: list[str] = []
     normalise_all = lookups.normalise_all
+    read_in_sql = lookups.READ_IN_SQL[phone_e164]
 
     def recording(fn, values: list[str]) -> list[str | None]:
         seen.extend(values)
         return normalise_all(fn, values)
 
+    def recording_sql(conn: duckdb.DuckDBPyConnection, values: str) -> str:
+        sql = read_in_sql(conn, values)
+        seen.extend(
+            raw for (raw,) in conn.execute(f"SELECT raw FROM ({sql}) ORDER BY raw").fetchall()
+        )
+        return sql
+
     monkeypatch.setattr(lookups, "normalise_all", recording)
+    monkeypatch.setitem(lookups.READ_IN_SQL, phone_e164, recording_sql)
     return seen
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from itertools import product
 from types import SimpleNamespace
 
+import duckdb
 import numpy as np
 import pandas as pd
 import phonenumbers
 import pytest
+from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from crm_pipeline.generate.names import ZH_GIVEN_FEMALE, ZH_GIVEN_MALE, ZH_SURNAMES
 from crm_pipeline.generate.people import full_names
@@ -26,6 +28,7 @@ from crm_pipeline.staging.normalise import (
     address,
     email,
     full_name,
+    international_readings_sql,
     name_key,
     over_distinct,
     phone_e164,
@@ -176,6 +179,48 @@ def test_a_spelled_number_reads_as_phonenumbers_reads_it() -> None:
             assert built == phonenumbers.parse(number, None), number
     assert sum(_library_reading(n) is not None for n in numbers) > 2000
     assert direct > 6000
+
+
+def test_a_spelled_number_read_in_duckdb_gets_the_value_phone_e164_gives_it() -> None:
+    # The library's example of every type in every region (the NANP's many countries, regions
+    # sharing a calling code, non-geographic numbers), each also with its last digit changed,
+    # one digit more and one fewer, and random numbers of every calling code: every number
+    # _international builds is read in DuckDB, as valid exactly when phone_e164 says so.
+    examples = [
+        phonenumbers.example_number_for_type(region, kind)
+        for region in phonenumbers.SUPPORTED_REGIONS
+        for kind in vars(PhoneNumberType).values()
+        if isinstance(kind, int)
+    ]
+    examples += [
+        phonenumbers.example_number_for_non_geo_entity(code)
+        for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS
+    ]
+    spelled = [
+        phonenumbers.format_number(n, PhoneNumberFormat.E164) for n in examples if n is not None
+    ]
+    numbers = [
+        variant
+        for n in spelled
+        for variant in (n, n[:-1] + str((int(n[-1]) + 3) % 10), n + "5", n[:-1])
+    ]
+    rng = np.random.default_rng(17)
+    codes = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+    numbers += [
+        f"+{codes[c]}{n}"
+        for c, n in zip(
+            rng.integers(0, len(codes), 3000), rng.integers(10, 10**12, 3000), strict=True
+        )
+    ]
+    numbers += ["+0123", "+12", "+999123", "+1 415 555 0100", "tel:+14155550100", "+8617912345678"]
+    conn = duckdb.connect()
+    conn.execute("CREATE TABLE spelled (raw VARCHAR)")
+    conn.executemany("INSERT INTO spelled VALUES (?)", [[n] for n in numbers])
+    read = dict(conn.execute(international_readings_sql(conn, "spelled")).fetchall())
+    assert set(read) == {n for n in numbers if _international(n) is not None}
+    assert read == {n: phone_e164(n) for n in read}
+    assert sum(v is not None for v in read.values()) > 1500
+    assert len(spelled) > 1000
 
 
 def test_a_number_read_alike_in_two_regions_goes_to_the_earlier_region() -> None:

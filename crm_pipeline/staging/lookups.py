@@ -78,6 +78,11 @@ def ensure_cache(conn: duckdb.DuckDBPyConnection) -> None:
 SPELLINGS: dict[Normaliser, Callable[[str], str]] = {
     normalise.phone_e164: normalise.phone_spellings_sql,
 }
+# Normalisers that read some values in DuckDB: SQL giving (raw, value) for the values of a table
+# (`raw`) it can read, the others left to the normaliser, as normalise.international_readings_sql.
+READ_IN_SQL: dict[Normaliser, Callable[[duckdb.DuckDBPyConnection, str], str]] = {
+    normalise.phone_e164: normalise.international_readings_sql,
+}
 
 
 def fill_cache(
@@ -88,7 +93,7 @@ def fill_cache(
     Values are read once per spelling (SPELLINGS): a spelling already cached, or read now and
     cached as a value of its own, gives its value to every raw value spelled so; a spelling
     that reads differently when its number is not valid leaves those raw values to be read
-    themselves.
+    themselves. Spellings DuckDB can read (READ_IN_SQL) are read there, all at once.
     """
     name = normaliser_id(fn)
     ensure_cache(conn)
@@ -103,11 +108,18 @@ def fill_cache(
     conn.execute(f"CREATE OR REPLACE TEMP TABLE new_values AS {spellings(unseen)}", params)
     try:
         (count,) = conn.execute("SELECT count(*) FROM new_values").fetchone()
-        unread = conn.execute(
-            f"SELECT DISTINCT n.spelling FROM new_values AS n ANTI JOIN {cached} AS c "
+        unread = (
+            f"SELECT DISTINCT n.spelling AS raw FROM new_values AS n ANTI JOIN {cached} AS c "
             "ON c.raw = n.spelling"
         )
-        _read(conn, fn, _strings(unread))
+        in_sql = READ_IN_SQL.get(fn)
+        if in_sql is not None:
+            conn.execute(f"CREATE OR REPLACE TEMP TABLE unread AS {unread}")
+            conn.execute(
+                f"INSERT INTO {CACHE_TABLE} "
+                f"SELECT {quote_literal(name)}, raw, value FROM ({in_sql(conn, 'unread')})"
+            )
+        _read(conn, fn, _strings(conn.execute(unread)))
         conn.execute(
             f"""
             INSERT INTO {CACHE_TABLE}
@@ -124,6 +136,7 @@ def fill_cache(
         _read(conn, fn, _strings(unsettled))
     finally:
         conn.execute("DROP TABLE IF EXISTS new_values")
+        conn.execute("DROP TABLE IF EXISTS unread")
     return count
 
 

@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Callable
 from functools import cache
 
+import duckdb
 import numpy as np
 import pandas as pd
 import phonenumbers
@@ -322,6 +323,129 @@ def phone_spellings_sql(values: str) -> str:
             )
         )
     """
+
+
+def international_readings_sql(conn: duckdb.DuckDBPyConnection, values: str) -> str:
+    """SQL giving (raw, value) for the values of `values` (a table or query with a text column
+    `raw`) that are plain international spellings ('+' and digits that `_international`
+    builds): `phone_e164`'s value for each, read in DuckDB rather than one number at a time.
+
+    The value is the spelling when the number is valid, else NULL, decided as phonenumbers
+    decides it (`_valid`): its length is possible for the calling code's main region, and the
+    region that holds it (the first of the calling code's regions whose leading digits start
+    the number, or, for a region without leading digits, whose patterns take it) has a number
+    type whose length and pattern it matches. The patterns are the library's own metadata,
+    each a constant RE2 expression over every number at once. Values that are not plain
+    spellings are left out, for `phone_e164` itself.
+    """
+    spelled = f"""
+        SELECT raw, cc, substr(raw, 2 + length(cc)) AS national
+        FROM (
+            SELECT raw, {_country_code_sql("substr(raw, 2)")} AS cc
+            FROM {values}
+            WHERE regexp_full_match(raw, '\\+[1-9][0-9]{{2,63}}')
+        )
+        WHERE cc IS NOT NULL
+    """
+    codes = sorted(
+        int(c) for (c,) in conn.execute(f"SELECT DISTINCT cc FROM ({spelled})").fetchall()
+    )
+    if not codes:
+        return "SELECT NULL::VARCHAR AS raw, NULL::VARCHAR AS value WHERE FALSE"
+    plain = " OR ".join(_plain_national_sql(code) for code in codes)
+    valid = " ".join(f"WHEN '{code}' THEN {_valid_national_sql(code)}" for code in codes)
+    return f"""
+        SELECT raw, CASE WHEN CASE cc {valid} END THEN raw END AS value
+        FROM ({spelled})
+        WHERE length(national) BETWEEN {_MIN_NATIONAL} AND {_MAX_NATIONAL}
+          AND national[1] <> '0'
+          AND ({plain})
+    """
+
+
+def _country_code_sql(digits: str) -> str:
+    """As `_international` finds it: the shortest leading digits that are a calling code."""
+    by_size: dict[int, list[str]] = {}
+    for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+        by_size.setdefault(len(str(code)), []).append(f"'{code}'")
+    whens = " ".join(
+        f"WHEN left({digits}, {size}) IN ({', '.join(sorted(codes))}) THEN left({digits}, {size})"
+        for size, codes in sorted(by_size.items())
+    )
+    return f"CASE {whens} END"
+
+
+def _plain_national_sql(code: int) -> str:
+    """The calling code's national numbers `_international` builds: no trunk prefix to strip."""
+    trunk_prefix = _trunk_prefix(code)
+    if trunk_prefix is None:
+        return f"cc = '{code}'"
+    return f"(cc = '{code}' AND NOT regexp_matches(national, {_regex(trunk_prefix.pattern, '^')}))"
+
+
+def _valid_national_sql(code: int) -> str:
+    """Whether a national number of the calling code is valid, as `_valid` decides it."""
+    main = PhoneMetadata.metadata_for_region_or_calling_code(
+        code, phonenumbers.region_code_for_country_code(code)
+    )
+    lengths = (*main.general_desc.possible_length, *main.general_desc.possible_length_local_only)
+    possible = f"length(national) IN ({', '.join(str(n) for n in sorted(set(lengths)))})"
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[code]
+    if len(regions) == 1:
+        metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, regions[0])
+        return f"({possible} AND {_typed_sql(metadata)})"
+    holds = []
+    for region in regions:
+        metadata = PhoneMetadata.metadata_for_region(region)
+        if metadata is None:
+            continue
+        if metadata.leading_digits is not None:
+            starts = f"regexp_matches(national, {_regex(metadata.leading_digits, '^')})"
+            holds.append(f"WHEN {starts} THEN {_typed_sql(metadata)}")
+        else:
+            holds.append(f"WHEN {_typed_sql(metadata)} THEN TRUE")
+    return f"({possible} AND CASE {' '.join(holds)} ELSE FALSE END)"
+
+
+def _typed_sql(metadata: PhoneMetadata | None) -> str:
+    """Whether the region has a number type the national number matches (not UNKNOWN)."""
+    if metadata is None:
+        return "FALSE"
+    types = [
+        metadata.premium_rate,
+        metadata.toll_free,
+        metadata.shared_cost,
+        metadata.voip,
+        metadata.personal_number,
+        metadata.pager,
+        metadata.uan,
+        metadata.voicemail,
+        metadata.fixed_line,
+    ]
+    if not metadata.same_mobile_and_fixed_line_pattern:
+        types.append(metadata.mobile)
+    matching = [sql for desc in types if (sql := _desc_sql(desc)) is not None]
+    general = _desc_sql(metadata.general_desc)
+    if general is None or not matching:
+        return "FALSE"
+    return f"({general} AND ({' OR '.join(matching)}))"
+
+
+def _desc_sql(desc: phonenumbers.PhoneNumberDesc | None) -> str | None:
+    """Whether the national number matches the description's lengths and pattern; None: never."""
+    if desc is None or not desc.national_number_pattern:
+        return None
+    full = f"regexp_full_match(national, {_regex(desc.national_number_pattern)})"
+    if not desc.possible_length:
+        return full
+    lengths = ", ".join(str(n) for n in desc.possible_length)
+    return f"(length(national) IN ({lengths}) AND {full})"
+
+
+def _regex(pattern: str, anchor: str = "") -> str:
+    """A pattern as a SQL literal, anchored at the start ('^') for a prefix match."""
+    text = f"^(?:{pattern})" if anchor else pattern
+    return "'" + text.replace("'", "''") + "'"
 
 
 def full_name(text: str | None) -> str | None:
