@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
 import duckdb
-import pandas as pd
+import pyarrow as pa
 
 from crm_pipeline.raw.tables import quote_literal
 from crm_pipeline.staging import normalise
@@ -104,7 +104,12 @@ def fill_cache(
     )
     cached = f"(SELECT raw, value FROM {CACHE_TABLE} WHERE normaliser = {quote_literal(name)})"
     unseen = f"SELECT d.raw FROM ({distinct_sql}) AS d ANTI JOIN {cached} AS c USING (raw)"
-    spellings = SPELLINGS.get(fn, _as_spelled)
+    spellings = SPELLINGS.get(fn)
+    if spellings is None:
+        # Each value is its own spelling: read every unseen value, once.
+        values = _strings(conn.execute(unseen, params))
+        _read(conn, fn, values)
+        return len(values)
     conn.execute(f"CREATE OR REPLACE TEMP TABLE new_values AS {spellings(unseen)}", params)
     try:
         (count,) = conn.execute("SELECT count(*) FROM new_values").fetchone()
@@ -146,21 +151,21 @@ def _strings(result: duckdb.DuckDBPyConnection) -> list[str]:
     return column.tolist()
 
 
-def _as_spelled(values: str) -> str:
-    return f"SELECT raw, raw AS spelling, TRUE AS exact FROM ({values})"
-
-
 def _read(conn: duckdb.DuckDBPyConnection, fn: Normaliser, values: list[str]) -> None:
     """Normalise `values` and cache them."""
     if not values:
         return
-    frame = pd.DataFrame({"raw": values, "value": normalise_all(fn, values)}, dtype=object)
+    # As Arrow text: DuckDB reads it as it is, where a frame of Python strings is converted
+    # value by value.
+    frame = pa.table(
+        {
+            "raw": pa.array(values, pa.string()),
+            "value": pa.array(normalise_all(fn, values), pa.string()),
+        }
+    )
     conn.register("normalised_frame", frame)
     conn.execute(
-        f"""
-        INSERT INTO {CACHE_TABLE}
-        SELECT ?, CAST(raw AS VARCHAR), CAST(value AS VARCHAR) FROM normalised_frame
-        """,
+        f"INSERT INTO {CACHE_TABLE} SELECT ?, raw, value FROM normalised_frame",
         [normaliser_id(fn)],
     )
     conn.unregister("normalised_frame")
