@@ -4,11 +4,13 @@ raw row is conserved (staged, quarantined or merged), checked and failing when o
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import pytest
 
 from crm_pipeline import landing
@@ -16,6 +18,7 @@ from crm_pipeline.raw.tables import ensure_raw_tables
 from crm_pipeline.staging.build import clear, ensure_tables, stage
 from crm_pipeline.staging.checks import conserved_result, contract_result
 from crm_pipeline.staging.rules import SOURCES
+from crm_pipeline.staging.schemas import EMAIL, WHITESPACE
 
 LOADED = datetime(2025, 3, 1, 6, 0)
 DAY = "2025-03-01"
@@ -344,3 +347,23 @@ def test_a_record_delivered_again_on_a_later_day_is_merged_into_the_first(staged
         dg.AssetCheckSeverity.WARN
     )
     assert contract_result(staged, SOURCES["store_purchases"], [later]).passed
+
+
+def test_the_email_contract_refuses_the_whitespace_python_knows_on_either_engine() -> None:
+    # The contract spells \s out, so pandas runs it on Arrow's RE2: the same characters, and
+    # the same verdicts as Python's re gives the pattern with \s.
+    chars = "".join(map(chr, range(0x110000)))
+    spaces = re.findall(r"\s", chars)
+    assert set(re.findall(f"[{WHITESPACE}]", chars)) == set(spaces)
+    emails = [f"an{c}na@example.com" for c in spaces] + [f"anna@exam{c}ple.com" for c in spaces]
+    emails += ["anna@example.com", "a.b+c@x.co", "anna@example", "@example.com", "a@@b.com"]
+    emails += ["anna@example.c", "ANNA@example.COM", "anna@例子.com", "anna@example.com\n"]
+    verdicts = pd.Series(emails, dtype="str").str.match(EMAIL).tolist()
+    python = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
+    assert verdicts == [python.match(e) is not None for e in emails]
+    assert [e for e, ok in zip(emails, verdicts, strict=True) if ok] == [
+        "anna@example.com",
+        "a.b+c@x.co",
+        "anna@例子.com",
+        "anna@example.com\n",  # '$' takes a final newline, in both
+    ]
