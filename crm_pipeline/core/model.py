@@ -428,8 +428,8 @@ def _latest(column: str) -> str:
     """SQL for a column's most recently seen non-null value; on a tie in time, the greatest, so
     a re-run picks the same."""
     return (
-        f"arg_max({column}, struct_pack(t := seen_at, v := {column})) "
-        f"FILTER (WHERE {column} IS NOT NULL AND seen_at IS NOT NULL)"
+        f"max(struct_pack(t := seen_at, v := {column})) "
+        f"FILTER (WHERE {column} IS NOT NULL AND seen_at IS NOT NULL).v"
     )
 
 
