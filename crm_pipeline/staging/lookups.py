@@ -4,7 +4,8 @@ Parsing a phone number with phonenumbers costs tens of microseconds, and a milli
 bring more than a million distinct phone spellings. Each distinct delivered value is
 normalised once and kept in staging.normalised_values, keyed by the normaliser and a digest
 of its code, so a daily run only normalises what it has not seen, and a change to
-normalise.py recomputes everything. Large batches are spread over the machine's cores.
+normalise.py recomputes everything. Batches whose reading takes long enough to repay forking
+are spread over the machine's cores.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import inspect
 import multiprocessing
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
@@ -23,7 +25,11 @@ from crm_pipeline.raw.tables import quote_literal
 from crm_pipeline.staging import normalise
 
 CACHE_TABLE = "staging.normalised_values"
-PARALLEL_MIN_VALUES = 20_000
+# Values read first in this process, to time the normaliser on this batch.
+PROBE_VALUES = 2_000
+# What forking the workers and gathering their results costs a large process (a staging step
+# holding DuckDB's buffers), in seconds of reading saved: below it, one process reads faster.
+FORK_SECONDS = 0.25
 CODE_DIGEST = hashlib.sha256(inspect.getsource(normalise).encode()).hexdigest()[:12]
 
 Normaliser = Callable[[str | None], str | None]
@@ -43,20 +49,28 @@ def _apply(start: int, stop: int) -> list[str | None]:
     return [fn(v) for v in values[start:stop]]
 
 
-def normalise_all(fn: Normaliser, values: list[str]) -> list[str | None]:
-    """fn over every value, on all cores when there are many (fork keeps start-up cheap)."""
+def normalise_all(
+    fn: Normaliser, values: list[str], fork_seconds: float = FORK_SECONDS
+) -> list[str | None]:
+    """fn over every value, in order: the first few here, timed, and the rest on all cores
+    when the time the cores would save is more than `fork_seconds` (an email reads in half a
+    microsecond, a Han name or a phone in tens: a fork repays itself only at scale)."""
     workers = min(os.cpu_count() or 1, 4)
-    if len(values) < PARALLEL_MIN_VALUES or workers < 2:
-        return [fn(v) for v in values]
+    started = time.perf_counter()
+    head = [fn(v) for v in values[:PROBE_VALUES]]
+    rest = values[PROBE_VALUES:]
+    each = (time.perf_counter() - started) / max(len(head), 1)
+    if workers < 2 or each * len(rest) * (1 - 1 / workers) <= fork_seconds:
+        return head + [fn(v) for v in rest]
     global _WORK
-    size = -(-len(values) // workers)
-    starts = range(0, len(values), size)
+    size = -(-len(rest) // workers)
+    starts = range(0, len(rest), size)
     context = multiprocessing.get_context("fork")
-    _WORK = (fn, values)
+    _WORK = (fn, rest)
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             parts = pool.map(_apply, starts, [start + size for start in starts])
-            return [v for part in parts for v in part]
+            return head + [v for part in parts for v in part]
     finally:
         _WORK = None
 
