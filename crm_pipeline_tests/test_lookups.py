@@ -153,3 +153,26 @@ def test_numbers_typed_like_german_mobiles_get_the_value_phone_e164_gives_them()
     ]
     cached = _fill(_warehouse(), values)
     assert {v: cached[v] for v in values} == {v: phone_e164(v) for v in values}
+
+
+def test_a_german_number_with_its_trunk_zero_after_the_code_shares_the_parse_without_it(
+    parsed: list[str],
+) -> None:
+    cached = _fill(_warehouse(), ["+49 (0)30 1234567", "0049 030 1234567", "+49 30 1234567"])
+    assert set(cached.values()) == {"+49301234567"}
+    assert parsed == ["+49301234567"]
+
+
+def test_numbers_with_a_zero_after_49_get_the_value_phone_e164_gives_them() -> None:
+    # Every three-digit start and every length phonenumbers takes, valid or not, and '00'
+    # after the code (phonenumbers drops one '0' only).
+    rng = random.Random(11)
+    values = [
+        f"+49 (0){start}{rng.randrange(10**12):012d}"[: 9 + length]
+        for start in range(100, 1000)
+        for length in (2, 6, 9, 12)
+    ]
+    values += ["+49 00 30 1234567", "0049 0", "+490", "+49 (0)", "+49 0 0"]
+    cached = _fill(_warehouse(), values)
+    assert {v: cached[v] for v in values} == {v: phone_e164(v) for v in values}
+    assert sum(cached[v] is not None for v in values) > 1000

@@ -263,28 +263,31 @@ def phone_spellings_sql(values: str) -> str:
     """SQL giving each `raw` of `values` a spelling `phone_e164` reads as it reads the value,
     and whether it always does (`exact`).
 
-    phonenumbers reads digits only, so a plain value (digits, spaces, '-', '.', parentheses,
-    one leading '+' or '00') with its punctuation dropped reads the same: '(415) 555-0100' as
-    '4155550100', '0049 30 1234567' as '+49301234567'. A US-shaped national number
+    phonenumbers reads digits only, so a plain value (digits, spaces, '-', '.', parentheses, one
+    leading '+' or '00') with its punctuation dropped reads the same: '(415) 555-0100' as
+    '4155550100', '0049 30 1234567' as '+49301234567', and '+49 (0)30 1234567' as '+49301234567'
+    too (phonenumbers drops a trunk '0' written after '+49'). A US-shaped national number
     ('415 555 0100') reads as '+14155550100' when that number is valid, since phone_e164 tries
-    the US first and then finds the digits as typed; a Chinese mobile typed nationally ('139
-    1234 5678', eleven digits from '13' to '19') reads as '+8613912345678' when that number is
-    valid, since with the default regions (US, CN, DE) eleven digits are a US number only as a
-    fallback (a trunk '1' dropped), after an exact reading, and China writes its mobiles
-    without a trunk prefix. A German mobile typed nationally ('0151 50701220', eleven or twelve
-    digits from '015' to '017') reads as '+4915150701220' when that number is valid: Germany
-    writes every such number with its trunk '0', so its reading is exact, and China reads it
-    only as a fallback (its mobiles without the '0'), the US not at all. When such a number
-    is not valid, the value must be read itself, as other regions may take it. Anything else
-    is its own spelling. Spellings let one parse serve every way a number is typed.
+    the US first and then finds the digits as typed; a Chinese mobile typed nationally
+    ('139 1234 5678', eleven digits from '13' to '19') reads as '+8613912345678' when that
+    number is valid, since with the default regions (US, CN, DE) eleven digits are a US number
+    only as a fallback (a trunk '1' dropped), after an exact reading, and China writes its
+    mobiles without a trunk prefix. A German mobile typed nationally ('0151 50701220', eleven or
+    twelve digits from '015' to '017') reads as '+4915150701220' when that number is valid:
+    Germany writes every such number with its trunk '0', so its reading is exact, and China
+    reads it only as a fallback (its mobiles without the '0'), the US not at all. When such a
+    number is not valid, the value must be read itself, as other regions may take it. Anything
+    else is its own spelling. Spellings let one parse serve every way a number is typed.
     """
     return f"""
         SELECT
             raw,
             CASE
                 WHEN NOT plain THEN raw
-                WHEN prefix = '+' THEN '+' || digits
-                WHEN prefix = '00' THEN '+' || digits[3:]
+                -- '+49 (0)30 1234567': phonenumbers drops the trunk '0' behind the code.
+                WHEN prefix <> '' AND regexp_matches(international, '^490[1-9]')
+                    THEN '+49' || international[4:]
+                WHEN prefix <> '' THEN '+' || international
                 WHEN us_shaped THEN '+1' || digits
                 WHEN cn_mobile_shaped THEN '+86' || digits
                 WHEN de_mobile_shaped THEN '+49' || digits[2:]
@@ -308,7 +311,8 @@ def phone_spellings_sql(values: str) -> str:
                 length(digits) = 11 AND digits[1] = '1' AND digits[2] BETWEEN '3' AND '9'
                     AS cn_mobile_shaped,
                 length(digits) IN (11, 12) AND starts_with(digits, '01')
-                    AND digits[3] BETWEEN '5' AND '7' AS de_mobile_shaped
+                    AND digits[3] BETWEEN '5' AND '7' AS de_mobile_shaped,
+                CASE prefix WHEN '+' THEN digits WHEN '00' THEN digits[3:] END AS international
             FROM (
                 SELECT
                     raw,
