@@ -53,8 +53,8 @@ def normalise_all(
     fn: Normaliser, values: list[str], fork_seconds: float = FORK_SECONDS
 ) -> list[str | None]:
     """fn over every value, in order: the first few here, timed, and the rest on all cores
-    when the time the cores would save is more than `fork_seconds` (an email reads in half a
-    microsecond, a Han name or a phone in tens: a fork repays itself only at scale)."""
+    when the time the cores would save is more than `fork_seconds` (an email reads in a
+    microsecond or two, a Han name or a phone in tens: a fork repays itself only at scale)."""
     workers = min(os.cpu_count() or 1, 4)
     started = time.perf_counter()
     head = [fn(v) for v in values[:PROBE_VALUES]]
@@ -138,6 +138,7 @@ def fill_cache(
                 f"INSERT INTO {CACHE_TABLE} "
                 f"SELECT {quote_literal(name)}, raw, value FROM ({in_sql(conn, 'unread')})"
             )
+            unread = f"SELECT u.raw FROM unread AS u ANTI JOIN {cached} AS c USING (raw)"
         _read(conn, fn, _strings(conn.execute(unread)))
         conn.execute(
             f"""
