@@ -275,7 +275,7 @@ ANALYTICS_TABLES = (
 )
 
 
-def _analytics_as_of(warehouse: Path, day: date) -> dict[str, list]:
+def _analytics_as_of(warehouse: Path, day: date, refit_days: int = 7) -> dict[str, list]:
     result = dg.materialize(
         analytics_assets,
         resources={
@@ -288,6 +288,7 @@ def _analytics_as_of(warehouse: Path, day: date) -> dict[str, list]:
                 holdout_days=7,
                 min_buyers_to_fit=20,
                 min_repeat_buyers_to_fit=3,
+                refit_days=refit_days,
             ),
         },
     )
@@ -335,6 +336,57 @@ def test_an_as_of_result_is_the_same_with_or_without_the_data_after_the_day(
     assert [status for _, status, *_ in with_later["model_runs"]] == ["fitted"] * 3
     for name, rows in without.items():
         assert with_later[name] == rows, name
+
+
+def test_a_clv_fit_scores_the_days_after_it_until_refit_days_and_never_a_day_before(
+    run, tmp_path: Path
+) -> None:
+    _, conn, _, _, days = run
+    day = date.fromisoformat(days[len(days) * 2 // 3])
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(
+        Path(conn.execute("SELECT file FROM pragma_database_list").fetchall()[0][0]), warehouse
+    )
+    with duckdb.connect(str(warehouse)) as writer:
+        writer.execute("DROP SCHEMA analytics CASCADE")
+
+    def fitted_as_of() -> list[date]:
+        with duckdb.connect(str(warehouse), read_only=True) as reader:
+            return [
+                d.date()
+                for (d,) in reader.execute(
+                    "SELECT as_of FROM analytics.model_runs WHERE model = 'bgnbd' ORDER BY run_at"
+                ).fetchall()
+            ]
+
+    def p_alive() -> dict[str, float]:
+        with duckdb.connect(str(warehouse), read_only=True) as reader:
+            return dict(
+                reader.execute(
+                    "SELECT customer_key, p_alive FROM analytics.scored_customers "
+                    "WHERE p_alive IS NOT NULL"
+                ).fetchall()
+            )
+
+    first = _analytics_as_of(warehouse, day, refit_days=3)
+    before = p_alive()
+    # Three days on: scored again with the same parameters, so nothing is fitted or logged,
+    # and the chances of being alive of repeat buyers who did not come back fall with the day.
+    later = _analytics_as_of(warehouse, day + timedelta(days=3), refit_days=3)
+    after = p_alive()
+    assert fitted_as_of() == [day]
+    assert later["model_runs"] == first["model_runs"]
+    assert len(before) > 100
+    assert sum(after[k] < before[k] for k in before if before[k] < 0.999) >= 10
+    # The day before the fit may not use it (it saw that day's future); four days on is too late.
+    _analytics_as_of(warehouse, day - timedelta(days=1), refit_days=3)
+    _analytics_as_of(warehouse, day + timedelta(days=4), refit_days=3)
+    assert fitted_as_of() == [day, day - timedelta(days=1), day + timedelta(days=4)]
+    # Scored with the fit of its own day again, a day's table is the one its fit gave.
+    assert (
+        _analytics_as_of(warehouse, day, refit_days=3)["scored_customers"]
+        == (first["scored_customers"])
+    )
 
 
 def test_the_report_beside_the_warehouse_draws_every_chart_and_table(run) -> None:

@@ -13,14 +13,16 @@ import duckdb
 import pandas as pd
 
 from crm_pipeline.analytics import breakdowns
+from crm_pipeline.analytics.clv import BgNbdFit
 from crm_pipeline.analytics.features import (
     customer_features,
     customer_purchase_days,
     purchase_days_between,
 )
+from crm_pipeline.analytics.gamma_gamma import GammaGammaFit
 from crm_pipeline.analytics.needs import ipa, need_scores
 from crm_pipeline.analytics.schemas import ANALYTICS_MODELS
-from crm_pipeline.analytics.scoring import ModelRun, holdout_run, score_customers
+from crm_pipeline.analytics.scoring import ClvFits, ModelRun, holdout_run, score_customers
 from crm_pipeline.marts import Built, Mart, Settings, mart_assets
 from crm_pipeline.report import chart_metadata
 
@@ -32,6 +34,19 @@ CREATE TABLE IF NOT EXISTS analytics.model_runs (
     data_from TIMESTAMP, data_to TIMESTAMP, note VARCHAR, metrics VARCHAR
 )
 """
+
+
+def _model_runs_table(conn: duckdb.DuckDBPyConnection) -> None:
+    """analytics.model_runs, with the columns an older warehouse lacks added."""
+    conn.execute("CREATE SCHEMA IF NOT EXISTS analytics")
+    conn.execute(MODEL_RUNS_DDL)
+    for column in ("data_from", "data_to"):
+        conn.execute(
+            f"ALTER TABLE analytics.model_runs ADD COLUMN IF NOT EXISTS {column} TIMESTAMP"
+        )
+    conn.execute(
+        "ALTER TABLE analytics.model_runs ADD COLUMN IF NOT EXISTS metrics VARCHAR DEFAULT '{}'"
+    )
 
 
 def record_runs(
@@ -61,19 +76,51 @@ def record_runs(
             for r, start, end in runs
         ]
     )
-    conn.execute("CREATE SCHEMA IF NOT EXISTS analytics")
-    conn.execute(MODEL_RUNS_DDL)
-    for column in ("data_from", "data_to"):
-        conn.execute(
-            f"ALTER TABLE analytics.model_runs ADD COLUMN IF NOT EXISTS {column} TIMESTAMP"
-        )
-    conn.execute(
-        "ALTER TABLE analytics.model_runs ADD COLUMN IF NOT EXISTS metrics VARCHAR DEFAULT '{}'"
-    )
+    _model_runs_table(conn)
     conn.register("runs_frame", log)
     conn.execute("INSERT INTO analytics.model_runs BY NAME SELECT * FROM runs_frame")
     conn.unregister("runs_frame")
     return log
+
+
+def reusable_fits(
+    conn: duckdb.DuckDBPyConnection, day: date, refit_days: int, first_day: date | None
+) -> tuple[ClvFits, str] | None:
+    """The latest CLV fits of one run that may score the day, and when they were fitted: fitted
+    as of the day or up to `refit_days` before it (never after: no later data may reach a
+    score), on history from the same first day. None when there are none."""
+    if not refit_days or first_day is None:
+        return None
+    _model_runs_table(conn)
+    rows = conn.execute(
+        """
+        WITH latest AS (
+            SELECT run_at, as_of
+            FROM analytics.model_runs
+            WHERE model = 'bgnbd' AND status = 'fitted'
+              AND CAST(as_of AS DATE) BETWEEN CAST($day AS DATE) - $days AND CAST($day AS DATE)
+              AND CAST(data_from AS DATE) = CAST($first AS DATE)
+            ORDER BY as_of DESC, run_at DESC
+            LIMIT 1
+        )
+        SELECT m.model, m.parameters, m.log_likelihood, m.customers, l.as_of
+        FROM analytics.model_runs AS m
+        JOIN latest AS l USING (run_at)
+        WHERE m.model IN ('bgnbd', 'gamma_gamma') AND m.status = 'fitted'
+        """,
+        {"day": day, "days": refit_days, "first": first_day},
+    ).fetchall()
+    fits = {model: (json.loads(p), ll, n) for model, p, ll, n, _ in rows}
+    if set(fits) != {"bgnbd", "gamma_gamma"}:
+        return None
+    (bg, bg_ll, bg_n), (gg, gg_ll, gg_n) = fits["bgnbd"], fits["gamma_gamma"]
+    return (
+        ClvFits(
+            BgNbdFit(bg["r"], bg["alpha"], bg["a"], bg["b"], bg_ll, bg_n, True),
+            GammaGammaFit(gg["p"], gg["q"], gg["gamma"], gg_ll, gg_n, True),
+        ),
+        rows[0][4].date().isoformat(),
+    )
 
 
 def _core(*tables: str) -> list[dg.AssetKey]:
@@ -85,7 +132,9 @@ SCORED = dg.AssetKey(["analytics", "scored_customers"])
 
 def build_scored_customers(conn: duckdb.DuckDBPyConnection, day: date, settings: Settings) -> Built:
     """Fit BG/NBD and Gamma-Gamma on every buyer up to the day, check BG/NBD on a holdout,
-    score every customer first seen by then, and log the fits to analytics.model_runs."""
+    score every customer first seen by then, and log the fits to analytics.model_runs; within
+    `refit_days` of a fit on the same history, score with its parameters instead (a daily run
+    rescores every customer without refitting every day)."""
     analysis = settings.analysis
     end = {"end": day}
     customers = (
@@ -116,6 +165,7 @@ def build_scored_customers(conn: duckdb.DuckDBPyConnection, day: date, settings:
         f"WHERE customer_key IS NOT NULL AND ordered_at {UNTIL}",
         end,
     ).fetchall()[0][0]
+    reusable = reusable_fits(conn, day, analysis.refit_days, first_day)
     # Read once for the day's features and the holdout's (features at the cutoff, purchases after).
     customer_purchase_days(conn, day)
     scored, runs = score_customers(
@@ -126,30 +176,44 @@ def build_scored_customers(conn: duckdb.DuckDBPyConnection, day: date, settings:
         analysis.clv_months,
         analysis.discount_rate,
         analysis.minimums(),
+        reused=reusable[0] if reusable else None,
     )
-    cutoff = day - timedelta(days=analysis.holdout_days)
-    holdout = holdout_run(
-        customer_features(conn, cutoff, read_table=True),
-        purchase_days_between(conn, cutoff, day, read_table=True),
-        analysis.holdout_days,
-        analysis.minimums(),
-    )
+    logged = [(r, first_day, day) for r in runs]
+    holdout = None
+    if not reusable:
+        cutoff = day - timedelta(days=analysis.holdout_days)
+        holdout = holdout_run(
+            customer_features(conn, cutoff, read_table=True),
+            purchase_days_between(conn, cutoff, day, read_table=True),
+            analysis.holdout_days,
+            analysis.minimums(),
+        )
+        logged.append((holdout, first_day, cutoff))
     scored["as_of"] = pd.Timestamp(day)
     conn.register("scored_frame", scored.reset_index(names="customer_key"))
     conn.begin()
     conn.execute("CREATE OR REPLACE TABLE analytics.scored_customers AS SELECT * FROM scored_frame")
-    log = record_runs(
-        conn, [*((r, first_day, day) for r in runs), (holdout, first_day, cutoff)], day
-    )
+    log = record_runs(conn, logged, day) if logged else None
     conn.commit()
     conn.unregister("scored_frame")
-    shown = log[["model", "status", "parameters", "log_likelihood", "customers", "seconds", "note"]]
-    return Built(
-        {
+    if reusable:
+        fits = {
+            "clv_fits": dg.MetadataValue.text(
+                f"BG/NBD and Gamma-Gamma parameters fitted as of {reusable[1]} (within "
+                f"{analysis.refit_days} days), in analytics.model_runs with their holdout check"
+            )
+        }
+    else:
+        shown = log[
+            ["model", "status", "parameters", "log_likelihood", "customers", "seconds", "note"]
+        ]
+        fits = {
             "model_runs": dg.MetadataValue.md(shown.to_markdown(index=False)),
             "holdout": dg.MetadataValue.json(holdout.metrics or {"skipped": holdout.note}),
-            "segments": dg.MetadataValue.json(scored["rfm_segment"].value_counts().to_dict()),
         }
+    return Built(
+        fits
+        | {"segments": dg.MetadataValue.json(scored["rfm_segment"].value_counts().to_dict())}
         | chart_metadata(conn, "RFM segments: size and value"),
         f"{len(scored)} customers scored",
     )

@@ -23,7 +23,11 @@ from crm_pipeline.analytics.clv import (
     fit_bgnbd,
     p_alive,
 )
-from crm_pipeline.analytics.gamma_gamma import expected_average_value, fit_gamma_gamma
+from crm_pipeline.analytics.gamma_gamma import (
+    GammaGammaFit,
+    expected_average_value,
+    fit_gamma_gamma,
+)
 from crm_pipeline.analytics.holdout import holdout_check
 from crm_pipeline.analytics.rfm import rfm_scores
 from crm_pipeline.analytics.satisfaction import customer_measures, satisfaction_scores
@@ -112,8 +116,20 @@ def _bgnbd_run(
     )
 
 
+@dataclass(frozen=True)
+class ClvFits:
+    """Fitted BG/NBD and Gamma-Gamma parameters, to score with again instead of refitting."""
+
+    bgnbd: BgNbdFit
+    gamma_gamma: GammaGammaFit
+
+
 def _fit_clv(
-    features: pd.DataFrame, months: int, discount: float, minimums: Minimums
+    features: pd.DataFrame,
+    months: int,
+    discount: float,
+    minimums: Minimums,
+    reused: ClvFits | None = None,
 ) -> tuple[pd.DataFrame, list[ModelRun]]:
     out = pd.DataFrame(index=features.index, dtype=float)
     runs = []
@@ -132,29 +148,32 @@ def _fit_clv(
             out[column] = np.nan
         return out, runs
     x, t_x, T = (features[c].to_numpy(float) for c in ("x", "t_x", "T"))
-    started = time.perf_counter()
-    bg = fit_bgnbd(x, t_x, T)
-    runs.append(
-        _bgnbd_run(
-            "bgnbd",
-            bg,
-            time.perf_counter() - started,
-            "weeks; converged" if bg.converged else "weeks; did not converge",
+    if reused:
+        bg, gg = reused.bgnbd, reused.gamma_gamma
+    else:
+        started = time.perf_counter()
+        bg = fit_bgnbd(x, t_x, T)
+        runs.append(
+            _bgnbd_run(
+                "bgnbd",
+                bg,
+                time.perf_counter() - started,
+                "weeks; converged" if bg.converged else "weeks; did not converge",
+            )
         )
-    )
-    started = time.perf_counter()
-    gg = fit_gamma_gamma(repeaters["x"].to_numpy(float), repeaters["m_x"].to_numpy(float))
-    runs.append(
-        ModelRun(
-            "gamma_gamma",
-            "fitted",
-            {"p": gg.p, "q": gg.q, "gamma": gg.gamma},
-            gg.log_likelihood,
-            gg.n,
-            time.perf_counter() - started,
-            "converged" if gg.converged else "did not converge",
+        started = time.perf_counter()
+        gg = fit_gamma_gamma(repeaters["x"].to_numpy(float), repeaters["m_x"].to_numpy(float))
+        runs.append(
+            ModelRun(
+                "gamma_gamma",
+                "fitted",
+                {"p": gg.p, "q": gg.q, "gamma": gg.gamma},
+                gg.log_likelihood,
+                gg.n,
+                time.perf_counter() - started,
+                "converged" if gg.converged else "did not converge",
+            )
         )
-    )
     m_x = features["m_x"].fillna(0).to_numpy(float)
     out["p_alive"] = p_alive(bg, x, t_x, T)
     out["expected_purchases_90d"] = expected_purchases(bg, 90 / 7, x, t_x, T)
@@ -182,11 +201,13 @@ def score_customers(
     months: int = 12,
     discount_rate: float = 0.10,
     minimums: Minimums = Minimums(),
+    reused: ClvFits | None = None,
 ) -> tuple[pd.DataFrame, list[ModelRun]]:
     """customers: indexed by customer_key with customer_type, city, region, income,
     tenure_days; features: customer_features(); feedback (customer_key, submitted_at,
     satisfaction_rating, nps) and inquiries (customer_key, topic, first_response_hours,
-    resolution_hours) as of the day."""
+    resolution_hours) as of the day. reused: CLV parameters to score with instead of fitting
+    (then no model run is returned for them)."""
     # Customers are numbered once and aligned by number: aligning frames on a million string
     # keys costs a fraction of a second each time, and scoring aligns a few dozen times.
     keys = customers.index
@@ -204,7 +225,7 @@ def score_customers(
     rfm = rfm_scores(features.loc[buyers])
     scored = scored.join(rfm)
     scored["rfm_segment"] = scored["rfm_segment"].fillna("No purchase")
-    model, runs = _fit_clv(features.loc[buyers], months, discount_rate, minimums)
+    model, runs = _fit_clv(features.loc[buyers], months, discount_rate, minimums, reused)
     scored = scored.join(model)
     scored["churn_risk"] = 1 - scored["p_alive"]
     scored["churn_tier"] = churn_tier(scored["churn_risk"])

@@ -12,7 +12,8 @@ from crm_pipeline.core.classify import parse_day
 
 
 class AnalysisSettings(dg.ConfigurableResource):
-    """The day scores are computed as of, the CLV horizon and discount rate, and the holdout."""
+    """The day scores are computed as of, the CLV horizon and discount rate, the holdout, and
+    how long a CLV fit serves."""
 
     as_of: str = Field(
         default="", description="Day (YYYY-MM-DD) to score as of; empty: the last day with orders."
@@ -23,6 +24,15 @@ class AnalysisSettings(dg.ConfigurableResource):
         default=90,
         gt=0,
         description="Days before the as-of day held out to check BG/NBD's predictions.",
+    )
+
+    refit_days: int = Field(
+        default=7,
+        ge=0,
+        description="Days a CLV fit serves: a run scores with the latest BG/NBD and Gamma-Gamma "
+        "parameters fitted on the same history at most this many days before its as-of day "
+        "(never after it), and fits them again (with the holdout check) when there are none. "
+        "0: fit on every run.",
     )
 
     min_buyers_to_fit: int = Field(
