@@ -19,6 +19,7 @@ from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.crosswalk import pairwise_scores
 from crm_pipeline.definitions import defs
 from crm_pipeline.generate import generate
+from crm_pipeline.mining.assets import mining_assets
 from crm_pipeline.mining.settings import MiningSettings
 from crm_pipeline.resources import LandingZoneResource, WarehouseResource
 from crm_pipeline.run import landing_days, materialize_all
@@ -338,17 +339,23 @@ def test_an_as_of_result_is_the_same_with_or_without_the_data_after_the_day(
         assert with_later[name] == rows, name
 
 
-def test_a_clv_fit_scores_the_days_after_it_until_refit_days_and_never_a_day_before(
-    run, tmp_path: Path
-) -> None:
+def _copy_as_of(run, folder: Path, *dropping: str) -> tuple[date, Path]:
+    """A day two thirds into the run, and a copy of its warehouse without what `dropping` drops."""
     _, conn, _, _, days = run
-    day = date.fromisoformat(days[len(days) * 2 // 3])
-    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse = folder / "warehouse.duckdb"
     shutil.copy(
         Path(conn.execute("SELECT file FROM pragma_database_list").fetchall()[0][0]), warehouse
     )
     with duckdb.connect(str(warehouse)) as writer:
-        writer.execute("DROP SCHEMA analytics CASCADE")
+        for statement in dropping:
+            writer.execute(statement)
+    return date.fromisoformat(days[len(days) * 2 // 3]), warehouse
+
+
+def test_a_clv_fit_scores_the_days_after_it_until_refit_days_and_never_a_day_before(
+    run, tmp_path: Path
+) -> None:
+    day, warehouse = _copy_as_of(run, tmp_path, "DROP SCHEMA analytics CASCADE")
 
     def fitted_as_of() -> list[date]:
         with duckdb.connect(str(warehouse), read_only=True) as reader:
@@ -387,6 +394,54 @@ def test_a_clv_fit_scores_the_days_after_it_until_refit_days_and_never_a_day_bef
         _analytics_as_of(warehouse, day, refit_days=3)["scored_customers"]
         == (first["scored_customers"])
     )
+
+
+def test_mined_rules_serve_until_refit_days_and_the_holdout_runs_with_each_mining(
+    run, tmp_path: Path
+) -> None:
+    day, warehouse = _copy_as_of(
+        run, tmp_path, "DROP TABLE analytics.model_runs", "DROP SCHEMA mining CASCADE"
+    )
+    selected = [
+        a for a in mining_assets if a.key.path[-1] in ("association_rules", "recommendations")
+    ]
+
+    def mine(as_of: date, **settings) -> tuple[list, date, date]:
+        """Runs logged (model, as of), and the as-of days of the rules and recommendations."""
+        result = dg.materialize(
+            selected,
+            resources={
+                "warehouse": WarehouseResource(path=str(warehouse)),
+                "core_rules": CoreRules(),
+                "analysis": AnalysisSettings(as_of=as_of.isoformat()),
+                "mining": MiningSettings(refit_days=3, holdout_days=7, **settings),
+            },
+        )
+        assert result.success
+        with duckdb.connect(str(warehouse), read_only=True) as reader:
+            runs = [
+                (m, d.date())
+                for m, d in reader.execute(
+                    "SELECT model, as_of FROM analytics.model_runs ORDER BY run_at, model"
+                ).fetchall()
+            ]
+            rules, recommended = (
+                reader.execute(f"SELECT max(as_of) FROM mining.{t}").fetchall()[0][0].date()
+                for t in ("association_rules", "recommendations")
+            )
+        return runs, rules, recommended
+
+    mined = [("association_rules", day), ("recommender_holdout", day)]
+    assert mine(day) == (mined, day, day)
+    # Three days on the rules serve and the holdout stands; every buyer is recommended anew.
+    later = day + timedelta(days=3)
+    assert mine(later) == (mined, day, later)
+    # Four days on, the day before, or with another threshold: mined and evaluated again.
+    for as_of, settings in ((day + timedelta(days=4), {}), (day - timedelta(days=1), {})):
+        mined += [("association_rules", as_of), ("recommender_holdout", as_of)]
+        assert mine(as_of, **settings) == (mined, as_of, as_of)
+    mined += [("association_rules", day)]
+    assert mine(day, min_confidence=0.05)[0] == mined
 
 
 def test_the_report_beside_the_warehouse_draws_every_chart_and_table(run) -> None:

@@ -83,34 +83,59 @@ def record_runs(
     return log
 
 
-def reusable_fits(
-    conn: duckdb.DuckDBPyConnection, day: date, refit_days: int, first_day: date | None
-) -> tuple[ClvFits, str] | None:
-    """The latest CLV fits of one run that may score the day, and when they were fitted: fitted
-    as of the day or up to `refit_days` before it (never after: no later data may reach a
-    score), on history from the same first day. None when there are none."""
+def serving_run(
+    conn: duckdb.DuckDBPyConnection,
+    model: str,
+    day: date,
+    refit_days: int,
+    first_day: date | None,
+    parameters: dict | None = None,
+) -> tuple[datetime, date] | None:
+    """The latest fitted run of `model` in analytics.model_runs that may serve the day, as
+    (run_at, as_of): as of the day or up to `refit_days` before it (never after: no later data
+    may reach a result), on history from the same first day (and with these parameters, when
+    given). None when there is none, or refit_days is 0."""
     if not refit_days or first_day is None:
         return None
     _model_runs_table(conn)
+    found = conn.execute(
+        """
+        SELECT run_at, CAST(as_of AS DATE)
+        FROM analytics.model_runs
+        WHERE model = $model AND status = 'fitted'
+          AND CAST(as_of AS DATE) BETWEEN CAST($day AS DATE) - $days AND CAST($day AS DATE)
+          AND CAST(data_from AS DATE) = CAST($first AS DATE)
+          AND ($parameters IS NULL OR parameters = $parameters)
+        ORDER BY as_of DESC, run_at DESC
+        LIMIT 1
+        """,
+        {
+            "model": model,
+            "day": day,
+            "days": refit_days,
+            "first": first_day,
+            "parameters": None if parameters is None else json.dumps(parameters),
+        },
+    ).fetchall()
+    return found[0] if found else None
+
+
+def reusable_fits(
+    conn: duckdb.DuckDBPyConnection, day: date, refit_days: int, first_day: date | None
+) -> tuple[ClvFits, date] | None:
+    """The CLV fits of the run that may score the day (serving_run), and their as-of day."""
+    serving = serving_run(conn, "bgnbd", day, refit_days, first_day)
+    if serving is None:
+        return None
     rows = conn.execute(
         """
-        WITH latest AS (
-            SELECT run_at, as_of
-            FROM analytics.model_runs
-            WHERE model = 'bgnbd' AND status = 'fitted'
-              AND CAST(as_of AS DATE) BETWEEN CAST($day AS DATE) - $days AND CAST($day AS DATE)
-              AND CAST(data_from AS DATE) = CAST($first AS DATE)
-            ORDER BY as_of DESC, run_at DESC
-            LIMIT 1
-        )
-        SELECT m.model, m.parameters, m.log_likelihood, m.customers, l.as_of
-        FROM analytics.model_runs AS m
-        JOIN latest AS l USING (run_at)
-        WHERE m.model IN ('bgnbd', 'gamma_gamma') AND m.status = 'fitted'
+        SELECT model, parameters, log_likelihood, customers
+        FROM analytics.model_runs
+        WHERE run_at = ? AND model IN ('bgnbd', 'gamma_gamma') AND status = 'fitted'
         """,
-        {"day": day, "days": refit_days, "first": first_day},
+        [serving[0]],
     ).fetchall()
-    fits = {model: (json.loads(p), ll, n) for model, p, ll, n, _ in rows}
+    fits = {model: (json.loads(p), ll, n) for model, p, ll, n in rows}
     if set(fits) != {"bgnbd", "gamma_gamma"}:
         return None
     (bg, bg_ll, bg_n), (gg, gg_ll, gg_n) = fits["bgnbd"], fits["gamma_gamma"]
@@ -119,7 +144,7 @@ def reusable_fits(
             BgNbdFit(bg["r"], bg["alpha"], bg["a"], bg["b"], bg_ll, bg_n, True),
             GammaGammaFit(gg["p"], gg["q"], gg["gamma"], gg_ll, gg_n, True),
         ),
-        rows[0][4].date().isoformat(),
+        serving[1],
     )
 
 

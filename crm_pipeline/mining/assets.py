@@ -1,6 +1,7 @@
 """Mining assets (schema mining): association rules, next-best products and their holdout
 evaluation, as of the analysis day."""
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from crm_pipeline.analytics.assets import record_runs
+from crm_pipeline.analytics.assets import record_runs, serving_run
 from crm_pipeline.analytics.scoring import ModelRun
 from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.marts import Built, Mart, Settings, as_of_day, mart_assets
@@ -19,18 +20,48 @@ from crm_pipeline.mining.ranking import purchase_lines
 from crm_pipeline.mining.recommend import recommend
 from crm_pipeline.mining.rules import LEVELS, mine_rules
 from crm_pipeline.mining.schemas import MINING_MODELS
+from crm_pipeline.mining.settings import MiningSettings
+from crm_pipeline.raw.tables import table_exists
 from crm_pipeline.report import chart_metadata, report_html
 from crm_pipeline.resources import WAREHOUSE_POOL, WarehouseResource
 
 RULES = dg.AssetKey(["mining", "association_rules"])
+# Their runs in analytics.model_runs: the rules mined, the recommender's holdout evaluation.
+RULES_RUN, HOLDOUT_RUN, RUNS = "association_rules", "recommender_holdout", "analytics.model_runs"
 ORDER_LINES = dg.AssetKey(["core", "order_lines"])
+
+
+def _first_day(conn: duckdb.DuckDBPyConnection) -> date | None:
+    return conn.execute("SELECT CAST(min(ordered_at) AS DATE) FROM core.order_lines").fetchall()[0][
+        0
+    ]
+
+
+def _thresholds(mining: MiningSettings) -> dict:
+    return {
+        "min_support": mining.min_support,
+        "min_baskets": mining.min_baskets,
+        "min_confidence": mining.min_confidence,
+        "min_lift": mining.min_lift,
+    }
 
 
 def build_association_rules(
     conn: duckdb.DuckDBPyConnection, day: date, settings: Settings
 ) -> Built:
+    """Mine the rules as of the day, unless rules mined within refit_days on the same
+    history with the same thresholds serve it (then the table stays as it is)."""
+    mining, first_day = settings.mining, _first_day(conn)
+    serving = serving_run(conn, RULES_RUN, day, mining.refit_days, first_day, _thresholds(mining))
+    if serving and table_exists(conn, "mining.association_rules"):
+        mined = serving[1]
+        return Built(
+            {"mined_as_of": dg.MetadataValue.text(mined.isoformat())},
+            f"rules mined as of {mined} kept (they serve {mining.refit_days} days)",
+        )
+    started = time.perf_counter()
     tables = {level: f"{level}_rules" for level in LEVELS}
-    baskets = mine_rules(conn, day, settings.mining, tables)["product"]
+    baskets = mine_rules(conn, day, mining, tables)["product"]
     counts = {
         level: conn.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
         for level, table in tables.items()
@@ -43,6 +74,16 @@ def build_association_rules(
     )
     for level in LEVELS:
         conn.execute(f"DROP TABLE {level}_rules")
+    mined = ModelRun(
+        RULES_RUN,
+        "fitted",
+        _thresholds(mining),
+        None,
+        baskets,
+        time.perf_counter() - started,
+        f"{counts['product']} product and {counts['category']} category rules",
+    )
+    record_runs(conn, [(mined, first_day, day)], day)
     top = conn.execute(
         "SELECT antecedent, consequent, round(confidence, 3) AS confidence, round(lift, 2) AS lift "
         "FROM mining.association_rules WHERE level = 'product' ORDER BY lift DESC LIMIT 10"
@@ -62,13 +103,17 @@ def _level(level: str) -> str:
 
 
 def build_recommendations(conn: duckdb.DuckDBPyConnection, day: date, settings: Settings) -> Built:
-    n = settings.mining.recommendations
+    """The top products of every buyer as of the day; the recommender's holdout evaluation
+    too, unless one within refit_days on the same history serves (as the rules do)."""
+    mining, first_day = settings.mining, _first_day(conn)
+    n = mining.recommendations
     lines = purchase_lines(conn, day)
-    cutoff = day - timedelta(days=settings.mining.holdout_days)
+    cutoff = day - timedelta(days=mining.holdout_days)
+    evaluated = serving_run(conn, HOLDOUT_RUN, day, mining.refit_days, first_day)
     # The holdout needs no database: it runs on a second thread while the recommendations are
     # ranked and written (numpy and DuckDB release the GIL in their loops).
     with ThreadPoolExecutor(1) as pool:
-        holdout = pool.submit(evaluate, lines, cutoff, n)
+        holdout = None if evaluated else pool.submit(evaluate, lines, cutoff, n)
         recommend(
             conn,
             day,
@@ -78,12 +123,20 @@ def build_recommendations(conn: duckdb.DuckDBPyConnection, day: date, settings: 
             "mining.recommendations",
             lines=lines,
         )
-        figures = holdout.result()
-    first_day = conn.execute(
-        "SELECT CAST(min(ordered_at) AS DATE) FROM core.order_lines"
-    ).fetchall()[0][0]
+        figures = holdout.result() if holdout else None
+    levels = conn.execute(
+        "SELECT rule_level, count(*) FROM mining.recommendations GROUP BY 1"
+    ).fetchall()
+    by_level = {"by_rule_level": dg.MetadataValue.json(dict(levels))}
+    total = sum(c for _, c in levels)
+    if figures is None:
+        return Built(
+            by_level
+            | {"holdout": dg.MetadataValue.text(f"evaluated as of {evaluated[1]}, in {RUNS}")},
+            f"{total} recommendations; holdout of {evaluated[1]} serves",
+        )
     run = ModelRun(
-        "recommender_holdout",
+        HOLDOUT_RUN,
         "fitted" if figures["customers"] else "skipped",
         {"recommendations": n, "holdout_days": settings.mining.holdout_days},
         None,
@@ -95,15 +148,9 @@ def build_recommendations(conn: duckdb.DuckDBPyConnection, day: date, settings: 
         figures,
     )
     record_runs(conn, [(run, first_day, cutoff)], day)
-    levels = conn.execute(
-        "SELECT rule_level, count(*) FROM mining.recommendations GROUP BY 1"
-    ).fetchall()
     return Built(
-        {
-            "holdout": dg.MetadataValue.json(figures),
-            "by_rule_level": dg.MetadataValue.json(dict(levels)),
-        },
-        f"{sum(c for _, c in levels)} recommendations; holdout {run.note}",
+        by_level | {"holdout": dg.MetadataValue.json(figures)},
+        f"{total} recommendations; holdout {run.note}",
     )
 
 

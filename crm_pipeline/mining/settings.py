@@ -30,6 +30,13 @@ class MiningSettings(dg.ConfigurableResource):
         gt=0,
         description="Days before the as-of day held out to evaluate the recommender.",
     )
+    refit_days: int = Field(
+        default=7,
+        ge=0,
+        description="Days mined rules serve: a run up to this many days after rules mined with "
+        "the same thresholds on the same history recommends with them, and evaluates the "
+        "recommender on the holdout only when it mines them again. 0: mine on every run.",
+    )
     conversion_days: int = Field(
         default=14,
         ge=0,
