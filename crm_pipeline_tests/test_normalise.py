@@ -27,6 +27,7 @@ from crm_pipeline.staging.normalise import (
     _international,
     address,
     email,
+    email_readings_sql,
     full_name,
     international_readings_sql,
     name_key,
@@ -93,6 +94,62 @@ def test_every_malformed_kind_the_generator_writes_is_rejected(mailbox: str, kin
 )
 def test_other_malformed_or_empty_emails_are_none(text: str | None) -> None:
     assert email(text) is None
+
+
+def _email_texts() -> list[str]:
+    """Every spelling and malformed kind of the mailboxes, edge cases around each step of
+    `email`, and random strings of the characters an address is made of."""
+    texts = [email_text(m, style) for m in MAILBOXES for style in range(EMAIL_STYLES)]
+    texts += [malformed_email(m, kind) for m in MAILBOXES for kind in range(4)]
+    texts += [
+        " A.b+Tag@GoogleMail.com\x1c",
+        "\x0ba@x.com\n",
+        "a\tb@x.com",
+        "a\x1fb@x.com",
+        "a\x00b@x.com",
+        ".a@x.com",
+        "a..b@x.com",
+        "a.@x.com",
+        "a@x-.com",
+        "a@x.co1",
+        "a@@x.com",
+        "a@x",
+        "a+b+c@x.com",
+        "a.+b@gmail.com",
+        "+b@gmail.com",
+        ".+b@gmail.com",
+        "o'neil@x.org",
+        "{a}|~`!#$%&*/=?^_@x-y.z.org",
+        "ａｎｎａ＠ｗｅｂ．ｄｅ",
+        "anna@web.de\u00a0",
+        "ünal@web.de",
+        "",
+        " ",
+    ]
+    rng = np.random.default_rng(5)
+    letters = list("abcXYZ019.@+-_' \t'\"!#~") + ["\x1c", "\x0b", "é"]
+    local = list("abcXYZ019abcXYZ019._+-'")
+    domains = ["x", "Ab-c", "a-", "-a", "1", "gmail", "GoogleMail", "x.y"]
+    tops = ["com", "De", "c", "c1", "org", "x-y"]
+    ends = ["", "", "", " ", "\t", "\x1c", "\n", "\x0b", "\u00a0"]
+    for _ in range(20_000):
+        texts.append("".join(rng.choice(letters, int(rng.integers(1, 14)))))
+        name = "".join(rng.choice(local, int(rng.integers(1, 10))))
+        texts.append(
+            f"{rng.choice(ends)}{name}@{rng.choice(domains)}.{rng.choice(tops)}{rng.choice(ends)}"
+        )
+    return texts
+
+
+def test_an_email_read_in_duckdb_gets_the_value_email_gives_it() -> None:
+    texts = _email_texts()
+    conn = duckdb.connect()
+    conn.execute("CREATE TABLE unread AS SELECT DISTINCT unnest(?) AS raw", [texts])
+    read = dict(conn.execute(email_readings_sql(conn, "unread")).fetchall())
+    # Every ASCII value is read there, the others are left to `email`.
+    assert set(read) == {t for t in texts if t.isascii()}
+    assert sum(v is not None for v in read.values()) > 5_000
+    assert {t: v for t, v in read.items() if v != email(t)} == {}
 
 
 @pytest.mark.parametrize(("number", "style"), list(product(NUMBERS, range(PHONE_STYLES))))

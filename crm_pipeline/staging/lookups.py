@@ -96,6 +96,7 @@ SPELLINGS: dict[Normaliser, Callable[[str], str]] = {
 # (`raw`) it can read, the others left to the normaliser, as normalise.international_readings_sql.
 READ_IN_SQL: dict[Normaliser, Callable[[duckdb.DuckDBPyConnection, str], str]] = {
     normalise.phone_e164: normalise.international_readings_sql,
+    normalise.email: normalise.email_readings_sql,
 }
 
 
@@ -107,7 +108,7 @@ def fill_cache(
     Values are read once per spelling (SPELLINGS): a spelling already cached, or read now and
     cached as a value of its own, gives its value to every raw value spelled so; a spelling
     that reads differently when its number is not valid leaves those raw values to be read
-    themselves. Spellings DuckDB can read (READ_IN_SQL) are read there, all at once.
+    themselves. Values or spellings DuckDB can read (READ_IN_SQL) are read there, all at once.
     """
     name = normaliser_id(fn)
     ensure_cache(conn)
@@ -121,25 +122,26 @@ def fill_cache(
     spellings = SPELLINGS.get(fn)
     if spellings is None:
         # Each value is its own spelling: read every unseen value, once.
-        values = _strings(conn.execute(unseen, params))
-        _read(conn, fn, values)
-        return len(values)
+        if fn not in READ_IN_SQL:
+            values = _strings(conn.execute(unseen, params))
+            _read(conn, fn, values)
+            return len(values)
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE unread AS {unseen}", params)
+        try:
+            (count,) = conn.execute("SELECT count(*) FROM unread").fetchone()
+            _read_unread(conn, fn, cached)
+        finally:
+            conn.execute("DROP TABLE IF EXISTS unread")
+        return count
     conn.execute(f"CREATE OR REPLACE TEMP TABLE new_values AS {spellings(unseen)}", params)
     try:
         (count,) = conn.execute("SELECT count(*) FROM new_values").fetchone()
-        unread = (
+        conn.execute(
+            "CREATE OR REPLACE TEMP TABLE unread AS "
             f"SELECT DISTINCT n.spelling AS raw FROM new_values AS n ANTI JOIN {cached} AS c "
             "ON c.raw = n.spelling"
         )
-        in_sql = READ_IN_SQL.get(fn)
-        if in_sql is not None:
-            conn.execute(f"CREATE OR REPLACE TEMP TABLE unread AS {unread}")
-            conn.execute(
-                f"INSERT INTO {CACHE_TABLE} "
-                f"SELECT {quote_literal(name)}, raw, value FROM ({in_sql(conn, 'unread')})"
-            )
-            unread = f"SELECT u.raw FROM unread AS u ANTI JOIN {cached} AS c USING (raw)"
-        _read(conn, fn, _strings(conn.execute(unread)))
+        _read_unread(conn, fn, cached)
         conn.execute(
             f"""
             INSERT INTO {CACHE_TABLE}
@@ -158,6 +160,19 @@ def fill_cache(
         conn.execute("DROP TABLE IF EXISTS new_values")
         conn.execute("DROP TABLE IF EXISTS unread")
     return count
+
+
+def _read_unread(conn: duckdb.DuckDBPyConnection, fn: Normaliser, cached: str) -> None:
+    """Normalise and cache the values of the temp table `unread` (raw): those DuckDB can read
+    (READ_IN_SQL) there, all at once, the others with `fn`."""
+    in_sql = READ_IN_SQL.get(fn)
+    if in_sql is not None:
+        conn.execute(
+            f"INSERT INTO {CACHE_TABLE} "
+            f"SELECT {quote_literal(normaliser_id(fn))}, raw, value FROM ({in_sql(conn, 'unread')})"
+        )
+    rest = conn.execute(f"SELECT u.raw FROM unread AS u ANTI JOIN {cached} AS c USING (raw)")
+    _read(conn, fn, _strings(rest))
 
 
 def _strings(result: duckdb.DuckDBPyConnection) -> list[str]:
