@@ -60,6 +60,19 @@ def test_a_contract_failure_names_the_row_by_its_key_and_the_broken_rule(custome
     assert "| customer_key=C2 | income" in outcome.metadata()["failing_rows"].value
 
 
+def test_failures_of_batches_checked_side_by_side_are_all_counted_and_named_in_row_order() -> None:
+    conn = duckdb.connect()
+    conn.execute(
+        "CREATE TABLE customers AS SELECT 'C' || i AS customer_key, "
+        "CASE WHEN i IN (3, 17, 18, 41) THEN -i ELSE i END::DOUBLE AS income FROM range(50) t(i)"
+    )
+    outcome = validate_query(
+        conn, "SELECT * FROM customers ORDER BY income", [], Customers, ["customer_key"], 4
+    )
+    assert (outcome.rows, outcome.failures) == (50, 4)
+    assert [e["row"] for e in outcome.examples] == [f"customer_key=C{i}" for i in (41, 18, 17, 3)]
+
+
 class Labels(pa.DataFrameModel):
     label: Series[str] = pa.Field(nullable=True)
 
