@@ -81,12 +81,15 @@ class ScoredCustomers(CoreModel):
 
 
 class ModelRuns(CoreModel):
-    """One row per model fit: parameters, fit, data range and time."""
+    """One row per model fit: parameters, fit, data range and time. A fit serves the runs of
+    the next refit_days (analysis and mining settings), which log no row of their own."""
 
     run_at: Series[pd.Timestamp] = field("When the fit ran.", nullable=False)
     model: Series[str] = field(
-        "bgnbd, gamma_gamma, or bgnbd_holdout (BG/NBD refitted without the holdout period, "
-        "its predictions for that period against what happened).",
+        "bgnbd, gamma_gamma, bgnbd_holdout (BG/NBD refitted without the holdout period, "
+        "its predictions for that period against what happened), association_rules (the "
+        "rules mined; parameters: their thresholds; customers: the baskets) or "
+        "recommender_holdout (the recommender replayed without the holdout period).",
         nullable=False,
     )
     status: Series[str] = field("fitted or skipped (too few customers).", nullable=False)
