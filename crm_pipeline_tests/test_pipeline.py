@@ -442,6 +442,16 @@ def test_mined_rules_serve_until_refit_days_and_the_holdout_runs_with_each_minin
         assert mine(as_of, **settings) == (mined, as_of, as_of)
     mined += [("association_rules", day)]
     assert mine(day, min_confidence=0.05)[0] == mined
+    # The table holds the rules mined last: rules an earlier mining gave are mined again, and
+    # a later day's rules never serve an earlier day.
+    following = day + timedelta(days=1)
+    mined += [("association_rules", following)]
+    assert mine(following) == (mined, following, following)
+    mined += [("association_rules", day)]
+    assert mine(day) == (mined, day, day)
+    # An evaluation of another number of recommendations does not serve.
+    mined += [("recommender_holdout", day)]
+    assert mine(day, recommendations=5) == (mined, day, day)
 
 
 def test_the_report_beside_the_warehouse_draws_every_chart_and_table(run) -> None:

@@ -221,21 +221,19 @@ def build_scored_customers(conn: duckdb.DuckDBPyConnection, day: date, settings:
     log = record_runs(conn, logged, day) if logged else None
     conn.commit()
     conn.unregister("scored_frame")
-    if reusable:
-        fits = {
-            "clv_fits": dg.MetadataValue.text(
-                f"BG/NBD and Gamma-Gamma parameters fitted as of {reusable[1]} (within "
-                f"{analysis.refit_days} days), in analytics.model_runs with their holdout check"
-            )
-        }
-    else:
+    fits = {}
+    if log is not None:
         shown = log[
             ["model", "status", "parameters", "log_likelihood", "customers", "seconds", "note"]
         ]
-        fits = {
-            "model_runs": dg.MetadataValue.md(shown.to_markdown(index=False)),
-            "holdout": dg.MetadataValue.json(holdout.metrics or {"skipped": holdout.note}),
-        }
+        fits["model_runs"] = dg.MetadataValue.md(shown.to_markdown(index=False))
+    if holdout is not None:
+        fits["holdout"] = dg.MetadataValue.json(holdout.metrics or {"skipped": holdout.note})
+    elif not runs:
+        fits["clv_fits"] = dg.MetadataValue.text(
+            f"BG/NBD and Gamma-Gamma parameters fitted as of {reusable[1]} (within "
+            f"{analysis.refit_days} days), in analytics.model_runs with their holdout check"
+        )
     return Built(
         fits
         | {"segments": dg.MetadataValue.json(scored["rfm_segment"].value_counts().to_dict())}

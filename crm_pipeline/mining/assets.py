@@ -3,7 +3,7 @@ evaluation, as of the analysis day."""
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -46,6 +46,18 @@ def _thresholds(mining: MiningSettings) -> dict:
     }
 
 
+def _holds_rules_of(conn: duckdb.DuckDBPyConnection, run_at: datetime) -> bool:
+    """Whether mining.association_rules holds the rules of the mining logged at run_at: every
+    mining replaces the table and logs itself in the same transaction, so the table holds the
+    rules of the latest one."""
+    if not table_exists(conn, "mining.association_rules"):
+        return False
+    (latest,) = conn.execute(
+        f"SELECT max(run_at) FROM {RUNS} WHERE model = ? AND status = 'fitted'", [RULES_RUN]
+    ).fetchone()
+    return latest == run_at
+
+
 def build_association_rules(
     conn: duckdb.DuckDBPyConnection, day: date, settings: Settings
 ) -> Built:
@@ -53,7 +65,7 @@ def build_association_rules(
     history with the same thresholds serve it (then the table stays as it is)."""
     mining, first_day = settings.mining, _first_day(conn)
     serving = serving_run(conn, RULES_RUN, day, mining.refit_days, first_day, _thresholds(mining))
-    if serving and table_exists(conn, "mining.association_rules"):
+    if serving and _holds_rules_of(conn, serving[0]):
         mined = serving[1]
         return Built(
             {"mined_as_of": dg.MetadataValue.text(mined.isoformat())},
@@ -67,6 +79,7 @@ def build_association_rules(
         for level, table in tables.items()
     }
     parts = [f"SELECT * FROM {table}" for table in tables.values()]
+    conn.begin()
     conn.execute(
         "CREATE OR REPLACE TABLE mining.association_rules AS "
         f"SELECT *, CAST($day AS TIMESTAMP) AS as_of FROM ({' UNION ALL '.join(parts)})",
@@ -84,6 +97,7 @@ def build_association_rules(
         f"{counts['product']} product and {counts['category']} category rules",
     )
     record_runs(conn, [(mined, first_day, day)], day)
+    conn.commit()
     top = conn.execute(
         "SELECT antecedent, consequent, round(confidence, 3) AS confidence, round(lift, 2) AS lift "
         "FROM mining.association_rules WHERE level = 'product' ORDER BY lift DESC LIMIT 10"
@@ -109,7 +123,8 @@ def build_recommendations(conn: duckdb.DuckDBPyConnection, day: date, settings: 
     n = mining.recommendations
     lines = purchase_lines(conn, day)
     cutoff = day - timedelta(days=mining.holdout_days)
-    evaluated = serving_run(conn, HOLDOUT_RUN, day, mining.refit_days, first_day)
+    evaluation = {"recommendations": n, "holdout_days": mining.holdout_days}
+    evaluated = serving_run(conn, HOLDOUT_RUN, day, mining.refit_days, first_day, evaluation)
     # The holdout needs no database: it runs on a second thread while the recommendations are
     # ranked and written (numpy and DuckDB release the GIL in their loops).
     with ThreadPoolExecutor(1) as pool:
@@ -138,7 +153,7 @@ def build_recommendations(conn: duckdb.DuckDBPyConnection, day: date, settings: 
     run = ModelRun(
         HOLDOUT_RUN,
         "fitted" if figures["customers"] else "skipped",
-        {"recommendations": n, "holdout_days": settings.mining.holdout_days},
+        evaluation,
         None,
         figures["customers"],
         0.0,

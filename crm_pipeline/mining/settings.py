@@ -33,9 +33,10 @@ class MiningSettings(dg.ConfigurableResource):
     refit_days: int = Field(
         default=7,
         ge=0,
-        description="Days mined rules serve: a run up to this many days after rules mined with "
-        "the same thresholds on the same history recommends with them, and evaluates the "
-        "recommender on the holdout only when it mines them again. 0: mine on every run.",
+        description="Days mined rules, and the recommender's holdout evaluation, serve: a run "
+        "up to this many days after rules mined with the same thresholds on the same history "
+        "recommends with them, and one after an evaluation of as many recommendations with "
+        "the same holdout reports it instead of evaluating again. 0: both on every run.",
     )
     conversion_days: int = Field(
         default=14,
