@@ -80,9 +80,11 @@ def read_inputs_once(root: str) -> None:
 
 def _daily_run(bin_dir: Path, env: dict[str, str], root: Path) -> dict:
     """Time what the daily schedule runs on a warehouse holding every day: every asset, the
-    event sources for the last delivered day only (run again, so idempotent)."""
+    event sources for the last delivered day only (run again, so idempotent); with each
+    layer's time and the slowest steps."""
     last = landing_days(LandingZoneResource(root=str(root)))[-1]
     command = [str(bin_dir / "crm-pipeline"), "materialize", "--first", last, "--last", last]
+    command.append("--timings")
     return _timed(command, env) | {"day": last}
 
 

@@ -52,6 +52,8 @@ def _materialize(args: argparse.Namespace) -> int:
             materialize_all,
             prepare_instance,
             selected_keys,
+            slowest_steps,
+            step_seconds,
         )
 
     # Bound now, not at import: the environment may have changed since (a test, a notebook).
@@ -125,7 +127,12 @@ def _materialize(args: argparse.Namespace) -> int:
     if args.summary:
         _summary(args)
     if args.timings:
-        print(json.dumps({"layer_seconds": layer_seconds(instance, result.run_id)}))
+        steps = step_seconds(instance, result.run_id)
+        print(
+            json.dumps(
+                {"layer_seconds": layer_seconds(steps), "slowest_steps": slowest_steps(steps)}
+            )
+        )
     return 1 if failed_checks else 0
 
 

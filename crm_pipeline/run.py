@@ -81,9 +81,8 @@ def materialize_all(
     )
 
 
-def layer_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
-    """Each layer's time in a run: the summed wall time of its assets' steps (a step key
-    starts with its asset's layer, 'staging__feedback'), start-up and run set-up left out."""
+def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    """Each step's wall time in a run (a step is an asset and its checks), from its events."""
     started: dict[str, float] = {}
     seconds: dict[str, float] = {}
     for entry in instance.all_logs(run_id):
@@ -93,10 +92,24 @@ def layer_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]
         if event.event_type_value == "STEP_START":
             started[event.step_key] = entry.timestamp
         elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
-            layer = event.step_key.split("__")[0]
-            took = entry.timestamp - started[event.step_key]
-            seconds[layer] = seconds.get(layer, 0.0) + took
+            seconds[event.step_key] = entry.timestamp - started[event.step_key]
+    return seconds
+
+
+def layer_seconds(steps: dict[str, float]) -> dict[str, float]:
+    """Each layer's time in a run: the summed wall time of its assets' steps (a step key
+    starts with its asset's layer, 'staging__feedback'), start-up and run set-up left out."""
+    seconds: dict[str, float] = {}
+    for step, took in steps.items():
+        layer = step.split("__")[0]
+        seconds[layer] = seconds.get(layer, 0.0) + took
     return {layer: round(took, 2) for layer, took in seconds.items()}
+
+
+def slowest_steps(steps: dict[str, float], shown: int = 12) -> dict[str, float]:
+    """The steps that took longest, slowest first, as 'layer.table'."""
+    ranked = sorted(steps.items(), key=lambda item: -item[1])[:shown]
+    return {step.replace("__", ".", 1): round(took, 2) for step, took in ranked}
 
 
 def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:

@@ -51,6 +51,13 @@ def test_bench_times_generation_the_floor_every_layer_and_a_daily_run(tmp_path: 
     assert report["order_lines"] > 0
     identity = report["identity"]
     assert 0.9 <= identity["precision"] <= 1 and 0.9 <= identity["recall"] <= 1
-    assert report[DAILY]["day"] == "2025-01-05"  # the last delivered day of the scale
+    daily = report[DAILY]
+    assert daily["day"] == "2025-01-05"  # the last delivered day of the scale
+    # Where a daily run's time went: each layer's steps, and the slowest steps, slowest first.
+    assert set(LAYERS) <= set(daily["layer_seconds"])
+    assert 0 < sum(daily["layer_seconds"].values()) < daily["wall_s"]
+    slowest = list(daily["slowest_steps"].values())
+    assert len(slowest) == 12 and slowest == sorted(slowest, reverse=True)
+    assert {step.split(".")[0] for step in daily["slowest_steps"]} <= {*LAYERS, "warehouse"}
     full = sum(report[run]["wall_s"] for run in ("raw", "staging+core", "analytics", "mining"))
     assert report["daily_share_of_full"] == round(report[DAILY]["wall_s"] / full, 3)
