@@ -1,10 +1,15 @@
-"""CSAT, NPS, complaint rate and the seed's satisfaction score on hand-made answers."""
+"""CSAT, NPS, complaint rate and the seed's satisfaction score on hand-made answers, and the
+customer attributes answers are grouped by."""
 
 from __future__ import annotations
 
+from datetime import date
+
+import duckdb
 import pandas as pd
 import pytest
 
+from crm_pipeline.analytics.breakdowns import NO_PURCHASE, NO_STORE, customer_dimensions
 from crm_pipeline.analytics.satisfaction import (
     complaint_rate,
     csat,
@@ -13,6 +18,7 @@ from crm_pipeline.analytics.satisfaction import (
     nps_group,
     satisfaction_scores,
 )
+from crm_pipeline.core.classify import CoreRules
 
 
 def test_csat_is_the_share_of_fours_and_fives() -> None:
@@ -91,3 +97,44 @@ def test_customer_measures_are_their_own_answers_and_contacts() -> None:
 )
 def test_nps_groups(score: int, group: str) -> None:
     assert nps_group(score) == group
+
+
+def test_a_customers_home_store_and_top_category_break_ties_by_name_and_ignore_later_days() -> None:
+    conn = duckdb.connect()
+    conn.execute("CREATE SCHEMA core")
+    conn.execute("CREATE SCHEMA analytics")
+    # (customer, order, channel, store, day, category, net amount, status)
+    lines = [
+        # Two days in S2 and in S1 each: S1. Tools and Books spend 30 each: Books.
+        ("A", "o1", "store", "S2", "2025-01-02", "Tools", 30, "completed"),
+        ("A", "o2", "store", "S2", "2025-01-03", "Books", 10, "completed"),
+        ("A", "o3", "store", "S1", "2025-01-04", "Books", 20, "completed"),
+        ("A", "o4", "store", "S1", "2025-01-05", None, 5, "completed"),
+        # The day after: a third day in S2 and more Tools do not count.
+        ("A", "o5", "store", "S2", "2025-01-07", "Tools", 99, "completed"),
+        # Online only, and a refund is no purchase.
+        ("B", "o6", "online", None, "2025-01-02", "Books", 15, "completed"),
+        ("B", "o7", "store", "S1", "2025-01-03", "Tools", 50, "refunded"),
+    ]
+    conn.execute(
+        "CREATE TABLE core.order_lines AS SELECT c AS customer_key, o AS order_id, "
+        "ch AS channel, s AS store_id, CAST(d AS TIMESTAMP) AS ordered_at, k AS category, "
+        "CAST(n AS DECIMAL(12, 2)) AS net_amount, st AS order_status "
+        "FROM (SELECT unnest(?, recursive := true))",
+        [[dict(zip(("c", "o", "ch", "s", "d", "k", "n", "st"), line)) for line in lines]],
+    )
+    conn.execute(
+        "CREATE TABLE analytics.scored_customers AS SELECT * FROM (VALUES "
+        "('A', 'Champions', 'individual'), ('B', 'New', 'individual'), "
+        "('C', 'No purchase', 'enterprise')) AS t(customer_key, rfm_segment, customer_type)"
+    )
+    customer_dimensions(conn, date(2025, 1, 6), CoreRules())
+    dims = conn.execute(
+        "SELECT customer_key, purchase_channel, home_store, top_category FROM customer_dims "
+        "ORDER BY 1"
+    ).fetchall()
+    assert dims == [
+        ("A", "store", "S1", "Books"),
+        ("B", "online", NO_STORE, "Books"),
+        ("C", "none", NO_STORE, NO_PURCHASE),
+    ]

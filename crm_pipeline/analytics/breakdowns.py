@@ -40,21 +40,33 @@ def customer_dimensions(conn: duckdb.DuckDBPyConnection, as_of: date, rules: Cor
                    count(DISTINCT order_id) FILTER (WHERE channel = 'store') AS store
             FROM lines GROUP BY 1
         ),
+        store_days AS (
+            SELECT customer_key, store_id, count(DISTINCT CAST(ordered_at AS DATE)) AS days
+            FROM lines WHERE store_id IS NOT NULL GROUP BY 1, 2
+        ),
+        -- Ties go to the first store or category by name: its rank among the few distinct
+        -- names, joined on, rather than a sort of every (customer, name) row.
+        store_ranks AS (
+            SELECT store_id, row_number() OVER (ORDER BY store_id) AS rank
+            FROM (SELECT DISTINCT store_id FROM store_days)
+        ),
         stores AS (
             SELECT customer_key, arg_max(store_id, (days, -rank)) AS home_store
-            FROM (
-                SELECT customer_key, store_id, count(DISTINCT CAST(ordered_at AS DATE)) AS days,
-                       dense_rank() OVER (ORDER BY store_id) AS rank
-                FROM lines WHERE store_id IS NOT NULL GROUP BY 1, 2
-            ) GROUP BY 1
+            FROM store_days JOIN store_ranks USING (store_id)
+            GROUP BY 1
+        ),
+        category_spend AS (
+            SELECT customer_key, category, sum(net_amount) AS spend
+            FROM lines WHERE category IS NOT NULL GROUP BY 1, 2
+        ),
+        category_ranks AS (
+            SELECT category, row_number() OVER (ORDER BY category) AS rank
+            FROM (SELECT DISTINCT category FROM category_spend)
         ),
         categories AS (
             SELECT customer_key, arg_max(category, (spend, -rank)) AS top_category
-            FROM (
-                SELECT customer_key, category, sum(net_amount) AS spend,
-                       dense_rank() OVER (ORDER BY category) AS rank
-                FROM lines WHERE category IS NOT NULL GROUP BY 1, 2
-            ) GROUP BY 1
+            FROM category_spend JOIN category_ranks USING (category)
+            GROUP BY 1
         )
         SELECT s.customer_key, s.rfm_segment, s.customer_type,
                {preference} AS purchase_channel,
