@@ -32,9 +32,9 @@ ORDER_LINES = dg.AssetKey(["core", "order_lines"])
 
 
 def _first_day(conn: duckdb.DuckDBPyConnection) -> date | None:
-    return conn.execute("SELECT CAST(min(ordered_at) AS DATE) FROM core.order_lines").fetchall()[0][
-        0
-    ]
+    """The first day of the order history the rules and the recommender see."""
+    (first,) = conn.execute("SELECT CAST(min(ordered_at) AS DATE) FROM core.order_lines").fetchone()
+    return first
 
 
 def _thresholds(mining: MiningSettings) -> dict:
