@@ -186,31 +186,6 @@ def _keys_check(conn: duckdb.DuckDBPyConnection, table: CoreTable) -> dg.AssetCh
     )
 
 
-def _in_sql(
-    conn: duckdb.DuckDBPyConnection, table: CoreTable, landing_root: str
-) -> tuple[list[dg.AssetCheckResult], dict]:
-    """The checks and metadata DuckDB computes, run beside the pandera contract: the keys;
-    for the crosswalk, identity accuracy and the counts by rule; for order lines, the
-    exclusions."""
-    checks = [_keys_check(conn, table)]
-    metadata: dict = {}
-    if table.name == "customer_crosswalk":
-        rules = conn.execute(
-            "SELECT match_rule, count(*) FROM core.customer_crosswalk GROUP BY ALL ORDER BY 2 DESC"
-        ).fetchall()
-        metadata["records_by_match_rule"] = dg.MetadataValue.json(dict(rules))
-        metadata["customers"] = conn.execute(
-            "SELECT count(DISTINCT customer_key) FROM core.customer_crosswalk"
-        ).fetchone()[0]
-        checks.append(_identity_check(conn, landing_root))
-    if table.name == "order_lines":
-        excluded = conn.execute(
-            "SELECT entity || ': ' || rule, count(*) FROM core.excluded_rows GROUP BY ALL"
-        ).fetchall()
-        metadata["excluded_rows"] = dg.MetadataValue.json(dict(excluded))
-    return checks, metadata
-
-
 def _contract_check(conn: duckdb.DuckDBPyConnection, name: str) -> dg.AssetCheckResult:
     # Every row, after a write in part too: rows a failed check let stand are still there.
     outcome = validate_query(
@@ -321,11 +296,23 @@ def core_asset(table: CoreTable) -> dg.AssetsDefinition:
             metadata = table_metadata(conn, f"core.{table.name}", contract)
             if written:
                 metadata["written"] = written.summary
-            with beside(conn, lambda other: _in_sql(other, table, landing_zone.root)) as side:
+            with beside(conn, lambda other: _keys_check(other, table)) as keys:
                 checks = [_contract_check(conn, table.name)]
-            side_checks, side_metadata = side.result()
-            checks += side_checks
-            metadata |= side_metadata
+            checks.append(keys.result())
+            if table.name == "customer_crosswalk":
+                rules = conn.execute(
+                    "SELECT match_rule, count(*) FROM core.customer_crosswalk GROUP BY ALL ORDER BY 2 DESC"
+                ).fetchall()
+                metadata["records_by_match_rule"] = dg.MetadataValue.json(dict(rules))
+                metadata["customers"] = conn.execute(
+                    "SELECT count(DISTINCT customer_key) FROM core.customer_crosswalk"
+                ).fetchone()[0]
+                checks.append(_identity_check(conn, landing_zone.root))
+            if table.name == "order_lines":
+                excluded = conn.execute(
+                    "SELECT entity || ': ' || rule, count(*) FROM core.excluded_rows GROUP BY ALL"
+                ).fetchall()
+                metadata["excluded_rows"] = dg.MetadataValue.json(dict(excluded))
             context.log.info(f"core.{table.name}: {metadata['dagster/row_count']} rows")
             return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
