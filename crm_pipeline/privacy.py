@@ -2,16 +2,17 @@
 and kept out of later loads of the same records.
 
 A request names customers (by key, email, phone, account id or loyalty card). Every source
-record the crosswalk gives them is erased: the columns the contracts tag as personal data
-are set to NULL in raw and staging, the quarantine records of those rows and the rows raw
-rejected that quote their values lose them, the normaliser cache forgets the values, and
-core's golden record and survey comments lose them. The records are listed in
-raw.erased_records, and each later load of raw blanks them again as it lands them (an
-account snapshot read again from the shop, a past day run again); a customer excluded as a
-test or staff account stays excluded. raw.erasures logs each request without personal data.
-Orders, visits and answers stay, under a pseudonymous key; ids (account, card, receipt) are
-pseudonymous and stay. What a later load cannot recognise as theirs comes back until the
-deliveries are redacted: a line the raw layer rejects, a row without its id.
+record the crosswalk gives them is erased: the columns the contracts tag as personal data are
+set to NULL in raw and staging, the quarantine records of those rows and the rows raw rejected
+that quote their values lose them, the normaliser cache forgets the values,
+core.identity_groups the digests of the records' values, and core's golden record and survey
+comments lose them. The records are listed in raw.erased_records, and each later load of raw
+blanks them again as it lands them (an account snapshot read again from the shop, a past day
+run again); a customer excluded as a test or staff account stays excluded. raw.erasures logs
+each request without personal data. Orders, visits and answers stay, under a pseudonymous key;
+ids (account, card, receipt) are pseudonymous and stay. What a later load cannot recognise as
+theirs comes back until the deliveries are redacted: a line the raw layer rejects, a row
+without its id.
 
 The landing zone is the user's: the files that still hold the records are named, to be
 redacted at the source. The warehouse file is then rewritten with only its live data (an
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import duckdb
 
+from crm_pipeline.core.crosswalk import GROUPS
 from crm_pipeline.core.schemas import CORE_MODELS
 from crm_pipeline.raw.schemas import RAW_MODELS
 from crm_pipeline.raw.tables import ddl, quote_ident, quote_literal, table_exists
@@ -219,6 +221,12 @@ def erase(
         """,
         [request_id, now],
     )
+    if table_exists(conn, GROUPS):
+        # The digest hashes the record's values: it goes, and the next run resolves it again.
+        conn.execute(
+            f"UPDATE {GROUPS} AS g SET digest = NULL FROM erasing AS e "
+            "WHERE g.source = e.source AND g.source_id = e.source_id"
+        )
     for source, id_column in ERASABLE.items():
         blank_raw(conn, source)
         conn.execute(

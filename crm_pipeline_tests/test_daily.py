@@ -14,6 +14,7 @@ import pytest
 from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.automation import daily_refresh
 from crm_pipeline.core.classify import CoreRules
+from crm_pipeline.core.crosswalk import build_crosswalk
 from crm_pipeline.core.model import build_order_lines
 from crm_pipeline.definitions import defs
 from crm_pipeline.generate import generate
@@ -142,12 +143,17 @@ def _order_lines_and_exclusions(conn: duckdb.DuckDBPyConnection) -> tuple[list, 
     )
 
 
+def _updated_and_whole(warehouse: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the warehouse to update (then copied to the second path, built whole)."""
+    updated, whole = tmp_path / "updated.duckdb", tmp_path / "whole.duckdb"
+    shutil.copy(warehouse, updated)
+    return updated, whole
+
+
 def test_rewriting_only_the_changed_orders_gives_what_a_whole_write_gives(
     loaded, tmp_path: Path
 ) -> None:
-    _, _, warehouse, _, _ = loaded
-    updated, whole = tmp_path / "updated.duckdb", tmp_path / "whole.duckdb"
-    shutil.copy(warehouse, updated)
+    updated, whole = _updated_and_whole(loaded[2], tmp_path)
     staged_at = datetime.now()
     with duckdb.connect(str(updated)) as conn:
         # What later runs bring. A day staged again, without one line of a receipt of two:
@@ -211,6 +217,102 @@ def test_rewriting_only_the_changed_orders_gives_what_a_whole_write_gives(
     assert 0 < rewritten < len(after[0])
     assert after != before
     assert after == expected
+
+
+IDENTITY_SOURCES = {
+    "online_accounts": "created_at",
+    "loyalty_members": "joined_at",
+    "store_purchases": "purchased_at",
+    "inquiries": "opened_at",
+    "feedback": "submitted_at",
+    "online_orders": "ordered_at",
+}
+RESOLVED_TABLES = ("core.customer_crosswalk", "core.customer_key_merges", "core.identity_groups")
+
+
+def _resolved(conn: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
+    return {t: conn.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in RESOLVED_TABLES}
+
+
+def test_resolving_only_the_groups_new_records_touch_gives_what_resolving_all_gives(
+    loaded, tmp_path: Path
+) -> None:
+    updated, whole = _updated_and_whole(loaded[2], tmp_path)
+    cutoff = loaded[3][-6]
+    with duckdb.connect(str(updated)) as conn:
+        # The first run resolves the records up to a day, from scratch.
+        for table in RESOLVED_TABLES:
+            conn.execute(f"DROP TABLE {table}")
+        for source, time in IDENTITY_SOURCES.items():
+            conn.execute(f"CREATE TABLE main.{source} AS SELECT * FROM staging.{source}")
+            conn.execute(f"DELETE FROM staging.{source} WHERE {time} >= ?", [cutoff])
+        assert build_crosswalk(conn, datetime(2030, 1, 1)).whole
+        # The next brings the later days, and changes: an account takes the email of another
+        # customer's account (a merge), a member the phone of an account holder of another
+        # name, an account loses its email (erased), a receipt is gone.
+        for source in IDENTITY_SOURCES:
+            conn.execute(f"DELETE FROM staging.{source}")
+            conn.execute(f"INSERT INTO staging.{source} SELECT * FROM main.{source}")
+        (_, email), (merged, _), (erased, _) = conn.execute(
+            "SELECT account_id, email FROM staging.online_accounts WHERE email IS NOT NULL "
+            "ORDER BY account_id LIMIT 3"
+        ).fetchall()
+        conn.execute(
+            "UPDATE staging.online_accounts SET email = ? WHERE account_id = ?", [email, merged]
+        )
+        conn.execute(
+            "UPDATE staging.loyalty_members SET phone = (SELECT max(phone) FROM "
+            "staging.online_accounts) WHERE card_no = (SELECT min(card_no) FROM "
+            "staging.loyalty_members)"
+        )
+        conn.execute(
+            "UPDATE staging.online_accounts SET email = NULL WHERE account_id = ?", [erased]
+        )
+        # Two members turn out to be long-standing account holders: one by name and birth
+        # date, one by name at the same address.
+        (account, birthday), (other, _) = conn.execute(
+            "SELECT account_id, birth_date FROM staging.online_accounts WHERE name_key IS NOT "
+            "NULL AND address IS NOT NULL AND birth_date IS NOT NULL ORDER BY account_id "
+            "LIMIT 2 OFFSET 5"
+        ).fetchall()
+        first, second = conn.execute(
+            "SELECT card_no FROM staging.loyalty_members ORDER BY card_no LIMIT 2 OFFSET 5"
+        ).fetchall()
+        for card, holder, birth, address in (
+            (first[0], account, birthday, "NULL"),
+            (second[0], other, None, "concat_ws(', ', a.address, a.city)"),
+        ):
+            conn.execute(
+                "UPDATE staging.loyalty_members AS m SET name_key = a.name_key, birth_date = ?, "
+                f"address = {address} FROM staging.online_accounts AS a "
+                "WHERE m.card_no = ? AND a.account_id = ?",
+                [birth, card, holder],
+            )
+        conn.execute(
+            "DELETE FROM staging.store_purchases WHERE receipt_id = "
+            "(SELECT min(receipt_id) FROM staging.store_purchases WHERE loyalty_card IS NOT NULL)"
+        )
+        before = _resolved(conn)
+    shutil.copy(updated, whole)
+    later = datetime(2030, 1, 2)
+    with duckdb.connect(str(updated)) as conn:
+        # Five days of a small landing zone touch most customers: resolve only those anyway.
+        written = build_crosswalk(conn, later, whole_above=1.0)
+        after = _resolved(conn)
+        again = build_crosswalk(conn, datetime(2030, 1, 3))
+        assert _resolved(conn) == after
+    with duckdb.connect(str(whole)) as conn:
+        conn.execute("DROP TABLE core.identity_groups")
+        assert build_crosswalk(conn, later).whole
+        expected = _resolved(conn)
+    assert not written.whole
+    redone, everyone = (int(n) for n in written.summary.split(" records")[0].split(" of "))
+    assert 0 < redone < everyone
+    assert after != before
+    assert len(after["core.customer_key_merges"]) > len(before["core.customer_key_merges"])
+    assert after == expected
+    # Nothing changed since: nothing is resolved again.
+    assert again.summary.startswith(f"0 of {everyone} records")
 
 
 def test_order_lines_are_written_whole_once_a_fifth_lie_outside_the_sort_order(

@@ -1,24 +1,63 @@
-"""Writing the crosswalk with stable keys, and scoring it against a generator's ground truth."""
+"""Writing the crosswalk with stable keys, and scoring it against a generator's ground truth.
+
+A run resolves again only what new records can change. core.identity_groups keeps, for every
+record, a digest of the values it was resolved with and its group: the records it shares any
+value a rule compares with, directly or through others (`identity.SHARED_VALUES`). Links
+never cross groups, so a group resolves alike alone or among all records. A run reads every
+record, finds those new, changed or gone since the last one (by digest), and resolves the
+groups they were in or now touch, which is the same as resolving everything, and rewrites
+only their rows. A whole resolution runs when there is no earlier one, when the identity code
+changed since (its digest is part of every record's), or when more than a fifth of the
+records would be resolved again.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
 
-from crm_pipeline.core.identity import RECORDS, load_records, resolve
+from crm_pipeline.core import identity, keys
+from crm_pipeline.core.identity import (
+    COLUMNS,
+    RECORDS,
+    RECORDS_SQL,
+    SHARED_VALUES,
+    load_records,
+    resolve,
+)
 from crm_pipeline.core.keys import assign_keys
+from crm_pipeline.core.model import Written
 from crm_pipeline.raw.tables import table_exists
 
 CROSSWALK = "core.customer_crosswalk"
 MERGES = "core.customer_key_merges"
+GROUPS = "core.identity_groups"
 # Sources a generator's identities.csv scores (orders reach a customer through their account).
 SCORED_SOURCES = ("online_accounts", "loyalty_members", "store_purchases", "inquiries", "feedback")
+# Above this share of records to resolve again, resolving every record costs no more.
+WHOLE_ABOVE = 0.2
+# The code that decides links and keys: when it changes, earlier resolutions are not reused.
+CODE_DIGEST = hashlib.sha256(
+    b"".join(Path(module.__file__).read_bytes() for module in (identity, keys))
+).hexdigest()[:16]
+ALL_RECORDS = "id_all_records"
 
 
-def build_crosswalk(conn: duckdb.DuckDBPyConnection, now: datetime) -> None:
-    """Resolve identities, keep earlier keys, record merges, write the crosswalk."""
+def _digest(prefix: str = "") -> str:
+    """A record's digest: the identity code's and every value resolution reads."""
+    values = ", ".join(f"{prefix}{c}" for c in COLUMNS)
+    return f"hash('{CODE_DIGEST}', {values})"
+
+
+def build_crosswalk(
+    conn: duckdb.DuckDBPyConnection, now: datetime, whole_above: float = WHOLE_ABOVE
+) -> Written:
+    """Resolve identities, keep earlier keys, record merges, write the crosswalk: whole, or
+    only the groups of records new or changed since the last run (see the module), unless
+    more than `whole_above` of the records would be resolved again."""
     conn.execute(
         f"""
         CREATE TABLE IF NOT EXISTS {MERGES} (
@@ -38,12 +77,27 @@ def build_crosswalk(conn: duckdb.DuckDBPyConnection, now: datetime) -> None:
             "NULL::VARCHAR AS customer_key, NULL::TIMESTAMP AS key_since WHERE FALSE"
         )
     )
-    load_records(conn)
-    conn.register("links_frame", resolve(conn))
+    # Every record with its digest; a first resolution reads them straight into id_records.
+    records = f"SELECT {', '.join(COLUMNS)}, {_digest()} AS digest FROM ({RECORDS_SQL})"
+    redo = None
+    if exists and table_exists(conn, GROUPS):
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE {ALL_RECORDS} AS {records}")
+        redo = _records_to_resolve(conn, whole_above)
+        records = f"SELECT * FROM {ALL_RECORDS}"
+        if redo is not None:
+            records += " SEMI JOIN redo USING (source, source_id)"
+    load_records(conn, records)
+    links = resolve(conn, groups=True)
+    # A group is named by its lowest record's digest (a clash of two groups' names only makes
+    # a later run resolve both).
+    digests = conn.execute(f"SELECT digest FROM {RECORDS} ORDER BY rid").fetchnumpy()["digest"]
+    links["id_group"] = digests[links.pop("group").to_numpy()]
+    conn.register("links_frame", links)
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE resolved AS
-        SELECT r.source, r.source_id, r.seen_at, l.component, l.match_rule, l.confidence
+        SELECT r.source, r.source_id, r.seen_at, r.digest, l.component, l.match_rule,
+               l.confidence, l.id_group
         FROM {RECORDS} AS r
         JOIN links_frame AS l USING (rid)
         """
@@ -52,9 +106,7 @@ def build_crosswalk(conn: duckdb.DuckDBPyConnection, now: datetime) -> None:
     retired = frozenset(k for (k,) in conn.execute(f"SELECT retired_key FROM {MERGES}").fetchall())
     merges = assign_keys(conn, now, retired)
     conn.execute("DROP VIEW previous")
-    conn.execute(
-        f"""
-        CREATE OR REPLACE TABLE {CROSSWALK} AS
+    rows = """
         SELECT
             r.source,
             r.source_id,
@@ -66,14 +118,97 @@ def build_crosswalk(conn: duckdb.DuckDBPyConnection, now: datetime) -> None:
         FROM resolved AS r
         JOIN component_keys AS k USING (component)
         ORDER BY customer_key, seen_at, source, source_id
-        """
-    )
+    """
+    groups = "SELECT source, source_id, digest, id_group FROM resolved"
+    if redo is None:
+        conn.execute(f"CREATE OR REPLACE TABLE {CROSSWALK} AS {rows}")
+        conn.execute(f"CREATE OR REPLACE TABLE {GROUPS} AS {groups}")
+        written = Written(True, "every record resolved, written whole")
+    else:
+        for table in (CROSSWALK, GROUPS):
+            conn.execute(
+                f"DELETE FROM {table} AS t USING replaced AS x "
+                "WHERE t.source = x.source AND t.source_id = x.source_id"
+            )
+        conn.execute(f"INSERT INTO {CROSSWALK} {rows}")
+        conn.execute(f"INSERT INTO {GROUPS} {groups}")
+        written = Written(False, redo)
     if len(merges):
         conn.register("merges_frame", merges)
         conn.execute(f"INSERT INTO {MERGES} SELECT * FROM merges_frame")
         conn.unregister("merges_frame")
-    for temp in ("component_keys", "resolved", RECORDS, "phone_owners"):
+    for temp in (
+        "component_keys",
+        "resolved",
+        RECORDS,
+        "phone_owners",
+        ALL_RECORDS,
+        "redo",
+        "replaced",
+    ):
         conn.execute(f"DROP TABLE IF EXISTS {temp}")
+    return written
+
+
+def _records_to_resolve(conn: duckdb.DuckDBPyConnection, whole_above: float) -> str | None:
+    """Which records to resolve again: the groups of records new, changed or gone since the
+    last run, and of the records sharing a value with the new and changed ones, as the temp
+    tables `redo` (records now) and `replaced` (rows of the crosswalk they replace). Says
+    what it chose, or None when resolving every record is the better choice."""
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE changed AS
+        SELECT * FROM {ALL_RECORDS} AS a
+        ANTI JOIN {GROUPS} AS g
+            ON g.source = a.source AND g.source_id = a.source_id AND g.digest = a.digest
+        """
+    )
+    sharing = " UNION ".join(
+        f"SELECT source, source_id FROM {ALL_RECORDS} "
+        f"WHERE {value} IN (SELECT {value} FROM changed WHERE {value} IS NOT NULL)"
+        for value in SHARED_VALUES
+    )
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE replaced AS
+        WITH touched AS (
+            -- Records whose values changed or are gone, and those sharing the new values.
+            SELECT g.id_group
+            FROM {GROUPS} AS g
+            ANTI JOIN {ALL_RECORDS} AS a
+                ON a.source = g.source AND a.source_id = g.source_id AND a.digest = g.digest
+            UNION
+            SELECT g.id_group
+            FROM {GROUPS} AS g
+            JOIN ({sharing}) AS s USING (source, source_id)
+        )
+        SELECT source, source_id FROM {GROUPS} SEMI JOIN touched USING (id_group)
+        """
+    )
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE redo AS
+        SELECT source, source_id FROM {ALL_RECORDS} SEMI JOIN replaced USING (source, source_id)
+        UNION
+        SELECT source, source_id FROM changed
+        """
+    )
+    changed, gone, redo, everyone, kept = conn.execute(
+        f"""
+        SELECT (SELECT count(*) FROM changed),
+               (SELECT count(*) FROM {GROUPS} ANTI JOIN {ALL_RECORDS} USING (source, source_id)),
+               (SELECT count(*) FROM redo),
+               (SELECT count(*) FROM {ALL_RECORDS}),
+               (SELECT count(*) FROM {CROSSWALK}) = (SELECT count(*) FROM {GROUPS})
+        """
+    ).fetchall()[0]
+    conn.execute("DROP TABLE changed")
+    if not kept or redo > whole_above * everyone:
+        return None
+    return (
+        f"{redo} of {everyone} records resolved again, in the groups {changed} new or changed "
+        f"records and {gone} gone ones were in or now touch; the others' rows kept"
+    )
 
 
 def pairwise_scores(conn: duckdb.DuckDBPyConnection, identities_csv: Path) -> dict[str, float]:

@@ -60,6 +60,16 @@ COLUMNS = (
     "seen_at",
 )
 
+# Every value a rule compares, as an expression over a record. Records that share none of
+# them, directly or through other records, are never linked: each group of records that do
+# resolves alike on its own or among all records. The links star the first three and the
+# name with birth date already; a group also follows every shared phone and named address.
+NAME_AND_BIRTH_DATE = "CASE WHEN birth_date IS NOT NULL THEN name_key || '|' || birth_date END"
+NAMED_ADDRESS = "CASE WHEN name_key IS NOT NULL THEN lower(address) END"
+SHARED_VALUES = ("account_id", "card_no", "email", "phone", NAME_AND_BIRTH_DATE, NAMED_ADDRESS)
+BEYOND_LINKS = ("phone", NAMED_ADDRESS)
+
+
 RECORDS_SQL = """
 SELECT 'online_accounts' AS source, account_id AS source_id, account_id, NULL AS card_no,
        email, phone, name_key, birth_date, concat_ws(', ', address, city) AS address,
@@ -279,7 +289,7 @@ def _fuzzy_edges(conn: duckdb.DuckDBPyConnection) -> Edges:
     one address when at most one gives a birth date (two that differ are two people)."""
     birth = _pairs(
         conn,
-        _star_sql("name_key || '|' || birth_date", "birth_date IS NOT NULL"),
+        _star_sql(NAME_AND_BIRTH_DATE),
         "name_and_birth_date",
     )
     candidates = conn.execute(
@@ -318,10 +328,12 @@ def _fuzzy_edges(conn: duckdb.DuckDBPyConnection) -> Edges:
     ]
 
 
-def resolve(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+def resolve(conn: duckdb.DuckDBPyConnection, groups: bool = False) -> pd.DataFrame:
     """Link the records of the id_records table.
 
-    Returns one row per record: rid, component (a customer), match_rule, confidence.
+    Returns one row per record: rid, component (a customer), match_rule, confidence; with
+    `groups`, also group: the lowest rid of the records it shares any of SHARED_VALUES with,
+    directly or through others (every link lies inside one group).
     """
     n = conn.execute(f"SELECT count(*) FROM {RECORDS}").fetchall()[0][0]
     edges: Edges = [
@@ -345,7 +357,7 @@ def resolve(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     confidence[rule == RULES.index("single")] = 1.0
     rule[unresolved] = RULES.index(UNRESOLVED)
     confidence[unresolved] = 0.0
-    return pd.DataFrame(
+    resolved = pd.DataFrame(
         {
             "rid": np.arange(n),
             "component": component,
@@ -353,3 +365,9 @@ def resolve(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
             "confidence": confidence,
         }
     )
+    if groups:
+        shared = _components(n, edges + [_pairs(conn, _star_sql(v), "") for v in BEYOND_LINKS])
+        lowest = np.full(shared.max(initial=-1) + 1, n, dtype=np.int64)
+        np.minimum.at(lowest, shared, np.arange(n, dtype=np.int64))
+        resolved["group"] = lowest[shared]
+    return resolved

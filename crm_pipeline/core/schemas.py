@@ -5,6 +5,7 @@ Category values are listed in the descriptions; thresholds are in `classify.Core
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
@@ -73,6 +74,23 @@ class CustomerKeyMerges(CoreModel):
     retired_key: Series[str] = key_field(what="Key no longer used")
     surviving_key: Series[str] = key_field(what="Key that replaces it")
     merged_at: Series[pd.Timestamp] = field("When the merge was found.", nullable=False)
+
+
+class IdentityGroups(CoreModel):
+    """One row per identity-bearing source record: what it was last resolved with, so a run
+    resolves again only the groups that new or changed records are in or touch."""
+
+    source: Series[str] = field("Staging table of the record.", nullable=False)
+    source_id: Series[str] = field("The record's id in its source.", nullable=False)
+    digest: Series[np.uint64] = field(
+        "Hash of the identity code and the record's values when it was resolved (NULL once "
+        "erased: resolved again on the next run)."
+    )
+    id_group: Series[np.uint64] = field(
+        "The records it shares an email, phone, id, name and birth date or address with, "
+        "directly or through others (a hash of the group's first record).",
+        nullable=False,
+    )
 
 
 class Customers(CoreModel):
@@ -284,6 +302,7 @@ class QualityReport(CoreModel):
 CORE_MODELS: dict[str, type[CoreModel]] = {
     "customer_crosswalk": CustomerCrosswalk,
     "customer_key_merges": CustomerKeyMerges,
+    "identity_groups": IdentityGroups,
     "customers": Customers,
     "products": Products,
     "stores": Stores,
