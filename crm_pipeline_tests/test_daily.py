@@ -19,6 +19,7 @@ from crm_pipeline.core.model import build_order_lines
 from crm_pipeline.definitions import defs
 from crm_pipeline.generate import generate
 from crm_pipeline.mining.settings import MiningSettings
+from crm_pipeline.privacy import erase
 from crm_pipeline.resources import LandingZoneResource, WarehouseResource
 from crm_pipeline.run import landing_days, materialize_all
 
@@ -246,10 +247,24 @@ def test_resolving_only_the_groups_new_records_touch_gives_what_resolving_all_gi
         for source, time in IDENTITY_SOURCES.items():
             conn.execute(f"CREATE TABLE main.{source} AS SELECT * FROM staging.{source}")
             conn.execute(f"DELETE FROM staging.{source} WHERE {time} >= ?", [cutoff])
+        # A member who shares nothing with anyone.
+        (loner,) = conn.execute(
+            "SELECT max(card_no) FROM staging.loyalty_members WHERE joined_at < ?", [cutoff]
+        ).fetchall()[0]
+        for schema in ("main", "staging"):
+            conn.execute(
+                f"UPDATE {schema}.loyalty_members SET phone = '+15550000001', email = NULL, "
+                "name_key = 'only one', birth_date = NULL, address = NULL WHERE card_no = ?",
+                [loner],
+            )
+            conn.execute(
+                f"UPDATE {schema}.store_purchases SET loyalty_card = NULL WHERE loyalty_card = ?",
+                [loner],
+            )
         assert build_crosswalk(conn, datetime(2030, 1, 1)).whole
         # The next brings the later days, and changes: an account takes the email of another
         # customer's account (a merge), a member the phone of an account holder of another
-        # name, an account loses its email (erased), a receipt is gone.
+        # name, a customer is erased, a receipt is gone.
         for source in IDENTITY_SOURCES:
             conn.execute(f"DELETE FROM staging.{source}")
             conn.execute(f"INSERT INTO staging.{source} SELECT * FROM main.{source}")
@@ -265,18 +280,22 @@ def test_resolving_only_the_groups_new_records_touch_gives_what_resolving_all_gi
             "staging.online_accounts) WHERE card_no = (SELECT min(card_no) FROM "
             "staging.loyalty_members)"
         )
-        conn.execute(
-            "UPDATE staging.online_accounts SET email = NULL WHERE account_id = ?", [erased]
-        )
-        # Two members turn out to be long-standing account holders: one by name and birth
-        # date, one by name at the same address.
+        (erased_key,) = conn.execute(
+            "SELECT customer_key FROM core.customer_crosswalk "
+            "WHERE source = 'online_accounts' AND source_id = ?",
+            [erased],
+        ).fetchall()[0]
+        erase(conn, [erased_key], "test", datetime(2030, 1, 1))
+        # Two members without a receipt, email or phone turn out to be long-standing account
+        # holders: one by name and birth date, one by name at the same address.
         (account, birthday), (other, _) = conn.execute(
             "SELECT account_id, birth_date FROM staging.online_accounts WHERE name_key IS NOT "
             "NULL AND address IS NOT NULL AND birth_date IS NOT NULL ORDER BY account_id "
             "LIMIT 2 OFFSET 5"
         ).fetchall()
         first, second = conn.execute(
-            "SELECT card_no FROM staging.loyalty_members ORDER BY card_no LIMIT 2 OFFSET 5"
+            "SELECT card_no FROM staging.loyalty_members ANTI JOIN staging.store_purchases AS p "
+            "ON p.loyalty_card = card_no ORDER BY card_no LIMIT 2 OFFSET 5"
         ).fetchall()
         for card, holder, birth, address in (
             (first[0], account, birthday, "NULL"),
@@ -284,10 +303,16 @@ def test_resolving_only_the_groups_new_records_touch_gives_what_resolving_all_gi
         ):
             conn.execute(
                 "UPDATE staging.loyalty_members AS m SET name_key = a.name_key, birth_date = ?, "
-                f"address = {address} FROM staging.online_accounts AS a "
+                f"address = {address}, email = NULL, phone = NULL FROM staging.online_accounts AS a "
                 "WHERE m.card_no = ? AND a.account_id = ?",
                 [birth, card, holder],
             )
+        # A new receipt gives only the card of a member seen before, who shares nothing else.
+        conn.execute(
+            "INSERT INTO staging.store_purchases SELECT * REPLACE ('Z-NEW' AS receipt_id, "
+            "NULL AS phone, ? AS loyalty_card) FROM staging.store_purchases LIMIT 1",
+            [loner],
+        )
         conn.execute(
             "DELETE FROM staging.store_purchases WHERE receipt_id = "
             "(SELECT min(receipt_id) FROM staging.store_purchases WHERE loyalty_card IS NOT NULL)"
@@ -301,13 +326,32 @@ def test_resolving_only_the_groups_new_records_touch_gives_what_resolving_all_gi
         after = _resolved(conn)
         again = build_crosswalk(conn, datetime(2030, 1, 3))
         assert _resolved(conn) == after
+        rules = dict(
+            conn.execute(
+                "SELECT source_id, match_rule FROM core.customer_crosswalk "
+                "WHERE source_id IN (?, ?, 'Z-NEW')",
+                [first[0], second[0]],
+            ).fetchall()
+        )
+        # A crosswalk written by anything else is not built on.
+        conn.execute(
+            "CREATE OR REPLACE TABLE core.customer_crosswalk AS "
+            "SELECT * FROM core.customer_crosswalk"
+        )
+        assert build_crosswalk(conn, datetime(2030, 1, 4)).whole
+        assert _resolved(conn) == after
     with duckdb.connect(str(whole)) as conn:
         conn.execute("DROP TABLE core.identity_groups")
         assert build_crosswalk(conn, later).whole
         expected = _resolved(conn)
     assert not written.whole
     redone, everyone = (int(n) for n in written.summary.split(" records")[0].split(" of "))
-    assert 0 < redone < everyone
+    assert 0 < redone < 0.6 * everyone
+    assert rules == {
+        first[0]: "name_and_birth_date",
+        second[0]: "name_and_address",
+        "Z-NEW": "loyalty_card",
+    }
     assert after != before
     assert len(after["core.customer_key_merges"]) > len(before["core.customer_key_merges"])
     assert after == expected

@@ -262,6 +262,29 @@ def test_a_receipt_whose_lines_disagree_takes_the_card_and_phone_of_its_first_li
     assert record == [("+4917849183323", "LC1")]
 
 
+def test_two_accounts_with_a_city_but_no_street_are_not_one_address() -> None:
+    conn = duckdb.connect()
+    for source in STAGING_SOURCES.values():
+        ensure_tables(conn, source)
+    for account_id, street in (
+        ("A1", None),
+        ("A2", None),
+        ("A3", "1 Rue Haute"),
+        ("A4", "1 Rue Haute"),
+    ):
+        conn.execute(
+            "INSERT INTO staging.online_accounts (account_id, name_key, address, city, created_at, "
+            "source_file, source_line, loaded_at) VALUES (?, 'marie dubois', ?, 'Paris', ?, "
+            "'shop', 1, ?)",
+            [account_id, street, T0, T0],
+        )
+    load_records(conn)
+    ids = conn.execute("SELECT rid, source_id FROM id_records").df()
+    groups = _groups(ids.merge(identity.resolve(conn), on="rid"))
+    # The same name at the same street is one person; the same name in the same city is not.
+    assert groups == {frozenset({"A1"}), frozenset({"A2"}), frozenset({"A3", "A4"})}
+
+
 def test_records_resolve_alike_whatever_order_the_tables_hold_them_in() -> None:
     # A phone no named customer holds, on an inquiry of each of two customers and on one
     # inquiry that gives only the phone: which of them the phone links through is a tie.

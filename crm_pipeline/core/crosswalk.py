@@ -7,17 +7,21 @@ never cross groups, so a group resolves alike alone or among all records. A run 
 record, finds those new, changed or gone since the last one (by digest), and resolves the
 groups they were in or now touch, which is the same as resolving everything, and rewrites
 only their rows. A whole resolution runs when there is no earlier one, when the identity code
-changed since (its digest is part of every record's), or when more than a fifth of the
-records would be resolved again.
+changed since (its digest is part of every record's), when the crosswalk was written by
+anything else since (the two tables carry the mark of the write that made them), or when
+more than a fifth of the records would be resolved again (a full load, a long backfill).
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
+import uuid
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import rapidfuzz
 
 from crm_pipeline.core import identity, keys
 from crm_pipeline.core.identity import (
@@ -37,19 +41,22 @@ MERGES = "core.customer_key_merges"
 GROUPS = "core.identity_groups"
 # Sources a generator's identities.csv scores (orders reach a customer through their account).
 SCORED_SOURCES = ("online_accounts", "loyalty_members", "store_purchases", "inquiries", "feedback")
-# Above this share of records to resolve again, resolving every record costs no more.
+# Above this share of records to resolve again, every record is resolved.
 WHOLE_ABOVE = 0.2
-# The code that decides links and keys: when it changes, earlier resolutions are not reused.
+# The code that decides links, keys and the crosswalk's rows, and the name matcher: when one
+# changes, earlier resolutions are not reused.
 CODE_DIGEST = hashlib.sha256(
-    b"".join(Path(module.__file__).read_bytes() for module in (identity, keys))
+    b"".join(Path(m.__file__).read_bytes() for m in (identity, keys, sys.modules[__name__]))
+    + rapidfuzz.__version__.encode()
 ).hexdigest()[:16]
 ALL_RECORDS = "id_all_records"
+# The start of the comment the crosswalk and the groups share when written together.
+MARK = "Resolved together with its identity groups, write "
 
 
-def _digest(prefix: str = "") -> str:
+def _digest() -> str:
     """A record's digest: the identity code's and every value resolution reads."""
-    values = ", ".join(f"{prefix}{c}" for c in COLUMNS)
-    return f"hash('{CODE_DIGEST}', {values})"
+    return f"hash('{CODE_DIGEST}', {', '.join(COLUMNS)})"
 
 
 def build_crosswalk(
@@ -78,9 +85,12 @@ def build_crosswalk(
         )
     )
     # Every record with its digest; a first resolution reads them straight into id_records.
-    records = f"SELECT {', '.join(COLUMNS)}, {_digest()} AS digest FROM ({RECORDS_SQL})"
+    records = (
+        f"SELECT {', '.join(COLUMNS)}, {_digest()} AS digest, "
+        f"hash(source, source_id) AS id_hash FROM ({RECORDS_SQL})"
+    )
     redo = None
-    if exists and table_exists(conn, GROUPS):
+    if exists and _agree(conn):
         conn.execute(f"CREATE OR REPLACE TEMP TABLE {ALL_RECORDS} AS {records}")
         redo = _records_to_resolve(conn, whole_above)
         records = f"SELECT * FROM {ALL_RECORDS}"
@@ -88,10 +98,10 @@ def build_crosswalk(
             records += " SEMI JOIN redo USING (source, source_id)"
     load_records(conn, records)
     links = resolve(conn, groups=True)
-    # A group is named by its lowest record's digest (a clash of two groups' names only makes
-    # a later run resolve both).
-    digests = conn.execute(f"SELECT digest FROM {RECORDS} ORDER BY rid").fetchnumpy()["digest"]
-    links["id_group"] = digests[links.pop("group").to_numpy()]
+    # A group is named by a hash of its lowest record's source and id (a clash of two groups'
+    # names only makes a later run resolve both).
+    named = conn.execute(f"SELECT id_hash FROM {RECORDS} ORDER BY rid").fetchnumpy()["id_hash"]
+    links["id_group"] = named[links.pop("group").to_numpy()]
     conn.register("links_frame", links)
     conn.execute(
         f"""
@@ -133,6 +143,11 @@ def build_crosswalk(
         conn.execute(f"INSERT INTO {CROSSWALK} {rows}")
         conn.execute(f"INSERT INTO {GROUPS} {groups}")
         written = Written(False, redo)
+    # Both tables carry the mark of the write that made them agree: a crosswalk written by
+    # anything else (an older version, by hand) has another, or none, and is not built on.
+    mark = f"{MARK}{uuid.uuid4().hex}"
+    for table in (CROSSWALK, GROUPS):
+        conn.execute(f"COMMENT ON TABLE {table} IS '{mark}'")
     if len(merges):
         conn.register("merges_frame", merges)
         conn.execute(f"INSERT INTO {MERGES} SELECT * FROM merges_frame")
@@ -148,6 +163,16 @@ def build_crosswalk(
     ):
         conn.execute(f"DROP TABLE IF EXISTS {temp}")
     return written
+
+
+def _agree(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the crosswalk and the identity groups were written together (see MARK)."""
+    marks = conn.execute(
+        "SELECT list(comment ORDER BY table_name) FROM duckdb_tables() "
+        "WHERE schema_name = 'core' AND table_name IN (?, ?)",
+        [CROSSWALK.split(".")[1], GROUPS.split(".")[1]],
+    ).fetchall()[0][0]
+    return len(marks or []) == 2 and marks[0] == marks[1] and (marks[0] or "").startswith(MARK)
 
 
 def _records_to_resolve(conn: duckdb.DuckDBPyConnection, whole_above: float) -> str | None:
@@ -193,17 +218,16 @@ def _records_to_resolve(conn: duckdb.DuckDBPyConnection, whole_above: float) -> 
         SELECT source, source_id FROM changed
         """
     )
-    changed, gone, redo, everyone, kept = conn.execute(
+    changed, gone, redo, everyone = conn.execute(
         f"""
         SELECT (SELECT count(*) FROM changed),
                (SELECT count(*) FROM {GROUPS} ANTI JOIN {ALL_RECORDS} USING (source, source_id)),
                (SELECT count(*) FROM redo),
-               (SELECT count(*) FROM {ALL_RECORDS}),
-               (SELECT count(*) FROM {CROSSWALK}) = (SELECT count(*) FROM {GROUPS})
+               (SELECT count(*) FROM {ALL_RECORDS})
         """
     ).fetchall()[0]
     conn.execute("DROP TABLE changed")
-    if not kept or redo > whole_above * everyone:
+    if redo > whole_above * everyone:
         return None
     return (
         f"{redo} of {everyone} records resolved again, in the groups {changed} new or changed "

@@ -72,7 +72,9 @@ BEYOND_LINKS = ("phone", NAMED_ADDRESS)
 
 RECORDS_SQL = """
 SELECT 'online_accounts' AS source, account_id AS source_id, account_id, NULL AS card_no,
-       email, phone, name_key, birth_date, concat_ws(', ', address, city) AS address,
+       email, phone, name_key, birth_date,
+       -- Without a street, a city alone is no address (concat_ws would give the city).
+       CASE WHEN address IS NOT NULL THEN concat_ws(', ', address, city) END AS address,
        created_at AS seen_at
 FROM staging.online_accounts
 UNION ALL
@@ -215,7 +217,11 @@ def _conflicting(
     has_email = np.bincount(component[emailed["rid"].astype(np.int64)], minlength=n) > 0
     ca, cb = component[a], component[b]
     conflict = (ca != cb) & has_email[ca] & has_email[cb]
-    named = conn.execute(f"SELECT rid, name_key FROM {RECORDS} WHERE name_key IS NOT NULL").df()
+    # A customer's name is that of its first named record by number: the same on every run,
+    # whatever order the table holds the records in.
+    named = conn.execute(
+        f"SELECT rid, name_key FROM {RECORDS} WHERE name_key IS NOT NULL ORDER BY rid"
+    ).df()
     names = pd.Series(
         named["name_key"].to_numpy(), index=component[named["rid"].to_numpy(np.int64)]
     )

@@ -83,12 +83,12 @@ class IdentityGroups(CoreModel):
     source: Series[str] = field("Staging table of the record.", nullable=False)
     source_id: Series[str] = field("The record's id in its source.", nullable=False)
     digest: Series[np.uint64] = field(
-        "Hash of the identity code and the record's values when it was resolved (NULL once "
-        "erased: resolved again on the next run)."
+        "Hash of the identity code and the record's values when it was resolved; NULL once "
+        "erased (resolved again on the next run). " + PERSONAL
     )
     id_group: Series[np.uint64] = field(
         "The records it shares an email, phone, id, name and birth date or address with, "
-        "directly or through others (a hash of the group's first record).",
+        "directly or through others, named by a hash of the first one's source and id.",
         nullable=False,
     )
 
