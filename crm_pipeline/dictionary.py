@@ -77,12 +77,17 @@ TABLES: dict[str, tuple[type[pa.DataFrameModel], list[tuple[str, str]]]] = {
 }
 
 
+def grain(model: type) -> str:
+    """A table's grain: the first paragraph of its contract's docstring, as one line."""
+    return " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())
+
+
 def data_dictionary() -> str:
     """Markdown: one section per table (grain first), one row per column."""
     lines = ["# Data dictionary", "", "Columns tagged personal are personal data.", ""]
     for table, (model, types) in TABLES.items():
         contract = model.to_schema().columns
-        lines += [f"## {table}", "", (model.__doc__ or "").strip().splitlines()[0], ""]
+        lines += [f"## {table}", "", grain(model), ""]
         lines += ["| column | type | personal | description |", "|---|---|---|---|"]
         for name, data_type in types:
             column = contract[name]

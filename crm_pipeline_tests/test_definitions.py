@@ -5,7 +5,9 @@ from __future__ import annotations
 import dagster as dg
 
 from crm_pipeline.definitions import defs
+from crm_pipeline.dictionary import TABLES as DICTIONARY_TABLES
 from crm_pipeline.dictionary import data_dictionary
+from crm_pipeline.mining.schemas import MINING_MODELS
 from crm_pipeline.raw.schemas import RAW_MODELS
 
 
@@ -55,6 +57,16 @@ def test_data_dictionary_lists_every_table_with_grain_and_personal_columns() -> 
     text = data_dictionary()
     for table in RAW_MODELS:
         assert f"## raw.{table}\n\n{RAW_MODELS[table].__doc__.splitlines()[0]}" in text
+    # A grain written over several lines of its docstring is shown whole, as one sentence.
+    for table, (model, _) in DICTIONARY_TABLES.items():
+        shown = text.split(f"## {table}\n\n")[1].split("\n")[0]
+        assert shown.endswith((".", ")")), (table, shown)
+        assert shown.split()[:4] == model.__doc__.split()[:4], table
+    assert (
+        "## mining.recommendations\n\n"
+        + " ".join(MINING_MODELS["recommendations"].__doc__.split("\n\n")[0].split())
+        + "\n"
+    ) in text
     assert "## quarantine.raw_rejects" in text
     assert "| email | VARCHAR | yes | Respondent email. Personal data. |" in text
     assert "| source_line | BIGINT |  |" in text

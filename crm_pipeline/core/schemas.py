@@ -77,8 +77,10 @@ class CustomerKeyMerges(CoreModel):
 
 
 class IdentityGroups(CoreModel):
-    """One row per identity-bearing source record: what it was last resolved with, so a run
-    resolves again only the groups that new or changed records are in or touch."""
+    """One row per identity-bearing source record and the group it was last resolved in.
+
+    A run resolves again only the groups that new, changed or gone records are in or touch.
+    """
 
     source: Series[str] = field("Staging table of the record.", nullable=False)
     source_id: Series[str] = field("The record's id in its source.", nullable=False)
