@@ -372,7 +372,12 @@ def resolve(conn: duckdb.DuckDBPyConnection, groups: bool = False) -> pd.DataFra
         }
     )
     if groups:
-        shared = _components(n, edges + [_pairs(conn, _star_sql(v), "") for v in BEYOND_LINKS])
+        # Customers that share a phone or a named address, as a graph of the customers.
+        a, b, _ = zip(*[_pairs(conn, _star_sql(v), "") for v in BEYOND_LINKS], strict=True)
+        ca, cb = component[np.concatenate(a)], component[np.concatenate(b)]
+        apart = ca != cb
+        shared = _components(component.max(initial=-1) + 1, [(ca[apart], cb[apart], "")])
+        shared = shared[component]
         lowest = np.full(shared.max(initial=-1) + 1, n, dtype=np.int64)
         np.minimum.at(lowest, shared, np.arange(n, dtype=np.int64))
         resolved["group"] = lowest[shared]
