@@ -180,14 +180,17 @@ def _records_to_resolve(conn: duckdb.DuckDBPyConnection, whole_above: float) -> 
     last run, and of the records sharing a value with the new and changed ones, as the temp
     tables `redo` (records now) and `replaced` (rows of the crosswalk they replace). Says
     what it chose, or None when resolving every record is the better choice."""
+    # One join finds the records new or changed (values now) and changed or gone (group then).
     conn.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE changed AS
-        SELECT * FROM {ALL_RECORDS} AS a
-        ANTI JOIN {GROUPS} AS g
-            ON g.source = a.source AND g.source_id = a.source_id AND g.digest = a.digest
+        CREATE OR REPLACE TEMP TABLE differing AS
+        SELECT a.*, g.id_group AS old_group
+        FROM {ALL_RECORDS} AS a
+        FULL JOIN {GROUPS} AS g ON g.source = a.source AND g.source_id = a.source_id
+        WHERE a.source IS NULL OR g.source IS NULL OR a.digest IS DISTINCT FROM g.digest
         """
     )
+    conn.execute("CREATE OR REPLACE TEMP VIEW changed AS FROM differing WHERE source IS NOT NULL")
     sharing = " UNION ".join(
         f"SELECT source, source_id FROM {ALL_RECORDS} "
         f"WHERE {value} IN (SELECT {value} FROM changed WHERE {value} IS NOT NULL)"
@@ -198,10 +201,7 @@ def _records_to_resolve(conn: duckdb.DuckDBPyConnection, whole_above: float) -> 
         CREATE OR REPLACE TEMP TABLE replaced AS
         WITH touched AS (
             -- Records whose values changed or are gone, and those sharing the new values.
-            SELECT g.id_group
-            FROM {GROUPS} AS g
-            ANTI JOIN {ALL_RECORDS} AS a
-                ON a.source = g.source AND a.source_id = g.source_id AND a.digest = g.digest
+            SELECT old_group AS id_group FROM differing WHERE old_group IS NOT NULL
             UNION
             SELECT g.id_group
             FROM {GROUPS} AS g
@@ -220,13 +220,13 @@ def _records_to_resolve(conn: duckdb.DuckDBPyConnection, whole_above: float) -> 
     )
     changed, gone, redo, everyone = conn.execute(
         f"""
-        SELECT (SELECT count(*) FROM changed),
-               (SELECT count(*) FROM {GROUPS} ANTI JOIN {ALL_RECORDS} USING (source, source_id)),
-               (SELECT count(*) FROM redo),
-               (SELECT count(*) FROM {ALL_RECORDS})
+        SELECT count(*) FILTER (WHERE source IS NOT NULL), count(*) FILTER (WHERE source IS NULL),
+               (SELECT count(*) FROM redo), (SELECT count(*) FROM {ALL_RECORDS})
+        FROM differing
         """
     ).fetchall()[0]
-    conn.execute("DROP TABLE changed")
+    conn.execute("DROP VIEW changed")
+    conn.execute("DROP TABLE differing")
     if redo > whole_above * everyone:
         return None
     return (
