@@ -78,11 +78,10 @@ def read_inputs_once(root: str) -> None:
     print(json.dumps({"duckdb_files_s": round(files, 2), "shop_via_adbc_s": round(shop_s, 2)}))
 
 
-def _daily_run(bin_dir: Path, env: dict[str, str], root: Path) -> dict:
+def _daily_run(bin_dir: Path, env: dict[str, str], last: str) -> dict:
     """Time what the daily schedule runs on a warehouse holding every day but the last: every
     asset, the event sources for the last delivered day only; with each layer's time and the
     slowest steps."""
-    last = landing_days(LandingZoneResource(root=str(root)))[-1]
     command = [str(bin_dir / "crm-pipeline"), "materialize", "--first", last, "--last", last]
     command.append("--timings")
     return _timed(command, env) | {"day": last}
@@ -193,9 +192,12 @@ def run_bench(args: argparse.Namespace) -> int:
     report["floor_read_inputs"] = floor
     # With a daily run to time, the layers leave the last delivered day to it: it then loads
     # a day that is new, as the schedule's runs do.
-    until = []
-    if DAILY in layers:
-        until = ["--last", landing_days(LandingZoneResource(root=str(root)))[-2]]
+    days = landing_days(LandingZoneResource(root=str(root))) if DAILY in layers else []
+    if DAILY in layers and len(days) < 2:
+        raise SystemExit(
+            f"--layers {DAILY}: needs two delivered days or more, {root} has {len(days)}"
+        )
+    until = ["--last", days[-2]] if days else []
     for phase in _phases([layer for layer in layers if layer != DAILY]):
         selection = " or ".join(f"group:{layer}" for layer in phase)
         step = _timed(
@@ -216,7 +218,7 @@ def run_bench(args: argparse.Namespace) -> int:
         for layer in phase:
             report[layer] = _layer_figures(env, root, report, layer, alone, seconds[layer], floor)
     if DAILY in layers:
-        report[DAILY] = _daily_run(bin_dir, env, root)
+        report[DAILY] = _daily_run(bin_dir, env, days[-1])
         full = [report[phase]["wall_s"] for phase in _phase_names(LAYERS) if phase in report]
         if len(full) == len(_phase_names(LAYERS)):
             report["daily_share_of_full"] = round(report[DAILY]["wall_s"] / sum(full), 3)
