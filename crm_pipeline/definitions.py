@@ -19,6 +19,10 @@ def definitions(resources: dict[str, dg.ConfigurableResource] | None = None) -> 
     return dg.Definitions(
         assets=[*layers, published_asset([key for asset in layers for key in asset.keys])],
         jobs=[daily_refresh],
+        # Every asset writes the one DuckDB file, so the warehouse pool runs a run's steps one
+        # at a time whatever the executor; a process per step would add only its start-up
+        # (3-4 s each: a daily run at a million customers took 246 s that way, 90 s in process).
+        executor=dg.in_process_executor,
         schedules=[daily_schedule],
         sensors=[new_landing_day],
         resources=resources or resources_from_env(),

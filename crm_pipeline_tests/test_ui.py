@@ -157,3 +157,15 @@ def test_ui_launches_a_run_that_succeeds(webserver: str) -> None:
             break
         time.sleep(1)
     assert status == "SUCCESS"
+    # Its steps ran in the run's own process, one after another, not a process per step.
+    messages = [
+        event.get("message", "")
+        for event in _graphql(
+            webserver,
+            "query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events { "
+            "... on MessageEvent { message } } } } }",
+            {"id": run_id},
+        )["logsForRun"]["events"]
+    ]
+    assert any(m.startswith("Executing steps in process") for m in messages), messages
+    assert not any("Launching subprocess" in m for m in messages)
