@@ -33,4 +33,3 @@ def test_value_rank_orders_by_clv_then_score_and_breaks_ties_by_key() -> None:
         shuffled = scored.iloc[rng.permutation(len(scored))]
         ranked = rank_by_value(shuffled)
         assert ranked["value_rank"].to_dict() == expected
-        assert ranked.index.tolist() == sorted(expected, key=expected.get)

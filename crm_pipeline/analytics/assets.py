@@ -217,7 +217,10 @@ def build_scored_customers(conn: duckdb.DuckDBPyConnection, day: date, settings:
     scored["as_of"] = pd.Timestamp(day)
     conn.register("scored_frame", scored.reset_index(names="customer_key"))
     conn.begin()
-    conn.execute("CREATE OR REPLACE TABLE analytics.scored_customers AS SELECT * FROM scored_frame")
+    conn.execute(
+        "CREATE OR REPLACE TABLE analytics.scored_customers AS "
+        "SELECT * FROM scored_frame ORDER BY value_rank"
+    )
     log = record_runs(conn, logged, day) if logged else None
     conn.commit()
     conn.unregister("scored_frame")
