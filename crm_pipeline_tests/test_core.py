@@ -4,12 +4,16 @@ keys survive a re-run and a new day, and every core check passes."""
 from __future__ import annotations
 
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pandera.pandas as pa
 import pytest
+from pandera.typing import Series
 
+from crm_pipeline.checked import contract_digest
 from crm_pipeline.core.assets import TABLES, _contract_check, _keys_check
 from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.model import LINE_ORDER, build_customers
@@ -156,7 +160,7 @@ def test_failed_key_and_contract_checks_name_the_rows_and_the_reason(
             [order_id, line_no],
         )
         keys = _keys_check(conn, TABLES["order_lines"])
-        contract = _contract_check(conn, "order_lines")
+        contract = _contract_check(conn, "order_lines", None, datetime.now())
     assert not keys.passed and not contract.passed
     assert f"order_id={order_id}, line_no={line_no} (2 rows)" in keys.description
     assert f"order_id={order_id}, line_no={line_no}, sku=SKU404" in keys.description
@@ -224,3 +228,15 @@ def test_golden_record_ties_go_to_the_greatest_value_whatever_the_row_order() ->
         ("C1", "Anna Bergström", "Main St 2", "Berlin"),
         ("C2", "Ben Ode", None, "Munich"),
     ]
+
+
+def test_a_contracts_digest_changes_with_any_rule_of_a_column() -> None:
+    def model(low: int, nullable: bool) -> type[pa.DataFrameModel]:
+        class Lines(pa.DataFrameModel):
+            quantity: Series[int] = pa.Field(ge=low, nullable=nullable)
+
+        return Lines
+
+    assert contract_digest(model(1, False)) == contract_digest(model(1, False))
+    assert contract_digest(model(1, False)) != contract_digest(model(0, False))
+    assert contract_digest(model(1, False)) != contract_digest(model(1, True))

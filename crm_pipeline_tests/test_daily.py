@@ -4,7 +4,7 @@ or mart."""
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -218,6 +218,76 @@ def test_rewriting_only_the_changed_orders_gives_what_a_whole_write_gives(
     assert 0 < rewritten < len(after[0])
     assert after != before
     assert after == expected
+
+
+def _order_lines_contract(test_defs: dg.Definitions, warehouse: Path) -> dg.AssetCheckEvaluation:
+    """Materialize core.order_lines alone on `warehouse`; its contract check."""
+    bound = dg.Definitions(
+        assets=list(test_defs.assets),
+        resources=test_defs.resources | {"warehouse": WarehouseResource(path=str(warehouse))},
+    )
+    result = materialize_all(
+        bound, dg.DagsterInstance.ephemeral(), None, None, "key:core/order_lines"
+    )
+    (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "contract"]
+    return check
+
+
+def _retyped(warehouse: Path, quantity: int) -> int:
+    """Give the first staged line of the first order of two lines `quantity` units, staged
+    now; how many lines the table has."""
+    with duckdb.connect(str(warehouse)) as conn:
+        (order,) = conn.execute(
+            "SELECT min(order_id) FROM staging.online_order_items WHERE order_id IN "
+            "(SELECT order_id FROM core.order_lines GROUP BY ALL HAVING count(*) = 2)"
+        ).fetchall()[0]
+        conn.execute(
+            "UPDATE staging.online_order_items SET quantity = ?, loaded_at = ? "
+            "WHERE order_id = ? AND line_no = 1",
+            [quantity, datetime.now(UTC).replace(tzinfo=None), order],
+        )
+        (total,) = conn.execute("SELECT count(*) FROM core.order_lines").fetchall()[0]
+    return total
+
+
+def _last_written(warehouse: Path) -> int:
+    """How many order lines the last write wrote (its lines carry its load time)."""
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM core.order_lines "
+            "WHERE loaded_at = (SELECT max(loaded_at) FROM core.order_lines)"
+        ).fetchall()[0][0]
+
+
+def test_a_partial_write_checks_the_rows_it_wrote_until_a_check_fails(loaded, tmp_path) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(loaded[2], warehouse)
+    # A line of a bad quantity is rewritten: only the lines of the orders the run rewrote (it,
+    # and those whose size band it moved) are checked, and it fails.
+    total = _retyped(warehouse, -3)
+    check = _order_lines_contract(loaded[0], warehouse)
+    assert not check.passed
+    assert 2 <= check.metadata["rows_checked"].value == _last_written(warehouse) < total / 10
+    assert "quantity" in check.description and "loaded after" in check.description
+    # The next run rewrites nothing, yet checks every row: the bad line is still there.
+    check = _order_lines_contract(loaded[0], warehouse)
+    assert not check.passed
+    assert check.metadata["rows_checked"].value == total
+    # Mended, the order is rewritten and every row checked again, then only what a run wrote.
+    _retyped(warehouse, 1)
+    check = _order_lines_contract(loaded[0], warehouse)
+    assert check.passed and check.metadata["rows_checked"].value == total
+    check = _order_lines_contract(loaded[0], warehouse)
+    assert check.passed and check.metadata["rows_checked"].value == 0
+    # Another contract (here: another pandera version's) has every row checked again.
+    with duckdb.connect(str(warehouse)) as conn:
+        (comment,) = conn.execute(
+            "SELECT comment FROM duckdb_tables() WHERE table_name = 'order_lines'"
+        ).fetchall()[0]
+        other = comment.replace(comment.split()[1], "0" * 16)
+        conn.execute(f"COMMENT ON TABLE core.order_lines IS '{other}'")
+    check = _order_lines_contract(loaded[0], warehouse)
+    assert check.passed and check.metadata["rows_checked"].value == total
 
 
 IDENTITY_SOURCES = {
