@@ -22,12 +22,12 @@ def test_rule_tiers_compare_the_wait_with_the_customers_own_gap() -> None:
 def test_value_rank_orders_by_clv_then_score_and_breaks_ties_by_key() -> None:
     scored = pd.DataFrame(
         {
-            "clv_12m": [10.0, None, 50.0, 10.0, None, None],
-            "value_score": [1.0, 0.0, 0.0, 3.0, 0.0, 2.0],
+            "clv_12m": [10.0, None, 50.0, 10.0, None, None, -np.inf],
+            "value_score": [1.0, 0.0, 0.0, 3.0, 0.0, 2.0, 0.0],
         },
-        index=pd.Index(["CB", "CD", "CA", "CC", "CF", "CE"], name="customer_key"),
+        index=pd.Index(["CB", "CD", "CA", "CC", "CF", "CE", "CG"], name="customer_key"),
     )
-    expected = {"CA": 1, "CC": 2, "CB": 3, "CE": 4, "CD": 5, "CF": 6}
+    expected = {"CA": 1, "CC": 2, "CB": 3, "CG": 4, "CE": 5, "CD": 6, "CF": 7}
     rng = np.random.default_rng(5)
     for _ in range(5):
         shuffled = scored.iloc[rng.permutation(len(scored))]

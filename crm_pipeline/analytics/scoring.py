@@ -261,14 +261,15 @@ def rank_by_value(scored: pd.DataFrame) -> pd.DataFrame:
     else:
         scored = scored.copy(deep=False)
 
-    def descending(column: str) -> np.ndarray:
-        values = -scored[column].to_numpy(float)
-        values[np.isnan(values)] = np.inf
-        return values
+    def descending(column: str) -> tuple[np.ndarray, np.ndarray]:
+        """Sort keys, minor first: the value negated, then whether it is missing."""
+        values = scored[column].to_numpy(float)
+        missing = np.isnan(values)
+        return np.where(missing, 0.0, -values), missing
 
     # np.lexsort is stable, so equals keep the key order. The rows stay where they are:
     # reordering a million rows of text costs more than the writer's ORDER BY value_rank.
-    order = np.lexsort((descending("value_score"), descending("clv_12m")))
+    order = np.lexsort((*descending("value_score"), *descending("clv_12m")))
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(1, len(order) + 1)
     scored["value_rank"] = rank

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import duckdb
 
-from crm_pipeline.checked import LOAD_TIME, checked_through, record_check
+from crm_pipeline.checked import LOAD_TIME, record_check, take_record
 from crm_pipeline.contracts import (
     SHOWN_EXAMPLES,
     beside,
@@ -188,17 +188,14 @@ def _keys_check(conn: duckdb.DuckDBPyConnection, table: CoreTable) -> dg.AssetCh
 
 
 def _contract_check(
-    conn: duckdb.DuckDBPyConnection, name: str, written: model.Written | None, now: datetime
+    conn: duckdb.DuckDBPyConnection, name: str, through: datetime | None = None
 ) -> dg.AssetCheckResult:
-    """The contract on every row, or, after a write in part, on the rows loaded since every
-    earlier row last passed it (see crm_pipeline/checked.py)."""
+    """The contract on every row, or only on the rows loaded after `through`, when every
+    earlier row passed it (see crm_pipeline/checked.py)."""
     table, contract = f"core.{name}", CORE_MODELS[name]
-    through = None
-    if written is not None and not written.whole and LOAD_TIME in contract.to_schema().columns:
-        through = checked_through(conn, table, contract)
-    if through is not None and through >= now:  # the clock went back: trust no record
-        through = None
-    where, params = ("TRUE", []) if through is None else (f"{LOAD_TIME} > ?", [through])
+    where, params = ("TRUE", [])
+    if through is not None:
+        where, params = f"({LOAD_TIME} > ? OR {LOAD_TIME} IS NULL)", [through]
     outcome = validate_query(
         conn, f"SELECT * FROM {table} WHERE {where}", params, contract, keys=TABLES[name].key
     )
@@ -282,7 +279,8 @@ BUILDERS: dict[str, Builder] = {
 
 def core_asset(table: CoreTable) -> dg.AssetsDefinition:
     key = dg.AssetKey(["core", table.name])
-    contract = CORE_MODELS[table.name]
+    qualified, contract = f"core.{table.name}", CORE_MODELS[table.name]
+    recorded_checks = LOAD_TIME in contract.to_schema().columns
 
     @dg.asset(
         key=key,
@@ -308,16 +306,21 @@ def core_asset(table: CoreTable) -> dg.AssetsDefinition:
             conn.execute("CREATE SCHEMA IF NOT EXISTS core")
             conn.begin()
             now = datetime.now(UTC).replace(tzinfo=None)
+            recorded = take_record(conn, qualified, contract) if recorded_checks else None
             written = BUILDERS[table.name](conn, core_rules, now)
             conn.commit()
+            # Rows written in part are checked on their own when every earlier row passed (and
+            # the clock has not gone back since).
+            partial = written is not None and not written.whole
+            through = recorded if partial and recorded is not None and recorded < now else None
             metadata = table_metadata(conn, f"core.{table.name}", contract)
             if written:
                 metadata["written"] = written.summary
             with beside(conn, lambda other: _keys_check(other, table)) as keys:
-                checks = [_contract_check(conn, table.name, written, now)]
+                checks = [_contract_check(conn, table.name, through)]
             checks.append(keys.result())
-            if LOAD_TIME in contract.to_schema().columns:  # once no other cursor reads it
-                record_check(conn, f"core.{table.name}", contract, checks[0].passed)
+            if recorded_checks:  # once no other cursor reads the table
+                record_check(conn, qualified, contract, checks[0].passed)
             if table.name == "customer_crosswalk":
                 rules = conn.execute(
                     "SELECT match_rule, count(*) FROM core.customer_crosswalk GROUP BY ALL ORDER BY 2 DESC"
