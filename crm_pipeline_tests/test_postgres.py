@@ -126,6 +126,11 @@ def test_the_instance_queues_runs_one_at_a_time_and_the_warehouse_pool_has_one_s
     assert instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL).slot_count == 1
 
 
+def test_the_deployments_ui_opens_without_the_welcome_dialog(deployment) -> None:
+    _, instance, _, _, _ = deployment
+    assert not instance.nux_enabled
+
+
 def test_shop_rows_are_numbered_in_the_order_postgresql_stores_them(deployment) -> None:
     # As SQLite's rowid: of an order exported twice, the copy written last is numbered last.
     _, _, warehouse, shop, _ = deployment

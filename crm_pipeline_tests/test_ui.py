@@ -104,6 +104,10 @@ def test_ui_loads_every_asset_with_its_checks(webserver: str) -> None:
         assert checks == expected[key], key
 
 
+def test_ui_opens_without_the_welcome_dialog(webserver: str) -> None:
+    assert _graphql(webserver, "{ shouldShowNux }")["shouldShowNux"] is False
+
+
 def test_ui_loads_the_schedule_and_the_sensor(webserver: str) -> None:
     data = _graphql(
         webserver,
