@@ -529,6 +529,43 @@ def test_orders_after_an_empty_first_write_and_a_line_gone_from_a_day_are_rewrit
     assert ("R1", 2, "B", "large") not in rewritten and len(rewritten) == 10
 
 
+def test_an_order_excluded_by_another_rule_is_rewritten() -> None:
+    conn = _small_core()
+    start = datetime(2025, 1, 1)
+    for n in range(1, 10):  # nine receipts kept, and a cancelled order of an account
+        conn.execute(
+            "INSERT INTO staging.store_purchases VALUES "
+            "(?, 'S1', '2025-01-02', 'cash', 'A', 1, ?, 'day1.csv', ?, '2025-01-02', ?)",
+            [f"R{n}", n, n, start],
+        )
+    conn.execute("INSERT INTO staging.online_accounts VALUES ('A1', 'ann@staff.example')")
+    conn.execute(
+        "INSERT INTO staging.online_orders VALUES "
+        "('O1', 'A1', '2025-01-02', 'cancelled', 'card', '2025-01-02', ?)",
+        [start],
+    )
+    conn.execute(
+        "INSERT INTO staging.online_order_items VALUES "
+        "('O1', 1, 'B', 1, 5, 0, 'shop:order_items', 1, '2025-01-02', ?)",
+        [start],
+    )
+    conn.execute(
+        "INSERT INTO core.customer_crosswalk VALUES "
+        "('online_accounts', 'A1', 'K1'), ('online_orders', 'O1', 'K1')"
+    )
+    assert build_order_lines(conn, CoreRules(), start + timedelta(days=1)).whole
+
+    def rules() -> list[tuple]:
+        return conn.execute("SELECT id, rule FROM core.excluded_rows ORDER BY ALL").fetchall()
+
+    assert rules() == [("online:O1:1", "order_status_cancelled")]
+    # Nothing staged anew, the same customer and lines: only the rule that excludes it differs.
+    staff = CoreRules(staff_email_domains=["staff.example"])
+    written = build_order_lines(conn, staff, start + timedelta(days=2))
+    assert written.summary.startswith("rewrote the lines of 1 of 10 orders")
+    assert rules() == [("online:O1:1", "staff_account")]
+
+
 def test_order_lines_of_another_column_type_are_written_whole() -> None:
     conn = _small_core()
     conn.execute(
