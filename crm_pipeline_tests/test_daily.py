@@ -297,6 +297,13 @@ def test_a_partial_write_checks_the_rows_it_wrote_until_a_check_fails(loaded, tm
         conn.execute(f"COMMENT ON TABLE core.order_lines IS '{other}'")
     check = _order_lines_contract(loaded[0], warehouse)
     assert check.passed and check.metadata["rows_checked"].value == total
+    # A table of another column type is written whole, checked whole, and recorded again.
+    with duckdb.connect(str(warehouse)) as conn:
+        conn.execute("ALTER TABLE core.order_lines ALTER quantity TYPE BIGINT")
+    check = _order_lines_contract(loaded[0], warehouse)
+    assert check.passed and check.metadata["rows_checked"].value == total
+    check = _order_lines_contract(loaded[0], warehouse)
+    assert check.passed and check.metadata["rows_checked"].value == 0
 
 
 IDENTITY_SOURCES = {
