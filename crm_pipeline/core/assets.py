@@ -300,7 +300,7 @@ def core_asset(table: CoreTable) -> dg.AssetsDefinition:
         landing_zone: LandingZoneResource,
     ) -> dg.MaterializeResult:
         reading = ", ".join(d.replace("/", ".") for d in table.deps)
-        advice = f"Fix the cause, then re-materialize core.{table.name} and what follows it."
+        advice = f"Fix the cause, then re-materialize {qualified} and what follows it."
         memory = warehouse.large_memory_limit if table.large_memory else None
         with explained(context, reading, advice), warehouse.connect(memory_limit=memory) as conn:
             conn.execute("CREATE SCHEMA IF NOT EXISTS core")
@@ -313,7 +313,7 @@ def core_asset(table: CoreTable) -> dg.AssetsDefinition:
             # the clock has not gone back since).
             partial = written is not None and not written.whole
             through = recorded if partial and recorded is not None and recorded < now else None
-            metadata = table_metadata(conn, f"core.{table.name}", contract)
+            metadata = table_metadata(conn, qualified, contract)
             if written:
                 metadata["written"] = written.summary
             with beside(conn, lambda other: _keys_check(other, table)) as keys:
@@ -335,7 +335,7 @@ def core_asset(table: CoreTable) -> dg.AssetsDefinition:
                     "SELECT entity || ': ' || rule, count(*) FROM core.excluded_rows GROUP BY ALL"
                 ).fetchall()
                 metadata["excluded_rows"] = dg.MetadataValue.json(dict(excluded))
-            context.log.info(f"core.{table.name}: {metadata['dagster/row_count']} rows")
+            context.log.info(f"{qualified}: {metadata['dagster/row_count']} rows")
             return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
     return _core
