@@ -7,3 +7,8 @@ import os
 # costs more than it saves: at 1M customers the recommendations step spent 3 s more in the
 # kernel and ran 2 s longer. Set before numpy is imported; a setting in the environment wins.
 os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
+
+
+class SettingError(ValueError):
+    """A setting (an environment variable or a command-line option) holds a value the pipeline
+    cannot use; the message names it and says what to give instead."""

@@ -10,7 +10,10 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
+
+from crm_pipeline import SettingError
 
 DEFAULT_DAGSTER_HOME = "data/dagster_home"
 
@@ -42,6 +45,8 @@ def _materialize(args: argparse.Namespace) -> int:
 
         from crm_pipeline.definitions import definitions
         from crm_pipeline.failures import safe_url
+        from crm_pipeline.partitions import FIRST_DAY
+        from crm_pipeline.publish import KEY as PUBLISHED
         from crm_pipeline.raw.shop import ShopSchemaError
         from crm_pipeline.resources import resources_from_env
         from crm_pipeline.run import (
@@ -51,6 +56,7 @@ def _materialize(args: argparse.Namespace) -> int:
             layer_seconds,
             materialize_all,
             prepare_instance,
+            range_problem,
             selected_keys,
             slowest_steps,
             step_seconds,
@@ -60,7 +66,28 @@ def _materialize(args: argparse.Namespace) -> int:
     bound = resources_from_env(resolve=True)
     defs = definitions(bound)
     first = last = None
-    partitioned = any_partitioned(defs, selected_keys(defs, args.select))
+    try:
+        keys = selected_keys(defs, args.select)
+    except dg.DagsterError as error:
+        print(
+            f"--select {args.select!r} is not a selection of assets ({error}). Name assets "
+            "as in the UI: 'key:raw/products', 'group:mining', joined with 'or'.",
+            file=sys.stderr,
+        )
+        return 2
+    if not keys:
+        print(
+            f"--select {args.select!r} matches no asset. Groups are raw, staging, core, "
+            "analytics, mining and warehouse; keys are written schema/table, such as "
+            "'key:core/customers'.",
+            file=sys.stderr,
+        )
+        return 2
+    selection = args.select
+    if selection and args.publish:
+        # Analysts read the published copy: a run of some assets updates it too.
+        selection = f"({selection}) or key:{PUBLISHED.to_user_string()}"
+    partitioned = any_partitioned(defs, keys)
     if partitioned and args.first and args.last:
         first, last = args.first, args.last
     elif partitioned:
@@ -82,12 +109,19 @@ def _materialize(args: argparse.Namespace) -> int:
             return 2
         if not days:
             print(
-                f"No delivery days found in {zone.root} or {zone.database_url}: "
-                "run `crm-pipeline generate` or set CRM_LANDING_DIR / CRM_SHOP_URL.",
+                f"No delivery days from {FIRST_DAY} (CRM_FIRST_DAY) to yesterday found in "
+                f"{zone.root} or {safe_url(zone.database_url)}: run `crm-pipeline generate`, "
+                "set CRM_LANDING_DIR / CRM_SHOP_URL, or set CRM_FIRST_DAY to the first "
+                "delivery day.",
                 file=sys.stderr,
             )
             return 2
         first, last = args.first or days[0], args.last or days[-1]
+    if first:
+        problem = range_problem(first, last, defaulted_last=not args.last)
+        if problem:
+            print(problem, file=sys.stderr)
+            return 2
     # Dagster's SQLite run storage writes one event per asset per day of the range, which
     # costs about a minute for a year of days; an in-memory instance keeps `make run` quick.
     if args.record:
@@ -104,7 +138,7 @@ def _materialize(args: argparse.Namespace) -> int:
         if first
         else f"Materializing {what} (no partitioned asset among them)"
     )
-    result = materialize_all(defs, instance, first, last, args.select)
+    result = materialize_all(defs, instance, first, last, selection)
     failed_checks = []
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:
@@ -174,7 +208,7 @@ def _erase(args: argparse.Namespace) -> int:
 
     from crm_pipeline import privacy
     from crm_pipeline.publish import publish
-    from crm_pipeline.resources import resources_from_env
+    from crm_pipeline.resources import WarehouseUnavailable, resources_from_env
 
     request = privacy.Request(
         customer_keys=tuple(args.customer_key),
@@ -202,12 +236,8 @@ def _erase(args: argparse.Namespace) -> int:
             conn.begin()
             erasure = privacy.erase(conn, keys, args.reason, datetime.now(UTC).replace(tzinfo=None))
             conn.commit()
-    except duckdb.IOException as error:
-        print(
-            f"Cannot open the warehouse {warehouse.path} for writing ({error}). A run may be "
-            "writing it: erase again when it has ended.",
-            file=sys.stderr,
-        )
+    except WarehouseUnavailable as error:
+        print(f"{error} Then erase again.", file=sys.stderr)
         return 2
     except duckdb.CatalogException as error:
         print(
@@ -217,7 +247,7 @@ def _erase(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        privacy.rewrite_file(warehouse.path, warehouse.memory_limit)
+        privacy.rewrite_file(warehouse.path, warehouse.memory_limit, warehouse.storage_version)
         published = publish(warehouse)
     except (OSError, duckdb.Error) as error:
         again = " ".join(f"--customer-key {key}" for key in erasure.customer_keys)
@@ -269,6 +299,16 @@ def _bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def _day(text: str) -> str:
+    """A day given on the command line, checked: YYYY-MM-DD."""
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").date().isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a day as YYYY-MM-DD, such as 2025-03-01"
+        ) from None
+
+
 def main(argv: list[str] | None = None, own_process: bool = False) -> None:
     """The crm-pipeline command. own_process: the process runs nothing else (the console
     script), so Python's garbage collector may be tuned for it."""
@@ -282,9 +322,20 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> None:
     generate.set_defaults(handler=_generate)
 
     materialize = commands.add_parser("materialize", help="materialize every asset in one run")
-    materialize.add_argument("--first", help="first partition day (default: first day delivered)")
-    materialize.add_argument("--last", help="last partition day (default: last day delivered)")
+    materialize.add_argument(
+        "--first", type=_day, help="first partition day, YYYY-MM-DD (default: first day delivered)"
+    )
+    materialize.add_argument(
+        "--last", type=_day, help="last partition day, YYYY-MM-DD (default: last day delivered)"
+    )
     materialize.add_argument("--select", help="asset selection, e.g. 'group:raw' (default: all)")
+    materialize.add_argument(
+        "--no-publish",
+        dest="publish",
+        action="store_false",
+        help="with --select: leave the published copy as it is (by default a run of a "
+        "selection publishes too, once its assets and blocking checks pass)",
+    )
     materialize.add_argument(
         "--record",
         action="store_true",
@@ -337,7 +388,11 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> None:
 
     args = parser.parse_args(argv)
     args.own_process = own_process
-    status = args.handler(args)
+    try:
+        status = args.handler(args)
+    except SettingError as error:
+        print(error, file=sys.stderr)
+        status = 2
     if own_process:
         # Python's last collection at exit would walk every object still alive (about 1 s
         # after a run); frozen, they are skipped. Nothing waits on that collection:

@@ -14,6 +14,18 @@ class ActionableError(Exception):
     """An error whose message already says what to do about it; retrying will not help."""
 
 
+# What a retry can mend: a database that could not be reached, dropped the connection or was
+# busy. Anything else (a bug, a bad setting) fails the same way again, so it fails at once.
+TRANSIENT = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.DisconnectionError,
+    sa.exc.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
 def safe_url(url: str) -> str:
     """A database URL fit for a message or a log: the password, if any, replaced by ***."""
     try:
@@ -69,5 +81,5 @@ def explained(
                 "partitions": dg.MetadataValue.text(partitions),
                 "cause": dg.MetadataValue.text(cause),
             },
-            allow_retries=not actionable,
+            allow_retries=isinstance(error, TRANSIENT),
         ) from error

@@ -308,13 +308,15 @@ def _landing_files(conn: duckdb.DuckDBPyConnection) -> list[str]:
     return [f for (f,) in found.fetchall()]
 
 
-def rewrite_file(path: str, memory_limit: str) -> None:
-    """Rewrite the DuckDB file at `path` with its live data only, in its place: an update
-    leaves the old values in the file's free blocks until they are reused."""
+def rewrite_file(path: str, memory_limit: str, storage_version: str) -> None:
+    """Rewrite the DuckDB file at `path` with its live data only, in its place, in the storage
+    format `storage_version`: an update leaves the old values in the file's free blocks until
+    they are reused."""
     target = Path(path)
     fresh = target.with_name(target.name + ".rewrite")
     fresh.unlink(missing_ok=True)
-    with duckdb.connect(str(target), config={"memory_limit": memory_limit}) as conn:
+    config = {"memory_limit": memory_limit, "storage_compatibility_version": storage_version}
+    with duckdb.connect(str(target), config=config) as conn:
         conn.execute("CHECKPOINT")
         (name,) = conn.execute("SELECT current_database()").fetchall()[0]
         conn.execute(f"ATTACH {quote_literal(str(fresh))} AS fresh")

@@ -29,6 +29,29 @@ def landing_days(zone: LandingZoneResource) -> list[str]:
     return sorted(found & keys)
 
 
+def range_problem(first: str, last: str, defaulted_last: bool = False) -> str | None:
+    """What is wrong with a range of partition days (YYYY-MM-DD) a run was asked for, in
+    words that say what to give instead; None when every day of it is a partition."""
+    start, end = (
+        daily_partitions.get_first_partition_key(),
+        daily_partitions.get_last_partition_key(),
+    )
+    if first > last:
+        told = " (the last day delivered)" if defaulted_last else ""
+        return f"--first {first} is after --last {last}{told}: give a first day on or before it."
+    if first < start:
+        return (
+            f"--first {first} is before the first partition day, {start} (CRM_FIRST_DAY): "
+            "give a later first day, or set CRM_FIRST_DAY to an earlier one."
+        )
+    if last > end:
+        return (
+            f"--last {last} is after the last partition day, {end} (partitions end yesterday, "
+            "UTC): give an earlier last day."
+        )
+    return None
+
+
 def prepare_instance(home: Path) -> dg.DagsterInstance:
     """The Dagster instance in DAGSTER_HOME, created with the warehouse pool limit if new."""
     home.mkdir(parents=True, exist_ok=True)

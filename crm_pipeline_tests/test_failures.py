@@ -3,7 +3,10 @@ rule they broke; a failed run names the asset, the source, the partitions and th
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from crm_pipeline.cli import main
 from crm_pipeline.contracts import repeated_keys, validate_query
 from crm_pipeline.failures import explained
 from crm_pipeline.raw.assets import raw_assets
+from crm_pipeline.resources import WarehouseResource, WarehouseUnavailable
 from crm_pipeline.run import failure_messages, range_tags
 from crm_pipeline_tests.conftest import bind
 from crm_pipeline_tests.landing_builder import DAY1, DAY2
@@ -274,3 +278,127 @@ def test_a_failure_message_never_shows_the_database_password(tmp_path: Path) -> 
     assert "s3cret" not in message
     assert f"orders failed for partition {DAY2}, reading the shop." in message
     assert "could not connect to postgresql://crm:***@db.example:5432/shop" in message
+
+
+def _raw_rows(warehouse: Path, table: str) -> int:
+    return _count(warehouse, f"SELECT count(*) FROM raw.{table}")
+
+
+@pytest.mark.parametrize("table", ["store_purchases", "online_orders"])
+def test_a_range_whose_first_day_is_after_its_last_fails_at_once_and_keeps_the_loaded_days(
+    tiny_zone: Path, tmp_path: Path, table: str
+) -> None:
+    zone, warehouse = _zone(tiny_zone, tmp_path), tmp_path / "warehouse.duckdb"
+    assert _load(zone, warehouse, table).success
+    loaded = _raw_rows(warehouse, table)
+    assert loaded > 0
+    assets = [a for a in raw_assets if a.key.path[-1] == table]
+    result = dg.materialize(
+        assets, resources=bind(zone, warehouse), tags=range_tags(DAY2, DAY1), raise_on_error=False
+    )
+    [message] = failure_messages(result)
+    assert f"range of days {DAY2}..{DAY1} holds no day" in message
+    assert _raw_rows(warehouse, table) == loaded  # read as no bounds, it cleared the table
+    assert not any(e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY for e in result.all_events)
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (sa.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("refused")), True),
+        (ConnectionResetError("reset by peer"), True),
+        (IndexError("list index out of range"), False),
+        (sa.exc.NoSuchModuleError("Can't load plugin: sqlalchemy.dialects:postgres"), False),
+    ],
+)
+def test_only_a_database_out_of_reach_is_retried(error: Exception, retried: bool) -> None:
+    @dg.asset(retry_policy=dg.RetryPolicy(max_retries=1))
+    def orders(context) -> None:
+        with explained(context, "the shop", "Check CRM_SHOP_URL."):
+            raise error
+
+    result = dg.materialize([orders], raise_on_error=False)
+    retries = [
+        e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+    ]
+    assert len(retries) == (1 if retried else 0)
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--first", "2025-13-01"], "argument --first: '2025-13-01' is not a day as YYYY-MM-DD"),
+        (["--last", "31/12/2025"], "argument --last: '31/12/2025' is not a day as YYYY-MM-DD"),
+        (["--first", DAY2, "--last", DAY1], f"--first {DAY2} is after --last {DAY1}: give"),
+        (["--first", "2099-01-01"], "(the last day delivered): give a first day on or before it"),
+        (["--first", "2001-01-01", "--last", "2001-01-02"], "(CRM_FIRST_DAY): give a later"),
+        (["--first", DAY1, "--last", "2099-01-01"], "after the last partition day"),
+        (["--select", "group:marts"], "--select 'group:marts' matches no asset."),
+        (["--select", "key:raw.products"], "is not a selection of assets"),
+    ],
+)
+def test_the_command_line_refuses_what_it_cannot_run_and_says_what_to_give(
+    tiny_zone: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+    args: list[str],
+    said: str,
+) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    _command_line_on(_zone(tiny_zone, tmp_path), warehouse, monkeypatch)
+    assert _exit_code(*args) == 2
+    assert said in capsys.readouterr().err
+    assert not warehouse.exists()  # refused before any run
+
+
+def test_a_setting_that_is_not_a_day_is_named_with_what_to_give(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("crm-pipeline")), "materialize"],
+        env={**os.environ, "CRM_FIRST_DAY": "2025/01/01", "CRM_WAREHOUSE": str(tmp_path / "w")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "CRM_FIRST_DAY='2025/01/01' is not a day as YYYY-MM-DD: set it to the first delivery "
+        "day, such as 2025-01-01, or unset it."
+    )
+
+
+def test_a_warehouse_another_process_holds_is_named_with_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    hold = f"import duckdb, sys; c = duckdb.connect({str(path)!r}); print('open', flush=True); "
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold + "sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with (
+            pytest.raises(WarehouseUnavailable) as error,
+            WarehouseResource(path=str(path)).connect(),
+        ):
+            pass
+    finally:
+        holder.communicate("")
+    message = str(error.value)
+    assert message.startswith(f"Cannot open the warehouse {path} for writing: ")
+    assert "Could not set lock" in message and "wait for it to end or close it" in message
+
+
+def test_a_run_of_a_selection_publishes_it_unless_told_not_to(
+    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warehouse = _shop_down(tiny_zone, tmp_path, monkeypatch)
+    published = warehouse.with_name("published.duckdb")
+    loaded = "SELECT max(loaded_at) FROM raw.products"
+    assert _exit_code("--select", "key:raw/products") == 0
+    first = _count(warehouse, loaded)
+    assert _count(published, loaded) == first
+    assert _exit_code("--select", "key:raw/products", "--no-publish") == 0
+    assert _count(warehouse, loaded) > first
+    assert _count(published, loaded) == first

@@ -32,7 +32,16 @@ def _now() -> datetime:
 
 
 def _days(context: dg.AssetExecutionContext) -> list[str]:
-    return daily_partitions.get_partition_keys_in_range(context.partition_key_range)
+    """The run's partition days. A range that holds none (its first day after its last)
+    fails before anything is cleared: read as no bounds, it would replace the whole table."""
+    keys = context.partition_key_range
+    days = daily_partitions.get_partition_keys_in_range(keys)
+    if not days:
+        raise ActionableError(
+            f"The run's range of days {keys.start}..{keys.end} holds no day (its first day is "
+            "after its last): launch it again with the first day on or before the last."
+        )
+    return days
 
 
 def _slice(days: list[str] | None) -> tuple[str, list]:
@@ -137,7 +146,7 @@ def _load_files(
     with warehouse.connect() as conn:
         ensure_raw_tables(conn, source.name, source.columns)
         conn.begin()
-        clear_slice(conn, source.name, *((days[0], days[-1]) if days else (None, None)))
+        clear_slice(conn, source.name, *((days[0], days[-1]) if days is not None else (None, None)))
         loader(conn, source.name, source.columns, deliveries(paths), loaded_at)
         blank_raw(conn, source.name)
         conn.commit()
@@ -156,7 +165,6 @@ def file_asset(source: landing.FileSource, loader: Loader) -> dg.AssetsDefinitio
         landing_zone: LandingZoneResource,
     ) -> dg.MaterializeResult:
         root = landing_zone.path
-        days = _days(context) if source.daily else None
         folder = root / source.folder
         advice = (
             f"Check that {folder} and its files are readable (permissions, a folder in a "
@@ -164,6 +172,7 @@ def file_asset(source: landing.FileSource, loader: Loader) -> dg.AssetsDefinitio
             f"raw.{source.name} for these partitions."
         )
         with explained(context, f"{source.pattern} files under {folder}", advice):
+            days = _days(context) if source.daily else None
             return _load_files(context, source, loader, warehouse, root, days)
 
     return _raw
@@ -181,7 +190,6 @@ def shop_asset(table: landing.ShopTable, partitioned: bool) -> dg.AssetsDefiniti
         landing_zone: LandingZoneResource,
     ) -> dg.MaterializeResult:
         url = landing_zone.database_url
-        days = _days(context) if partitioned else None
         loaded_at = _now()
         reading = f"the online shop database {safe_url(url)}, table '{table.name}'"
         advice = (
@@ -189,9 +197,10 @@ def shop_asset(table: landing.ShopTable, partitioned: bool) -> dg.AssetsDefiniti
             f"re-materialize raw.{name} for these partitions."
         )
         with explained(context, reading, advice, url), warehouse.connect() as conn:
+            days = _days(context) if partitioned else None
             ensure_raw_tables(conn, name, table.columns)
             conn.begin()
-            clear_slice(conn, name, *((days[0], days[-1]) if days else (None, None)))
+            clear_slice(conn, name, *((days[0], days[-1]) if days is not None else (None, None)))
             load_shop_table(
                 conn,
                 url,
