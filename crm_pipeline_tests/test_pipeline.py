@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import re
 import shutil
+import subprocess
+import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -197,13 +199,52 @@ def test_identity_resolution_scores_against_the_true_identities(run) -> None:
     assert scores["precision"] >= 0.97 and scores["recall"] >= 0.9, scores
 
 
-def test_the_readme_example_queries_run_and_return_rows(run) -> None:
-    _, conn, _, _, _ = run
+def _querying(language: str) -> list[str]:
+    """The README's code blocks in `language` under its Querying section."""
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    queries = re.findall(r"\.sql\('([^']+)'\)", readme)
-    assert len(queries) >= 3
-    for query in queries:
-        assert conn.execute(query).fetchall(), query
+    start = readme.index("\n## Querying\n")
+    section = readme[start : readme.index("\n## ", start + 1)]
+    return re.findall(rf"```{language}\n(.*?)```", section, re.DOTALL)
+
+
+@pytest.fixture(scope="module")
+def analyst_folder(run, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder laid out as the README's commands expect: data/published.duckdb (the run's
+    published copy) and .venv (the environment running these tests)."""
+    _, conn, _, _, _ = run
+    warehouse = Path(conn.execute("SELECT file FROM pragma_database_list").fetchall()[0][0])
+    folder = tmp_path_factory.mktemp("analyst")
+    (folder / "data").mkdir()
+    (folder / "data" / "published.duckdb").symlink_to(warehouse.with_name("published.duckdb"))
+    (folder / ".venv").symlink_to(Path(sys.prefix))
+    return folder
+
+
+def test_the_readme_example_queries_return_rows_from_the_published_copy(analyst_folder) -> None:
+    [block] = _querying("sql")
+    queries = [q.strip() for q in re.sub(r"--[^\n]*", "", block).split(";") if q.strip()]
+    assert len(queries) >= 5
+    with duckdb.connect(str(analyst_folder / "data" / "published.duckdb"), read_only=True) as conn:
+        for query in queries:
+            assert conn.execute(query).fetchall(), query
+
+
+def _printed(command: list[str], folder: Path) -> str:
+    """What a command run in `folder` printed; it must succeed."""
+    done = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_readme_connection_recipes_run_as_written(analyst_folder) -> None:
+    [cli] = _querying("sh")
+    [python, alchemy] = _querying("python")
+    printed = _printed(["bash", "-c", cli], analyst_folder)
+    assert "rfm_segment" in printed and "No purchase" in printed  # the DuckDB CLI's table
+    assert "lifecycle_stage" in _printed([sys.executable, "-c", python], analyst_folder)
+    printed = _printed([sys.executable, "-c", alchemy], analyst_folder)
+    # The five most valuable customers, by key and CLV.
+    assert len(re.findall(r"\('C[0-9A-F]+', ", printed)) == 5, printed
 
 
 def test_scored_customers_has_one_row_per_customer_and_no_personal_data(run) -> None:
