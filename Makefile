@@ -26,8 +26,9 @@ $(DAGSTER_HOME)/dagster.yaml: crm_pipeline/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	test -f $@ || cp $< $@
 
+# Demo data only where there is no landing zone yet, and no other shop database is named.
 run: install
-	@test -e $(CRM_LANDING_DIR)/online_shop.sqlite || $(VENV)/bin/crm-pipeline generate --out $(CRM_LANDING_DIR)
+	@test -n "$$CRM_SHOP_URL" || test -d $(CRM_LANDING_DIR) || $(VENV)/bin/crm-pipeline generate --out $(CRM_LANDING_DIR)
 	$(VENV)/bin/crm-pipeline materialize --dictionary data/data_dictionary.md --summary
 
 test: install
@@ -44,4 +45,5 @@ lock: install
 	$(UV) pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 -o requirements.lock --quiet
 
 clean:
-	rm -rf $(VENV) data/landing data/ground_truth data/warehouse.duckdb* data/dagster_home
+	rm -rf $(VENV) data/landing data/landing_ground_truth data/warehouse.duckdb* \
+		data/published.duckdb* data/report.html data/data_dictionary.md data/dagster_home data/bench

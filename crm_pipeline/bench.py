@@ -206,6 +206,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 "materialize",
                 "--select",
                 selection,
+                "--no-publish",  # a layer's time is its own; the daily run publishes once
                 "--timings",
                 *until,
             ],

@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from crm_pipeline import landing
+from crm_pipeline import SettingError, landing
 from crm_pipeline.generate import add_arguments, generate, run_from_args
+from crm_pipeline.generate.run import NotADemoZone
 
 SMALL = {"customers": 400, "days": 14, "start": date(2025, 11, 20)}
 
@@ -296,3 +297,24 @@ def test_cli_flags_reach_the_generator(tmp_path: Path) -> None:
         "locales": {"en_US": 0.5, "zh_CN": 0.5},
     }
     assert (tmp_path / "shop.db").exists() and (tmp_path / "truth" / "summary.json").exists()
+
+
+def test_a_folder_the_generator_did_not_write_is_left_as_it_was(tmp_path: Path) -> None:
+    out = tmp_path / "landing"
+    delivery = out / "store_purchases" / "2025-11-20" / "pos_export.csv"
+    delivery.parent.mkdir(parents=True)
+    delivery.write_text("receipt_id\nR1\n", encoding="utf-8")
+    with pytest.raises(NotADemoZone, match="not written by crm-pipeline generate"):
+        generate(out, **SMALL)
+    assert delivery.read_text(encoding="utf-8") == "receipt_id\nR1\n"
+    assert sorted(p.name for p in out.iterdir()) == ["store_purchases"]
+
+
+def test_a_demo_zone_is_replaced_only_once_every_option_is_valid(tmp_path: Path) -> None:
+    out, _, _ = run(tmp_path)
+    before = tree_digest(out)
+    with pytest.raises(SettingError, match="Faker has no locale xx_YY"):
+        generate(out, **SMALL, locales={"xx_YY": 1.0})
+    assert tree_digest(out) == before  # nothing deleted
+    generate(out, **(SMALL | {"seed": 43}))
+    assert tree_digest(out) != before

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from faker.config import AVAILABLE_LOCALES
 
-from crm_pipeline import landing
+from crm_pipeline import SettingError, landing
 from crm_pipeline.generate.behaviour import Shoppers
 from crm_pipeline.generate.catalog import build_catalog, product_count
 from crm_pipeline.generate.defects import WEIGHTS
@@ -25,6 +26,29 @@ from crm_pipeline.generate.writers import ShopDatabase
 
 DEFAULT_LOCALES = {"en_US": 0.6, "zh_CN": 0.25, "de_DE": 0.15}
 ACCOUNT_CHUNK = 100_000
+# Written first into a landing zone the generator makes: only such a zone is replaced.
+MARKER = ".crm-pipeline-demo"
+
+
+class NotADemoZone(SettingError):
+    """The folder generate was pointed at holds something it did not write."""
+
+
+def _claim(out: Path) -> None:
+    """Mark `out` as a demo landing zone, refusing a folder with anything the generator did
+    not write: generating replaces the deliveries (and the shop tables) it finds there."""
+    if out.exists() and not (out / MARKER).exists() and any(out.iterdir()):
+        raise NotADemoZone(
+            f"{out} is not empty and was not written by crm-pipeline generate (it has no "
+            f"{MARKER}): generating would replace its deliveries and shop tables. Give "
+            "another --out, or empty the folder first if it is only demo data."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text(
+        "Written by crm-pipeline generate: running it again replaces this folder's "
+        "deliveries and the online shop tables.\n",
+        encoding="utf-8",
+    )
 
 
 def generate(
@@ -43,22 +67,31 @@ def generate(
     began = time.perf_counter()
     locales = dict(locales or DEFAULT_LOCALES)
     if customers < 1 or days < 1:
-        raise ValueError(f"customers ({customers}) and days ({days}) must be at least 1")
+        raise SettingError(f"--customers ({customers}) and --days ({days}) must be at least 1")
     if not 0 <= defect_rate <= 1:
-        raise ValueError(f"defect_rate must be between 0 and 1, got {defect_rate}")
+        raise SettingError(f"--defect-rate must be between 0 and 1, got {defect_rate}")
     if not locales or min(locales.values()) <= 0:
-        raise ValueError(f"locales need positive weights, e.g. en_US=0.6,zh_CN=0.4; got {locales}")
+        raise SettingError(
+            f"--locales need positive weights, e.g. en_US=0.6,zh_CN=0.4; got {locales}"
+        )
+    unknown = sorted(set(locales) - set(AVAILABLE_LOCALES))
+    if unknown:
+        raise SettingError(
+            f"--locales: Faker has no locale {', '.join(unknown)}; it has such as "
+            "en_US, en_GB, de_DE, fr_FR, zh_CN, ja_JP."
+        )
     out = Path(out)
     manifest_dir = Path(manifest_dir) if manifest_dir else landing.ground_truth_dir_for(out)
     shop_url = shop_url or landing.shop_url_for(out)
-    for source in (*landing.DAILY_FILE_SOURCES, landing.PRODUCTS):
-        shutil.rmtree(out / source.folder, ignore_errors=True)
+    _claim(out)
     streams = [
         np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(seed).spawn(7)
     ]
     first = np.datetime64(start.isoformat(), "D")
 
     pools = build_pools(tuple(locales), seed)
+    for source in (*landing.DAILY_FILE_SOURCES, landing.PRODUCTS):
+        shutil.rmtree(out / source.folder, ignore_errors=True)
     catalog = build_catalog(streams[0], product_count(customers))
     pop = build_population(streams[1], customers, pools, list(locales.values()), first, days)
     world = build_world(streams[2], pools, pop, catalog, first, days)
