@@ -233,6 +233,19 @@ def _erase(args: argparse.Namespace) -> int:
             if not keys:
                 print("No customer in the warehouse matches the request; nothing erased.")
                 return 1
+            shared = privacy.shared_contacts(conn, request)
+            if shared and not args.all_matching:
+                for given, owners in shared.items():
+                    print(
+                        f"{given} belongs to {len(owners)} customers: {', '.join(owners)}",
+                        file=sys.stderr,
+                    )
+                print(
+                    "Nothing erased. Name the one customer (--customer-key, --account-id, "
+                    "--card), or pass --all-matching to erase every customer listed.",
+                    file=sys.stderr,
+                )
+                return 2
             conn.begin()
             erasure = privacy.erase(conn, keys, args.reason, datetime.now(UTC).replace(tzinfo=None))
             conn.commit()
@@ -259,7 +272,8 @@ def _erase(args: argparse.Namespace) -> int:
         )
         return 2
     print(
-        f"Erased request {erasure.request_id}: {len(erasure.customer_keys)} customer(s), "
+        f"Erased request {erasure.request_id}: {len(erasure.customer_keys)} customer(s) "
+        f"({', '.join(erasure.customer_keys)}), "
         f"{erasure.records} source record(s), in the warehouse {Path(warehouse.path).resolve()} "
         f"and the published copy {warehouse.published_path()} ({len(published)} tables). "
         "Later loads blank these records again (raw.erased_records)."
@@ -371,6 +385,12 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> None:
     ):
         erase.add_argument(flag, action="append", default=[], help=f"{what} (repeatable)")
     erase.add_argument("--reason", required=True, help="why (a ticket number), kept in the log")
+    erase.add_argument(
+        "--all-matching",
+        action="store_true",
+        help="erase every customer an email or phone matches (without it, an email or phone "
+        "that several customers share erases nobody and lists them)",
+    )
     erase.set_defaults(handler=_erase)
 
     bench = commands.add_parser("bench", help="time generation and every layer at a scale")

@@ -138,6 +138,21 @@ def customers_of(conn: duckdb.DuckDBPyConnection, request: Request) -> list[str]
     return [key for (key,) in found]
 
 
+def shared_contacts(conn: duckdb.DuckDBPyConnection, request: Request) -> dict[str, list[str]]:
+    """Each email or phone of the request that more than one customer gives, with their keys
+    (families and colleagues share them): as the command line's option and value."""
+    shared = {}
+    for flag, field, values in (
+        ("--email", "emails", request.emails),
+        ("--phone", "phones", request.phones),
+    ):
+        for value in values:
+            keys = customers_of(conn, Request(**{field: (value,)}))
+            if len(keys) > 1:
+                shared[f"{flag} {value}"] = keys
+    return shared
+
+
 def _raw_id(id_column: str, value: str | None = None) -> str:
     """A delivered id as staging keys it (trimmed, upper-cased), so raw rows match the
     crosswalk's source ids."""

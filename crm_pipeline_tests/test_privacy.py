@@ -57,7 +57,29 @@ def test_an_erased_customer_is_gone_from_every_copy_and_stays_gone(
         shop.execute(
             "UPDATE accounts SET email = 'qa.tester@example.com' WHERE account_id = ?", [tester]
         )
+        # Two accounts of one household: their own names and emails, one phone.
+        family = [a for (a,) in shop.execute("SELECT account_id FROM accounts ORDER BY 1 DESC")]
+        family = [a for a in family if a != tester][:2]
+        shop.execute(
+            "UPDATE accounts SET phone = '+1 (650) 555-0142' WHERE account_id IN (?, ?)", family
+        )
     assert _command("materialize") == 0
+    # A phone two customers share erases nobody unless all of them are meant.
+    assert _command("erase", "--phone", "650-555-0142", "--reason", "ticket 40") == 2
+    refused = capsys.readouterr().err
+    assert "--phone 650-555-0142 belongs to 2 customers: C" in refused
+    assert "Nothing erased" in refused and "--all-matching" in refused
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        family_keys = conn.execute(
+            "SELECT DISTINCT customer_key FROM core.customer_crosswalk "
+            "WHERE source = 'online_accounts' AND list_contains(?, source_id) ORDER BY 1",
+            [family],
+        ).fetchall()
+        assert len(family_keys) == 2
+        assert conn.execute(
+            "SELECT count(*) FROM raw.online_accounts WHERE phone IS NULL AND account_id IN (?, ?)",
+            family,
+        ).fetchall() == [(0,)]
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         # A buyer online with the most records in other sources (a card, receipts, ...).
         account, email, phone = conn.execute(
@@ -142,6 +164,9 @@ def test_an_erased_customer_is_gone_from_every_copy_and_stays_gone(
             [tester],
         ).fetchall()[0]
         assert tested[0] > 0 and tested[1] == tested[0]
+    args = ("erase", "--phone", "650-555-0142", "--all-matching", "--reason", "ticket 44")
+    assert _command(*args) == 0
+    assert "2 customer(s) (" + ", ".join(k for (k,) in family_keys) + ")" in capsys.readouterr().out
 
 
 def test_an_erasure_must_name_someone_and_needs_a_warehouse(
