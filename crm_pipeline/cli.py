@@ -290,8 +290,9 @@ def _erase(args: argparse.Namespace) -> int:
 
 def _dictionary(args: argparse.Namespace) -> int:
     from crm_pipeline.dictionary import data_dictionary
+    from crm_pipeline.resources import resources_from_env
 
-    text = data_dictionary()
+    text = data_dictionary(resources_from_env(resolve=True)["warehouse"].path)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
         print(f"Data dictionary: {Path(args.out).resolve()}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import duckdb
 import pandera.pandas as pa
 
 from crm_pipeline.analytics.schemas import ANALYTICS_MODELS
@@ -82,16 +85,41 @@ def grain(model: type) -> str:
     return " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())
 
 
-def data_dictionary() -> str:
-    """Markdown: one section per table (grain first), one row per column."""
-    lines = ["# Data dictionary", "", "Columns tagged personal are personal data.", ""]
+def stored_types(warehouse: str) -> dict[str, dict[str, str]]:
+    """Per table of the warehouse file, its columns' SQL types as stored."""
+    with duckdb.connect(warehouse, read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT table_schema || '.' || table_name, column_name, data_type "
+            "FROM information_schema.columns"
+        ).fetchall()
+    stored: dict[str, dict[str, str]] = {}
+    for table, column, data_type in rows:
+        stored.setdefault(table, {})[column] = data_type
+    return stored
+
+
+def data_dictionary(warehouse: str | None = None) -> str:
+    """Markdown: one section per table (grain first), one row per column. With a warehouse
+    file, a column's type is the one stored there (the core and mart tables' types come from
+    the SQL that builds them); without one, or for a table not in it, the contract's."""
+    stored = stored_types(warehouse) if warehouse and Path(warehouse).exists() else {}
+    source = f"the warehouse {warehouse}" if stored else "the contracts (no warehouse read)"
+    lines = [
+        "# Data dictionary",
+        "",
+        f"Columns tagged personal are personal data. Types as in {source}.",
+        "",
+    ]
     for table, (model, types) in TABLES.items():
         contract = model.to_schema().columns
         lines += [f"## {table}", "", grain(model), ""]
+        if stored and table not in stored:
+            lines += ["Not in the warehouse yet: created when first written.", ""]
         lines += ["| column | type | personal | description |", "|---|---|---|---|"]
         for name, data_type in types:
             column = contract[name]
             personal = "yes" if (column.metadata or {}).get("personal_data") else ""
-            lines.append(f"| {name} | {data_type} | {personal} | {column.description} |")
+            shown = stored.get(table, {}).get(name, data_type)
+            lines.append(f"| {name} | {shown} | {personal} | {column.description} |")
         lines.append("")
     return "\n".join(lines)

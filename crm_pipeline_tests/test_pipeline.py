@@ -20,6 +20,8 @@ from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.crosswalk import pairwise_scores
 from crm_pipeline.definitions import defs
+from crm_pipeline.dictionary import TABLES as DICTIONARY_TABLES
+from crm_pipeline.dictionary import data_dictionary
 from crm_pipeline.generate import generate
 from crm_pipeline.mining.assets import mining_assets
 from crm_pipeline.mining.settings import MiningSettings
@@ -245,6 +247,31 @@ def test_the_readme_connection_recipes_run_as_written(analyst_folder) -> None:
     printed = _printed([sys.executable, "-c", alchemy], analyst_folder)
     # The five most valuable customers, by key and CLV.
     assert len(re.findall(r"\('C[0-9A-F]+', ", printed)) == 5, printed
+
+
+def test_the_data_dictionary_gives_each_column_the_type_the_warehouse_stores(run) -> None:
+    _, conn, _, _, _ = run
+    warehouse = conn.execute("SELECT file FROM pragma_database_list").fetchall()[0][0]
+    text = data_dictionary(warehouse)
+    stored = conn.execute(
+        "SELECT table_schema || '.' || table_name, column_name, data_type "
+        "FROM information_schema.columns"
+    ).fetchall()
+    shown = {
+        (table, row.split(" | ")[0].lstrip("| ")): row.split(" | ")[1]
+        for table, section in (part.split("\n", 1) for part in text.split("\n## ")[1:])
+        for row in section.splitlines()
+        if row.startswith("| ") and not row.startswith(("| column ", "|---"))
+    }
+    assert len(stored) > 400
+    for table, column, data_type in stored:
+        if table in DICTIONARY_TABLES:
+            assert shown[(table, column)] == data_type, (table, column)
+    # The contract's pandas type (float64) was shown before.
+    assert shown[("core.customers", "income")] == "DECIMAL(12,2)"
+    # Tables written only by an erasure are listed, and said to be missing.
+    erasures = text.split("\n## raw.erasures\n")[1].split("\n## ")[0]
+    assert "Not in the warehouse yet" in erasures
 
 
 def test_scored_customers_has_one_row_per_customer_and_no_personal_data(run) -> None:
