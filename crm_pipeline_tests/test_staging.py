@@ -41,13 +41,20 @@ RECEIPTS = [
 ]
 
 
-def _insert(conn, table: str, columns: tuple[str, ...], rows: list[list[str]], day: str | None):
+def _insert(
+    conn,
+    table: str,
+    columns: tuple[str, ...],
+    rows: list[list[str]],
+    day: str | None,
+    file: str | None = None,
+):
     ensure_raw_tables(conn, table, columns)
     for line, row in enumerate(rows, start=2):
         values = [v if v != "" else None for v in row]
         conn.execute(
             f"INSERT INTO raw.{table} VALUES ({', '.join('?' * len(values))}, NULL, ?, ?, 1, ?, ?)",
-            [*values, f"{table}.csv", line, day, LOADED],
+            [*values, file or f"{table}.csv", line, day, LOADED],
         )
 
 
@@ -347,6 +354,34 @@ def test_a_record_delivered_again_on_a_later_day_is_merged_into_the_first(staged
         dg.AssetCheckSeverity.WARN
     )
     assert contract_result(staged, SOURCES["store_purchases"], [later]).passed
+
+
+def test_a_record_delivered_again_on_a_later_day_of_one_run_is_merged_into_the_first(
+    staged,
+) -> None:
+    later = "2025-03-02"
+    again = [
+        ["R8", "S1", "2025-03-02 09:00:00", "", "", "SKU1", "1", "20.00", "cash"],
+        ["R7", "S1", "2025-03-01 14:00:00", "", "+49 30 1234567", "SKU1", "3", "20.00", "card"],
+    ]
+    columns = landing.STORE_PURCHASES.columns
+    _insert(staged, "store_purchases", columns, again, later, f"store_purchases/{later}/pos.csv")
+    # Both days in one run (a backfill), twice: as when the days are run one by one.
+    for _ in range(2):
+        clear(staged, SOURCES["store_purchases"], [DAY, later])
+        _stage(staged, "store_purchases", columns, [DAY, later])
+    assert staged.execute(
+        "SELECT receipt_id, partition_date FROM staging.store_purchases "
+        "WHERE receipt_id IN ('R7', 'R8') ORDER BY 1"
+    ).fetchall() == [("R7", datetime(2025, 3, 1).date()), ("R8", datetime(2025, 3, 2).date())]
+    assert staged.execute(
+        "SELECT rule, source_line, kept_source_file, kept_source_line "
+        "FROM quarantine.merged_duplicates WHERE partition_date = '2025-03-02'"
+    ).fetchall() == [("redelivered", 3, "store_purchases.csv", 10)]
+    assert contract_result(staged, SOURCES["store_purchases"], [DAY, later]).passed
+    assert conserved_result(staged, "store_purchases", [DAY, later]).severity == (
+        dg.AssetCheckSeverity.WARN
+    )
 
 
 def test_the_email_contract_refuses_the_whitespace_python_knows_on_either_engine() -> None:

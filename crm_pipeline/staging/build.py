@@ -257,6 +257,40 @@ def stage(
         ) = 1
         """
     )
+    # So is one staged on an earlier day of this range (a file delivered again a day later,
+    # loaded in one run with the first): the kept copy of its first day stays, as when the
+    # days are run one by one.
+    conn.execute(
+        f"""
+        INSERT INTO redelivered
+        WITH unmerged AS (
+            SELECT *
+            FROM staged
+            ANTI JOIN redelivered USING (source_file, source_line)
+            WHERE rule IS NULL
+        ), repeated AS (
+            SELECT {key}
+            FROM unmerged
+            GROUP BY ALL
+            HAVING min(partition_date) < max(partition_date)
+        ), candidates AS (
+            SELECT unmerged.*
+            FROM unmerged
+            JOIN repeated USING ({key})
+        ), d AS (
+            SELECT partition_date, source_file, source_line, {key}
+            FROM candidates
+            QUALIFY row_number() OVER (
+                PARTITION BY {key}
+                ORDER BY partition_date, source_file DESC, source_line DESC
+            ) = 1
+        )
+        SELECT s.partition_date, s.source_file, s.source_line, d.source_file, d.source_line
+        FROM candidates AS s
+        JOIN d ON {on_key}
+        WHERE s.partition_date > d.partition_date
+        """
+    )
     conn.execute(
         f"""
         INSERT INTO {MERGED_TABLE}
