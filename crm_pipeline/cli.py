@@ -16,6 +16,8 @@ from pathlib import Path
 from crm_pipeline import SettingError
 
 DEFAULT_DAGSTER_HOME = "data/dagster_home"
+# The lines of a failed blocking check's description shown after its first.
+SHOWN_LINES = 5
 
 
 @contextmanager
@@ -143,11 +145,14 @@ def _materialize(args: argparse.Namespace) -> int:
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:
             level = evaluation.severity.value
-            description = evaluation.description or ""
+            lines = (evaluation.description or "").splitlines() or [""]
             print(
                 f"  {level:5} {evaluation.asset_key.to_user_string()} {evaluation.check_name}: "
-                f"{description.splitlines()[0] if description else ''}"
+                f"{lines[0]}"
             )
+            if level == "ERROR":  # what failed may be on the lines after the summary
+                for line in [line for line in lines[1:] if line.strip()][:SHOWN_LINES]:
+                    print(f"        {line}")
             if level == "ERROR":
                 failed_checks.append(evaluation)
     if not result.success:

@@ -63,6 +63,9 @@ DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(
 )
 
 
+ORDER_LINES = dg.AssetKey(["core", "order_lines"])
+
+
 def as_of_day(conn: duckdb.DuckDBPyConnection, analysis: AnalysisSettings) -> date:
     """The configured day, or the last day with orders (today when there are none)."""
     return (
@@ -85,6 +88,8 @@ def mart_asset(
     """An asset for <schema>.<name>: `build` writes the table as of the day; the asset then
     checks it against its contract and its grain, and reports it."""
     key = dg.AssetKey([schema, name])
+    # Every mart is as of the last day of the order lines (as_of_day), whatever else it reads.
+    deps = [*deps, *([] if ORDER_LINES in deps else [ORDER_LINES])]
 
     @dg.asset(
         key=key,

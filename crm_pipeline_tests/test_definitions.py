@@ -70,3 +70,17 @@ def test_data_dictionary_lists_every_table_with_grain_and_personal_columns() -> 
     assert "## quarantine.raw_rejects" in text
     assert "| email | VARCHAR | yes | Respondent email. Personal data. |" in text
     assert "| source_line | BIGINT |  |" in text
+
+
+def test_every_mart_waits_for_the_order_lines_that_set_its_day() -> None:
+    graph = _graph()
+    # The report reads only marts, and waits for them.
+    report = dg.AssetKey(["mining", "report"])
+    marts = [
+        k
+        for k in graph.get_all_asset_keys()
+        if k.path[0] in ("analytics", "mining") and k != report
+    ]
+    assert len(marts) > 10
+    for key in marts:
+        assert dg.AssetKey(["core", "order_lines"]) in graph.get(key).parent_keys, key

@@ -402,3 +402,38 @@ def test_a_run_of_a_selection_publishes_it_unless_told_not_to(
     assert _exit_code("--select", "key:raw/products", "--no-publish") == 0
     assert _count(warehouse, loaded) > first
     assert _count(published, loaded) == first
+
+
+def test_a_reference_file_no_row_of_which_loads_fails_and_keeps_the_last_good_load(
+    tiny_zone: Path, tmp_path: Path
+) -> None:
+    zone, warehouse = _zone(tiny_zone, tmp_path), tmp_path / "warehouse.duckdb"
+    assert _load(zone, warehouse, "stores").success
+    stores = _raw_rows(warehouse, "stores")
+    assert stores > 0
+    reference = zone / "reference" / "stores.csv"
+    reference.write_text(reference.read_text(encoding="utf-8").replace(",", ";"), "utf-8")
+    result = _load(zone, warehouse, "stores")
+    [message] = failure_messages(result)
+    assert "Cause: ActionableError: No row of reference/stores.csv could be loaded (" in message
+    assert "header" in message and "raw.stores keeps its last good load" in message
+    assert _raw_rows(warehouse, "stores") == stores
+
+
+def test_a_source_whose_folder_is_missing_fails_naming_it(tiny_zone: Path, tmp_path: Path) -> None:
+    zone = _zone(tiny_zone, tmp_path)
+    shutil.rmtree(zone / "inquiries")
+    [message] = failure_messages(_load(zone, tmp_path / "warehouse.duckdb", "inquiries"))
+    assert f"No inquiries/ folder under {zone}" in message
+    assert "create the folder empty if this source has nothing to deliver" in message
+
+
+def test_a_shop_url_whose_driver_is_missing_names_one_that_is_installed(
+    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    _command_line_on(_zone(tiny_zone, tmp_path), tmp_path / "warehouse.duckdb", monkeypatch)
+    monkeypatch.setenv("CRM_SHOP_URL", "postgresql://crm:s3cret@127.0.0.1:1/shop")
+    assert _exit_code() == 2
+    printed = capsys.readouterr().err
+    assert "CRM_SHOP_URL postgresql://crm:***@127.0.0.1:1/shop needs a database driver" in printed
+    assert "postgresql+psycopg2://" in printed and "s3cret" not in printed

@@ -20,7 +20,12 @@ from crm_pipeline.raw import checks
 from crm_pipeline.raw.files import Delivery, deliveries, load_csv, load_jsonl
 from crm_pipeline.raw.schemas import RAW_MODELS
 from crm_pipeline.raw.shop import ShopRead, load_shop_table
-from crm_pipeline.raw.tables import clear_slice, ensure_raw_tables, raw_column_types
+from crm_pipeline.raw.tables import (
+    REJECTS_TABLE,
+    clear_slice,
+    ensure_raw_tables,
+    raw_column_types,
+)
 from crm_pipeline.reporting import schema_of, table_metadata
 from crm_pipeline.resources import WAREHOUSE_POOL, LandingZoneResource, WarehouseResource
 
@@ -133,6 +138,13 @@ def _load_files(
             f"No {source.pattern} under {root / source.folder}: deliver the reference file "
             f"or point CRM_LANDING_DIR at the landing zone (now {root})."
         )
+    if source.daily and not (root / source.folder).is_dir():
+        # Loaded as no rows, a source whose folder is missing would vanish from every table.
+        raise ActionableError(
+            f"No {source.folder}/ folder under {root}: deliver its daily folders there, point "
+            "CRM_LANDING_DIR at the landing zone, or create the folder empty if this source "
+            "has nothing to deliver."
+        )
     context.log.info(f"raw.{source.name}: {len(paths)} file(s) from {root}")
     stray = source.stray_files(root, set(daily_partitions.get_partition_keys()))
     if stray:
@@ -149,9 +161,30 @@ def _load_files(
         clear_slice(conn, source.name, *((days[0], days[-1]) if days is not None else (None, None)))
         loader(conn, source.name, source.columns, deliveries(paths), loaded_at)
         blank_raw(conn, source.name)
+        if not source.daily:
+            _refuse_an_unreadable_reference(conn, source.name, paths[0][1])
         conn.commit()
         not_read = [p.relative_to(root).as_posix() for p in stray[:50]]
         return _result(conn, source.name, days, {"files_not_read": not_read})
+
+
+def _refuse_an_unreadable_reference(conn: duckdb.DuckDBPyConnection, table: str, file: str) -> None:
+    """Fail the load, keeping the table as it was, when no row of a reference file could be
+    read (a changed delimiter, a renamed header): every order line would then lose its store
+    or product, and the run would go on with a channel missing."""
+    landed = conn.execute(f"SELECT count(*) FROM raw.{table}").fetchone()[0]
+    if landed:
+        return
+    reasons = conn.execute(
+        f"SELECT reason, count(*) FROM {REJECTS_TABLE} WHERE source = ? GROUP BY 1 ORDER BY 2 DESC",
+        [table],
+    ).fetchall()
+    conn.rollback()
+    why = "; ".join(f"{n} row(s): {reason}" for reason, n in reasons[:3]) or "it has no rows"
+    raise ActionableError(
+        f"No row of {file} could be loaded ({why}). Fix the file and deliver it again; "
+        f"raw.{table} keeps its last good load meanwhile."
+    )
 
 
 def file_asset(source: landing.FileSource, loader: Loader) -> dg.AssetsDefinition:

@@ -34,7 +34,8 @@ _ROUTED, _ORDER_DAYS, _FIRST_DAYS = "shop_routed", "shop_order_days", "shop_firs
 
 
 class ShopSchemaError(ActionableError):
-    """The shop database lacks a table or column of the landing contract."""
+    """The shop database cannot be read as the landing contract says: a table or column is
+    missing, or its URL names a driver that is not installed."""
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,22 @@ def _orders_to_send(days: list[str], valid_days: list[str]) -> sa.ColumnElement[
     return sa.or_(day.between(days[0], days[-1]), day.is_(None), day.not_in(valid_days))
 
 
+def shop_engine(url: str) -> sa.Engine:
+    """The shop database's engine; a URL whose driver is not installed is named with one
+    that is."""
+    try:
+        return sa.create_engine(url)
+    except (ModuleNotFoundError, sa.exc.NoSuchModuleError) as error:
+        raise ShopSchemaError(
+            f"CRM_SHOP_URL {safe_url(url)} needs a database driver that is not installed "
+            f"({error}). Name an installed one in the URL: postgresql+psycopg2://... for "
+            "PostgreSQL, sqlite:///path for a SQLite file."
+        ) from error
+
+
 def order_days(url: str) -> dict[str | None, int]:
     """Orders per day as the shop database has them (NULL or malformed days included)."""
-    engine = sa.create_engine(url)
+    engine = shop_engine(url)
     _source_columns(engine, ShopRead("orders", ("order_id", "ordered_at"), True))
     with engine.connect() as db:
         query = sa.select(_ORDER_DAY, sa.func.count()).group_by(_ORDER_DAY)
@@ -138,7 +152,7 @@ def load_shop_table(
     days: the partition days to load (None: the whole table, unpartitioned). valid_days:
     every partition day; rows whose day is none of them go to quarantine.
     """
-    engine = sa.create_engine(url)
+    engine = shop_engine(url)
     columns, extra = _source_columns(engine, read)
     source, lineage = f"online_{read.table}", f"shop:{read.table}"
     # A SQLite shop only, where it was measured: at a million customers, a day's orders in
