@@ -309,6 +309,12 @@ def test_order_lines_rules_and_a_changed_redelivery_supersedes(tmp_path: Path) -
         ["o3", "1", "SKU1", "2.6", "20.00", "0"],  # a fraction of a unit
         ["o3", "2", "SKU1", "1", "20.00", "abc"],  # a discount that is no number
         ["o3", "3", "SKU1", "1", "20.005", "0"],  # a price finer than cents
+        # Numbers DuckDB's cast would read, in notations no export means as these numbers.
+        ["o4", "1", "SKU1", "1e3", "20.00", "0"],
+        ["o4", "2", "SKU1", "1_000", "20.00", "0"],
+        ["o4", "3", "SKU1", "0x10", "20.00", "0"],
+        ["o4", "4", "SKU1", "1", "2E1", "0"],
+        ["o5", "1", "SKU1", "+3", ".50", "0."],  # plain, if unusual: staged
     ]
     conn = duckdb.connect(str(tmp_path / "items.duckdb"))
     _insert(conn, "products", landing.PRODUCTS.columns, PRODUCTS, None)
@@ -318,10 +324,10 @@ def test_order_lines_rules_and_a_changed_redelivery_supersedes(tmp_path: Path) -
     assert conn.execute(
         "SELECT order_id, line_no, quantity, discount, source_line FROM staging.online_order_items "
         "ORDER BY 1, 2"
-    ).fetchall() == [("O1", 1, 1, 0, 2), ("O2", 1, 2, 0, 6)]
+    ).fetchall() == [("O1", 1, 1, 0, 2), ("O2", 1, 2, 0, 6), ("O5", 1, 3, 0, 14)]
     assert _count_rule(conn, "online_order_items", "non_positive_quantity") == 1
     assert _count_rule(conn, "online_order_items", "negative_discount") == 1
-    assert _count_rule(conn, "online_order_items", "invalid_value") == 3
+    assert _count_rule(conn, "online_order_items", "invalid_value") == 7
     assert conn.execute(
         "SELECT source_line, kept_source_line, rule FROM quarantine.merged_duplicates"
     ).fetchall() == [(5, 6, "superseded")]

@@ -117,14 +117,21 @@ def _lookups(
     return joins
 
 
+# A number as exports write one: a sign, digits and a decimal point, nothing else.
+PLAIN_NUMBER = r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)"
+
+
 def _invalid_sql(value: str, sql_type: str) -> str:
     """A delivered value that does not parse as its type, judged on the value itself (not on
     a default put in its place). A number the type would round (2.6 as a quantity, 10.005 as
-    an amount in cents) is not valid either."""
+    an amount in cents) is not valid either, nor one in a notation other than plain digits
+    and a decimal point: DuckDB's cast reads 1e3, 1_000 and 0x10 as numbers, which a till
+    or an export writing them means as something else."""
     parsed = f"TRY_CAST({value} AS {sql_type})"
     bad = f"{value} IS NOT NULL AND ({parsed} IS NULL"
     if sql_type.startswith(("DECIMAL", "INTEGER", "TINYINT", "BIGINT", "SMALLINT")):
         bad += f" OR TRY_CAST({value} AS DOUBLE) IS DISTINCT FROM CAST({parsed} AS DOUBLE)"
+        bad += f" OR NOT regexp_full_match({value}, '{PLAIN_NUMBER}')"
     return bad + ")"
 
 
