@@ -30,6 +30,7 @@ from crm_pipeline.analytics.gamma_gamma import (
     GammaGammaFit,
     expected_average_value,
     fit_gamma_gamma,
+    implausible,
 )
 from crm_pipeline.analytics.holdout import holdout_check
 
@@ -313,3 +314,27 @@ def test_the_holdout_check_on_cdnow_compares_39_weeks_of_predicted_and_actual_pu
     assert means == sorted(means)
     for ends in ("0", "7+"):
         assert buckets[ends]["predicted"] == pytest.approx(buckets[ends]["actual"], rel=0.06)
+
+
+def test_gamma_gamma_on_a_month_of_history_finds_a_mean_spend_near_the_customers() -> None:
+    # The repeat customers of a month of demo data (2,000 customers): most bought twice, so
+    # the likelihood is flat, and the search once ran off to parameters whose computed
+    # log-likelihood is exactly 0 and whose mean spend was 4.9e20.
+    spend = pd.read_csv(Path(__file__).with_name("month_of_spend.csv"))
+    fit = fit_gamma_gamma(spend["x"], spend["m_x"])
+    assert fit.log_likelihood < 0
+    assert implausible(fit, spend["m_x"]) is None
+    mean = fit.p * fit.gamma / (fit.q - 1)
+    assert 0.8 * spend["m_x"].mean() < mean < 1.2 * spend["m_x"].mean()
+
+
+def test_a_gamma_gamma_fit_off_every_observed_spend_is_not_scored_with() -> None:
+    spends = np.array([20.0, 50.0, 400.0])
+    ran_off = GammaGammaFit(p=7e-33, q=2e19, gamma=2e72, log_likelihood=0.0, n=3, converged=True)
+    assert "7e+20, is outside the repeat customers' mean spends (20.00 to 400.00)" in (
+        implausible(ran_off, spends) or ""
+    )
+    infinite = GammaGammaFit(p=2.0, q=0.9, gamma=50.0, log_likelihood=-10.0, n=3, converged=True)
+    assert "mean spend it implies is infinite" in (implausible(infinite, spends) or "")
+    fitted = GammaGammaFit(p=2.0, q=3.0, gamma=100.0, log_likelihood=-10.0, n=3, converged=True)
+    assert implausible(fitted, spends) is None

@@ -110,3 +110,19 @@ def expected_average_value(fit: GammaGammaFit, x: ArrayLike, m_x: ArrayLike) -> 
         raise ValueError("expected_average_value: x (repeat purchases) must be >= 0")
     spent = np.where(x_ > 0, x_ * m_, 0.0)
     return fit.p * (fit.gamma + spent) / (fit.p * x_ + fit.q - 1)
+
+
+def implausible(fit: GammaGammaFit, m_x: ArrayLike) -> str | None:
+    """Why a fit is not one to score with, or None. A few repeat customers (a month of history)
+    can send the maximisation off to parameters whose mean spend p gamma / (q - 1) is far
+    outside every mean spend observed (1e20 with q near 1e19): every CLV would be that too."""
+    if not fit.q > 1:
+        return f"q = {fit.q:.3g}, so the mean spend it implies is infinite"
+    mean = fit.p * fit.gamma / (fit.q - 1)
+    low, high = float(np.min(m_x)), float(np.max(m_x))
+    if not low <= mean <= high:
+        return (
+            f"the mean spend it implies, {mean:.3g}, is outside the repeat customers' mean "
+            f"spends ({low:,.2f} to {high:,.2f})"
+        )
+    return None

@@ -27,6 +27,7 @@ from crm_pipeline.analytics.gamma_gamma import (
     GammaGammaFit,
     expected_average_value,
     fit_gamma_gamma,
+    implausible,
 )
 from crm_pipeline.analytics.holdout import holdout_check
 from crm_pipeline.analytics.rfm import rfm_scores
@@ -148,6 +149,7 @@ def _fit_clv(
             out[column] = np.nan
         return out, runs
     x, t_x, T = (features[c].to_numpy(float) for c in ("x", "t_x", "T"))
+    why_not = None  # reused fits were plausible when made
     if reused:
         bg, gg = reused.bgnbd, reused.gamma_gamma
     else:
@@ -162,22 +164,31 @@ def _fit_clv(
             )
         )
         started = time.perf_counter()
-        gg = fit_gamma_gamma(repeaters["x"].to_numpy(float), repeaters["m_x"].to_numpy(float))
+        spends = repeaters["m_x"].to_numpy(float)
+        gg = fit_gamma_gamma(repeaters["x"].to_numpy(float), spends)
+        why_not = implausible(gg, spends)
         runs.append(
             ModelRun(
                 "gamma_gamma",
-                "fitted",
+                "implausible" if why_not else "fitted",
                 {"p": gg.p, "q": gg.q, "gamma": gg.gamma},
                 gg.log_likelihood,
                 gg.n,
                 time.perf_counter() - started,
-                "converged" if gg.converged else "did not converge",
+                f"not used: {why_not}; expected value and CLV left empty"
+                if why_not
+                else "converged"
+                if gg.converged
+                else "did not converge",
             )
         )
     m_x = features["m_x"].fillna(0).to_numpy(float)
     out["p_alive"] = p_alive(bg, x, t_x, T)
     out["expected_purchases_90d"] = expected_purchases(bg, 90 / 7, x, t_x, T)
     out["expected_purchases_365d"] = expected_purchases(bg, 365 / 7, x, t_x, T)
+    if why_not:
+        out["expected_average_value"] = out["clv_12m"] = np.nan
+        return out, runs
     out["expected_average_value"] = expected_average_value(gg, x, m_x)
     out["clv_12m"] = clv(
         bg,
