@@ -297,3 +297,27 @@ def test_a_file_name_with_glob_characters_is_read_once_as_itself(tmp_path: Path)
     files = deliveries([(odd, odd.name, DAY)])
     load_csv(conn, "stores", STORES.columns, files, datetime.now())
     assert _raw(conn, "store_id", "source_file") == [("S1", "pos*x[1].csv")]
+
+
+def test_a_quote_left_open_in_one_of_several_files_is_rejected_with_the_rest_of_its_file(
+    tmp_path: Path,
+) -> None:
+    # A stray quote opening the last value of a line: the value runs to the end of the file.
+    # DuckDB (2.0.1) drops that reject when it reads the file among four others or more.
+    lines = [f"S{i},City{i},West" for i in range(1, 9)]
+    lines[4] = 'S5,City5,"West'
+    broken = tmp_path / "a.csv"
+    broken.write_bytes(HEADER + b"\n" + "\n".join(lines).encode() + b"\n")
+    files = [(broken, broken.name, DAY)]
+    for n in range(4):
+        other = tmp_path / f"b{n}.csv"
+        other.write_bytes(HEADER + f"\nT{n},Town,East\n".encode())
+        files.append((other, other.name, DAY))
+    conn = duckdb.connect()
+    ensure_raw_tables(conn, "stores", STORES.columns)
+    load_csv(conn, "stores", STORES.columns, deliveries(files), datetime.now())
+    check = rows_accounted_result(conn, "stores", "TRUE", [])
+    assert check.severity.value == "WARN", check.description  # every line accounted for
+    assert [r[:2] for r in _rejects(conn)] == [(6, "unquoted_value")]
+    assert _rejects(conn)[0][2].count("\n") == 3  # lines 6 to 9, the rest of the file
+    assert conn.execute("SELECT count(*) FROM raw.stores").fetchone()[0] == 4 + 4
