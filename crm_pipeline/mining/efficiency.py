@@ -83,14 +83,16 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
             FROM (SELECT customer_key, unnest(categories) AS category FROM by_order)
             GROUP BY category, customer_key
         ), totals AS (
-            -- Sums need no order: straight from the lines.
+            -- Sums need no order: straight from the lines. With no sales up to the day, the
+            -- overall row sums nothing: no revenue and no units, rather than unknown.
             SELECT CASE WHEN grouping(channel) = 0 THEN 'channel'
                         WHEN grouping(store) = 0 THEN 'store'
                         WHEN grouping(month) = 0 THEN 'month'
                         WHEN grouping(category) = 0 THEN 'category'
                         ELSE 'overall' END AS breakdown,
                    coalesce(channel, store, month, category, 'all') AS group_value,
-                   sum(net_amount) AS revenue, sum(quantity) AS units, sum(margin) AS margin,
+                   coalesce(sum(net_amount), 0) AS revenue, coalesce(sum(quantity), 0) AS units,
+                   sum(margin) AS margin,
                    sum(CASE WHEN margin IS NOT NULL THEN net_amount END) AS costed_revenue
             FROM (SELECT channel, {BREAKDOWNS["store"]} AS store,
                          strftime({BREAKDOWNS["month"]}, '%Y-%m') AS month,
