@@ -140,7 +140,16 @@ def _materialize(args: argparse.Namespace) -> int:
         if first
         else f"Materializing {what} (no partitioned asset among them)"
     )
-    result = materialize_all(defs, instance, first, last, selection)
+    try:
+        result = materialize_all(defs, instance, first, last, selection, args.set)
+    except dg.DagsterInvalidConfigError as error:
+        problems = "; ".join(e.message.rstrip(".") for e in error.errors) or str(error)
+        print(
+            f"--set {' '.join(args.set)}: {problems}. The README's Configuration section "
+            "lists the settings; the UI shows them with their types (Deployment > Resources).",
+            file=sys.stderr,
+        )
+        return 2
     failed_checks = []
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:
@@ -349,6 +358,14 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> None:
         "--last", type=_day, help="last partition day, YYYY-MM-DD (default: last day delivered)"
     )
     materialize.add_argument("--select", help="asset selection, e.g. 'group:raw' (default: all)")
+    materialize.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="RESOURCE.FIELD=VALUE",
+        help="a setting of the analysis, mining or core_rules resource for this run, such as "
+        "analysis.as_of=2025-06-30 or mining.refit_days=0 (repeatable)",
+    )
     materialize.add_argument(
         "--no-publish",
         dest="publish",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from crm_pipeline import landing
+from crm_pipeline import SettingError, landing
 from crm_pipeline.partitions import daily_partitions
 from crm_pipeline.raw.shop import order_days
 from crm_pipeline.resources import LandingZoneResource
@@ -85,18 +86,42 @@ def any_partitioned(defs: dg.Definitions, keys: list[dg.AssetKey]) -> bool:
     return any(graph.get(key).partitions_def is not None for key in keys)
 
 
+def setting_config(settings: list[str]) -> dict:
+    """Run config for resource settings given as RESOURCE.FIELD=VALUE ('analysis.as_of=
+    2025-06-30'); a value that reads as JSON (3, 0.1, true) is that value, else text."""
+    resources: dict[str, dict] = {}
+    for setting in settings:
+        name, sep, text = setting.partition("=")
+        resource, dot, field = name.strip().partition(".")
+        if not (sep and dot and resource and field):
+            raise SettingError(
+                f"--set {setting!r} is not RESOURCE.FIELD=VALUE, such as analysis.as_of=2025-06-30"
+            )
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        resources.setdefault(resource, {"config": {}})["config"][field] = value
+    return {"resources": resources} if resources else {}
+
+
 def materialize_all(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
     first: str | None,
     last: str | None,
     selection: str | None = None,
+    settings: list[str] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize every asset (or a selection, e.g. 'group:raw') in one in-process run,
-    event sources over the days [first, last] (None: no partitioned asset is selected)."""
+    event sources over the days [first, last] (None: no partitioned asset is selected), with
+    resource settings as RESOURCE.FIELD=VALUE (setting_config)."""
     job = defs.resolve_implicit_global_asset_job_def()
     return job.execute_in_process(
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        run_config={
+            "loggers": {"console": {"config": {"log_level": "INFO"}}},
+            **setting_config(settings or []),
+        },
         instance=instance,
         tags=range_tags(first, last) if first and last else None,
         raise_on_error=False,

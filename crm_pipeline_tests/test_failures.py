@@ -437,3 +437,19 @@ def test_a_shop_url_whose_driver_is_missing_names_one_that_is_installed(
     printed = capsys.readouterr().err
     assert "CRM_SHOP_URL postgresql://crm:***@127.0.0.1:1/shop needs a database driver" in printed
     assert "postgresql+psycopg2://" in printed and "s3cret" not in printed
+
+
+def test_a_setting_given_on_the_command_line_reaches_the_run_and_a_wrong_one_is_refused(
+    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    _command_line_on(_zone(tiny_zone, tmp_path), warehouse, monkeypatch)
+    assert _exit_code("--set", "analysis.as_of=" + DAY1, "--set", "analysis.refit_days=0") == 0
+    as_of = "SELECT DISTINCT CAST(as_of AS DATE) FROM mining.sales_efficiency"
+    assert _count(warehouse, as_of) == date.fromisoformat(DAY1)
+    assert _exit_code("--select", "group:analytics", "--set", "analysis.refit_days=soon") == 2
+    assert 'Value "soon"' in capsys.readouterr().err
+    assert _exit_code("--select", "group:analytics", "--set", "analysis.as_off=2025-01-01") == 2
+    assert 'unexpected config entry "as_off"' in capsys.readouterr().err
+    assert _exit_code("--select", "group:analytics", "--set", "as_of") == 2
+    assert "is not RESOURCE.FIELD=VALUE" in capsys.readouterr().err

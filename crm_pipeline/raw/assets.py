@@ -150,8 +150,8 @@ def _load_files(
     if stray:
         context.log.warning(
             f"raw.{source.name}: {len(stray)} file(s) not read, outside the "
-            f"{source.folder}/<YYYY-MM-DD>/{source.pattern} layout or before "
-            f"{daily_partitions.start:%Y-%m-%d}: "
+            f"{source.folder}/<YYYY-MM-DD>/{source.pattern} layout, or dated before "
+            f"{daily_partitions.start:%Y-%m-%d} (CRM_FIRST_DAY) or after yesterday: "
             + ", ".join(p.relative_to(root).as_posix() for p in stray[:10])
         )
     loaded_at = _now()
