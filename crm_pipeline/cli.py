@@ -306,7 +306,10 @@ def _dictionary(args: argparse.Namespace) -> int:
     from crm_pipeline.dictionary import data_dictionary
     from crm_pipeline.resources import resources_from_env
 
-    text = data_dictionary(resources_from_env(resolve=True)["warehouse"].path)
+    # The published copy, which no run holds (a run may be writing the warehouse itself).
+    warehouse = resources_from_env(resolve=True)["warehouse"]
+    published = warehouse.published_path()
+    text = data_dictionary(str(published) if published.exists() else None)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
         print(f"Data dictionary: {Path(args.out).resolve()}")

@@ -86,7 +86,8 @@ def grain(model: type) -> str:
 
 
 def stored_types(warehouse: str) -> dict[str, dict[str, str]]:
-    """Per table of the warehouse file, its columns' SQL types as stored."""
+    """Per table of a warehouse file (or its published copy), its columns' SQL types as
+    stored."""
     with duckdb.connect(warehouse, read_only=True) as conn:
         rows = conn.execute(
             "SELECT table_schema || '.' || table_name, column_name, data_type "

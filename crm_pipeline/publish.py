@@ -14,6 +14,16 @@ from crm_pipeline.resources import WAREHOUSE_POOL, WarehouseResource
 KEY = dg.AssetKey(["warehouse", "published"])
 
 
+def stored_version(warehouse: WarehouseResource) -> str:
+    """The DuckDB storage format the warehouse file is written in, such as v1.4.0."""
+    with warehouse.connect(read_only=True) as conn:
+        (tag,) = conn.execute(
+            "SELECT tags['storage_version'] FROM duckdb_databases() "
+            "WHERE database_name = current_database()"
+        ).fetchone()
+    return str(tag).rstrip("+")
+
+
 def publish(warehouse: WarehouseResource) -> list[tuple[str, int]]:
     """Copy the warehouse to its published path in one rename; returns the published tables
     and their row counts.
@@ -24,6 +34,12 @@ def publish(warehouse: WarehouseResource) -> list[tuple[str, int]]:
     target = warehouse.published_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
+    if stored_version(warehouse) != warehouse.storage_version:
+        # A warehouse made before the setting (or another one) is rewritten in its format
+        # once, so the copy opens in the clients the setting names.
+        from crm_pipeline.privacy import rewrite_file
+
+        rewrite_file(warehouse.path, warehouse.large_memory_limit, warehouse.storage_version)
     with warehouse.connect() as conn:
         conn.execute("CHECKPOINT")  # everything in the main file, nothing left in the WAL
         shutil.copyfile(warehouse.path, partial)

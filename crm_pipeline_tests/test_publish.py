@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from crm_pipeline.publish import published_asset
+from crm_pipeline.publish import publish, published_asset, stored_version
 from crm_pipeline.resources import WarehouseResource
 
 FACTS = dg.AssetKey(["core", "facts"])
@@ -86,3 +86,24 @@ def test_a_run_whose_blocking_check_fails_leaves_the_published_copy_untouched(
     skipped = [e.asset_key for e in result.get_asset_materialization_events()]
     assert dg.AssetKey(["warehouse", "published"]) not in skipped
     assert _published_value(published) == 1 and published.stat().st_mtime_ns == before
+
+
+def test_a_warehouse_in_duckdb_2s_format_is_published_once_in_the_format_1x_clients_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(path)) as conn:  # as versions before storage_version made it
+        conn.execute("CREATE TABLE sales AS SELECT range AS amount FROM range(1000)")
+    warehouse = WarehouseResource(path=str(path))
+    assert stored_version(warehouse) == "v2.0.0"
+    assert publish(warehouse) == [("main.sales", 1000)]
+    assert stored_version(warehouse) == warehouse.storage_version == "v1.4.0"
+    cli = Path(sys.executable).with_name("duckdb")  # the DuckDB CLI, a 1.x release
+    done = subprocess.run(
+        [str(cli), "-readonly", "-csv", str(warehouse.published_path()), "-c", "FROM sales"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.split()) == 1 + 1000
