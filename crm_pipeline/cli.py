@@ -85,10 +85,10 @@ def _materialize(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    selection = args.select
-    if selection and args.publish:
-        # Analysts read the published copy: a run of some assets updates it too.
-        selection = f"({selection}) or key:{PUBLISHED.to_user_string()}"
+    # Analysts read the published copy: a run of some assets updates it too, unless told not.
+    selection: list[dg.AssetKey] | None = None
+    if args.select or not args.publish:
+        selection = [k for k in keys if k != PUBLISHED] + ([PUBLISHED] if args.publish else [])
     partitioned = any_partitioned(defs, keys)
     if partitioned and args.first and args.last:
         first, last = args.first, args.last
@@ -120,7 +120,9 @@ def _materialize(args: argparse.Namespace) -> int:
             return 2
         first, last = args.first or days[0], args.last or days[-1]
     if first:
-        problem = range_problem(first, last, defaulted_last=not args.last)
+        problem = range_problem(
+            first, last, defaulted_first=not args.first, defaulted_last=not args.last
+        )
         if problem:
             print(problem, file=sys.stderr)
             return 2
@@ -276,7 +278,7 @@ def _erase(args: argparse.Namespace) -> int:
     try:
         privacy.rewrite_file(warehouse.path, warehouse.memory_limit, warehouse.storage_version)
         published = publish(warehouse)
-    except (OSError, duckdb.Error) as error:
+    except (OSError, duckdb.Error, WarehouseUnavailable) as error:
         again = " ".join(f"--customer-key {key}" for key in erasure.customer_keys)
         print(
             f"Request {erasure.request_id} is erased in the warehouse, but rewriting its file "
@@ -373,8 +375,8 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> None:
         "--no-publish",
         dest="publish",
         action="store_false",
-        help="with --select: leave the published copy as it is (by default a run of a "
-        "selection publishes too, once its assets and blocking checks pass)",
+        help="leave the published copy as it is (by default a run publishes, a run of a "
+        "--select too, once its assets and blocking checks pass)",
     )
     materialize.add_argument(
         "--record",

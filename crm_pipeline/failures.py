@@ -24,6 +24,14 @@ TRANSIENT = (
     ConnectionError,
     TimeoutError,
 )
+# A SQLite shop is read through ADBC, whose errors are its own classes: a writer holding the
+# file shows as a ProgrammingError saying so.
+BUSY = ("database is locked", "database is busy")
+
+
+def transient(error: BaseException) -> bool:
+    """Whether a retry may mend the error (TRANSIENT, or a database busy with a writer)."""
+    return isinstance(error, TRANSIENT) or any(b in str(error).lower() for b in BUSY)
 
 
 def safe_url(url: str) -> str:
@@ -81,5 +89,5 @@ def explained(
                 "partitions": dg.MetadataValue.text(partitions),
                 "cause": dg.MetadataValue.text(cause),
             },
-            allow_retries=isinstance(error, TRANSIENT),
+            allow_retries=transient(error),
         ) from error

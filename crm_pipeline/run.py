@@ -11,7 +11,7 @@ import dagster as dg
 import duckdb
 
 from crm_pipeline import SettingError, landing
-from crm_pipeline.partitions import daily_partitions
+from crm_pipeline.partitions import FIRST_DAY, daily_partitions
 from crm_pipeline.raw.shop import order_days
 from crm_pipeline.resources import LandingZoneResource
 
@@ -30,16 +30,39 @@ def landing_days(zone: LandingZoneResource) -> list[str]:
     return sorted(found & keys)
 
 
-def range_problem(first: str, last: str, defaulted_last: bool = False) -> str | None:
+def range_problem(
+    first: str, last: str, defaulted_first: bool = False, defaulted_last: bool = False
+) -> str | None:
     """What is wrong with a range of partition days (YYYY-MM-DD) a run was asked for, in
     words that say what to give instead; None when every day of it is a partition."""
     start, end = (
         daily_partitions.get_first_partition_key(),
         daily_partitions.get_last_partition_key(),
     )
+    if start is None or end is None:
+        return (
+            f"There is no partition day yet: days run from CRM_FIRST_DAY ({FIRST_DAY}) to "
+            "yesterday. Set CRM_FIRST_DAY to the first delivery day."
+        )
+    told = {
+        "first": " (the first day delivered)" if defaulted_first else "",
+        "last": " (the last day delivered)" if defaulted_last else "",
+    }
+    if last < start:
+        return (
+            f"--last {last}{told['last']} is before the first partition day, {start} "
+            "(CRM_FIRST_DAY): give a later last day, or set CRM_FIRST_DAY to an earlier one."
+        )
+    if first > end:
+        return (
+            f"--first {first}{told['first']} is after the last partition day, {end} "
+            "(partitions end yesterday, UTC): give an earlier first day."
+        )
     if first > last:
-        told = " (the last day delivered)" if defaulted_last else ""
-        return f"--first {first} is after --last {last}{told}: give a first day on or before it."
+        return (
+            f"--first {first}{told['first']} is after --last {last}{told['last']}: give a "
+            "first day on or before the last."
+        )
     if first < start:
         return (
             f"--first {first} is before the first partition day, {start} (CRM_FIRST_DAY): "
@@ -86,6 +109,10 @@ def any_partitioned(defs: dg.Definitions, keys: list[dg.AssetKey]) -> bool:
     return any(graph.get(key).partitions_def is not None for key in keys)
 
 
+# The resources a run's --set may configure: the analysis's own settings.
+SETTABLE = ("analysis", "mining", "core_rules")
+
+
 def setting_config(settings: list[str]) -> dict:
     """Run config for resource settings given as RESOURCE.FIELD=VALUE ('analysis.as_of=
     2025-06-30'); a value that reads as JSON (3, 0.1, true) is that value, else text."""
@@ -97,10 +124,18 @@ def setting_config(settings: list[str]) -> dict:
             raise SettingError(
                 f"--set {setting!r} is not RESOURCE.FIELD=VALUE, such as analysis.as_of=2025-06-30"
             )
+        if resource not in SETTABLE:
+            raise SettingError(
+                f"--set {setting!r}: {resource!r} is not one of {', '.join(SETTABLE)} (the "
+                "warehouse and landing zone are set by CRM_* variables)"
+            )
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
-            value = text
+            try:
+                value = float(text)  # .5, which JSON does not read as a number
+            except ValueError:
+                value = text
         resources.setdefault(resource, {"config": {}})["config"][field] = value
     return {"resources": resources} if resources else {}
 
@@ -110,10 +145,11 @@ def materialize_all(
     instance: dg.DagsterInstance,
     first: str | None,
     last: str | None,
-    selection: str | None = None,
+    selection: str | list[dg.AssetKey] | None = None,
     settings: list[str] | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Materialize every asset (or a selection, e.g. 'group:raw') in one in-process run,
+    """Materialize every asset (or a selection, e.g. 'group:raw', or the assets listed) in one
+    in-process run,
     event sources over the days [first, last] (None: no partitioned asset is selected), with
     resource settings as RESOURCE.FIELD=VALUE (setting_config)."""
     job = defs.resolve_implicit_global_asset_job_def()
@@ -125,7 +161,7 @@ def materialize_all(
         instance=instance,
         tags=range_tags(first, last) if first and last else None,
         raise_on_error=False,
-        asset_selection=selected_keys(defs, selection) if selection else None,
+        asset_selection=selected_keys(defs, selection) if isinstance(selection, str) else selection,
     )
 
 
@@ -170,6 +206,11 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
             explained = data.user_failure_data.description if data.user_failure_data else None
             error = data.error.message.strip() if data.error else "no error recorded"
             messages.append(f"{event.step_key}: {explained or error}")
+    if not messages and not result.success:
+        # No step failed: the run did, before any step (a resource setting out of range).
+        for event in result.all_events:
+            if event.event_type_value in ("RESOURCE_INIT_FAILURE", "RUN_FAILURE"):
+                messages.append(f"run: {event.message}")
     return messages
 
 

@@ -331,10 +331,13 @@ def test_gamma_gamma_on_a_month_of_history_finds_a_mean_spend_near_the_customers
 def test_a_gamma_gamma_fit_off_every_observed_spend_is_not_scored_with() -> None:
     spends = np.array([20.0, 50.0, 400.0])
     ran_off = GammaGammaFit(p=7e-33, q=2e19, gamma=2e72, log_likelihood=0.0, n=3, converged=True)
-    assert "7e+20, is outside the repeat customers' mean spends (20.00 to 400.00)" in (
+    assert "7e+20, is far outside the repeat customers' mean spends (20.00 to 400.00)" in (
         implausible(ran_off, spends) or ""
     )
     infinite = GammaGammaFit(p=2.0, q=0.9, gamma=50.0, log_likelihood=-10.0, n=3, converged=True)
     assert "mean spend it implies is infinite" in (implausible(infinite, spends) or "")
     fitted = GammaGammaFit(p=2.0, q=3.0, gamma=100.0, log_likelihood=-10.0, n=3, converged=True)
     assert implausible(fitted, spends) is None
+    # Every repeat customer spending alike: a mean a hair off theirs is a fit, not a runaway.
+    alike = GammaGammaFit(p=50.0, q=1000.0, gamma=199.8, log_likelihood=-5.0, n=3, converged=True)
+    assert implausible(alike, np.full(3, 9.99)) is None

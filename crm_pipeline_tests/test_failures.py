@@ -309,6 +309,8 @@ def test_a_range_whose_first_day_is_after_its_last_fails_at_once_and_keeps_the_l
         (ConnectionResetError("reset by peer"), True),
         (IndexError("list index out of range"), False),
         (sa.exc.NoSuchModuleError("Can't load plugin: sqlalchemy.dialects:postgres"), False),
+        # ADBC's own class for a SQLite shop that a writer holds.
+        (RuntimeError("ADBC_STATUS_IO (10): [SQLite] database is locked"), True),
     ],
 )
 def test_only_a_database_out_of_reach_is_retried(error: Exception, retried: bool) -> None:
@@ -330,9 +332,11 @@ def test_only_a_database_out_of_reach_is_retried(error: Exception, retried: bool
         (["--first", "2025-13-01"], "argument --first: '2025-13-01' is not a day as YYYY-MM-DD"),
         (["--last", "31/12/2025"], "argument --last: '31/12/2025' is not a day as YYYY-MM-DD"),
         (["--first", DAY2, "--last", DAY1], f"--first {DAY2} is after --last {DAY1}: give"),
-        (["--first", "2099-01-01"], "(the last day delivered): give a first day on or before it"),
+        (["--first", "2025-06-01"], "(the last day delivered): give a first day on or before"),
+        (["--first", "2099-01-01"], "--first 2099-01-01 is after the last partition day"),
         (["--first", "2001-01-01", "--last", "2001-01-02"], "(CRM_FIRST_DAY): give a later"),
         (["--first", DAY1, "--last", "2099-01-01"], "after the last partition day"),
+        (["--last", "2024-12-31"], "--last 2024-12-31 is before the first partition day"),
         (["--select", "group:marts"], "--select 'group:marts' matches no asset."),
         (["--select", "key:raw.products"], "is not a selection of assets"),
     ],
@@ -404,7 +408,7 @@ def test_a_run_of_a_selection_publishes_it_unless_told_not_to(
     assert _count(published, loaded) == first
 
 
-def test_a_reference_file_no_row_of_which_loads_fails_and_keeps_the_last_good_load(
+def test_a_reference_file_no_row_of_which_loads_fails_and_leaves_the_table_as_it_was(
     tiny_zone: Path, tmp_path: Path
 ) -> None:
     zone, warehouse = _zone(tiny_zone, tmp_path), tmp_path / "warehouse.duckdb"
@@ -416,8 +420,12 @@ def test_a_reference_file_no_row_of_which_loads_fails_and_keeps_the_last_good_lo
     result = _load(zone, warehouse, "stores")
     [message] = failure_messages(result)
     assert "Cause: ActionableError: No row of reference/stores.csv could be loaded (" in message
-    assert "header" in message and "raw.stores keeps its last good load" in message
+    assert "header_mismatch" in message and "raw.stores is left as it was" in message
     assert _raw_rows(warehouse, "stores") == stores
+    # A header and no rows is a business without stores: loaded as none.
+    reference.write_text("store_id,city,region\n", "utf-8")
+    assert _load(zone, warehouse, "stores").success
+    assert _raw_rows(warehouse, "stores") == 0
 
 
 def test_a_source_whose_folder_is_missing_fails_naming_it(tiny_zone: Path, tmp_path: Path) -> None:
@@ -453,3 +461,8 @@ def test_a_setting_given_on_the_command_line_reaches_the_run_and_a_wrong_one_is_
     assert 'unexpected config entry "as_off"' in capsys.readouterr().err
     assert _exit_code("--select", "group:analytics", "--set", "as_of") == 2
     assert "is not RESOURCE.FIELD=VALUE" in capsys.readouterr().err
+    assert _exit_code("--select", "group:analytics", "--set", "warehouse.path=x.duckdb") == 2
+    assert "'warehouse' is not one of analysis, mining, core_rules" in capsys.readouterr().err
+    # Out of the setting's range: the run fails before any step, and says why.
+    assert _exit_code("--select", "group:analytics", "--set", "analysis.holdout_days=0") == 1
+    assert "FAILED run: " in capsys.readouterr().err

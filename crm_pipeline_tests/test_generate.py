@@ -318,3 +318,19 @@ def test_a_demo_zone_is_replaced_only_once_every_option_is_valid(tmp_path: Path)
     assert tree_digest(out) == before  # nothing deleted
     generate(out, **(SMALL | {"seed": 43}))
     assert tree_digest(out) != before
+
+
+def test_a_zone_generated_before_the_mark_is_replaced_and_a_shop_database_in_use_is_not(
+    tmp_path: Path,
+) -> None:
+    out, _, _ = run(tmp_path)
+    (out / ".crm-pipeline-demo").unlink()  # as zones written before the mark are
+    generate(out, **(SMALL | {"seed": 43}))  # its ground truth beside it says it is a demo
+    shop = tmp_path / "shop.sqlite"
+    with sqlite3.connect(shop) as db:
+        db.execute("CREATE TABLE orders (order_id TEXT)")
+        db.execute("INSERT INTO orders VALUES ('O1')")
+    with pytest.raises(NotADemoZone, match=r"already holds shop tables \['orders'\]"):
+        generate(tmp_path / "elsewhere", **SMALL, shop_url=f"sqlite:///{shop}")
+    with sqlite3.connect(shop) as db:
+        assert db.execute("SELECT order_id FROM orders").fetchall() == [("O1",)]

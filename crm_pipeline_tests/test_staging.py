@@ -315,6 +315,7 @@ def test_order_lines_rules_and_a_changed_redelivery_supersedes(tmp_path: Path) -
         ["o4", "3", "SKU1", "0x10", "20.00", "0"],
         ["o4", "4", "SKU1", "1", "2E1", "0"],
         ["o5", "1", "SKU1", "+3", ".50", "0."],  # plain, if unusual: staged
+        ["o5", "2", "SKU1", "2\t", "10.00", "0"],  # a tab the export left: staged
     ]
     conn = duckdb.connect(str(tmp_path / "items.duckdb"))
     _insert(conn, "products", landing.PRODUCTS.columns, PRODUCTS, None)
@@ -324,7 +325,12 @@ def test_order_lines_rules_and_a_changed_redelivery_supersedes(tmp_path: Path) -
     assert conn.execute(
         "SELECT order_id, line_no, quantity, discount, source_line FROM staging.online_order_items "
         "ORDER BY 1, 2"
-    ).fetchall() == [("O1", 1, 1, 0, 2), ("O2", 1, 2, 0, 6), ("O5", 1, 3, 0, 14)]
+    ).fetchall() == [
+        ("O1", 1, 1, 0, 2),
+        ("O2", 1, 2, 0, 6),
+        ("O5", 1, 3, 0, 14),
+        ("O5", 2, 2, 0, 15),
+    ]
     assert _count_rule(conn, "online_order_items", "non_positive_quantity") == 1
     assert _count_rule(conn, "online_order_items", "negative_discount") == 1
     assert _count_rule(conn, "online_order_items", "invalid_value") == 7

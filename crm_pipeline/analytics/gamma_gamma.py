@@ -112,6 +112,9 @@ def expected_average_value(fit: GammaGammaFit, x: ArrayLike, m_x: ArrayLike) -> 
     return fit.p * (fit.gamma + spent) / (fit.p * x_ + fit.q - 1)
 
 
+PLAUSIBLE_MARGIN = 10.0
+
+
 def implausible(fit: GammaGammaFit, m_x: ArrayLike) -> str | None:
     """Why a fit is not one to score with, or None. A few repeat customers (a month of history)
     can send the maximisation off to parameters whose mean spend p gamma / (q - 1) is far
@@ -120,9 +123,11 @@ def implausible(fit: GammaGammaFit, m_x: ArrayLike) -> str | None:
         return f"q = {fit.q:.3g}, so the mean spend it implies is infinite"
     mean = fit.p * fit.gamma / (fit.q - 1)
     low, high = float(np.min(m_x)), float(np.max(m_x))
-    if not low <= mean <= high:
+    # A tenfold margin: a fit may rightly put the mean a little off the observed spends (all
+    # alike, say); a runaway one is off by many orders of magnitude.
+    if not low / PLAUSIBLE_MARGIN <= mean <= high * PLAUSIBLE_MARGIN:
         return (
-            f"the mean spend it implies, {mean:.3g}, is outside the repeat customers' mean "
-            f"spends ({low:,.2f} to {high:,.2f})"
+            f"the mean spend it implies, {mean:.3g}, is far outside the repeat customers' "
+            f"mean spends ({low:,.2f} to {high:,.2f})"
         )
     return None

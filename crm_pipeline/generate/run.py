@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 from faker.config import AVAILABLE_LOCALES
 
 from crm_pipeline import SettingError, landing
+from crm_pipeline.failures import safe_url
 from crm_pipeline.generate.behaviour import Shoppers
 from crm_pipeline.generate.catalog import build_catalog, product_count
 from crm_pipeline.generate.defects import WEIGHTS
@@ -34,15 +36,27 @@ class NotADemoZone(SettingError):
     """The folder generate was pointed at holds something it did not write."""
 
 
-def _claim(out: Path) -> None:
+def _claim(out: Path, shop_url: str) -> None:
     """Mark `out` as a demo landing zone, refusing a folder with anything the generator did
-    not write: generating replaces the deliveries (and the shop tables) it finds there."""
-    if out.exists() and not (out / MARKER).exists() and any(out.iterdir()):
+    not write, and a shop database (other than the zone's own file) that holds shop tables
+    for a zone it did not write: generating replaces the deliveries and the shop tables."""
+    # Zones generated before the mark have the ground-truth manifest beside them.
+    ours = (out / MARKER).exists() or (landing.ground_truth_dir_for(out) / "summary.json").exists()
+    if out.exists() and not ours and any(out.iterdir()):
         raise NotADemoZone(
             f"{out} is not empty and was not written by crm-pipeline generate (it has no "
             f"{MARKER}): generating would replace its deliveries and shop tables. Give "
             "another --out, or empty the folder first if it is only demo data."
         )
+    if not ours and shop_url != landing.shop_url_for(out):
+        names = set(sa.inspect(sa.create_engine(shop_url)).get_table_names())
+        taken = sorted(names & {t.name for t in landing.SHOP_TABLES})
+        if taken:
+            raise NotADemoZone(
+                f"The database {safe_url(shop_url)} already holds shop tables {taken}: "
+                "generating would replace them. Give another --shop-url, or drop them first "
+                "if they are only demo data."
+            )
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text(
         "Written by crm-pipeline generate: running it again replaces this folder's "
@@ -83,7 +97,7 @@ def generate(
     out = Path(out)
     manifest_dir = Path(manifest_dir) if manifest_dir else landing.ground_truth_dir_for(out)
     shop_url = shop_url or landing.shop_url_for(out)
-    _claim(out)
+    _claim(out, shop_url)
     streams = [
         np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(seed).spawn(7)
     ]

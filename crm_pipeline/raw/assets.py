@@ -169,21 +169,22 @@ def _load_files(
 
 
 def _refuse_an_unreadable_reference(conn: duckdb.DuckDBPyConnection, table: str, file: str) -> None:
-    """Fail the load, keeping the table as it was, when no row of a reference file could be
-    read (a changed delimiter, a renamed header): every order line would then lose its store
-    or product, and the run would go on with a channel missing."""
+    """Fail the load, leaving the table as it was, when a reference file has rows and none of
+    them could be read (a changed delimiter, a renamed header): every order line would then
+    lose its store or product, and the run would go on with a channel missing. A file with
+    a header only loads as no rows (an online-only business has no stores)."""
     landed = conn.execute(f"SELECT count(*) FROM raw.{table}").fetchone()[0]
-    if landed:
-        return
     reasons = conn.execute(
         f"SELECT reason, count(*) FROM {REJECTS_TABLE} WHERE source = ? GROUP BY 1 ORDER BY 2 DESC",
         [table],
     ).fetchall()
+    if landed or not reasons:
+        return
     conn.rollback()
-    why = "; ".join(f"{n} row(s): {reason}" for reason, n in reasons[:3]) or "it has no rows"
+    why = "; ".join(f"{n} row(s): {reason}" for reason, n in reasons[:3])
     raise ActionableError(
         f"No row of {file} could be loaded ({why}). Fix the file and deliver it again; "
-        f"raw.{table} keeps its last good load meanwhile."
+        f"raw.{table} is left as it was until then."
     )
 
 

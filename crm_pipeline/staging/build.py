@@ -117,8 +117,9 @@ def _lookups(
     return joins
 
 
-# A number as exports write one: a sign, digits and a decimal point, nothing else.
-PLAIN_NUMBER = r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)"
+# A number as exports write one: a sign, digits and a decimal point, nothing else (blanks
+# around it, a tab or a carriage return, are DuckDB's cast's to ignore).
+PLAIN_NUMBER = r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)\s*"
 
 
 def _invalid_sql(value: str, sql_type: str) -> str:
@@ -266,38 +267,39 @@ def stage(
     )
     # So is one staged on an earlier day of this range (a file delivered again a day later,
     # loaded in one run with the first): the kept copy of its first day stays, as when the
-    # days are run one by one.
-    conn.execute(
-        f"""
-        INSERT INTO redelivered
-        WITH unmerged AS (
-            SELECT *
-            FROM staged
-            ANTI JOIN redelivered USING (source_file, source_line)
-            WHERE rule IS NULL
-        ), repeated AS (
-            SELECT {key}
-            FROM unmerged
-            GROUP BY ALL
-            HAVING min(partition_date) < max(partition_date)
-        ), candidates AS (
-            SELECT unmerged.*
-            FROM unmerged
-            JOIN repeated USING ({key})
-        ), d AS (
-            SELECT partition_date, source_file, source_line, {key}
-            FROM candidates
-            QUALIFY row_number() OVER (
-                PARTITION BY {key}
-                ORDER BY partition_date, source_file DESC, source_line DESC
-            ) = 1
+    # days are run one by one. Only the lineage and key are carried (the staged rows are
+    # wide), and a one-day run has no earlier day to look at.
+    if days is not None and len(days) > 1:
+        keys = ", ".join(f"s.{quote_ident(k)}" for k in source.key)
+        conn.execute(
+            f"""
+            INSERT INTO redelivered
+            WITH repeated AS (
+                SELECT {key}
+                FROM staged
+                WHERE rule IS NULL
+                GROUP BY ALL
+                HAVING min(partition_date) < max(partition_date)
+            ), candidates AS (
+                SELECT s.partition_date, s.source_file, s.source_line, {keys}
+                FROM staged AS s
+                SEMI JOIN repeated AS d ON {on_key}
+                ANTI JOIN redelivered AS x
+                  ON x.source_file = s.source_file AND x.source_line = s.source_line
+                WHERE s.rule IS NULL
+            ), d AS (
+                FROM candidates
+                QUALIFY row_number() OVER (
+                    PARTITION BY {key}
+                    ORDER BY partition_date, source_file DESC, source_line DESC
+                ) = 1
+            )
+            SELECT s.partition_date, s.source_file, s.source_line, d.source_file, d.source_line
+            FROM candidates AS s
+            JOIN d ON {on_key}
+            WHERE s.partition_date > d.partition_date
+            """
         )
-        SELECT s.partition_date, s.source_file, s.source_line, d.source_file, d.source_line
-        FROM candidates AS s
-        JOIN d ON {on_key}
-        WHERE s.partition_date > d.partition_date
-        """
-    )
     conn.execute(
         f"""
         INSERT INTO {MERGED_TABLE}
