@@ -204,6 +204,7 @@ def _summary(args: argparse.Namespace) -> int:
         print(f"  {name:<{width}}  {count:>12,}")
     print(
         f"\nQuery the published copy (read-only; swapped in after each good run): {readable}\n"
+        f'  .venv/bin/duckdb -readonly {readable} -c "FROM core.customers LIMIT 5"\n'
         f'  .venv/bin/python -c "import duckdb; '
         f"print(duckdb.connect('{readable}', read_only=True).sql('FROM core.customers LIMIT 5'))\"\n"
         "  Where every delivered row went: FROM core.quality_report\n"
