@@ -15,7 +15,7 @@ KEY = dg.AssetKey(["warehouse", "published"])
 
 
 def stored_version(warehouse: WarehouseResource) -> str:
-    """The DuckDB storage format the warehouse file is written in, such as v1.4.0."""
+    """The DuckDB storage format the warehouse file is written in, such as v1.5.0."""
     with warehouse.connect(read_only=True) as conn:
         (tag,) = conn.execute(
             "SELECT tags['storage_version'] FROM duckdb_databases() "

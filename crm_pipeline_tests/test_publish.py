@@ -97,7 +97,7 @@ def test_a_warehouse_in_duckdb_2s_format_is_published_once_in_the_format_1x_clie
     warehouse = WarehouseResource(path=str(path))
     assert stored_version(warehouse) == "v2.0.0"
     assert publish(warehouse) == [("main.sales", 1000)]
-    assert stored_version(warehouse) == warehouse.storage_version == "v1.4.0"
+    assert stored_version(warehouse) == warehouse.storage_version == "v1.5.0"
     cli = Path(sys.executable).with_name("duckdb")  # the DuckDB CLI, a 1.x release
     done = subprocess.run(
         [str(cli), "-readonly", "-csv", str(warehouse.published_path()), "-c", "FROM sales"],
