@@ -12,3 +12,10 @@ os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
 class SettingError(ValueError):
     """A setting (an environment variable or a command-line option) holds a value the pipeline
     cannot use; the message names it and says what to give instead."""
+
+
+def iso_day(text: str) -> str:
+    """A day written YYYY-MM-DD, checked (ValueError otherwise) and written back so."""
+    from datetime import datetime
+
+    return datetime.strptime(text, "%Y-%m-%d").date().isoformat()

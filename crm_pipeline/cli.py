@@ -10,10 +10,9 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
-from crm_pipeline import SettingError
+from crm_pipeline import SettingError, iso_day
 
 DEFAULT_DAGSTER_HOME = "data/dagster_home"
 # The lines of a failed blocking check's description shown after its first.
@@ -164,7 +163,6 @@ def _materialize(args: argparse.Namespace) -> int:
             if level == "ERROR":  # what failed may be on the lines after the summary
                 for line in [line for line in lines[1:] if line.strip()][:SHOWN_LINES]:
                     print(f"        {line}")
-            if level == "ERROR":
                 failed_checks.append(evaluation)
     if not result.success:
         for message in failure_messages(result):
@@ -337,7 +335,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _day(text: str) -> str:
     """A day given on the command line, checked: YYYY-MM-DD."""
     try:
-        return datetime.strptime(text, "%Y-%m-%d").date().isoformat()
+        return iso_day(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a day as YYYY-MM-DD, such as 2025-03-01"

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
 
 import dagster as dg
 
-from crm_pipeline import SettingError
+from crm_pipeline import SettingError, iso_day
 
 
 def first_day(text: str) -> str:
     """CRM_FIRST_DAY's value, checked: a day as YYYY-MM-DD."""
     try:
-        return datetime.strptime(text, "%Y-%m-%d").date().isoformat()
+        return iso_day(text)
     except ValueError:
         raise SettingError(
             f"CRM_FIRST_DAY={text!r} is not a day as YYYY-MM-DD: set it to the first delivery "

@@ -59,7 +59,8 @@ class WarehouseResource(dg.ConfigurableResource):
         default=STORAGE_VERSION,
         description="The DuckDB storage format a new warehouse file is written in (and so its "
         "published copy): the oldest DuckDB release that can open it, such as the DuckDB CLI "
-        "or a BI tool's driver. An existing file keeps the format it was created with.",
+        "or a BI tool's driver. A file in another format is rewritten in this one by its next "
+        "publish.",
     )
 
     def published_path(self) -> Path:

@@ -167,6 +167,7 @@ def _fit_clv(
         spends = repeaters["m_x"].to_numpy(float)
         gg = fit_gamma_gamma(repeaters["x"].to_numpy(float), spends)
         why_not = implausible(gg, spends)
+        converged = "converged" if gg.converged else "did not converge"
         runs.append(
             ModelRun(
                 "gamma_gamma",
@@ -175,11 +176,7 @@ def _fit_clv(
                 gg.log_likelihood,
                 gg.n,
                 time.perf_counter() - started,
-                f"not used: {why_not}; expected value and CLV left empty"
-                if why_not
-                else "converged"
-                if gg.converged
-                else "did not converge",
+                f"not used: {why_not}; expected value and CLV left empty" if why_not else converged,
             )
         )
     m_x = features["m_x"].fillna(0).to_numpy(float)

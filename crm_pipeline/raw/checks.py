@@ -15,7 +15,7 @@ from crm_pipeline.contracts import (
     validate_queries,
 )
 from crm_pipeline.raw.schemas import RawDeliveries, RawRejects
-from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, line_breaks_sql
+from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, accounted_sql
 
 CONTRACT = "contract"
 ROWS_ACCOUNTED = "rows_accounted"
@@ -100,17 +100,7 @@ def rows_accounted_result(
             FROM {DELIVERIES_TABLE}
             WHERE source = ? AND ({where})
             GROUP BY ALL
-        ), landed AS (
-            SELECT partition_date, source_file, sum(source_lines) AS n
-            FROM raw.{table}
-            WHERE {where}
-            GROUP BY ALL
-        ), rejected AS (
-            SELECT partition_date, source_file, sum(1 + {line_breaks_sql("raw_text")}) AS n
-            FROM {REJECTS_TABLE}
-            WHERE source = ? AND ({where})
-            GROUP BY ALL
-        )
+        ), {accounted_sql(table, where)}
         SELECT coalesce(d.partition_date, l.partition_date, r.partition_date) AS partition_date,
                coalesce(d.source_file, l.source_file, r.source_file) AS source_file,
                coalesce(d.n, 0) AS delivered,

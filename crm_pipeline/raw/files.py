@@ -20,6 +20,7 @@ from crm_pipeline.raw.scan import numbered, record_rejects, register_files, reje
 from crm_pipeline.raw.tables import (
     DELIVERIES_TABLE,
     REJECTS_TABLE,
+    accounted_sql,
     line_breaks_sql,
     quote_ident,
     quote_literal,
@@ -175,23 +176,14 @@ def _unaccounted(
     """The files of this load whose delivered lines are not all in raw or rejected (the
     rows_accounted check's sum, per file)."""
     delivered = {f.name: max(f.data_lines - 1, 0) for f in files}
+    this_load = [loaded_at, list(delivered)]
     found = dict(
         conn.execute(
             f"""
-            WITH landed AS (
-                SELECT source_file, sum(source_lines) AS n
-                FROM raw.{table}
-                WHERE loaded_at = $at AND list_contains($names, source_file)
-                GROUP BY 1
-            ), rejected AS (
-                SELECT source_file, sum(1 + {line_breaks_sql("raw_text")}) AS n
-                FROM {REJECTS_TABLE}
-                WHERE source = $source AND loaded_at = $at AND list_contains($names, source_file)
-                GROUP BY 1
-            )
+            WITH {accounted_sql(table, "loaded_at = ? AND list_contains(?, source_file)")}
             SELECT source_file, sum(n) FROM (FROM landed UNION ALL FROM rejected) GROUP BY 1
             """,
-            {"at": loaded_at, "names": list(delivered), "source": table},
+            [*this_load, table, *this_load],
         ).fetchall()
     )
     return [f for f in files if found.get(f.name, 0) != delivered[f.name]]

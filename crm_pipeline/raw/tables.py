@@ -80,6 +80,25 @@ def line_breaks_sql(value: str) -> str:
     return f"CASE WHEN contains({value}, chr(10)) THEN len({parts}) - 1 - {empty} ELSE 0 END"
 
 
+def accounted_sql(table: str, where: str) -> str:
+    """Two CTEs, landed and rejected: per partition and file, the delivered lines raw.<table>
+    holds and those quarantine.raw_rejects holds, of the rows matching `where`. Its
+    parameters come twice: for raw, then after the source's name for the rejects."""
+    return f"""
+        landed AS (
+            SELECT partition_date, source_file, sum(source_lines) AS n
+            FROM raw.{table}
+            WHERE {where}
+            GROUP BY ALL
+        ), rejected AS (
+            SELECT partition_date, source_file, sum(1 + {line_breaks_sql("raw_text")}) AS n
+            FROM {REJECTS_TABLE}
+            WHERE source = ? AND ({where})
+            GROUP BY ALL
+        )
+    """
+
+
 def extra_columns_sql(extra: list[str], qualifier: str = "") -> str:
     """SQL for the extra_columns value: delivered columns outside the contract, as JSON."""
     if not extra:
