@@ -422,10 +422,41 @@ def test_a_reference_file_no_row_of_which_loads_fails_and_leaves_the_table_as_it
     assert "Cause: ActionableError: No row of reference/stores.csv could be loaded (" in message
     assert "header_mismatch" in message and "raw.stores is left as it was" in message
     assert _raw_rows(warehouse, "stores") == stores
+    # Not a byte, not even the header: a failed export, refused too.
+    reference.write_bytes(b"")
+    [message] = failure_messages(_load(zone, warehouse, "stores"))
+    assert "reference/stores.csv is empty, not even a header line" in message
+    assert _raw_rows(warehouse, "stores") == stores
     # A header and no rows is a business without stores: loaded as none.
     reference.write_text("store_id,city,region\n", "utf-8")
     assert _load(zone, warehouse, "stores").success
     assert _raw_rows(warehouse, "stores") == 0
+
+
+def test_an_empty_daily_csv_file_loads_as_no_rows_and_the_check_names_it(
+    tiny_zone: Path, tmp_path: Path
+) -> None:
+    zone, warehouse = _zone(tiny_zone, tmp_path), tmp_path / "warehouse.duckdb"
+    [emptied] = (zone / "store_purchases" / DAY2).iterdir()
+    emptied.write_bytes(b"")
+    result = _load(zone, warehouse, "store_purchases")
+    assert result.success
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "rows_accounted"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    name = emptied.relative_to(zone).as_posix()
+    assert (
+        f"1 file(s) empty, without even a header line, as a failed export leaves them: {name}"
+        in (check.description)
+    )
+    assert check.metadata["empty_files"].value == [name]
+    days = "SELECT DISTINCT CAST(partition_date AS VARCHAR) FROM raw.store_purchases"
+    assert _count(warehouse, days) == DAY1
+    # A JSON Lines file has no header: empty, it is a day without inquiries.
+    for emptied in (zone / "inquiries" / DAY2).iterdir():
+        emptied.write_bytes(b"")
+    result = _load(zone, warehouse, "inquiries")
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "rows_accounted"]
+    assert "empty" not in check.description
 
 
 def test_a_source_whose_folder_is_missing_fails_naming_it(tiny_zone: Path, tmp_path: Path) -> None:

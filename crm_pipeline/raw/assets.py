@@ -60,8 +60,10 @@ def _result(
     table: str,
     days: list[str] | None,
     notes: dict[str, list[str]] | None = None,
+    empty_files: list[str] | None = None,
 ) -> dg.MaterializeResult:
-    """Checks and metadata for the slice just written (a whole table or a range of days)."""
+    """Checks and metadata for the slice just written (a whole table or a range of days);
+    empty_files: delivered files without a byte of content."""
     model = RAW_MODELS[table]
     where, params = _slice(days)
     rejected = conn.execute(
@@ -81,7 +83,7 @@ def _result(
         metadata=metadata,
         check_results=[
             checks.contract_result(conn, table, model, where, params),
-            checks.rows_accounted_result(conn, table, where, params),
+            checks.rows_accounted_result(conn, table, where, params, empty_files or []),
         ],
     )
 
@@ -155,17 +157,33 @@ def _load_files(
             + ", ".join(p.relative_to(root).as_posix() for p in stray[:10])
         )
     loaded_at = _now()
+    delivered = deliveries(paths)
+    # A CSV export writes its header even for a day without rows: a file of no bytes is what
+    # a failed export leaves. Its day loads as no rows, with a warning. (A JSON Lines file of
+    # a day without rows is empty by right.)
+    empty = [d.name for d in delivered if loader is load_csv and not d.content.strip()]
+    if empty and not source.daily:
+        raise ActionableError(
+            f"{empty[0]} is empty, not even a header line (a failed export?): loaded, it "
+            f"would leave raw.{source.name} without a row. Deliver the file again; "
+            f"raw.{source.name} is left as it was until then."
+        )
+    if empty:
+        context.log.warning(
+            f"raw.{source.name}: {len(empty)} file(s) empty, not even a header line: "
+            + ", ".join(empty[:10])
+        )
     with warehouse.connect() as conn:
         ensure_raw_tables(conn, source.name, source.columns)
         conn.begin()
         clear_slice(conn, source.name, *((days[0], days[-1]) if days is not None else (None, None)))
-        loader(conn, source.name, source.columns, deliveries(paths), loaded_at)
+        loader(conn, source.name, source.columns, delivered, loaded_at)
         blank_raw(conn, source.name)
         if not source.daily:
             _refuse_an_unreadable_reference(conn, source.name, paths[0][1])
         conn.commit()
         not_read = [p.relative_to(root).as_posix() for p in stray[:50]]
-        return _result(conn, source.name, days, {"files_not_read": not_read})
+        return _result(conn, source.name, days, {"files_not_read": not_read}, empty)
 
 
 def _refuse_an_unreadable_reference(conn: duckdb.DuckDBPyConnection, table: str, file: str) -> None:

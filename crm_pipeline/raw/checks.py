@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import dagster as dg
 import duckdb
 import pandera.pandas as pa
@@ -86,12 +88,18 @@ def contract_result(
 
 
 def rows_accounted_result(
-    conn: duckdb.DuckDBPyConnection, table: str, where: str, params: list
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    where: str,
+    params: list,
+    empty_files: Sequence[str] = (),
 ) -> dg.AssetCheckResult:
     """Compare delivered rows with raw rows plus rejected rows, partition by partition.
 
     A file delivers non-empty physical lines; a record whose quoted value breaks lines
     accounts for every line it spans (source_lines, and the same count over a reject's text).
+    empty_files: files delivered without a byte of content (not even a header), which a
+    failed export leaves: the check warns and names them.
     """
     rows = conn.execute(
         f"""
@@ -146,15 +154,28 @@ def rows_accounted_result(
             description=f"Rows unaccounted for in {len(lost)} file(s) of raw.{table}: {worst}",
             metadata=metadata,
         )
+    warnings = []
     if rejected:
+        warnings.append(
+            f"{rejected} set aside in {REJECTS_TABLE} (query it with source = '{table}' for "
+            "the reasons)"
+        )
+    if empty_files:
+        metadata["empty_files"] = dg.MetadataValue.json(list(empty_files))
+        shown = ", ".join(empty_files[:10]) + (" and more" if len(empty_files) > 10 else "")
+        warnings.append(
+            f"{len(empty_files)} file(s) empty, without even a header line, as a failed "
+            f"export leaves them: {shown}. If the day had rows, deliver the file again and "
+            "re-materialize its day"
+        )
+    if warnings:
         return dg.AssetCheckResult(
             check_name=ROWS_ACCOUNTED,
             passed=False,
             severity=dg.AssetCheckSeverity.WARN,
-            description=(
-                f"All {delivered} delivered rows accounted for; {rejected} set aside in "
-                f"{REJECTS_TABLE} (query it with source = '{table}' for the reasons)."
-            ),
+            description=f"All {delivered} delivered rows accounted for; "
+            + "; ".join(warnings)
+            + ".",
             metadata=metadata,
         )
     return dg.AssetCheckResult(
