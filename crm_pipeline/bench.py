@@ -223,5 +223,11 @@ def run_bench(args: argparse.Namespace) -> int:
         full = [report[phase]["wall_s"] for phase in _phase_names(LAYERS) if phase in report]
         if len(full) == len(_phase_names(LAYERS)):
             report["daily_share_of_full"] = round(report[DAILY]["wall_s"] / sum(full), 3)
+            # Which part of the daily run is the new partition's event data and which the
+            # customer-level recompute (start-up and run set-up, the rest, are neither).
+            report["daily_parts_share_of_full"] = {
+                part: round(seconds / sum(full), 3)
+                for part, seconds in report[DAILY]["work_seconds"].items()
+            }
     print(json.dumps(report, indent=2))
     return 0

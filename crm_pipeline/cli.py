@@ -61,6 +61,7 @@ def _materialize(args: argparse.Namespace) -> int:
             selected_keys,
             slowest_steps,
             step_seconds,
+            work_seconds,
         )
 
     # Bound now, not at import: the environment may have changed since (a test, a notebook).
@@ -178,7 +179,11 @@ def _materialize(args: argparse.Namespace) -> int:
         steps = step_seconds(instance, result.run_id)
         print(
             json.dumps(
-                {"layer_seconds": layer_seconds(steps), "slowest_steps": slowest_steps(steps)}
+                {
+                    "layer_seconds": layer_seconds(steps),
+                    "work_seconds": work_seconds(steps),
+                    "slowest_steps": slowest_steps(steps),
+                }
             )
         )
     return 1 if failed_checks else 0

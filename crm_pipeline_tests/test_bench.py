@@ -61,3 +61,12 @@ def test_bench_times_generation_the_floor_every_layer_and_a_daily_run(tmp_path: 
     assert {step.split(".")[0] for step in daily["slowest_steps"]} <= {*LAYERS, "warehouse"}
     full = sum(report[run]["wall_s"] for run in ("raw", "staging+core", "analytics", "mining"))
     assert report["daily_share_of_full"] == round(report[DAILY]["wall_s"] / full, 3)
+    # The same step time split: the day's event data, the customer-level recompute, publishing.
+    parts = daily["work_seconds"]
+    assert abs(sum(parts.values()) - sum(daily["layer_seconds"].values())) < 0.05
+    customer_level = sum(daily["layer_seconds"][layer] for layer in ("analytics", "mining"))
+    assert parts["customer_level"] > customer_level  # and core.customers
+    assert parts["publish"] == daily["layer_seconds"]["warehouse"]
+    assert report["daily_parts_share_of_full"] == {
+        part: round(seconds / full, 3) for part, seconds in parts.items()
+    }
