@@ -53,6 +53,9 @@ def _without_password(text: str, url: str | None) -> str:
 
 def partitions_of(context: dg.AssetExecutionContext) -> str:
     """The partition key or range a step was processing, in words."""
+    # An unpartitioned asset in a run of a partition has the run's key, not one of its own.
+    if context.assets_def.partitions_def is None:
+        return "no partition (the whole table)"
     if context.has_partition_key:
         return f"partition {context.partition_key}"
     if not context.has_partition_key_range:

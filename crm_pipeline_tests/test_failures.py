@@ -420,6 +420,7 @@ def test_a_reference_file_no_row_of_which_loads_fails_and_leaves_the_table_as_it
     result = _load(zone, warehouse, "stores")
     [message] = failure_messages(result)
     assert "Cause: ActionableError: No row of reference/stores.csv could be loaded (" in message
+    assert "no partition (the whole table)" in message  # in a run of a range of days
     assert "header_mismatch" in message and "raw.stores is left as it was" in message
     assert _raw_rows(warehouse, "stores") == stores
     # Not a byte, not even the header: a failed export, refused too.
@@ -457,6 +458,20 @@ def test_an_empty_daily_csv_file_loads_as_no_rows_and_the_check_names_it(
     result = _load(zone, warehouse, "inquiries")
     [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "rows_accounted"]
     assert "empty" not in check.description
+
+
+def test_a_day_whose_folder_is_missing_fails_and_keeps_the_day_as_it_was(
+    tiny_zone: Path, tmp_path: Path
+) -> None:
+    zone, warehouse = _zone(tiny_zone, tmp_path), tmp_path / "warehouse.duckdb"
+    assert _load(zone, warehouse, "store_purchases").success
+    loaded = _raw_rows(warehouse, "store_purchases")
+    shutil.rmtree(zone / "store_purchases" / DAY2)
+    [message] = failure_messages(_load(zone, warehouse, "store_purchases"))
+    assert f"No store_purchases/{DAY2}/ folder under {zone} (days without one: {DAY2})" in message
+    assert "an empty folder if store_purchases had nothing that day" in message
+    assert f"partitions {DAY1}..{DAY2}" in message
+    assert _raw_rows(warehouse, "store_purchases") == loaded
 
 
 def test_a_source_whose_folder_is_missing_fails_naming_it(tiny_zone: Path, tmp_path: Path) -> None:

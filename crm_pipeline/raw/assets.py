@@ -147,6 +147,16 @@ def _load_files(
             "CRM_LANDING_DIR at the landing zone, or create the folder empty if this source "
             "has nothing to deliver."
         )
+    absent = [day for day in days or [] if not (root / source.folder / day).is_dir()]
+    if absent:
+        # Loaded as no rows, a day not delivered yet (or taken away) would replace the day's
+        # rows with none, and the run would publish it.
+        listed = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
+        raise ActionableError(
+            f"No {source.folder}/{absent[0]}/ folder under {root} (days without one: {listed}): "
+            f"the day is not delivered. Deliver it (an empty folder if {source.name} had "
+            f"nothing that day), then re-materialize it; raw.{source.name} is left as it was."
+        )
     context.log.info(f"raw.{source.name}: {len(paths)} file(s) from {root}")
     stray = source.stray_files(root, set(daily_partitions.get_partition_keys()))
     if stray:

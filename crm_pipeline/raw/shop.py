@@ -53,8 +53,8 @@ def _source_columns(engine: sa.Engine, read: ShopRead) -> tuple[list[str], list[
     if engine.dialect.name == "sqlite" and database and not Path(database).exists():
         # Connecting would create an empty database file in its place.
         raise ShopSchemaError(
-            f"No online shop database at {database}: run `crm-pipeline generate` or set "
-            "CRM_SHOP_URL to the shop's SQLAlchemy URL."
+            f"No online shop database at {database}: set CRM_SHOP_URL to the shop's "
+            "SQLAlchemy URL, or deliver the file there (for demo data: crm-pipeline generate)."
         )
     inspector = sa.inspect(engine)
     if not inspector.has_table(read.table):
