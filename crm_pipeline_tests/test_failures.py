@@ -408,13 +408,19 @@ def test_a_run_of_a_selection_publishes_it_unless_told_not_to(
     assert _count(published, loaded) == first
 
 
+def _loaded(tiny_zone: Path, tmp_path: Path, table: str) -> tuple[Path, Path, int]:
+    """A copy of the zone with `table` loaded: the zone, the warehouse and its raw rows."""
+    zone, warehouse = _zone(tiny_zone, tmp_path), tmp_path / "warehouse.duckdb"
+    assert _load(zone, warehouse, table).success
+    rows = _raw_rows(warehouse, table)
+    assert rows > 0
+    return zone, warehouse, rows
+
+
 def test_a_reference_file_no_row_of_which_loads_fails_and_leaves_the_table_as_it_was(
     tiny_zone: Path, tmp_path: Path
 ) -> None:
-    zone, warehouse = _zone(tiny_zone, tmp_path), tmp_path / "warehouse.duckdb"
-    assert _load(zone, warehouse, "stores").success
-    stores = _raw_rows(warehouse, "stores")
-    assert stores > 0
+    zone, warehouse, stores = _loaded(tiny_zone, tmp_path, "stores")
     reference = zone / "reference" / "stores.csv"
     reference.write_text(reference.read_text(encoding="utf-8").replace(",", ";"), "utf-8")
     result = _load(zone, warehouse, "stores")
@@ -463,15 +469,36 @@ def test_an_empty_daily_csv_file_loads_as_no_rows_and_the_check_names_it(
 def test_a_day_whose_folder_is_missing_fails_and_keeps_the_day_as_it_was(
     tiny_zone: Path, tmp_path: Path
 ) -> None:
-    zone, warehouse = _zone(tiny_zone, tmp_path), tmp_path / "warehouse.duckdb"
-    assert _load(zone, warehouse, "store_purchases").success
-    loaded = _raw_rows(warehouse, "store_purchases")
+    zone, warehouse, loaded = _loaded(tiny_zone, tmp_path, "store_purchases")
     shutil.rmtree(zone / "store_purchases" / DAY2)
     [message] = failure_messages(_load(zone, warehouse, "store_purchases"))
     assert f"No store_purchases/{DAY2}/ folder under {zone} (days without one: {DAY2})" in message
     assert "an empty folder if store_purchases had nothing that day" in message
     assert f"partitions {DAY1}..{DAY2}" in message
     assert _raw_rows(warehouse, "store_purchases") == loaded
+
+
+def test_a_daily_file_delivered_again_unreadable_fails_and_keeps_the_rows_it_loaded_before(
+    tiny_zone: Path, tmp_path: Path
+) -> None:
+    zone, warehouse, loaded = _loaded(tiny_zone, tmp_path, "store_purchases")
+    pos = zone / "store_purchases" / DAY1 / "pos.csv"
+    pos.write_text(pos.read_text(encoding="utf-8").replace(",", ";"), "utf-8")
+    [message] = failure_messages(_load(zone, warehouse, "store_purchases"))
+    assert (
+        f"No row of store_purchases/{DAY1}/pos.csv could be loaded (3 row(s): header_mismatch), "
+        "and raw.store_purchases held 3 rows from it. Fix the file and deliver it again"
+    ) in message
+    assert _raw_rows(warehouse, "store_purchases") == loaded
+    # Delivered so the first time, it is set aside whole, as any reject, and the run goes on.
+    fresh = tmp_path / "fresh.duckdb"
+    assert _load(zone, fresh, "store_purchases").success
+    assert (
+        _count(
+            fresh, "SELECT count(*) FROM quarantine.raw_rejects WHERE reason = 'header_mismatch'"
+        )
+        == 3
+    )
 
 
 def test_a_source_whose_folder_is_missing_fails_naming_it(tiny_zone: Path, tmp_path: Path) -> None:

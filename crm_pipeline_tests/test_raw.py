@@ -128,6 +128,19 @@ def test_file_with_a_renamed_column_goes_to_quarantine_whole(loaded) -> None:
     ).fetchone()
     assert reason == "header_mismatch"
     assert "lacks ['nps']" in detail and "nps_score" in detail
+    # The check names the file first: its day is without it.
+    result, _, _ = loaded
+    [check] = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key.path[-1] == "feedback" and e.check_name == "rows_accounted"
+    ]
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    assert check.description.startswith(
+        "All 4 delivered rows accounted for; 1 file(s) set aside whole for their header, their "
+        f"rows in no table: feedback/{DAY2}/survey.csv; 1 set aside in quarantine.raw_rejects"
+    )
+    assert check.metadata["files_set_aside_whole"].value == [f"feedback/{DAY2}/survey.csv"]
 
 
 def test_rows_accounted_check_warns_with_the_reject_count(loaded) -> None:

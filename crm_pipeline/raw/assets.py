@@ -186,34 +186,63 @@ def _load_files(
     with warehouse.connect() as conn:
         ensure_raw_tables(conn, source.name, source.columns)
         conn.begin()
+        where, params = _slice(days)
+        held = dict(
+            conn.execute(
+                f"SELECT source_file, count(*) FROM raw.{source.name} WHERE {where} GROUP BY 1",
+                params,
+            ).fetchall()
+        )
         clear_slice(conn, source.name, *((days[0], days[-1]) if days is not None else (None, None)))
         loader(conn, source.name, source.columns, delivered, loaded_at)
         blank_raw(conn, source.name)
-        if not source.daily:
-            _refuse_an_unreadable_reference(conn, source.name, paths[0][1])
+        _refuse_a_load_that_empties(conn, source, held, loaded_at)
         conn.commit()
         not_read = [p.relative_to(root).as_posix() for p in stray[:50]]
         return _result(conn, source.name, days, {"files_not_read": not_read}, empty)
 
 
-def _refuse_an_unreadable_reference(conn: duckdb.DuckDBPyConnection, table: str, file: str) -> None:
-    """Fail the load, leaving the table as it was, when a reference file has rows and none of
-    them could be read (a changed delimiter, a renamed header): every order line would then
-    lose its store or product, and the run would go on with a channel missing. A file with
-    a header only loads as no rows (an online-only business has no stores)."""
-    landed = conn.execute(f"SELECT count(*) FROM raw.{table}").fetchone()[0]
-    reasons = conn.execute(
-        f"SELECT reason, count(*) FROM {REJECTS_TABLE} WHERE source = ? GROUP BY 1 ORDER BY 2 DESC",
-        [table],
+def _refuse_a_load_that_empties(
+    conn: duckdb.DuckDBPyConnection,
+    source: landing.FileSource,
+    held: dict[str, int],
+    loaded_at: datetime,
+) -> None:
+    """Fail the load, leaving the table as it was, when a file has rows none of which could
+    be read (a changed delimiter, a renamed header) and it would empty what it feeds: a
+    reference file (every order line would lose its store or product, and the run go on
+    with a channel missing), or a daily file delivered again in place of one that loaded
+    (`held`: rows per file before; the run would publish the day without that source). A
+    first delivery of a daily file that cannot be read is set aside whole, as any reject.
+    A file with a header only loads as no rows (an online-only business has no stores)."""
+    rows = conn.execute(
+        f"""
+        WITH rejected AS (
+            SELECT source_file, reason, count(*) AS n
+            FROM {REJECTS_TABLE}
+            WHERE source = $source AND loaded_at = $at
+            GROUP BY ALL
+        ), landed AS (
+            SELECT source_file, count(*) AS n FROM raw.{source.name} WHERE loaded_at = $at
+            GROUP BY ALL
+        )
+        SELECT r.source_file, string_agg(r.n || ' row(s): ' || r.reason, '; ' ORDER BY r.n DESC)
+        FROM rejected AS r
+        WHERE r.source_file NOT IN (SELECT source_file FROM landed)
+        GROUP BY ALL
+        ORDER BY 1
+        """,
+        {"source": source.name, "at": loaded_at},
     ).fetchall()
-    if landed or not reasons:
-        return
-    conn.rollback()
-    why = "; ".join(f"{n} row(s): {reason}" for reason, n in reasons[:3])
-    raise ActionableError(
-        f"No row of {file} could be loaded ({why}). Fix the file and deliver it again; "
-        f"raw.{table} is left as it was until then."
-    )
+    for file, why in rows:
+        if source.daily and not held.get(file):
+            continue
+        conn.rollback()
+        before = f", and raw.{source.name} held {held[file]} rows from it" if source.daily else ""
+        raise ActionableError(
+            f"No row of {file} could be loaded ({why}){before}. Fix the file and deliver it "
+            f"again; raw.{source.name} is left as it was until then."
+        )
 
 
 def file_asset(source: landing.FileSource, loader: Loader) -> dg.AssetsDefinition:

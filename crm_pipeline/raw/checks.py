@@ -155,6 +155,22 @@ def rows_accounted_result(
             metadata=metadata,
         )
     warnings = []
+    whole = [
+        f
+        for (f,) in conn.execute(
+            f"SELECT DISTINCT source_file FROM {REJECTS_TABLE} "
+            f"WHERE source = ? AND reason = 'header_mismatch' AND ({where}) ORDER BY 1",
+            [table, *params],
+        ).fetchall()
+    ]
+    if whole:
+        # Said first: a day without one of its files is not a few bad lines.
+        metadata["files_set_aside_whole"] = dg.MetadataValue.json(whole)
+        warnings.append(
+            f"{len(whole)} file(s) set aside whole for their header, their rows in no table: "
+            + ", ".join(whole[:10])
+            + (" and more" if len(whole) > 10 else "")
+        )
     if rejected:
         warnings.append(
             f"{rejected} set aside in {REJECTS_TABLE} (query it with source = '{table}' for "
