@@ -24,8 +24,11 @@ SETTLE_SECONDS = 120
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.MANAGED,
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.SUSPENDED,
+    dg.DagsterRunStatus.CANCELING,
 ]
 
 daily_refresh = dg.define_asset_job(
@@ -34,6 +37,15 @@ daily_refresh = dg.define_asset_job(
     description="One delivery day of every event source, then every customer-level table, the "
     "report and the published copy.",
 )
+
+
+def _stamp(path: Path) -> int | None:
+    """A file's or folder's modification time (ns); None when it has just gone (a transfer
+    tool's temporary file, renamed between the listing and this)."""
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
 
 
 def landing_days(zone: LandingZoneResource) -> dict[str, dict[str, int]]:
@@ -46,9 +58,10 @@ def landing_days(zone: LandingZoneResource) -> dict[str, dict[str, int]]:
             continue
         for day in folder.iterdir():
             if day.is_dir():
-                stamps = [day.stat().st_mtime_ns]
-                stamps += [f.stat().st_mtime_ns for f in day.iterdir() if f.is_file()]
-                days.setdefault(day.name, {})[source.name] = max(stamps)
+                stamps = [_stamp(day), *(_stamp(f) for f in day.iterdir() if f.is_file())]
+                known = [stamp for stamp in stamps if stamp is not None]
+                if known:
+                    days.setdefault(day.name, {})[source.name] = max(known)
     return days
 
 
@@ -58,26 +71,8 @@ def missing_folders(day: str, stamps: dict[str, int]) -> list[str]:
     return [f"{s.folder}/{day}/" for s in landing.DAILY_FILE_SOURCES if s.name not in stamps]
 
 
-@dg.schedule(
-    job=daily_refresh,
-    cron_schedule="0 6 * * *",
-    execution_timezone="UTC",
-    name="daily_refresh_schedule",
-    description="At 06:00 UTC, yesterday's partition, once every daily source has delivered "
-    "its folder for the day (otherwise the tick is skipped, saying which are missing, and the "
-    "sensor launches the day when they arrive).",
-)
-def daily_schedule(
-    context: dg.ScheduleEvaluationContext, landing_zone: LandingZoneResource
-) -> dg.RunRequest | dg.SkipReason:
-    day = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
-    missing = missing_folders(day, landing_days(landing_zone).get(day, {}))
-    if missing:
-        return dg.SkipReason(
-            f"{day} is not delivered yet: no {', '.join(missing)} in {landing_zone.path}. "
-            "The sensor new_landing_day launches the day once they arrive (or launch it by hand)."
-        )
-    return dg.RunRequest(run_key=day, partition_key=day)
+class Unreadable(Exception):
+    """The published copy could not be read, so what is loaded is not known."""
 
 
 def loaded_times(published: Path) -> dict[tuple[str, str], int]:
@@ -86,16 +81,21 @@ def loaded_times(published: Path) -> dict[tuple[str, str], int]:
     if not published.exists():
         return {}
     sources = [s.name for s in landing.DAILY_FILE_SOURCES]
-    with duckdb.connect(str(published), read_only=True) as conn:
-        rows = conn.execute(
-            """
-            SELECT source, CAST(partition_date AS VARCHAR), max(loaded_at)
-            FROM raw.deliveries
-            WHERE source IN (SELECT unnest($sources)) AND partition_date IS NOT NULL
-            GROUP BY ALL
-            """,
-            {"sources": sources},
-        ).fetchall()
+    try:
+        with duckdb.connect(str(published), read_only=True) as conn:
+            rows = conn.execute(
+                """
+                SELECT source, CAST(partition_date AS VARCHAR), max(loaded_at)
+                FROM raw.deliveries
+                WHERE source IN (SELECT unnest($sources)) AND partition_date IS NOT NULL
+                GROUP BY ALL
+                """,
+                {"sources": sources},
+            ).fetchall()
+    except duckdb.Error as error:
+        # Held open for writing (a DuckDB CLI started without -readonly), or not a published
+        # copy: better to wait than to launch every day again.
+        raise Unreadable(f"cannot read the published copy {published}: {error}") from error
     # loaded_at is UTC without a zone.
     return {(s, d): int(at.replace(tzinfo=UTC).timestamp() * 1e9) for s, d, at in rows}
 
@@ -119,6 +119,50 @@ def _in_flight(instance: dg.DagsterInstance) -> set[str]:
     return days
 
 
+def _why_not_yet(day: str, stamps: dict[str, int]) -> str | None:
+    """Why a delivered day cannot run yet (a folder missing, a file still new), or None."""
+    missing = missing_folders(day, stamps)
+    if missing:
+        return f"waiting for {', '.join(missing)}"
+    if max(stamps.values()) > time.time_ns() - SETTLE_SECONDS * 10**9:
+        return f"files newer than {SETTLE_SECONDS} s"
+    return None
+
+
+@dg.schedule(
+    job=daily_refresh,
+    cron_schedule="0 6 * * *",
+    execution_timezone="UTC",
+    name="daily_refresh_schedule",
+    description="At 06:00 UTC, yesterday's partition, once every daily source has delivered "
+    f"its folder for the day and its files are {SETTLE_SECONDS} s old, unless a published run "
+    "has loaded it since they changed or a run of it has not ended (as the sensor launches "
+    "days); a skipped tick says why.",
+)
+def daily_schedule(
+    context: dg.ScheduleEvaluationContext,
+    landing_zone: LandingZoneResource,
+    warehouse: WarehouseResource,
+) -> dg.RunRequest | dg.SkipReason:
+    day = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
+    stamps = landing_days(landing_zone).get(day, {})
+    why = _why_not_yet(day, stamps)
+    if why:
+        return dg.SkipReason(
+            f"{day} cannot run yet ({why} in {landing_zone.path}): the sensor new_landing_day "
+            "launches it once it can, or launch it by hand."
+        )
+    if day in _in_flight(context.instance):
+        return dg.SkipReason(f"{day}: a run of it has not ended")
+    try:
+        loaded = loaded_times(warehouse.published_path())
+    except Unreadable as error:
+        return dg.SkipReason(f"{day}: {error}")
+    if _loaded_since(stamps, day, loaded):
+        return dg.SkipReason(f"{day}: loaded and published since its files last changed")
+    return dg.RunRequest(run_key=day, partition_key=day)
+
+
 def _blocks(days: list[str]) -> list[tuple[str, str]]:
     """Sorted days as runs of consecutive partitions (first, last)."""
     keys = daily_partitions.get_partition_keys()
@@ -137,9 +181,10 @@ def _blocks(days: list[str]) -> list[tuple[str, str]]:
     minimum_interval_seconds=60,
     description="Launches a day's run when every daily source has delivered its folder for it "
     f"and its newest file is {SETTLE_SECONDS} s old, or when such a day changes (a re-delivery: "
-    "the run replaces the day, it never adds to it). Days already loaded by a published run "
-    "after their files last changed, or covered by a run not yet ended, are not launched "
-    "again; consecutive new days go in one run.",
+    "the run replaces the day, it never adds to it). A day it has not launched is not "
+    "launched when a published run loaded it after its files last changed (by the schedule, "
+    "by hand, before the sensor was switched on), nor is a day a run not yet ended covers; "
+    "consecutive days go in one run.",
 )
 def new_landing_day(
     context: dg.SensorEvaluationContext,
@@ -160,20 +205,24 @@ def new_landing_day(
         for day, stamps in found.items()
         if day in valid and seen.get(day) != max(stamps.values())
     )
-    waiting = {day: missing_folders(day, found[day]) for day in changed}
-    waiting = {day: missing for day, missing in waiting.items() if missing}
-    settled = time.time_ns() - SETTLE_SECONDS * 10**9
-    settling = [d for d in changed if d not in waiting and max(found[d].values()) > settled]
-    ready = [d for d in changed if d not in waiting and d not in settling]
-    loaded = loaded_times(warehouse.published_path()) if ready else {}
+    held = {day: why for day in changed if (why := _why_not_yet(day, found[day]))}
+    ready = [day for day in changed if day not in held]
+    # A day the sensor has not seen may have been loaded without it (by the schedule, by
+    # hand, before it was switched on); a day it has seen changed since it launched it.
+    unseen = [day for day in ready if day not in seen]
+    try:
+        loaded = loaded_times(warehouse.published_path()) if unseen else {}
+    except Unreadable as error:
+        return dg.SensorResult(cursor=context.cursor, skip_reason=f"Waiting: {error}")
     busy = _in_flight(context.instance) if ready else set()
     cursor = dict(seen)
     launch = []
     for day in ready:
         if day in busy:
-            continue  # looked at again once that run has ended
+            held[day] = "a run of it has not ended"
+            continue
         cursor[day] = max(found[day].values())
-        if not _loaded_since(found[day], day, loaded):
+        if day in seen or not _loaded_since(found[day], day, loaded):
             launch.append(day)
     requests = [
         dg.RunRequest(
@@ -183,16 +232,10 @@ def new_landing_day(
         )
         for first, last in _blocks(launch)
     ]
-    notes = []
-    if waiting:
-        day, missing = next(iter(waiting.items()))
-        notes.append(f"{len(waiting)} day(s) waiting for folders, e.g. {day}: {', '.join(missing)}")
-    if settling:
-        notes.append(f"{len(settling)} day(s) with files newer than {SETTLE_SECONDS} s")
-    if not launch:
-        notes.append("no new or changed delivery day to launch")
+    skip = "No new or changed delivery day to launch"
+    if held:
+        day, why = next(iter(held.items()))
+        skip += f"; {len(held)} day(s) not yet, e.g. {day}: {why}"
     return dg.SensorResult(
-        run_requests=requests,
-        cursor=json.dumps(cursor),
-        skip_reason=None if requests else "; ".join(notes).capitalize(),
+        run_requests=requests, cursor=json.dumps(cursor), skip_reason=None if requests else skip
     )

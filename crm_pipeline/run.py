@@ -191,7 +191,8 @@ def layer_seconds(steps: dict[str, float]) -> dict[str, float]:
 
 
 # The steps that recompute customer-level tables for every customer, as a daily run must;
-# the other steps load and model the event data (only the new partition's, in a daily run).
+# the others load and model the event data (a daily run loads and stages the new partition;
+# some of core's event tables are rebuilt over every day).
 CUSTOMER_LEVEL = ("core__customers", "analytics__", "mining__")
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pytest
 
 from crm_pipeline.automation import SETTLE_SECONDS, daily_schedule, new_landing_day
 from crm_pipeline.definitions import defs
@@ -52,6 +54,23 @@ def _evaluate(
     return new_landing_day(context)
 
 
+def _publish_loads(published: Path, loads: dict[str, datetime]) -> None:
+    """A published copy whose raw.deliveries says each day was loaded at the time given
+    (store purchases and feedback; the inquiries' files had no rows)."""
+    with duckdb.connect(str(published)) as conn:
+        conn.execute(
+            "CREATE SCHEMA IF NOT EXISTS raw; CREATE TABLE IF NOT EXISTS raw.deliveries ("
+            "source VARCHAR, partition_date DATE, source_file VARCHAR, source_rows BIGINT, "
+            "loaded_at TIMESTAMP)"
+        )
+        for day, at in loads.items():
+            for source in ("store_purchases", "feedback"):
+                conn.execute(
+                    "INSERT INTO raw.deliveries VALUES (?, ?, 'f', 1, ?)",
+                    [source, day, at.astimezone(UTC).replace(tzinfo=None)],
+                )
+
+
 def _launched(result: dg.SensorResult) -> list[str]:
     """Each request as its first..last day."""
     launched = []
@@ -72,9 +91,9 @@ def test_the_sensor_launches_a_delivered_day_once_and_again_when_it_is_redeliver
     assert _launched(result) == ["2025-03-01..2025-03-01"]
     again = _evaluate(tmp_path, result.cursor)
     assert again.run_requests == []
-    assert "waiting for folders, e.g. 2025-03-03: inquiries/2025-03-03/, feedback/2025-03-03/" in (
-        again.skip_reason.skip_message
-    )
+    assert (
+        "1 day(s) not yet, e.g. 2025-03-03: waiting for inquiries/2025-03-03/, feedback/2025-03-03/"
+    ) in again.skip_reason.skip_message
     _deliver(tmp_path, "2025-03-03", "inquiries", "feedback")
     assert _launched(_evaluate(tmp_path, again.cursor)) == ["2025-03-03..2025-03-03"]
     _age(first, 300)  # the day's file is delivered again
@@ -85,7 +104,16 @@ def test_the_sensor_launches_a_delivered_day_once_and_again_when_it_is_redeliver
     _deliver(tmp_path, "2025-03-05", age_s=5)
     settling = _evaluate(tmp_path, redelivered.cursor)
     assert settling.run_requests == []
-    assert f"1 day(s) with files newer than {SETTLE_SECONDS} s" in settling.skip_reason.skip_message
+    assert f"e.g. 2025-03-05: files newer than {SETTLE_SECONDS} s" in (
+        settling.skip_reason.skip_message
+    )
+    # The published copy unreadable (held open for writing, or not one): the sensor waits,
+    # rather than launch every day again, and keeps its cursor.
+    (tmp_path / "published.duckdb").write_bytes(b"not a database")
+    _deliver(tmp_path, "2025-03-07")
+    unreadable = _evaluate(tmp_path, redelivered.cursor)
+    assert unreadable.run_requests == [] and unreadable.cursor == redelivered.cursor
+    assert "Waiting: cannot read the published copy" in unreadable.skip_reason.skip_message
 
 
 def test_the_sensor_runs_consecutive_days_as_one_run_and_skips_days_loaded_or_in_flight(
@@ -97,23 +125,19 @@ def test_the_sensor_runs_consecutive_days_as_one_run_and_skips_days_loaded_or_in
     # Days a published run loaded after their files last changed are not launched again, as
     # when the sensor is switched on over a landing zone already loaded.
     published = tmp_path / "published.duckdb"
-    with duckdb.connect(str(published)) as conn:
-        conn.execute(
-            "CREATE SCHEMA raw; CREATE TABLE raw.deliveries (source VARCHAR, partition_date DATE, "
-            "source_file VARCHAR, source_rows BIGINT, loaded_at TIMESTAMP)"
-        )
-        now = datetime.now(UTC).replace(tzinfo=None)
-        # 2025-03-05's files were delivered again after its load, 20 minutes ago.
-        loads = {"2025-03-01": now, "2025-03-02": now, "2025-03-05": now - timedelta(minutes=20)}
-        for day, at in loads.items():
-            for source in ("store_purchases", "feedback"):  # inquiries' file: no rows
-                conn.execute(
-                    "INSERT INTO raw.deliveries VALUES (?, ?, 'f', 1, ?)", [source, day, at]
-                )
+    now = datetime.now(UTC)
+    # 2025-03-05's files were delivered again after its load, 20 minutes ago.
+    loads = {"2025-03-01": now, "2025-03-02": now, "2025-03-05": now - timedelta(minutes=20)}
+    _publish_loads(published, loads)
     assert _launched(_evaluate(tmp_path)) == ["2025-03-03..2025-03-03", "2025-03-05..2025-03-05"]
     with duckdb.connect(str(published)) as conn:
-        conn.execute("UPDATE raw.deliveries SET loaded_at = ?", [now])
-    assert _launched(_evaluate(tmp_path)) == ["2025-03-03..2025-03-03"]
+        conn.execute("UPDATE raw.deliveries SET loaded_at = ?", [now.replace(tzinfo=None)])
+    first_look = _evaluate(tmp_path)
+    assert _launched(first_look) == ["2025-03-03..2025-03-03"]
+    # A day the sensor has seen that changes is launched, loaded or not: a copy that kept its
+    # files' old times (rsync -a) moves the day's time back.
+    _age(tmp_path / "feedback" / "2025-03-05" / "survey.csv", 3600)
+    assert _launched(_evaluate(tmp_path, first_look.cursor)) == ["2025-03-05..2025-03-05"]
     # A day a run not yet ended covers waits for it, and is not marked seen meanwhile.
     instance = dg.DagsterInstance.ephemeral()
     job = defs.resolve_job_def("daily_refresh")
@@ -127,8 +151,14 @@ def test_the_sensor_runs_consecutive_days_as_one_run_and_skips_days_loaded_or_in
     assert set(json.loads(waiting.cursor)) == {"2025-03-01", "2025-03-02", "2025-03-05"}
 
 
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
 def test_the_daily_job_covers_every_asset_and_the_schedule_runs_yesterday_once_delivered(
-    tmp_path: Path,
+    tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     job = defs.resolve_job_def("daily_refresh")
     assert set(job.asset_layer.executable_asset_keys) == set(
@@ -138,15 +168,32 @@ def test_the_daily_job_covers_every_asset_and_the_schedule_runs_yesterday_once_d
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 6 * * *", "UTC")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     context = dg.build_schedule_context(
+        instance=instance,
         scheduled_execution_time=datetime(2025, 3, 2, 6, 0),
-        resources={"landing_zone": LandingZoneResource(root=str(tmp_path))},
+        resources={
+            "landing_zone": LandingZoneResource(root=str(tmp_path)),
+            "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb")),
+        },
     )
+
+    def skipped() -> str:
+        result = daily_schedule(context)
+        assert isinstance(result, dg.SkipReason), result
+        return result.skip_message
+
     _deliver(tmp_path, "2025-03-01", "store_purchases", "feedback")
-    skipped = daily_schedule(context)
-    assert isinstance(skipped, dg.SkipReason)
-    assert "2025-03-01 is not delivered yet: no inquiries/2025-03-01/" in skipped.skip_message
+    assert "2025-03-01 cannot run yet (waiting for inquiries/2025-03-01/ in" in skipped()
+    _deliver(tmp_path, "2025-03-01", "inquiries", age_s=5)
+    assert f"(files newer than {SETTLE_SECONDS} s in" in skipped()
     _deliver(tmp_path, "2025-03-01", "inquiries")
     assert daily_schedule(context).partition_key == "2025-03-01"
+    instance.create_run_for_job(
+        job, tags={"dagster/partition": "2025-03-01"}, status=dg.DagsterRunStatus.STARTED
+    )
+    assert skipped() == "2025-03-01: a run of it has not ended"
+    instance.delete_run(instance.get_runs()[0].run_id)
+    _publish_loads(tmp_path / "published.duckdb", {"2025-03-01": datetime.now(UTC)})
+    assert skipped() == "2025-03-01: loaded and published since its files last changed"
 
 
 def test_the_shop_tables_retry_with_backoff_when_the_database_is_unreachable() -> None:

@@ -3,6 +3,7 @@ rule they broke; a failed run names the asset, the source, the partitions and th
 
 from __future__ import annotations
 
+import codecs
 import os
 import shutil
 import subprocess
@@ -430,10 +431,14 @@ def test_a_reference_file_no_row_of_which_loads_fails_and_leaves_the_table_as_it
     assert "header_mismatch" in message and "raw.stores is left as it was" in message
     assert _raw_rows(warehouse, "stores") == stores
     # Not a byte, not even the header: a failed export, refused too.
-    reference.write_bytes(b"")
-    [message] = failure_messages(_load(zone, warehouse, "stores"))
-    assert "reference/stores.csv is empty, not even a header line" in message
-    assert _raw_rows(warehouse, "stores") == stores
+    for nothing in (b"", codecs.BOM_UTF8 + b"\r\n"):
+        reference.write_bytes(nothing)
+        [message] = failure_messages(_load(zone, warehouse, "stores"))
+        assert (
+            "No row of reference/stores.csv could be loaded (the file is empty, not even a "
+            "header line). Fix the file and deliver it again; raw.stores is left as it was"
+        ) in message
+        assert _raw_rows(warehouse, "stores") == stores
     # A header and no rows is a business without stores: loaded as none.
     reference.write_text("store_id,city,region\n", "utf-8")
     assert _load(zone, warehouse, "stores").success
@@ -483,13 +488,22 @@ def test_a_daily_file_delivered_again_unreadable_fails_and_keeps_the_rows_it_loa
 ) -> None:
     zone, warehouse, loaded = _loaded(tiny_zone, tmp_path, "store_purchases")
     pos = zone / "store_purchases" / DAY1 / "pos.csv"
-    pos.write_text(pos.read_text(encoding="utf-8").replace(",", ";"), "utf-8")
+    broken = pos.read_text(encoding="utf-8").replace(",", ";")
+    pos.write_text(broken, "utf-8")
     [message] = failure_messages(_load(zone, warehouse, "store_purchases"))
     assert (
         f"No row of store_purchases/{DAY1}/pos.csv could be loaded (3 row(s): header_mismatch), "
         "and raw.store_purchases held 3 rows from it. Fix the file and deliver it again"
     ) in message
     assert _raw_rows(warehouse, "store_purchases") == loaded
+    pos.write_bytes(b"")  # a failed export, in place of the file that loaded
+    [message] = failure_messages(_load(zone, warehouse, "store_purchases"))
+    assert (
+        f"No row of store_purchases/{DAY1}/pos.csv could be loaded (the file is empty, not even "
+        "a header line), and raw.store_purchases held 3 rows from it."
+    ) in message
+    assert _raw_rows(warehouse, "store_purchases") == loaded
+    pos.write_text(broken, "utf-8")
     # Delivered so the first time, it is set aside whole, as any reject, and the run goes on.
     fresh = tmp_path / "fresh.duckdb"
     assert _load(zone, fresh, "store_purchases").success

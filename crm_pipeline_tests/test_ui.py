@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from crm_pipeline.definitions import defs
 from crm_pipeline.raw.schemas import RAW_MODELS
 from crm_pipeline.run import prepare_instance
 from crm_pipeline_tests.conftest import free_port
+from crm_pipeline_tests.landing_builder import DAY1, DAY2
 
 REPO = Path(__file__).resolve().parents[1]
 LOCATION = "crm_pipeline.definitions"
@@ -28,8 +31,11 @@ def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
     request = urllib.request.Request(
         f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        payload = json.load(response)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            payload = json.load(response)
+    except urllib.error.HTTPError as error:  # the server's own words, not only its status
+        raise AssertionError(f"{error}: {error.read().decode(errors='replace')[:2000]}") from None
     assert "errors" not in payload, payload["errors"]
     return payload["data"]
 
@@ -38,11 +44,17 @@ def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
 def webserver(tiny_zone: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("dagster_home")
     prepare_instance(home)
+    # A copy delivered ten minutes ago: the sensor launches days whose files have settled.
+    zone = home / "landing"
+    shutil.copytree(tiny_zone, zone)
+    delivered = time.time_ns() - 600 * 10**9
+    for path in zone.rglob("*"):
+        os.utime(path, ns=(delivered, delivered))
     port = free_port()
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
-        "CRM_LANDING_DIR": str(tiny_zone),
+        "CRM_LANDING_DIR": str(zone),
         "CRM_WAREHOUSE": str(home / "warehouse.duckdb"),
     }
     server = subprocess.Popen(
@@ -123,6 +135,38 @@ def test_ui_loads_the_schedule_and_the_sensor(webserver: str) -> None:
     assert {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]} == {
         "new_landing_day": "STOPPED"
     }
+
+
+def test_ui_dry_runs_the_sensor_to_one_run_for_the_delivered_days(webserver: str) -> None:
+    tick = _graphql(
+        webserver,
+        """
+        mutation DryRun($selector: SensorSelector!) {
+          sensorDryRun(selectorData: $selector, cursor: null) {
+            __typename
+            ... on DryRunInstigationTick {
+              evaluationResult { runRequests { tags { key value } } skipReason error { message } }
+            }
+            ... on PythonError { message }
+          }
+        }
+        """,
+        {
+            "selector": {
+                "repositoryLocationName": LOCATION,
+                "repositoryName": "__repository__",
+                "sensorName": "new_landing_day",
+            }
+        },
+    )["sensorDryRun"]
+    assert tick["__typename"] == "DryRunInstigationTick", tick
+    evaluation = tick["evaluationResult"]
+    assert evaluation["error"] is None, evaluation["error"]
+    # Both delivered days, consecutive, in one run of the range (nothing published yet).
+    [request] = evaluation["runRequests"]
+    tags = {t["key"]: t["value"] for t in request["tags"]}
+    assert tags["dagster/asset_partition_range_start"] == DAY1
+    assert tags["dagster/asset_partition_range_end"] == DAY2
 
 
 def test_ui_launches_a_run_that_succeeds(webserver: str) -> None:

@@ -4,6 +4,7 @@ Event sources are daily-partitioned; a run over a range of days is one run, and 
 replaces it. Snapshot sources (accounts, reference files) are replaced whole on each load.
 """
 
+import codecs
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -169,15 +170,14 @@ def _load_files(
     loaded_at = _now()
     delivered = deliveries(paths)
     # A CSV export writes its header even for a day without rows: a file of no bytes is what
-    # a failed export leaves. Its day loads as no rows, with a warning. (A JSON Lines file of
-    # a day without rows is empty by right.)
-    empty = [d.name for d in delivered if loader is load_csv and not d.content.strip()]
-    if empty and not source.daily:
-        raise ActionableError(
-            f"{empty[0]} is empty, not even a header line (a failed export?): loaded, it "
-            f"would leave raw.{source.name} without a row. Deliver the file again; "
-            f"raw.{source.name} is left as it was until then."
-        )
+    # a failed export leaves. A first delivery of a day loads as no rows, with a warning; a
+    # reference file, or one in place of a file that loaded, is refused (below). (A JSON
+    # Lines file of a day without rows is empty by right.)
+    empty = [
+        d.name
+        for d in delivered
+        if loader is load_csv and not d.content.removeprefix(codecs.BOM_UTF8).strip()
+    ]
     if empty:
         context.log.warning(
             f"raw.{source.name}: {len(empty)} file(s) empty, not even a header line: "
@@ -196,7 +196,7 @@ def _load_files(
         clear_slice(conn, source.name, *((days[0], days[-1]) if days is not None else (None, None)))
         loader(conn, source.name, source.columns, delivered, loaded_at)
         blank_raw(conn, source.name)
-        _refuse_a_load_that_empties(conn, source, held, loaded_at)
+        _refuse_a_load_that_empties(conn, source, held, loaded_at, empty)
         conn.commit()
         not_read = [p.relative_to(root).as_posix() for p in stray[:50]]
         return _result(conn, source.name, days, {"files_not_read": not_read}, empty)
@@ -207,6 +207,7 @@ def _refuse_a_load_that_empties(
     source: landing.FileSource,
     held: dict[str, int],
     loaded_at: datetime,
+    empty: list[str],
 ) -> None:
     """Fail the load, leaving the table as it was, when a file has rows none of which could
     be read (a changed delimiter, a renamed header) and it would empty what it feeds: a
@@ -234,6 +235,8 @@ def _refuse_a_load_that_empties(
         """,
         {"source": source.name, "at": loaded_at},
     ).fetchall()
+    # A file of no bytes has no row to reject: it empties what it feeds all the same.
+    rows += [(file, "the file is empty, not even a header line") for file in empty]
     for file, why in rows:
         if source.daily and not held.get(file):
             continue
