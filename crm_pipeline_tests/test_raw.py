@@ -76,6 +76,17 @@ def test_shop_tables_land_by_order_day_and_undatable_orders_are_quarantined(load
         "WHERE source = 'online_order_items' ORDER BY 1"
     ).fetchall()
     assert orphans == [("O3",), ("O9",)]
+    # The check says those are of no day, swept again by every load, apart from a day's own.
+    result, _, _ = loaded
+    [check] = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key.path[-1] == "online_orders" and e.check_name == "rows_accounted"
+    ]
+    assert check.description.endswith(
+        "2 set aside in quarantine.raw_rejects (query it with source = 'online_orders' for the "
+        "reasons, all of no partition, set aside again by every load)."
+    )
 
 
 def test_extra_delivered_columns_are_kept_as_json(loaded) -> None:
