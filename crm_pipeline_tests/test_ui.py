@@ -217,3 +217,61 @@ def test_ui_launches_a_run_that_succeeds(webserver: str) -> None:
     ]
     assert any(m.startswith("Executing steps in process") for m in messages), messages
     assert not any("Launching subprocess" in m for m in messages)
+
+
+def test_ui_sensor_switched_on_launches_the_delivered_days_as_one_run_that_succeeds(
+    webserver: str,
+) -> None:
+    selector = {
+        "repositoryLocationName": LOCATION,
+        "repositoryName": "__repository__",
+        "sensorName": "new_landing_day",
+    }
+    started = _graphql(
+        webserver,
+        """
+        mutation Start($selector: SensorSelector!) {
+          startSensor(sensorSelector: $selector) {
+            __typename
+            ... on Sensor { sensorState { id status } }
+            ... on PythonError { message }
+          }
+        }
+        """,
+        {"selector": selector},
+    )["startSensor"]
+    assert started["__typename"] == "Sensor", started
+    state = started["sensorState"]
+    try:
+        # The daemon of `dagster dev` ticks the sensor, which queues one run for both days.
+        deadline, runs = time.monotonic() + 240, []
+        while time.monotonic() < deadline:
+            runs = _graphql(
+                webserver,
+                """
+                {
+                  runsOrError(filter: {tags: [{key: "dagster/sensor_name", value: "new_landing_day"}]}) {
+                    ... on Runs { results { runId status tags { key value } } }
+                  }
+                }
+                """,
+            )["runsOrError"]["results"]
+            if runs and runs[0]["status"] in {"SUCCESS", "FAILURE", "CANCELED"}:
+                break
+            time.sleep(2)
+    finally:
+        _graphql(
+            webserver,
+            "mutation Stop($id: String) { stopSensor(id: $id) { __typename } }",
+            {"id": state["id"]},
+        )
+    [run] = runs
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert (
+        tags["dagster/asset_partition_range_start"],
+        tags["dagster/asset_partition_range_end"],
+    ) == (
+        DAY1,
+        DAY2,
+    )
+    assert run["status"] == "SUCCESS", run
