@@ -65,8 +65,11 @@ def _materialize(args: argparse.Namespace) -> int:
         )
 
     # Bound now, not at import: the environment may have changed since (a test, a notebook).
+    # The run's resources read the environment when they start (EnvVar): a value in the run's
+    # job snapshot is stored for good, and CRM_SHOP_URL may hold a password. The command's own
+    # reads (the shop's order days) use the values.
     bound = resources_from_env(resolve=True)
-    defs = definitions(bound)
+    defs = definitions(resources_from_env())
     first = last = None
     try:
         keys = selected_keys(defs, args.select)

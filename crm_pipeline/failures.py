@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import quote
 
 import dagster as dg
 import sqlalchemy as sa
@@ -38,7 +39,7 @@ def safe_url(url: str) -> str:
     """A database URL fit for a message or a log: the password, if any, replaced by ***."""
     try:
         return sa.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         return "<an unparseable database URL>"
 
 
@@ -46,9 +47,14 @@ def _without_password(text: str, url: str | None) -> str:
     """`text` with the URL's password masked, wherever a driver's message repeated it."""
     try:
         password = sa.make_url(url).password if url else None
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):
         return text
-    return text.replace(str(password), "***") if password else text
+    if not password:
+        return text
+    # As the URL spells it too (percent-encoded), in case a message quotes the URL itself.
+    for spelling in {str(password), quote(str(password), safe="")}:
+        text = text.replace(spelling, "***")
+    return text
 
 
 def partitions_of(context: dg.AssetExecutionContext) -> str:

@@ -17,12 +17,13 @@ import pandas as pd
 import pandera.pandas as pa
 import pytest
 import sqlalchemy as sa
+from dagster_shared.serdes import serialize_value
 from pandera.typing import Series
 
 from crm_pipeline import landing
 from crm_pipeline.cli import main
 from crm_pipeline.contracts import repeated_keys, validate_query
-from crm_pipeline.failures import explained
+from crm_pipeline.failures import _without_password, explained, safe_url
 from crm_pipeline.raw.assets import raw_assets
 from crm_pipeline.resources import WarehouseResource, WarehouseUnavailable
 from crm_pipeline.run import failure_messages, range_tags
@@ -551,3 +552,32 @@ def test_a_setting_given_on_the_command_line_reaches_the_run_and_a_wrong_one_is_
     # Out of the setting's range: the run fails before any step, and says why.
     assert _exit_code("--select", "group:analytics", "--set", "analysis.holdout_days=0") == 1
     assert "FAILED run: " in capsys.readouterr().err
+
+
+def test_a_recorded_run_keeps_the_shop_url_out_of_what_the_instance_stores(
+    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    zone = _zone(tiny_zone, tmp_path)
+    _command_line_on(zone, tmp_path / "warehouse.duckdb", monkeypatch)
+    # The URL would carry the shop's password; a SQLite one stands for it here.
+    url = landing.shop_url_for(zone)
+    monkeypatch.setenv("CRM_SHOP_URL", url)
+    home = tmp_path / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    assert _exit_code("--select", "key:raw/online_orders", "--record", "--no-publish") == 0
+    with dg.DagsterInstance.get() as instance:
+        [run] = instance.get_runs()
+        snapshot = serialize_value(instance.get_job_snapshot(run.job_snapshot_id))
+    assert "CRM_SHOP_URL" in snapshot and url not in snapshot
+    assert _count(tmp_path / "warehouse.duckdb", "SELECT count(*) FROM raw.online_orders") > 0
+
+
+def test_a_password_is_masked_however_the_url_spells_it() -> None:
+    url = "postgresql+psycopg2://crm:p@ss/w@db.internal:5432/shop".replace("p@ss/w", "p%40ss%2Fw")
+    assert safe_url(url) == "postgresql+psycopg2://crm:***@db.internal:5432/shop"
+    assert (
+        safe_url("postgresql+psycopg2://crm:secret@db:54x2/shop") == "<an unparseable database URL>"
+    )
+    quoted = f"could not connect to {url}: password p@ss/w refused"
+    assert "p%40ss" not in _without_password(quoted, url)
+    assert "p@ss/w" not in _without_password(quoted, url)
