@@ -303,8 +303,9 @@ def _erase(args: argparse.Namespace) -> int:
     )
     if erasure.landing_files:
         print(
-            "These deliveries still hold the records; redact them at the source (a run of "
-            "their days blanks the records again, but not lines raw rejects):"
+            "These deliveries still hold the records, or a line set aside in quarantine that "
+            "quotes them; redact them at the source (a run of their days blanks the records "
+            "again, but brings such a line back):"
         )
         for name in erasure.landing_files:
             print(f"  {name}")

@@ -58,6 +58,8 @@ CROSSWALK = "core.customer_crosswalk"
 CORE_ROWS = {"customers": "customer_key", "feedback": "customer_key"}
 # Shorter values (an initial, a two-digit extension) are too common to look for in free text.
 SHORTEST_QUOTED = 4
+# SQL: whether a text ({}) quotes one of the erased values ($values).
+QUOTING = "list_bool_or([contains(CAST({} AS VARCHAR), v) FOR v IN $values])"
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,7 @@ def erase(
     )
     records = conn.execute("SELECT count(*) FROM erasing").fetchall()[0][0]
     values = _their_values(conn)
-    files = _landing_files(conn)
+    files = _landing_files(conn, values)
     # A test or staff account is known by its email's domain, which goes: its rule is kept.
     conn.execute(
         f"""
@@ -267,17 +269,16 @@ def erase(
     if values:
         # Rows set aside without an id to go by (a line cut off, an account without its id)
         # lose what quotes one of the values.
-        quoting = "list_bool_or([contains(CAST({} AS VARCHAR), v) FOR v IN $values])"
         conn.execute(
             f"UPDATE {RAW_REJECTS} SET raw_text = NULL "
-            f"WHERE raw_text IS NOT NULL AND {quoting.format('raw_text')}",
+            f"WHERE raw_text IS NOT NULL AND {QUOTING.format('raw_text')}",
             {"values": values},
         )
         for source in ERASABLE:
             for log in (REJECTS_TABLE, MERGED_TABLE):
                 conn.execute(
                     f"UPDATE {log} SET record = json_merge_patch(record, $patch) "
-                    f"WHERE source = $source AND {quoting.format('record')}",
+                    f"WHERE source = $source AND {QUOTING.format('record')}",
                     {"values": values, "patch": _patch(source), "source": source},
                 )
         # The cache holds phones by their digits too ('4155550100' for '(415) 555-0100').
@@ -309,17 +310,27 @@ def _patch(source: str) -> str:
     )
 
 
-def _landing_files(conn: duckdb.DuckDBPyConnection) -> list[str]:
-    """The delivered files (landing zone paths, or shop tables) the erased records came from."""
+def _landing_files(conn: duckdb.DuckDBPyConnection, values: list[str]) -> list[str]:
+    """The delivered files (landing zone paths, or shop tables) the erased records came from,
+    and those with a line set aside in quarantine that quotes one of their values (a file
+    whose header did not match: loaded again, it would bring the line back)."""
     parts = [
         f"SELECT source_file FROM raw.{source} WHERE {_raw_id(id_column)} IN "
         f"(SELECT source_id FROM erasing WHERE source = '{source}')"
         for source, id_column in ERASABLE.items()
         if table_exists(conn, f"raw.{source}")
     ]
+    if values and table_exists(conn, RAW_REJECTS):
+        parts.append(
+            f"SELECT source_file FROM {RAW_REJECTS} "
+            f"WHERE raw_text IS NOT NULL AND {QUOTING.format('raw_text')}"
+        )
     if not parts:
         return []
-    found = conn.execute(f"SELECT DISTINCT source_file FROM ({' UNION '.join(parts)}) ORDER BY 1")
+    found = conn.execute(
+        f"SELECT DISTINCT source_file FROM ({' UNION '.join(parts)}) ORDER BY 1",
+        {"values": values} if values and table_exists(conn, RAW_REJECTS) else {},
+    )
     return [f for (f,) in found.fetchall()]
 
 

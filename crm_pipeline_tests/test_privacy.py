@@ -3,6 +3,7 @@ the warehouse file, and stays out when the sources are loaded again; their purch
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from crm_pipeline import landing
 from crm_pipeline.cli import main
 from crm_pipeline.generate import generate
 from crm_pipeline.privacy import Request, customers_of
+from crm_pipeline_tests.landing_builder import DAY1, DAY2
 
 
 def _command(*args: str) -> int:
@@ -177,3 +179,23 @@ def test_an_erasure_must_name_someone_and_needs_a_warehouse(
     assert "Name whom to erase" in capsys.readouterr().err
     assert _command("erase", "--customer-key", "C0", "--reason", "ticket 1") == 2
     assert "No warehouse at" in capsys.readouterr().err
+
+
+def test_an_erasure_names_a_delivery_whose_rejected_line_quotes_the_customer(
+    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    zone = tmp_path / "zone"
+    shutil.copytree(tiny_zone, zone)
+    # Day 2's survey has a renamed column: set aside whole, this line with it.
+    survey = zone / "feedback" / DAY2 / "survey.csv"
+    with survey.open("a", encoding="utf-8") as f:
+        f.write(f"F9,{DAY2} 20:00:00,,bo@example.com,,3,5,{','.join(['4'] * 10)},ok\n")
+    monkeypatch.setenv("CRM_LANDING_DIR", str(zone))
+    monkeypatch.setenv("CRM_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    monkeypatch.delenv("CRM_SHOP_URL", raising=False)
+    assert _command("materialize", "--no-publish") in (0, 1)
+    assert _command("erase", "--email", "bo@example.com", "--reason", "ticket 7") == 0
+    printed = capsys.readouterr().out
+    listed = printed.split("redact them at the source", 1)[1].split()
+    assert f"feedback/{DAY2}/survey.csv" in listed
+    assert f"feedback/{DAY1}/survey.csv" in listed  # where the staged record came from
