@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import time
@@ -152,9 +153,19 @@ def test_the_sensor_runs_consecutive_days_as_one_run_and_skips_days_loaded_or_in
 
 
 @pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
+def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    instance = dg.DagsterInstance.local_temp(str(home))
+    yield instance
+    instance.dispose()
+
+
+def _tick(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    """The schedule evaluated in a context of its own: evaluating it enters the instance,
+    which sets Dagster's current state storage and does not reset it (1.13), so later
+    definitions loads in this process would reach the disposed instance."""
+    return contextvars.copy_context().run(daily_schedule, context)
 
 
 def test_the_daily_job_covers_every_asset_and_the_schedule_runs_yesterday_once_delivered(
@@ -177,7 +188,7 @@ def test_the_daily_job_covers_every_asset_and_the_schedule_runs_yesterday_once_d
     )
 
     def skipped() -> str:
-        result = daily_schedule(context)
+        result = _tick(context)
         assert isinstance(result, dg.SkipReason), result
         return result.skip_message
 
@@ -186,7 +197,7 @@ def test_the_daily_job_covers_every_asset_and_the_schedule_runs_yesterday_once_d
     _deliver(tmp_path, "2025-03-01", "inquiries", age_s=5)
     assert f"(files newer than {SETTLE_SECONDS} s in" in skipped()
     _deliver(tmp_path, "2025-03-01", "inquiries")
-    assert daily_schedule(context).partition_key == "2025-03-01"
+    assert _tick(context).partition_key == "2025-03-01"
     instance.create_run_for_job(
         job, tags={"dagster/partition": "2025-03-01"}, status=dg.DagsterRunStatus.STARTED
     )

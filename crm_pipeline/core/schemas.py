@@ -114,14 +114,16 @@ class Customers(CoreModel):
     email: Series[str] = field("Most recent valid email. " + PERSONAL, str_matches=EMAIL)
     phone: Series[str] = field("Most recent valid phone, E.164. " + PERSONAL, str_matches=E164)
     birth_date: Series[pd.Timestamp] = field("Birth date. " + PERSONAL)
-    gender: Series[str] = field("m or f, when recorded.", isin=["m", "f"])
+    gender: Series[str] = field("m or f, when recorded. " + PERSONAL, isin=["m", "f"])
     address: Series[str] = field("Most complete postal address. " + PERSONAL)
     city: Series[str] = field(
         "City of the address, else of the store of their latest in-store purchase."
     )
     region: Series[str] = field("Sales region of the city, when a store is there.")
-    company_name: Series[str] = field("Company or organisation, for non-individuals.")
-    income: Series[float] = field("Most recent declared yearly income; NULL when never given.")
+    company_name: Series[str] = field("Company or organisation, for non-individuals. " + PERSONAL)
+    income: Series[float] = field(
+        "Most recent declared yearly income; NULL when never given. " + PERSONAL
+    )
     has_online_account: Series[bool] = field("Has a shop account.", nullable=False)
     has_loyalty_card: Series[bool] = field("Has a loyalty card.", nullable=False)
     source_records: Series[int] = field(

@@ -60,13 +60,15 @@ class RawOnlineAccounts(RawRecord):
     email: Series[str] = _text(f"Email as typed by the customer. {PERSONAL}")
     phone: Series[str] = _text(f"Phone as typed, any format. {PERSONAL}")
     full_name: Series[str] = _text(f"Name as typed. {PERSONAL}")
-    gender: Series[str] = _text("Gender as recorded.")
+    gender: Series[str] = _text(f"Gender as recorded. {PERSONAL}")
     birth_date: Series[str] = _text(f"Birth date as recorded. {PERSONAL}")
     address: Series[str] = _text(f"Postal address. {PERSONAL}")
     city: Series[str] = _text("City of the address.")
     customer_type: Series[str] = _text("individual, enterprise or organization, as recorded.")
-    company_name: Series[str] = _text("Company or organisation name for non-individuals.")
-    income: Series[str] = _text("Declared yearly income, as delivered.")
+    company_name: Series[str] = _text(
+        f"Company or organisation name for non-individuals (a sole trader's may be a name). {PERSONAL}"
+    )
+    income: Series[str] = _text(f"Declared yearly income, as delivered. {PERSONAL}")
     created_at: Series[str] = _text("When the account was opened.")
 
 
@@ -181,7 +183,7 @@ class RawLoyaltyMembers(RawRecord):
     email: Series[str] = _text(f"Member email. {PERSONAL}")
     birth_date: Series[str] = _text(f"Birth date. {PERSONAL}")
     address: Series[str] = _text(f"Postal address. {PERSONAL}")
-    income: Series[str] = _text("Declared yearly income.")
+    income: Series[str] = _text(f"Declared yearly income. {PERSONAL}")
     joined_at: Series[str] = _text("When the member joined.")
 
 

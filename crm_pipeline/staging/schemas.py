@@ -103,7 +103,7 @@ class StagingPerson(StagingRecord):
         "Birth date; an age outside 0-120 is quarantined. " + PERSONAL
     )
     address: Series[str] = field("Postal address, Unicode-normalised. " + PERSONAL)
-    income: Series[float] = field("Declared yearly income; NULL when not given.")
+    income: Series[float] = field("Declared yearly income; NULL when not given. " + PERSONAL)
 
 
 class StagingLoyaltyMembers(StagingPerson):
@@ -117,14 +117,16 @@ class StagingOnlineAccounts(StagingPerson):
     """One row per shop account."""
 
     account_id: Series[str] = field("Shop account id, upper-case.", nullable=False)
-    gender: Series[str] = field("m or f; NULL when not recorded.", isin=["m", "f"])
+    gender: Series[str] = field("m or f; NULL when not recorded. " + PERSONAL, isin=["m", "f"])
     city: Series[str] = field("City of the address.")
     customer_type: Series[str] = field(
         "individual, enterprise or organization; NULL when not recorded (core defaults it to "
         "individual).",
         isin=list(CUSTOMER_TYPES),
     )
-    company_name: Series[str] = field("Company or organisation name for non-individuals.")
+    company_name: Series[str] = field(
+        "Company or organisation name for non-individuals. " + PERSONAL
+    )
     created_at: Series[pd.Timestamp] = field("When the account was opened.", nullable=False)
 
 
