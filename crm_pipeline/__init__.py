@@ -19,3 +19,15 @@ def iso_day(text: str) -> str:
     from datetime import datetime
 
     return datetime.strptime(text, "%Y-%m-%d").date().isoformat()
+
+
+def replace_file(new: "os.PathLike[str] | str", target: "os.PathLike[str] | str") -> None:
+    """Rename `new` over `target` in one step, keeping the target's permissions: an operator
+    who restricted a file (chmod 600 on the warehouse, 640 on the published copy) keeps it
+    restricted when a run, a publish or an erasure writes it anew. A file made for the first
+    time has the process's umask."""
+    import shutil
+
+    if os.path.exists(target):
+        shutil.copymode(target, new)
+    os.replace(new, target)

@@ -22,7 +22,6 @@ published copy is replaced.
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import duckdb
 
+from crm_pipeline import replace_file
 from crm_pipeline.core.crosswalk import GROUPS
 from crm_pipeline.core.schemas import CORE_MODELS
 from crm_pipeline.raw.schemas import RAW_MODELS
@@ -349,4 +349,4 @@ def rewrite_file(path: str, memory_limit: str, storage_version: str) -> None:
         conn.execute(f"COPY FROM DATABASE {quote_ident(name)} TO fresh")
         conn.execute("DETACH fresh")
         # Swapped in while this connection still holds the file, so no run opens it between.
-        os.replace(fresh, target)
+        replace_file(fresh, target)

@@ -1,13 +1,13 @@
 """The published warehouse: the copy analysts read. It is swapped in whole, and only by a run
 that got this far, so analysts never see half a run and never hold the file a run writes."""
 
-import os
 import shutil
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 
+from crm_pipeline import replace_file
 from crm_pipeline.failures import explained
 from crm_pipeline.resources import WAREHOUSE_POOL, WarehouseResource
 
@@ -48,7 +48,7 @@ def publish(warehouse: WarehouseResource) -> list[tuple[str, int]]:
             "SELECT schema_name || '.' || table_name, estimated_size FROM duckdb_tables() "
             "ORDER BY 1"
         ).fetchall()
-    os.replace(partial, target)
+    replace_file(partial, target)
     return tables
 
 

@@ -3,6 +3,7 @@ whose blocking check failed, and never in the way of a run while an analyst hold
 
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,17 @@ def test_a_warehouse_in_duckdb_2s_format_is_published_once_in_the_format_1x_clie
     )
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.split()) == 1 + 1000
+
+
+def test_files_written_anew_keep_the_permissions_an_operator_gave_them(tmp_path: Path) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(path)) as conn:  # in DuckDB 2's format: publish rewrites it
+        conn.execute("CREATE TABLE sales AS SELECT range AS amount FROM range(10)")
+    warehouse = WarehouseResource(path=str(path))
+    published = warehouse.published_path()
+    published.write_bytes(b"")
+    path.chmod(0o600)
+    published.chmod(0o640)
+    publish(warehouse)  # the warehouse rewritten in its place, the copy replaced
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(published.stat().st_mode) == 0o640

@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from crm_pipeline import replace_file
 from crm_pipeline.analytics.assets import record_runs, serving_run
 from crm_pipeline.analytics.scoring import ModelRun
 from crm_pipeline.analytics.settings import AnalysisSettings
@@ -255,7 +256,7 @@ def report(
     path = Path(warehouse.path).resolve().with_name("report.html")
     partial = path.with_suffix(".html.partial")
     partial.write_text(page, encoding="utf-8")
-    partial.replace(path)  # readers never see half a report
+    replace_file(partial, path)  # readers never see half a report
     context.log.info(f"Report written to {path}")
     return dg.MaterializeResult(
         metadata={
