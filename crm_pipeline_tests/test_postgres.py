@@ -44,7 +44,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory):
         env.setenv("CRM_WAREHOUSE", str(folder / "warehouse.duckdb"))
         days = landing_days(LandingZoneResource(root=str(landing), shop_url=urls["shop"]))
         run_defs = dg.Definitions(assets=list(defs.assets), resources=resources_from_env())
-        with dg.DagsterInstance.from_config(str(home)) as instance:
+        # Not entered (`with`): entering an instance sets Dagster's current state storage and
+        # leaving it does not reset it (1.13), so later tests' definitions would reach it.
+        instance = dg.DagsterInstance.from_config(str(home))
+        try:
             result = materialize_all(run_defs, instance, days[0], days[-1], SHOP_ASSETS)
             warehouse = duckdb.connect(str(folder / "warehouse.duckdb"), read_only=True)
             shop, dagster_db = sa.create_engine(urls["shop"]), sa.create_engine(urls["dagster"])
@@ -52,6 +55,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory):
             warehouse.close()
             shop.dispose()
             dagster_db.dispose()
+        finally:
+            instance.dispose()
 
 
 def test_the_run_succeeds_and_its_record_is_in_postgresql(deployment) -> None:
