@@ -16,7 +16,7 @@ import duckdb
 from crm_pipeline import landing
 from crm_pipeline.partitions import daily_partitions
 from crm_pipeline.resources import LandingZoneResource, WarehouseResource
-from crm_pipeline.run import range_tags
+from crm_pipeline.run import RANGE_END, RANGE_START, range_tags
 
 # A day launches once its newest file is this old: a copy still being written is not read.
 SETTLE_SECONDS = 120
@@ -112,8 +112,8 @@ def _in_flight(instance: dg.DagsterInstance) -> set[str]:
     days: set[str] = set()
     for run in instance.get_runs(dg.RunsFilter(job_name=daily_refresh.name, statuses=IN_FLIGHT)):
         tags = run.tags
-        first = tags.get("dagster/asset_partition_range_start", tags.get("dagster/partition"))
-        last = tags.get("dagster/asset_partition_range_end", first)
+        first = tags.get(RANGE_START, tags.get("dagster/partition"))
+        last = tags.get(RANGE_END, first)
         if first:
             days |= {d for d in daily_partitions.get_partition_keys() if first <= d <= last}
     return days

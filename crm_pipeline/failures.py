@@ -57,6 +57,12 @@ def _without_password(text: str, url: str | None) -> str:
     return text
 
 
+def listed(names: list[str], shown: int = 10) -> str:
+    """Names for a message: the first `shown`, then how many more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 def partitions_of(context: dg.AssetExecutionContext) -> str:
     """The partition key or range a step was processing, in words."""
     # An unpartitioned asset in a run of a partition has the run's key, not one of its own.

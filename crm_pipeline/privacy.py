@@ -320,7 +320,8 @@ def _landing_files(conn: duckdb.DuckDBPyConnection, values: list[str]) -> list[s
         for source, id_column in ERASABLE.items()
         if table_exists(conn, f"raw.{source}")
     ]
-    if values and table_exists(conn, RAW_REJECTS):
+    quoted = bool(values) and table_exists(conn, RAW_REJECTS)
+    if quoted:
         parts.append(
             f"SELECT source_file FROM {RAW_REJECTS} "
             f"WHERE raw_text IS NOT NULL AND {QUOTING.format('raw_text')}"
@@ -329,7 +330,7 @@ def _landing_files(conn: duckdb.DuckDBPyConnection, values: list[str]) -> list[s
         return []
     found = conn.execute(
         f"SELECT DISTINCT source_file FROM ({' UNION '.join(parts)}) ORDER BY 1",
-        {"values": values} if values and table_exists(conn, RAW_REJECTS) else {},
+        {"values": values} if quoted else {},
     )
     return [f for (f,) in found.fetchall()]
 

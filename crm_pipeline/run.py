@@ -84,12 +84,12 @@ def prepare_instance(home: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home))
 
 
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
 def range_tags(first: str, last: str) -> dict[str, str]:
     """Run tags that make one run cover a range of partitions (a single-run backfill)."""
-    return {
-        "dagster/asset_partition_range_start": first,
-        "dagster/asset_partition_range_end": last,
-    }
+    return {RANGE_START: first, RANGE_END: last}
 
 
 def selected_keys(defs: dg.Definitions, selection: str | None) -> list[dg.AssetKey]:

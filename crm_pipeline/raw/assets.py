@@ -14,7 +14,7 @@ import dagster as dg
 import duckdb
 
 from crm_pipeline import landing
-from crm_pipeline.failures import ActionableError, explained, safe_url
+from crm_pipeline.failures import ActionableError, explained, listed, safe_url
 from crm_pipeline.partitions import daily_partitions, single_run_backfill
 from crm_pipeline.privacy import blank_raw
 from crm_pipeline.raw import checks
@@ -152,9 +152,9 @@ def _load_files(
     if absent:
         # Loaded as no rows, a day not delivered yet (or taken away) would replace the day's
         # rows with none, and the run would publish it.
-        listed = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
         raise ActionableError(
-            f"No {source.folder}/{absent[0]}/ folder under {root} (days without one: {listed}): "
+            f"No {source.folder}/{absent[0]}/ folder under {root} (days without one: "
+            f"{listed(absent, 5)}): "
             f"the day is not delivered. Deliver it (an empty folder if {source.name} had "
             f"nothing that day), then re-materialize it; raw.{source.name} is left as it was."
         )
@@ -181,7 +181,7 @@ def _load_files(
     if empty:
         context.log.warning(
             f"raw.{source.name}: {len(empty)} file(s) empty, not even a header line: "
-            + ", ".join(empty[:10])
+            + listed(empty)
         )
     with warehouse.connect() as conn:
         ensure_raw_tables(conn, source.name, source.columns)

@@ -16,6 +16,7 @@ from crm_pipeline.contracts import (
     repeated_keys,
     validate_queries,
 )
+from crm_pipeline.failures import listed
 from crm_pipeline.raw.schemas import RawDeliveries, RawRejects
 from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, accounted_sql
 
@@ -169,8 +170,7 @@ def rows_accounted_result(
         metadata["files_set_aside_whole"] = dg.MetadataValue.json(whole)
         warnings.append(
             f"{len(whole)} file(s) set aside whole for their header, their rows in no table: "
-            + ", ".join(whole[:10])
-            + (" and more" if len(whole) > 10 else "")
+            + listed(whole)
         )
     if rejected:
         # Rows of no partition (an order dated years ahead) are swept anew by every load of
@@ -189,10 +189,9 @@ def rows_accounted_result(
         )
     if empty_files:
         metadata["empty_files"] = dg.MetadataValue.json(list(empty_files))
-        shown = ", ".join(empty_files[:10]) + (" and more" if len(empty_files) > 10 else "")
         warnings.append(
             f"{len(empty_files)} file(s) empty, without even a header line, as a failed "
-            f"export leaves them: {shown}. If the day had rows, deliver the file again and "
+            f"export leaves them: {listed(list(empty_files))}. If the day had rows, deliver the file again and "
             "re-materialize its day"
         )
     if warnings:
