@@ -312,6 +312,70 @@ def _erase(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rekey(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    import duckdb
+
+    from crm_pipeline import privacy
+    from crm_pipeline.core.secret import KeySecretError, replace_keys
+    from crm_pipeline.mining.assets import write_report
+    from crm_pipeline.publish import publish
+    from crm_pipeline.raw.tables import table_exists
+    from crm_pipeline.resources import WarehouseUnavailable, resources_from_env
+
+    resources = resources_from_env(resolve=True)
+    warehouse = resources["warehouse"]
+    path = warehouse.key_secret_path()
+    if not Path(warehouse.path).exists():
+        print(f"No warehouse at {warehouse.path}: no keys to replace.", file=sys.stderr)
+        return 2
+    try:
+        with warehouse.connect() as conn:
+            if not table_exists(conn, "core.customer_crosswalk"):
+                print(
+                    f"The warehouse {warehouse.path} has no customers yet: its first run keys "
+                    "them with the secret.",
+                    file=sys.stderr,
+                )
+                return 2
+            replaced = replace_keys(
+                conn, path, args.new_secret, datetime.now(UTC).replace(tzinfo=None)
+            )
+    except (WarehouseUnavailable, KeySecretError) as error:
+        print(error, file=sys.stderr)
+        return 2
+    if replaced is None:
+        print(
+            f"Every customer key is already made with the secret in {path}: nothing to do "
+            "(--new-secret replaces the secret and every key)."
+        )
+        return 0
+    try:
+        # The old keys stay in the file's free blocks until rewritten; a report names some.
+        privacy.rewrite_file(warehouse.path, warehouse.memory_limit, warehouse.storage_version)
+        published = publish(warehouse)
+        if Path(warehouse.path).with_name("report.html").exists():
+            write_report(warehouse, resources["analysis"])
+    except (OSError, duckdb.Error, WarehouseUnavailable) as error:
+        print(
+            f"Every key is replaced in the warehouse, but rewriting its file, replacing the "
+            f"published copy or the report failed: {error}. Old keys may remain there until "
+            "the next run.",
+            file=sys.stderr,
+        )
+        return 2
+    customers, retired = replaced
+    print(
+        f"{customers} customer keys and {retired} retired keys replaced by keys made with the "
+        f"secret in {path}, in the warehouse {Path(warehouse.path).resolve()}, the published "
+        f"copy {warehouse.published_path()} ({len(published)} tables) and the report. Keys "
+        "kept outside the warehouse (saved queries, exports) no longer match: look customers "
+        f"up again. Back up {path} with the warehouse."
+    )
+    return 0
+
+
 def _dictionary(args: argparse.Namespace) -> int:
     from crm_pipeline.dictionary import data_dictionary
     from crm_pipeline.resources import resources_from_env
@@ -428,6 +492,18 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> None:
         "that several customers share erases nobody and lists them)",
     )
     erase.set_defaults(handler=_erase)
+
+    rekey = commands.add_parser(
+        "rekey",
+        help="replace every customer key by one keyed with the secret (after keys made before "
+        "keyed hashing, or a lost or leaked secret with --new-secret)",
+    )
+    rekey.add_argument(
+        "--new-secret",
+        action="store_true",
+        help="make a new secret and key every customer with it (the old one is no longer needed)",
+    )
+    rekey.set_defaults(handler=_rekey)
 
     bench = commands.add_parser("bench", help="time generation and every layer at a scale")
     bench.add_argument("--customers", type=int, default=100_000)

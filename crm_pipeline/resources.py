@@ -63,6 +63,20 @@ class WarehouseResource(dg.ConfigurableResource):
         "publish.",
     )
 
+    key_secret_file: str = Field(
+        default="",
+        description="The file holding the secret customer keys are made with (made, readable "
+        "by its owner only, by the first run): keep it out of the published copy's reach and "
+        "back it up with the warehouse. Empty: customer_key.secret beside the warehouse.",
+    )
+
+    def key_secret_path(self) -> Path:
+        return (
+            Path(self.key_secret_file)
+            if self.key_secret_file
+            else Path(self.path).with_name("customer_key.secret")
+        )
+
     def published_path(self) -> Path:
         return (
             Path(self.published)
@@ -118,14 +132,15 @@ class LandingZoneResource(dg.ConfigurableResource):
 SETTINGS = {
     "CRM_WAREHOUSE": DEFAULT_WAREHOUSE,
     "CRM_PUBLISHED": "",
+    "CRM_KEY_SECRET_FILE": "",
     "CRM_LANDING_DIR": DEFAULT_LANDING_DIR,
     "CRM_SHOP_URL": "",
 }
 
 
 def resources_from_env(resolve: bool = False) -> dict[str, dg.ConfigurableResource]:
-    """The resources every asset uses, bound once: CRM_WAREHOUSE, CRM_PUBLISHED, CRM_LANDING_DIR,
-    CRM_SHOP_URL.
+    """The resources every asset uses, bound once: CRM_WAREHOUSE, CRM_PUBLISHED,
+    CRM_KEY_SECRET_FILE, CRM_LANDING_DIR, CRM_SHOP_URL.
 
     A setting given in the environment is bound as an EnvVar, so the UI shows where it comes
     from; resolve=True reads the values now instead (for the command line).
@@ -138,7 +153,9 @@ def resources_from_env(resolve: bool = False) -> dict[str, dg.ConfigurableResour
 
     return {
         "warehouse": WarehouseResource(
-            path=setting("CRM_WAREHOUSE"), published=setting("CRM_PUBLISHED")
+            path=setting("CRM_WAREHOUSE"),
+            published=setting("CRM_PUBLISHED"),
+            key_secret_file=setting("CRM_KEY_SECRET_FILE"),
         ),
         "core_rules": CoreRules(),
         "analysis": AnalysisSettings(),

@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 
 from crm_pipeline import landing
@@ -38,3 +39,21 @@ def bind(
         "analysis": AnalysisSettings(),
         "mining": MiningSettings(),
     }
+
+
+def tables_quoting(path: Path, values: list[str]) -> list[str]:
+    """Every table and text column of the DuckDB file at `path` holding one of the values."""
+    with duckdb.connect(str(path), read_only=True) as conn:
+        columns = conn.execute(
+            "SELECT schema_name, table_name, column_name FROM duckdb_columns() "
+            "WHERE data_type IN ('VARCHAR', 'JSON') AND NOT internal"
+        ).fetchall()
+        return [
+            f"{schema}.{table}.{column}"
+            for schema, table, column in columns
+            if conn.execute(
+                f'SELECT count(*) FROM "{schema}"."{table}" '
+                f'WHERE list_bool_or([contains(CAST("{column}" AS VARCHAR), v) FOR v IN $v])',
+                {"v": values},
+            ).fetchall()[0][0]
+        ]

@@ -29,6 +29,7 @@ from crm_pipeline.run import landing_days, materialize_all
 # things a run may change on its own.
 LOAD_TIME = "loaded_at"
 RUN_LOG = "analytics.model_runs"
+SECRET = b"a test secret of at least 32 characters"
 
 
 def _tables(warehouse: Path) -> dict[str, list[tuple]]:
@@ -347,7 +348,7 @@ def test_resolving_only_the_groups_new_records_touch_gives_what_resolving_all_gi
                 f"UPDATE {schema}.store_purchases SET loyalty_card = NULL WHERE loyalty_card = ?",
                 [loner],
             )
-        assert build_crosswalk(conn, datetime(2030, 1, 1)).whole
+        assert build_crosswalk(conn, datetime(2030, 1, 1), SECRET).whole
         # The next brings the later days, and changes: an account takes the email of another
         # customer's account (a merge), a member the phone of an account holder of another
         # name, a customer is erased, a receipt is gone.
@@ -408,9 +409,9 @@ def test_resolving_only_the_groups_new_records_touch_gives_what_resolving_all_gi
     later = datetime(2030, 1, 2)
     with duckdb.connect(str(updated)) as conn:
         # Five days of a small landing zone touch most customers: resolve only those anyway.
-        written = build_crosswalk(conn, later, whole_above=1.0)
+        written = build_crosswalk(conn, later, SECRET, whole_above=1.0)
         after = _resolved(conn)
-        again = build_crosswalk(conn, datetime(2030, 1, 3))
+        again = build_crosswalk(conn, datetime(2030, 1, 3), SECRET)
         assert _resolved(conn) == after
         rules = dict(
             conn.execute(
@@ -424,11 +425,11 @@ def test_resolving_only_the_groups_new_records_touch_gives_what_resolving_all_gi
             "CREATE OR REPLACE TABLE core.customer_crosswalk AS "
             "SELECT * FROM core.customer_crosswalk"
         )
-        assert build_crosswalk(conn, datetime(2030, 1, 4)).whole
+        assert build_crosswalk(conn, datetime(2030, 1, 4), SECRET).whole
         assert _resolved(conn) == after
     with duckdb.connect(str(whole)) as conn:
         conn.execute("DROP TABLE core.identity_groups")
-        assert build_crosswalk(conn, later).whole
+        assert build_crosswalk(conn, later, SECRET).whole
         expected = _resolved(conn)
     assert not written.whole
     redone, everyone = (int(n) for n in written.summary.split(" records")[0].split(" of "))

@@ -3,6 +3,8 @@ channels gets one key, and keys stay stable (merges recorded) from one load to t
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from datetime import datetime
 from itertools import permutations
@@ -18,6 +20,7 @@ from crm_pipeline.staging.build import ensure_tables
 from crm_pipeline.staging.rules import SOURCES as STAGING_SOURCES
 
 T0 = datetime(2025, 1, 1)
+SECRET = b"a test secret of at least 32 characters"
 NO_KEYS = pd.DataFrame(columns=["source", "source_id", "customer_key", "key_since"])
 
 
@@ -53,12 +56,12 @@ def resolve(records: pd.DataFrame) -> pd.DataFrame:
     return ids.merge(links, on="rid")
 
 
-def _keyed(resolved: pd.DataFrame, previous: pd.DataFrame, now: datetime):
+def _keyed(resolved: pd.DataFrame, previous: pd.DataFrame, now: datetime, secret: bytes = SECRET):
     """Each record with its key (the crosswalk), and the merges."""
     conn = duckdb.connect()
     conn.register("resolved", resolved[["source", "source_id", "seen_at", "component"]])
     conn.register("previous", previous[["source", "source_id", "customer_key", "key_since"]])
-    merges = assign_keys(conn, now)
+    merges = assign_keys(conn, now, secret)
     keys = conn.execute("SELECT * FROM component_keys").df()
     return resolved.merge(keys, on="component"), merges
 
@@ -195,6 +198,16 @@ def test_new_keys_are_pseudonymous_and_reproducible() -> None:
     assert one["customer_key"].tolist() == two["customer_key"].tolist()
     assert all(re.fullmatch(r"C[0-9A-F]{16}", k) for k in one["customer_key"])
     assert one["customer_key"].nunique() == 2
+    # HMAC-SHA256 of the first record with the secret, as Python's hmac computes it; the
+    # plain hash of the id (what anyone holding the ids could compute) is no key.
+    keys = one.set_index("source_id")["customer_key"]
+    for account_id in ("A1", "A2"):
+        digest = hmac.new(SECRET, f"online_accounts:{account_id}#0".encode(), hashlib.sha256)
+        assert keys[account_id] == "C" + digest.hexdigest()[:16].upper()
+        plain = hashlib.sha256(f"online_accounts:{account_id}#0".encode()).hexdigest()
+        assert keys[account_id] != "C" + plain[:16].upper()
+    other, _ = _keyed(resolve(records), NO_KEYS, T0, b"another secret, at least 32 characters")
+    assert not set(other["customer_key"]) & set(one["customer_key"])
 
 
 def test_a_rebuild_from_scratch_gives_the_keys_anchored_on_the_earliest_record() -> None:
@@ -211,7 +224,7 @@ def test_a_new_key_that_clashes_with_a_customer_seen_before_is_salted() -> None:
     records = _records(account("A1", email="a@x.com"), account("A2", email="b@x.com"))
     resolved = resolve(records)
     # A1 already holds the key A2's first record hashes to.
-    clashing = new_key("online_accounts:A2", 0)
+    clashing = new_key("online_accounts:A2", 0, SECRET)
     previous = pd.DataFrame(
         [
             {
@@ -225,7 +238,7 @@ def test_a_new_key_that_clashes_with_a_customer_seen_before_is_salted() -> None:
     keyed, merges = _keyed(resolved, previous, T0)
     keys = keyed.set_index("source_id")["customer_key"]
     assert keys["A1"] == clashing
-    assert keys["A2"] == new_key("online_accounts:A2", 1)
+    assert keys["A2"] == new_key("online_accounts:A2", 1, SECRET)
     assert merges.empty
 
 
@@ -238,7 +251,7 @@ def test_a_retired_key_is_never_given_out_again() -> None:
     alone = resolve(records[records["source_id"] == "A2"].reset_index(drop=True))
     conn.register("resolved", alone[["source", "source_id", "seen_at", "component"]])
     conn.register("previous", NO_KEYS)
-    assign_keys(conn, T0, frozenset({retired}))
+    assign_keys(conn, T0, SECRET, frozenset({retired}))
     (key,) = conn.execute("SELECT customer_key FROM component_keys").fetchone()
     assert key != retired
 

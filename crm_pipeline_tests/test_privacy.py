@@ -14,6 +14,7 @@ from crm_pipeline import landing
 from crm_pipeline.cli import main
 from crm_pipeline.generate import generate
 from crm_pipeline.privacy import Request, customers_of
+from crm_pipeline_tests.conftest import tables_quoting
 from crm_pipeline_tests.landing_builder import DAY1, DAY2
 
 
@@ -21,24 +22,6 @@ def _command(*args: str) -> int:
     with pytest.raises(SystemExit) as exit_code:
         main(list(args))
     return exit_code.value.code
-
-
-def _tables_quoting(path: Path, values: list[str]) -> list[str]:
-    """Every table and text column of the DuckDB file at `path` holding one of the values."""
-    with duckdb.connect(str(path), read_only=True) as conn:
-        columns = conn.execute(
-            "SELECT schema_name, table_name, column_name FROM duckdb_columns() "
-            "WHERE data_type IN ('VARCHAR', 'JSON') AND NOT internal"
-        ).fetchall()
-        return [
-            f"{schema}.{table}.{column}"
-            for schema, table, column in columns
-            if conn.execute(
-                f'SELECT count(*) FROM "{schema}"."{table}" '
-                f'WHERE list_bool_or([contains(CAST("{column}" AS VARCHAR), v) FOR v IN $v])',
-                {"v": values},
-            ).fetchall()[0][0]
-        ]
 
 
 def test_an_erased_customer_is_gone_from_every_copy_and_stays_gone(
@@ -126,7 +109,7 @@ def test_an_erased_customer_is_gone_from_every_copy_and_stays_gone(
         (key,) = customers_of(conn, Request(emails=(f"  {email.upper()} ",)))
         assert customers_of(conn, Request(phones=(phone.replace("+", "00 "),))) == [key]
     assert len(values) >= 4 and orders > 0
-    assert _tables_quoting(warehouse, values) != []
+    assert tables_quoting(warehouse, values) != []
     assert warehouse.read_bytes().count(email.encode()) > 0
 
     assert _command("erase", "--email", "no.one@example.org", "--reason", "ticket 41") == 1
@@ -136,7 +119,7 @@ def test_an_erased_customer_is_gone_from_every_copy_and_stays_gone(
     printed = capsys.readouterr().out
     assert "1 customer(s)" in printed and "shop:accounts" in printed
     for copy in (warehouse, published):
-        assert _tables_quoting(copy, values) == [], copy
+        assert tables_quoting(copy, values) == [], copy
     # The file is rewritten: the old values are not left in its free blocks.
     assert warehouse.read_bytes().count(email.encode()) == 0
 
@@ -145,10 +128,10 @@ def test_an_erased_customer_is_gone_from_every_copy_and_stays_gone(
     # The test account asked too, by its id as typed elsewhere: it stays left out, though the
     # email that said so is gone.
     assert _command("erase", "--account-id", f" {tester.lower()}", "--reason", "ticket 43") == 0
-    assert _tables_quoting(warehouse, ["qa.tester@example.com"]) == []
+    assert tables_quoting(warehouse, ["qa.tester@example.com"]) == []
     assert _command("materialize") == 0
     for copy in (warehouse, published):
-        assert _tables_quoting(copy, values) == [], copy
+        assert tables_quoting(copy, values) == [], copy
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         assert conn.execute(
             "SELECT count(*) FROM core.order_lines AS l JOIN staging.online_orders AS o "

@@ -4,6 +4,7 @@ stores, order lines, inquiries and feedback keyed by it."""
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -21,6 +22,7 @@ from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.crosswalk import build_crosswalk, pairwise_scores
 from crm_pipeline.core.quality import build_quality_report, summary_markdown, unconserved
 from crm_pipeline.core.schemas import CORE_MODELS, column_types
+from crm_pipeline.core.secret import SCHEME_TABLE, KeySecret, key_secret
 from crm_pipeline.failures import explained
 from crm_pipeline.landing import NEED_DIMENSIONS, ground_truth_dir_for
 from crm_pipeline.reporting import schema_of, table_metadata
@@ -236,6 +238,24 @@ def _identity_check(conn: duckdb.DuckDBPyConnection, landing_root: str) -> dg.As
     )
 
 
+def _keyed_check(secret: KeySecret, path: Path) -> dg.AssetCheckResult:
+    """Whether every key is made with the secret (so none can be recomputed from an id)."""
+    legacy = (
+        f"Customer keys given before keyed hashing (there is no {SCHEME_TABLE}) are plain "
+        "hashes of a source id: whoever holds the sources can recompute them. New keys are "
+        f"made with the secret in {path}. Run `crm-pipeline rekey` to replace every key with "
+        "a keyed one (keys change: tell whoever keeps keys outside the warehouse)."
+    )
+    return dg.AssetCheckResult(
+        check_name="keys_keyed",
+        passed=not secret.legacy,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=legacy
+        if secret.legacy
+        else f"Every customer key is a keyed hash made with the secret in {path}.",
+    )
+
+
 def _specs(key: dg.AssetKey, name: str) -> list[dg.AssetCheckSpec]:
     specs = [
         dg.AssetCheckSpec(
@@ -259,14 +279,21 @@ def _specs(key: dg.AssetKey, name: str) -> list[dg.AssetCheckSpec]:
                 ),
             )
         )
+        specs.append(
+            dg.AssetCheckSpec(
+                "keys_keyed",
+                asset=key,
+                description="Every customer key is a keyed hash made with the warehouse's "
+                "secret, so none can be recomputed from a source id.",
+            )
+        )
     return specs
 
 
 # A builder writes its table at the time given; it may say how (order lines: whole, or only
-# the orders a run changed).
+# the orders a run changed). The crosswalk, which needs the key secret, is built in _core.
 Builder = Callable[[duckdb.DuckDBPyConnection, CoreRules, datetime], model.Written | None]
 BUILDERS: dict[str, Builder] = {
-    "customer_crosswalk": lambda conn, _, now: build_crosswalk(conn, now),
     "products": lambda conn, _, __: model.build_products(conn),
     "stores": lambda conn, _, __: model.build_stores(conn),
     "order_lines": model.build_order_lines,
@@ -307,7 +334,11 @@ def core_asset(table: CoreTable) -> dg.AssetsDefinition:
             conn.begin()
             now = datetime.now(UTC).replace(tzinfo=None)
             recorded = take_record(conn, qualified, contract) if recorded_checks else None
-            written = BUILDERS[table.name](conn, core_rules, now)
+            if table.name == "customer_crosswalk":
+                secret = key_secret(conn, warehouse.key_secret_path())
+                written = build_crosswalk(conn, now, secret.value)
+            else:
+                written = BUILDERS[table.name](conn, core_rules, now)
             conn.commit()
             # Rows written in part are checked on their own when every earlier row passed (and
             # the clock has not gone back since).
@@ -330,6 +361,7 @@ def core_asset(table: CoreTable) -> dg.AssetsDefinition:
                     "SELECT count(DISTINCT customer_key) FROM core.customer_crosswalk"
                 ).fetchone()[0]
                 checks.append(_identity_check(conn, landing_zone.root))
+                checks.append(_keyed_check(secret, warehouse.key_secret_path()))
             if table.name == "order_lines":
                 excluded = conn.execute(
                     "SELECT entity || ': ' || rule, count(*) FROM core.excluded_rows GROUP BY ALL"

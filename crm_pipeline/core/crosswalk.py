@@ -60,11 +60,15 @@ def _digest() -> str:
 
 
 def build_crosswalk(
-    conn: duckdb.DuckDBPyConnection, now: datetime, whole_above: float = WHOLE_ABOVE
+    conn: duckdb.DuckDBPyConnection,
+    now: datetime,
+    secret: bytes,
+    whole_above: float = WHOLE_ABOVE,
 ) -> Written:
-    """Resolve identities, keep earlier keys, record merges, write the crosswalk: whole, or
-    only the groups of records new or changed since the last run (see the module), unless
-    more than `whole_above` of the records would be resolved again."""
+    """Resolve identities, keep earlier keys, make new ones with `secret`, record merges,
+    write the crosswalk: whole, or only the groups of records new or changed since the last
+    run (see the module), unless more than `whole_above` of the records would be resolved
+    again."""
     conn.execute(
         f"""
         CREATE TABLE IF NOT EXISTS {MERGES} (
@@ -114,7 +118,7 @@ def build_crosswalk(
     )
     conn.unregister("links_frame")
     retired = frozenset(k for (k,) in conn.execute(f"SELECT retired_key FROM {MERGES}").fetchall())
-    merges = assign_keys(conn, now, retired)
+    merges = assign_keys(conn, now, secret, retired)
     conn.execute("DROP VIEW previous")
     rows = """
         SELECT

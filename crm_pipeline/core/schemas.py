@@ -76,6 +76,19 @@ class CustomerKeyMerges(CoreModel):
     merged_at: Series[pd.Timestamp] = field("When the merge was found.", nullable=False)
 
 
+class CustomerKeyScheme(CoreModel):
+    """One row: how the warehouse's customer keys are made, and how to recognise the secret
+    they are made with (which is kept outside the warehouse, in CRM_KEY_SECRET_FILE)."""
+
+    scheme: Series[str] = field("How a new customer's key is made.", nullable=False)
+    secret_check: Series[str] = field(
+        "A keyed hash of a fixed text: tells a run it holds the right secret, and nothing "
+        "of the secret.",
+        nullable=False,
+        str_matches=r"^[0-9a-f]{16}$",
+    )
+
+
 class IdentityGroups(CoreModel):
     """One row per identity-bearing source record and the group it was last resolved in.
 
@@ -306,6 +319,7 @@ class QualityReport(CoreModel):
 CORE_MODELS: dict[str, type[CoreModel]] = {
     "customer_crosswalk": CustomerCrosswalk,
     "customer_key_merges": CustomerKeyMerges,
+    "customer_key_scheme": CustomerKeyScheme,
     "identity_groups": IdentityGroups,
     "customers": Customers,
     "products": Products,

@@ -223,6 +223,21 @@ INQUIRIES = dg.AssetKey(["core", "inquiries"])
 REPORT = dg.AssetKey(["mining", "report"])
 
 
+def write_report(
+    warehouse: WarehouseResource, analysis: AnalysisSettings
+) -> tuple[Path, str, date, list[str]]:
+    """Write report.html beside the warehouse, from its tables as of the analysis day: its
+    path, text, day and the sections that could not be drawn."""
+    with warehouse.connect(read_only=True) as conn:
+        day = as_of_day(conn, analysis)
+        page, missing = report_html(conn, day)
+    path = Path(warehouse.path).resolve().with_name("report.html")
+    partial = path.with_suffix(".html.partial")
+    partial.write_text(page, encoding="utf-8")
+    replace_file(partial, path)  # readers never see half a report
+    return path, page, day, missing
+
+
 @dg.asset(
     key=REPORT,
     group_name="mining",
@@ -250,13 +265,7 @@ REPORT = dg.AssetKey(["mining", "report"])
 def report(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, analysis: AnalysisSettings
 ) -> dg.MaterializeResult:
-    with warehouse.connect(read_only=True) as conn:
-        day = as_of_day(conn, analysis)
-        page, missing = report_html(conn, day)
-    path = Path(warehouse.path).resolve().with_name("report.html")
-    partial = path.with_suffix(".html.partial")
-    partial.write_text(page, encoding="utf-8")
-    replace_file(partial, path)  # readers never see half a report
+    path, page, day, missing = write_report(warehouse, analysis)
     context.log.info(f"Report written to {path}")
     return dg.MaterializeResult(
         metadata={
