@@ -355,7 +355,8 @@ def _rekey(args: argparse.Namespace) -> int:
         # The old keys stay in the file's free blocks until rewritten; a report names some.
         privacy.rewrite_file(warehouse.path, warehouse.memory_limit, warehouse.storage_version)
         published = publish(warehouse)
-        if Path(warehouse.path).with_name("report.html").exists():
+        report = Path(warehouse.path).with_name("report.html").exists()
+        if report:
             write_report(warehouse, resources["analysis"])
     except (OSError, duckdb.Error, WarehouseUnavailable) as error:
         print(
@@ -369,7 +370,8 @@ def _rekey(args: argparse.Namespace) -> int:
     print(
         f"{customers} customer keys and {retired} retired keys replaced by keys made with the "
         f"secret in {path}, in the warehouse {Path(warehouse.path).resolve()}, the published "
-        f"copy {warehouse.published_path()} ({len(published)} tables) and the report. Keys "
+        f"copy {warehouse.published_path()} ({len(published)} tables)"
+        f"{' and the report' if report else ''}. Keys "
         "kept outside the warehouse (saved queries, exports) no longer match: look customers "
         f"up again. Back up {path} with the warehouse."
     )
