@@ -22,12 +22,17 @@ def iso_day(text: str) -> str:
 
 
 def replace_file(new: "os.PathLike[str] | str", target: "os.PathLike[str] | str") -> None:
-    """Rename `new` over `target` in one step, keeping the target's permissions: an operator
-    who restricted a file (chmod 600 on the warehouse, 640 on the published copy) keeps it
-    restricted when a run, a publish or an erasure writes it anew. A file made for the first
-    time has the process's umask."""
+    """Rename `new` over `target` in one step, keeping the target's permissions and group (as
+    far as this user may set them): an operator who restricted a file (chmod 600 on the
+    warehouse, 640 and a group on the published copy or the key secret) keeps it restricted
+    when a run, a publish, an erasure or a rekey writes it anew. A file made for the first time
+    has the process's umask."""
     import shutil
 
     if os.path.exists(target):
         shutil.copymode(target, new)
+        try:
+            os.chown(new, -1, os.stat(target).st_gid)
+        except PermissionError:
+            pass  # a group this user is not in: the file keeps the user's own
     os.replace(new, target)

@@ -318,7 +318,13 @@ def _rekey(args: argparse.Namespace) -> int:
     import duckdb
 
     from crm_pipeline import privacy
-    from crm_pipeline.core.secret import KeySecretError, replace_keys
+    from crm_pipeline.core.secret import (
+        KeySecretError,
+        files_written,
+        key_secret,
+        pending,
+        replace_keys,
+    )
     from crm_pipeline.mining.assets import write_report
     from crm_pipeline.publish import publish
     from crm_pipeline.raw.tables import table_exists
@@ -339,18 +345,27 @@ def _rekey(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            replaced = replace_keys(
-                conn, path, args.new_secret, datetime.now(UTC).replace(tzinfo=None)
-            )
+            now = datetime.now(UTC).replace(tzinfo=None)
+            replaced = replace_keys(conn, path, args.new_secret, now)
+            if replaced is None and not key_secret(conn, path).files_pending:
+                print(
+                    f"Every customer key is already made with the secret in {path}: nothing to "
+                    "do (--new-secret replaces the secret and every key)."
+                )
+                return 0
     except (WarehouseUnavailable, KeySecretError) as error:
         print(error, file=sys.stderr)
         return 2
-    if replaced is None:
+    except duckdb.Error as error:
+        print(f"The rekey stopped and no key changed: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # only moving a new secret into place is left to fail
         print(
-            f"Every customer key is already made with the secret in {path}: nothing to do "
-            "(--new-secret replaces the secret and every key)."
+            f"Every key is replaced, but the new secret could not be moved from {pending(path)} "
+            f"to {path}: {error}. Move it there, then run `crm-pipeline rekey` again to finish.",
+            file=sys.stderr,
         )
-        return 0
+        return 2
     try:
         # The old keys stay in the file's free blocks until rewritten; a report names some.
         privacy.rewrite_file(warehouse.path, warehouse.memory_limit, warehouse.storage_version)
@@ -358,22 +373,28 @@ def _rekey(args: argparse.Namespace) -> int:
         report = Path(warehouse.path).with_name("report.html").exists()
         if report:
             write_report(warehouse, resources["analysis"])
+        with warehouse.connect() as conn:
+            files_written(conn)
     except (OSError, duckdb.Error, WarehouseUnavailable) as error:
         print(
-            f"Every key is replaced in the warehouse, but rewriting its file, replacing the "
-            f"published copy or the report failed: {error}. Old keys may remain there until "
-            "the next run.",
+            f"Every key is replaced in the warehouse's tables, but rewriting its file, replacing "
+            f"the published copy or the report failed: {error}. The old keys remain there until "
+            "`crm-pipeline rekey` runs again, which finishes this step (runs warn until then).",
             file=sys.stderr,
         )
         return 2
-    customers, retired = replaced
+    done = (
+        "Finished an earlier rekey"
+        if replaced is None
+        else f"{replaced[0]} customer keys and {replaced[1]} retired keys replaced by keys made "
+        f"with the secret in {path}"
+    )
     print(
-        f"{customers} customer keys and {retired} retired keys replaced by keys made with the "
-        f"secret in {path}, in the warehouse {Path(warehouse.path).resolve()}, the published "
-        f"copy {warehouse.published_path()} ({len(published)} tables)"
-        f"{' and the report' if report else ''}. Keys "
-        "kept outside the warehouse (saved queries, exports) no longer match: look customers "
-        f"up again. Back up {path} with the warehouse."
+        f"{done}: the warehouse {Path(warehouse.path).resolve()} is rewritten, the published copy "
+        f"{warehouse.published_path()} ({len(published)} tables)"
+        f"{' and the report' if report else ''} replaced. Keys kept outside the warehouse (saved "
+        f"queries, exports) no longer match: look customers up again. Back up {path} with the "
+        "warehouse."
     )
     return 0
 

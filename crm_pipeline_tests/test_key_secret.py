@@ -138,16 +138,28 @@ def test_rekey_replaces_keys_made_without_the_secret_everywhere(at, monkeypatch,
     warned = capsys.readouterr().out
     assert "WARN  core/customer_crosswalk keys_keyed" in warned
     assert "Run `crm-pipeline rekey`" in warned
+    # That run made the secret its new keys are made with, and later runs need it.
+    shutil.move(secret, secret.with_name("elsewhere"))
+    assert _command("materialize", *UP_TO_KEYS) == 1
+    assert "Restore it from your backup" in "".join(capsys.readouterr())
+    shutil.move(secret.with_name("elsewhere"), secret)
     old = _unkeyed(warehouse, secret)
     assert len(old) > 100
     retired = [k for (k,) in _rows(warehouse, "SELECT retired_key FROM core.customer_key_merges")]
     before = _holders(warehouse)
     records = {(s, i): k for s, i, k in _rows(warehouse, CROSSWALK)}  # each record's old key
 
-    assert _command("rekey") == 0
-    said = capsys.readouterr().out
-    assert f"{len(old)} customer keys and 1 retired keys replaced" in said
+    # A rekey whose tables are done but whose publish fails (no folder for the copy) ...
+    monkeypatch.setenv("CRM_PUBLISHED", str(secret / "published.duckdb"))
+    assert _command("rekey") == 2
+    assert "`crm-pipeline rekey` runs again, which finishes this step" in capsys.readouterr().err
     assert _unkeyed(warehouse, secret) == []
+    monkeypatch.delenv("CRM_PUBLISHED")
+    # ... leaves runs warning, until a rekey finishes it.
+    assert _command("materialize", *UP_TO_KEYS) == 0
+    assert "run `crm-pipeline rekey` again to finish" in capsys.readouterr().out
+    assert _command("rekey") == 0
+    assert "Finished an earlier rekey: the warehouse" in capsys.readouterr().out
     renamed = {records[(s, i)]: k for s, i, k in _rows(warehouse, CROSSWALK)}
     assert len(set(renamed.values())) == len(renamed)
     # A retired key becomes a keyed hash of itself.
@@ -160,9 +172,11 @@ def test_rekey_replaces_keys_made_without_the_secret_everywhere(at, monkeypatch,
     for table, rows in before.items():
         mapped = sorted((tuple(renamed.get(v, v) for v in row) for row in rows), key=repr)
         assert mapped == after[table], table
-    # No old key is left in the warehouse or the published copy.
+    # No old key is left in the warehouse or the published copy, nor in their files' bytes.
     for copy in (warehouse, warehouse.with_name("published.duckdb")):
         assert tables_quoting(copy, old + retired) == [], copy
+        data = copy.read_bytes()
+        assert not [k for k in old if k.encode() in data], copy
     report = warehouse.with_name("report.html").read_text()
     assert not [k for k in old if k in report]
     assert [k for k in renamed.values() if k in report]
@@ -187,11 +201,12 @@ def test_rekey_with_a_new_secret_after_one_is_lost_or_leaked(at, monkeypatch, ca
     secret = warehouse.with_name("customer_key.secret")
     leaked = secret.with_name("leaked.secret")
     shutil.copy(secret, leaked)
+    secret.chmod(0o640)  # shared with a service's group
     keys = {k for (_, _, k) in _rows(warehouse, CROSSWALK)}
     assert _command("rekey", "--new-secret") == 0
     assert f"{len(keys)} customer keys and 0 retired keys replaced" in capsys.readouterr().out
     assert secret.read_text() != leaked.read_text()
-    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o640
     assert not secret.with_name("customer_key.secret.new").exists()
     assert _unkeyed(warehouse, secret) == []
     assert not keys & {k for (_, _, k) in _rows(warehouse, CROSSWALK)}

@@ -22,7 +22,7 @@ from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.crosswalk import build_crosswalk, pairwise_scores
 from crm_pipeline.core.quality import build_quality_report, summary_markdown, unconserved
 from crm_pipeline.core.schemas import CORE_MODELS, column_types
-from crm_pipeline.core.secret import SCHEME_TABLE, KeySecret, key_secret
+from crm_pipeline.core.secret import KeySecret, key_secret
 from crm_pipeline.failures import explained
 from crm_pipeline.landing import NEED_DIMENSIONS, ground_truth_dir_for
 from crm_pipeline.reporting import schema_of, table_metadata
@@ -239,20 +239,28 @@ def _identity_check(conn: duckdb.DuckDBPyConnection, landing_root: str) -> dg.As
 
 
 def _keyed_check(secret: KeySecret, path: Path) -> dg.AssetCheckResult:
-    """Whether every key is made with the secret (so none can be recomputed from an id)."""
-    legacy = (
-        f"Customer keys given before keyed hashing (there is no {SCHEME_TABLE}) are plain "
-        "hashes of a source id: whoever holds the sources can recompute them. New keys are "
-        f"made with the secret in {path}. Run `crm-pipeline rekey` to replace every key with "
-        "a keyed one (keys change: tell whoever keeps keys outside the warehouse)."
-    )
+    """Whether every key is made with the secret (so none can be recomputed from an id), and
+    no old key is left in the files after a rekey."""
+    if secret.keys_before_secret:
+        description = (
+            "Customer keys given before keyed hashing are plain hashes of a source id: whoever "
+            f"holds the sources can recompute them. New keys are made with the secret in {path}. "
+            "Run `crm-pipeline rekey` to replace every key with a keyed one (keys change: tell "
+            "whoever keeps keys outside the warehouse)."
+        )
+    elif secret.files_pending:
+        description = (
+            "A rekey replaced every key in the tables, but the old keys may remain in the "
+            "warehouse file's free blocks (and so in every published copy of it) and the report: "
+            "run `crm-pipeline rekey` again to finish."
+        )
+    else:
+        description = f"Every customer key is a keyed hash made with the secret in {path}."
     return dg.AssetCheckResult(
         check_name="keys_keyed",
-        passed=not secret.legacy,
+        passed=not (secret.keys_before_secret or secret.files_pending),
         severity=dg.AssetCheckSeverity.WARN,
-        description=legacy
-        if secret.legacy
-        else f"Every customer key is a keyed hash made with the secret in {path}.",
+        description=description,
     )
 
 

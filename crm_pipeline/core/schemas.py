@@ -87,6 +87,16 @@ class CustomerKeyScheme(CoreModel):
         nullable=False,
         str_matches=r"^[0-9a-f]{16}$",
     )
+    keys_before_secret: Series[bool] = field(
+        "True while keys given before keyed hashing (plain hashes of an id) are held: "
+        "`crm-pipeline rekey` replaces them.",
+        nullable=False,
+    )
+    files_pending: Series[bool] = field(
+        "True while a rekey's old keys may remain in the warehouse file, the published copy "
+        "or the report: `crm-pipeline rekey` finishes it.",
+        nullable=False,
+    )
 
 
 class IdentityGroups(CoreModel):

@@ -6,9 +6,10 @@ holds it. The warehouse records only a check value (a keyed hash of a fixed text
 with another secret, or none, stops before it gives a key, instead of giving keys that a
 rebuild could not give again.
 
-The file is made, readable by its owner only, when the first customers are keyed. A
-warehouse whose keys are older than keyed hashing has no record (`legacy`): its runs key new
-customers with the secret and warn until `crm-pipeline rekey` replaces the old keys.
+The file is made, readable by its owner only, by the first run. A warehouse that held keys
+before keyed hashing records the secret its next run finds (or makes) and that it still
+holds such keys (`keys_before_secret`): its runs key new customers with the secret and warn
+until `crm-pipeline rekey` replaces the old keys.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import duckdb
 
+from crm_pipeline import replace_file
 from crm_pipeline.core.keys import rekey
 from crm_pipeline.failures import ActionableError
 from crm_pipeline.raw.tables import table_exists
@@ -39,10 +41,14 @@ class KeySecretError(ActionableError):
 
 @dataclass(frozen=True)
 class KeySecret:
-    """The secret, and whether the warehouse holds keys made before keyed hashing."""
+    """The secret, and what the warehouse records beside its check value: keys given before
+    keyed hashing are still held (`keys_before_secret`), or a rekey has replaced keys in the
+    tables but not yet in the warehouse file's free blocks, the published copy and the report
+    (`files_pending`)."""
 
     value: bytes
-    legacy: bool
+    keys_before_secret: bool = False
+    files_pending: bool = False
 
 
 def check_value(secret: bytes) -> str:
@@ -50,20 +56,24 @@ def check_value(secret: bytes) -> str:
     return hmac.new(secret, b"crm-pipeline customer key check", hashlib.sha256).hexdigest()[:16]
 
 
-def _recorded(conn: duckdb.DuckDBPyConnection) -> str | None:
+def _recorded(conn: duckdb.DuckDBPyConnection) -> tuple[str, bool, bool] | None:
+    """The check value, keys_before_secret and files_pending the warehouse records."""
     if not table_exists(conn, SCHEME_TABLE):
         return None
-    found = conn.execute(f"SELECT secret_check FROM {SCHEME_TABLE}").fetchall()
-    return found[0][0] if found else None
+    found = conn.execute(
+        f"SELECT secret_check, keys_before_secret, files_pending FROM {SCHEME_TABLE}"
+    ).fetchall()
+    return found[0] if found else None
 
 
-def record(conn: duckdb.DuckDBPyConnection, secret: bytes) -> None:
-    """Record that every key of the warehouse is made with `secret` (in the caller's
+def record(conn: duckdb.DuckDBPyConnection, secret: KeySecret) -> None:
+    """Record how the warehouse's keys are made, and with which secret (in the caller's
     transaction)."""
     conn.execute(
         f"CREATE OR REPLACE TABLE {SCHEME_TABLE} AS "
-        "SELECT CAST(? AS VARCHAR) AS scheme, CAST(? AS VARCHAR) AS secret_check",
-        [SCHEME, check_value(secret)],
+        "SELECT CAST(? AS VARCHAR) AS scheme, CAST(? AS VARCHAR) AS secret_check, "
+        "CAST(? AS BOOLEAN) AS keys_before_secret, CAST(? AS BOOLEAN) AS files_pending",
+        [SCHEME, check_value(secret.value), secret.keys_before_secret, secret.files_pending],
     )
 
 
@@ -74,7 +84,13 @@ def read(path: Path) -> bytes | None:
         text = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as error:
+    except UnicodeDecodeError as error:
+        raise KeySecretError(
+            f"The customer key secret {path} is not text ({error}): it holds the secret as at "
+            f"least {MIN_LENGTH} characters. Restore the file the warehouse's keys were made "
+            f"with, or point {SETTING} at it."
+        ) from error
+    except OSError as error:
         raise KeySecretError(
             f"Cannot read the customer key secret {path} ({error}). Give this user read access "
             f"to it, or point {SETTING} at the file holding it."
@@ -90,56 +106,69 @@ def read(path: Path) -> bytes | None:
 
 def create(path: Path) -> bytes:
     """A new random secret in a new file at `path`, readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_hex(32)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        file.write(value + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(value + "\n")
+    except OSError as error:
+        raise KeySecretError(
+            f"Cannot write a customer key secret to {path} ({error}). Point {SETTING} at a file "
+            f"this user can create, or write one there yourself: at least {MIN_LENGTH} random "
+            "characters (`openssl rand -hex 32`), readable by this user only."
+        ) from error
     return value.encode()
 
 
+def pending(path: Path) -> Path:
+    """Where `crm-pipeline rekey --new-secret` writes the new secret until its keys are in
+    (beside the file a link points to, so the link stays)."""
+    real = path.resolve()
+    return real.with_name(real.name + ".new")
+
+
+def _verify(recorded: str, value: bytes | None, path: Path) -> None:
+    """Stop, saying what to do, unless `value` is the secret whose check value is recorded."""
+    stopped = read(pending(path)) if pending(path).exists() else None
+    if stopped is not None and check_value(stopped) == recorded:
+        raise KeySecretError(
+            f"`crm-pipeline rekey --new-secret` stopped after replacing the keys and before "
+            f"moving their new secret {pending(path)} to {path} ({SETTING}): move it there, "
+            "then run `crm-pipeline rekey` to finish."
+        )
+    if value is None:
+        raise KeySecretError(
+            f"The warehouse's customer keys were made with the secret in {path} ({SETTING}), "
+            "and there is no such file. Restore it from your backup (or point "
+            f"{SETTING} at it); if it is lost, `crm-pipeline rekey --new-secret` gives every "
+            "customer a new key with a new secret."
+        )
+    if not hmac.compare_digest(check_value(value), recorded):
+        raise KeySecretError(
+            f"The customer key secret {path} ({SETTING}) is not the one the warehouse's keys "
+            "were made with. Restore that file (or point the setting at it); if it is lost, "
+            "`crm-pipeline rekey --new-secret` gives every customer a new key with a new "
+            "secret."
+        )
+
+
 def key_secret(conn: duckdb.DuckDBPyConnection, path: Path) -> KeySecret:
-    """The secret to make the warehouse's new keys with: the one its keys were made with.
-    A warehouse with no customers yet gets a new secret (its file made, its check value
-    recorded in the caller's transaction)."""
+    """The secret to make the warehouse's new keys with: the one its keys were made with. A
+    warehouse that records none gets the file's, or a new one (the file made), and records
+    it (in the caller's transaction), noting whether it already held keys."""
     recorded = _recorded(conn)
     value = read(path)
     if recorded is not None:
-        stopped = read(pending(path)) if pending(path).exists() else None
-        if stopped is not None and check_value(stopped) == recorded:
-            raise KeySecretError(
-                f"`crm-pipeline rekey --new-secret` stopped after replacing the keys and before "
-                f"moving their new secret {pending(path)} to {path} ({SETTING}): move it there."
-            )
-        if value is None:
-            raise KeySecretError(
-                f"The warehouse's customer keys were made with the secret in {path} ({SETTING}), "
-                "and there is no such file. Restore it from your backup (or point "
-                f"{SETTING} at it); if it is lost, `crm-pipeline rekey --new-secret` gives every "
-                "customer a new key with a new secret."
-            )
-        if not hmac.compare_digest(check_value(value), recorded):
-            raise KeySecretError(
-                f"The customer key secret {path} ({SETTING}) is not the one the warehouse's keys "
-                "were made with. Restore that file (or point the setting at it); if it is lost, "
-                "`crm-pipeline rekey --new-secret` gives every customer a new key with a new "
-                "secret."
-            )
-        return KeySecret(value, legacy=False)
-    if value is None:
-        value = create(path)
-    keyed = (
-        table_exists(conn, "core.customer_crosswalk")
-        and conn.execute("SELECT count(*) FROM core.customer_crosswalk").fetchone()[0]
+        check, before, files = recorded
+        _verify(check, value, path)
+        return KeySecret(value, before, files)
+    before = table_exists(conn, "core.customer_crosswalk") and bool(
+        conn.execute("SELECT count(*) FROM core.customer_crosswalk").fetchone()[0]
     )
-    if not keyed:
-        record(conn, value)
-    return KeySecret(value, legacy=bool(keyed))
-
-
-def pending(path: Path) -> Path:
-    """Where `crm-pipeline rekey --new-secret` writes the new secret until its keys are in."""
-    return path.with_name(path.name + ".new")
+    secret = KeySecret(value if value is not None else create(path), keys_before_secret=before)
+    record(conn, secret)
+    return secret
 
 
 def replace_keys(
@@ -147,21 +176,28 @@ def replace_keys(
 ) -> tuple[int, int] | None:
     """Give every customer the keyed key a rebuild would give it (keys.rekey), with the
     warehouse's secret, or with a new one (`new_secret`: made in `pending(path)`, moved to
-    `path` once the keys are in). How many keys of customers and retired keys were replaced;
-    None when every key already is keyed with the secret."""
+    `path` once the keys are in, with the old file's permissions), and record that the files
+    are still to be rewritten (files_written, once they are). How many keys of customers and
+    retired keys were replaced; None when no key needs it."""
     if new_secret:
         fresh = pending(path)
         fresh.unlink(missing_ok=True)
         value = create(fresh)
     else:
         current = key_secret(conn, path)
-        if not current.legacy and _recorded(conn) is not None:
+        if not current.keys_before_secret:
             return None
         value = current.value
     conn.begin()
     changed = rekey(conn, value, now)
-    record(conn, value)
+    record(conn, KeySecret(value, files_pending=True))
     conn.commit()
     if new_secret:
-        os.replace(fresh, path)
+        replace_file(fresh, path.resolve())
     return changed
+
+
+def files_written(conn: duckdb.DuckDBPyConnection) -> None:
+    """Record that no old key is left in the warehouse file, the published copy or the
+    report."""
+    conn.execute(f"UPDATE {SCHEME_TABLE} SET files_pending = false")
