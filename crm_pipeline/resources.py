@@ -16,6 +16,7 @@ from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.failures import ActionableError
 from crm_pipeline.landing import shop_url_for
 from crm_pipeline.mining.settings import MiningSettings
+from crm_pipeline.raw.tables import quote_literal
 
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
 DEFAULT_LANDING_DIR = "data/landing"
@@ -63,6 +64,12 @@ class WarehouseResource(dg.ConfigurableResource):
         "publish.",
     )
 
+    time_zone: str = Field(
+        default="UTC",
+        description="The business's time zone (an IANA name such as Europe/Berlin): "
+        "timestamps are kept as wall time there; a delivered timestamp with a UTC offset "
+        "(Z, +02:00) is converted to it, one without is taken as it is.",
+    )
     key_secret_file: str = Field(
         default="",
         description="The file holding the secret customer keys are made with (made, readable "
@@ -108,6 +115,13 @@ class WarehouseResource(dg.ConfigurableResource):
                 "folder or a place this user cannot write, point it at a .duckdb file."
             ) from error
         try:
+            try:
+                conn.execute(f"SET TimeZone = {quote_literal(self.time_zone)}")
+            except duckdb.Error as error:
+                raise ActionableError(
+                    f"CRM_TIME_ZONE {self.time_zone!r} is not a time zone ({error}). Give an "
+                    "IANA name such as UTC, Europe/Berlin or America/New_York."
+                ) from error
             yield conn
         finally:
             conn.close()
@@ -133,6 +147,7 @@ SETTINGS = {
     "CRM_WAREHOUSE": DEFAULT_WAREHOUSE,
     "CRM_PUBLISHED": "",
     "CRM_KEY_SECRET_FILE": "",
+    "CRM_TIME_ZONE": "UTC",
     "CRM_LANDING_DIR": DEFAULT_LANDING_DIR,
     "CRM_SHOP_URL": "",
 }
@@ -140,7 +155,7 @@ SETTINGS = {
 
 def resources_from_env(resolve: bool = False) -> dict[str, dg.ConfigurableResource]:
     """The resources every asset uses, bound once: CRM_WAREHOUSE, CRM_PUBLISHED,
-    CRM_KEY_SECRET_FILE, CRM_LANDING_DIR, CRM_SHOP_URL.
+    CRM_KEY_SECRET_FILE, CRM_TIME_ZONE, CRM_LANDING_DIR, CRM_SHOP_URL.
 
     A setting given in the environment is bound as an EnvVar, so the UI shows where it comes
     from; resolve=True reads the values now instead (for the command line).
@@ -156,6 +171,7 @@ def resources_from_env(resolve: bool = False) -> dict[str, dg.ConfigurableResour
             path=setting("CRM_WAREHOUSE"),
             published=setting("CRM_PUBLISHED"),
             key_secret_file=setting("CRM_KEY_SECRET_FILE"),
+            time_zone=setting("CRM_TIME_ZONE"),
         ),
         "core_rules": CoreRules(),
         "analysis": AnalysisSettings(),

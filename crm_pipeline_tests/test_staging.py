@@ -14,10 +14,12 @@ import pandas as pd
 import pytest
 
 from crm_pipeline import landing
+from crm_pipeline.failures import ActionableError
 from crm_pipeline.raw.tables import ensure_raw_tables
+from crm_pipeline.resources import WarehouseResource
 from crm_pipeline.staging.build import clear, ensure_tables, stage
 from crm_pipeline.staging.checks import conserved_result, contract_result
-from crm_pipeline.staging.rules import SOURCES
+from crm_pipeline.staging.rules import SOURCES, TIME_FORMATS
 from crm_pipeline.staging.schemas import EMAIL, WHITESPACE
 
 LOADED = datetime(2025, 3, 1, 6, 0)
@@ -93,7 +95,10 @@ def test_each_defect_class_goes_to_quarantine_under_its_rule(staged) -> None:
     assert rules["R3"][0] == "future_timestamp" and "after its delivery" in rules["R3"][1]
     assert rules["R4"] == ("unknown_sku", "sku SKU9 is not in staging.products")
     assert rules[""] == ("missing_required", "receipt_id is missing")
-    assert rules["R5"] == ("invalid_value", 'purchased_at "yesterday" is not a valid timestamp')
+    assert rules["R5"] == (
+        "invalid_value",
+        f'purchased_at "yesterday" is not a valid timestamp ({TIME_FORMATS})',
+    )
     assert rules["R6"] == ("unknown_store", "store_id S9 is not in staging.stores")
     assert rules.keys() == {"R2", "R3", "R4", "", "R5", "R6"}
 
@@ -260,7 +265,7 @@ def test_accounts_are_normalised_and_an_impossible_age_is_quarantined(tmp_path: 
     # Nor does an invalid birth date's: the rule and the column say what to fix.
     assert conn.execute(
         "SELECT rule, reason FROM quarantine.staging_rejects WHERE rule = 'invalid_value'"
-    ).fetchall() == [("invalid_value", "birth_date is not a valid date")]
+    ).fetchall() == [("invalid_value", "birth_date is not a valid date (YYYY-MM-DD)")]
     # Missing optional values stay NULL (customer_type defaults to individual only in core).
     assert conn.execute(
         "SELECT email, customer_type, income FROM staging.online_accounts WHERE account_id = 'A3'"
@@ -297,6 +302,45 @@ def test_ratings_off_their_scale_and_bad_dates_are_quarantined(tmp_path: Path) -
         "r5": "invalid_value",
     }
     assert conn.execute("SELECT response_id, nps FROM staging.feedback").fetchall() == [("R1", 10)]
+
+
+def test_times_with_an_offset_or_am_pm_are_read_and_a_guess_is_refused(tmp_path: Path) -> None:
+    needs = ["4", "5"] * 5
+    times = {
+        "r1": "2025-03-01T09:00:00Z",  # UTC: 10:00 in Berlin
+        "r2": "2025-03-01 09:00:00+05:30",
+        "r3": "2025-03-01 05:35 PM",
+        "r4": "3/1/25 09:00",  # March or January? refused
+        "r5": "2025-03-01 09:00:00",  # the business's own wall time
+        "r6": "2025/03/01 09:00",
+        "r7": "2025-03-01 9:00:00 pm",
+    }
+    rows = [[r, t, "A1", "", "", "5", "10", *needs, ""] for r, t in times.items()]
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    conn.execute("SET TimeZone = 'Europe/Berlin'")  # as the warehouse's time_zone sets it
+    _insert(conn, "feedback", landing.FEEDBACK.columns, rows, DAY)
+    _stage(conn, "feedback", landing.FEEDBACK.columns, [DAY])
+    staged = dict(conn.execute("SELECT response_id, submitted_at FROM staging.feedback").fetchall())
+    assert staged == {
+        "R1": datetime(2025, 3, 1, 10, 0),
+        "R2": datetime(2025, 3, 1, 4, 30),
+        "R3": datetime(2025, 3, 1, 17, 35),
+        "R5": datetime(2025, 3, 1, 9, 0),
+        "R6": datetime(2025, 3, 1, 9, 0),
+        "R7": datetime(2025, 3, 1, 21, 0),
+    }
+    ((rule, reason),) = conn.execute(
+        "SELECT rule, reason FROM quarantine.staging_rejects WHERE source = 'feedback'"
+    ).fetchall()
+    assert rule == "invalid_value"
+    assert reason.startswith('submitted_at "3/1/25 09:00" is not a valid timestamp (YYYY-MM-DD')
+
+
+def test_a_time_zone_that_does_not_exist_is_named(tmp_path: Path) -> None:
+    warehouse = WarehouseResource(path=str(tmp_path / "w.duckdb"), time_zone="Europe/Atlantis")
+    refused = pytest.raises(ActionableError, match="CRM_TIME_ZONE 'Europe/Atlantis' is not a time")
+    with refused, warehouse.connect():
+        pass
 
 
 def test_order_lines_rules_and_a_changed_redelivery_supersedes(tmp_path: Path) -> None:

@@ -57,13 +57,19 @@ def check_value(secret: bytes) -> str:
 
 
 def _recorded(conn: duckdb.DuckDBPyConnection) -> tuple[str, bool, bool] | None:
-    """The check value, keys_before_secret and files_pending the warehouse records."""
+    """The check value, keys_before_secret and files_pending the warehouse records (a flag
+    its table does not have yet is false)."""
     if not table_exists(conn, SCHEME_TABLE):
         return None
-    found = conn.execute(
-        f"SELECT secret_check, keys_before_secret, files_pending FROM {SCHEME_TABLE}"
-    ).fetchall()
-    return found[0] if found else None
+    found = conn.execute(f"FROM {SCHEME_TABLE}").df().to_dict("records")
+    if not found:
+        return None
+    row = found[0]
+    return (
+        row["secret_check"],
+        bool(row.get("keys_before_secret", False)),
+        bool(row.get("files_pending", False)),
+    )
 
 
 def record(conn: duckdb.DuckDBPyConnection, secret: KeySecret) -> None:
@@ -162,7 +168,9 @@ def key_secret(conn: duckdb.DuckDBPyConnection, path: Path) -> KeySecret:
     if recorded is not None:
         check, before, files = recorded
         _verify(check, value, path)
-        return KeySecret(value, before, files)
+        secret = KeySecret(value, before, files)
+        record(conn, secret)  # in this version's columns
+        return secret
     before = table_exists(conn, "core.customer_crosswalk") and bool(
         conn.execute("SELECT count(*) FROM core.customer_crosswalk").fetchone()[0]
     )

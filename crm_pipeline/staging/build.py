@@ -21,7 +21,9 @@ from crm_pipeline.staging.rules import (
     MISSING_REQUIRED,
     REDELIVERED,
     SUPERSEDED,
+    TIME_FORMATS,
     Source,
+    parsed_sql,
     text,
 )
 from crm_pipeline.staging.schemas import STAGING_MODELS
@@ -128,12 +130,21 @@ def _invalid_sql(value: str, sql_type: str) -> str:
     an amount in cents) is not valid either, nor one in a notation other than plain digits
     and a decimal point: DuckDB's cast reads 1e3, 1_000 and 0x10 as numbers, which a till
     or an export writing them means as something else."""
-    parsed = f"TRY_CAST({value} AS {sql_type})"
+    parsed = parsed_sql(value, sql_type)
     bad = f"{value} IS NOT NULL AND ({parsed} IS NULL"
     if sql_type.startswith(("DECIMAL", "INTEGER", "TINYINT", "BIGINT", "SMALLINT")):
         bad += f" OR TRY_CAST({value} AS DOUBLE) IS DISTINCT FROM CAST({parsed} AS DOUBLE)"
         bad += f" OR NOT regexp_full_match({value}, '{PLAIN_NUMBER}')"
     return bad + ")"
+
+
+def _described(sql_type: str) -> str:
+    """A type as a reason names it; a date or time with the forms it may take."""
+    if sql_type == "TIMESTAMP":
+        return f"timestamp ({TIME_FORMATS})"
+    if sql_type == "DATE":
+        return "date (YYYY-MM-DD)"
+    return sql_type.lower()
 
 
 def _rule_sql(source: Source) -> tuple[str, str]:
@@ -148,9 +159,9 @@ def _rule_sql(source: Source) -> tuple[str, str]:
     invalid = [
         (
             _invalid_sql(f"t.p_{c.name}", c.sql_type),
-            f"'{c.name} is not a valid {c.sql_type.lower()}'"
+            f"'{c.name} is not a valid {_described(c.sql_type)}'"
             if c.name in personal
-            else f"'{c.name} ' || to_json(t.p_{c.name}) || ' is not a valid {c.sql_type.lower()}'",
+            else f"'{c.name} ' || to_json(t.p_{c.name}) || ' is not a valid {_described(c.sql_type)}'",
         )
         for c in source.columns
         if c.parses

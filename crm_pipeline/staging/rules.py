@@ -90,11 +90,48 @@ class Source:
         return tuple(c.name for c in self.columns)
 
 
+# Dates and times as exports write them: ISO 8601, year first (- or / between its parts, a
+# space or a T between day and time, seconds and their fractions optional), a 12-hour time
+# with AM or PM, and a UTC offset (Z,
+# +02:00, +0200), which converts the time to the business's time zone (the warehouse's
+# time_zone: a connection's TimeZone). Any other form is not a valid value: day and month
+# order in 1/3/25 is a guess, and DuckDB's own cast reads it as the year 1 and drops an
+# offset or a PM.
+_DAY_TEXT = r"\s*\d{4}[-/]\d{1,2}[-/]\d{1,2}"
+_TIME_TEXT = r"[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?"
+_OFFSET = r"\s*([Zz]|[+-]\d{2}(:?\d{2})?)\s*"
+_TWELVE_HOUR = r"[ T](0?[1-9]|1[0-2]):\d{2}(:\d{2})?\s*[AaPp][Mm]\s*"
+_TWELVE_HOUR_FORMATS = "['%Y-%m-%d %I:%M:%S %p', '%Y-%m-%d %I:%M %p']"
+TIME_FORMATS = "YYYY-MM-DD hh:mm[:ss], with a T or a space, optionally AM/PM or a UTC offset"
+
+
+def parsed_sql(value: str, sql_type: str) -> str:
+    """SQL for a delivered text value as `sql_type`: NULL when it does not parse (for DATE and
+    TIMESTAMP, when it is in none of the forms above)."""
+    if sql_type == "DATE":
+        # A time after the day (an export's midnight) is dropped, as DuckDB's cast does.
+        return (
+            f"CASE WHEN regexp_full_match({value}, '{_DAY_TEXT}({_TIME_TEXT})?\\s*') "
+            f"THEN TRY_CAST({value} AS DATE) END"
+        )
+    if sql_type != "TIMESTAMP":
+        return f"TRY_CAST({value} AS {sql_type})"
+    twelve = f"regexp_replace(upper(trim({value})), '\\s*([AP]M)$', ' \\1')"
+    return f"""CASE
+        WHEN regexp_full_match({value}, '{_DAY_TEXT}({_TIME_TEXT})?\\s*')
+            THEN TRY_CAST({value} AS TIMESTAMP)
+        WHEN regexp_full_match({value}, '{_DAY_TEXT}{_TIME_TEXT}{_OFFSET}')
+            THEN CAST(TRY_CAST({value} AS TIMESTAMPTZ) AS TIMESTAMP)
+        WHEN regexp_full_match({value}, '{_DAY_TEXT}{_TWELVE_HOUR}')
+            THEN try_strptime(replace({twelve}, 'T', ' '), {_TWELVE_HOUR_FORMATS})
+    END"""
+
+
 def _cast(column: str, sql_type: str, required: bool = False, name: str | None = None) -> Typed:
     return Typed(
         name or column,
         sql_type,
-        f"TRY_CAST({text(column)} AS {sql_type})",
+        parsed_sql(text(column), sql_type),
         required=required,
         parses=text(column),
     )
