@@ -6,6 +6,7 @@ generator (which writes it) and the raw layer (which reads it). See ../shared/DE
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,10 @@ class FileSource:
     columns: tuple[str, ...]
     daily: bool = True
 
+    def matches(self, path: Path) -> bool:
+        """Whether a file's name is of the pattern, in any case (an export's POS_EXPORT.CSV)."""
+        return fnmatch.fnmatchcase(path.name.lower(), self.pattern.lower())
+
     def stray_files(self, root: Path, days: set[str]) -> list[Path]:
         """Files in the source's folder that no load will read: outside a partition day's
         folder, in a folder that is no partition day, or not matching the pattern."""
@@ -42,15 +47,18 @@ class FileSource:
             p
             for p in base.rglob("*")
             if p.is_file()
-            and not (p.parent.parent == base and p.parent.name in days and p.match(self.pattern))
+            and not (p.parent.parent == base and p.parent.name in days and self.matches(p))
         )
 
     def files(self, root: Path, day: str | None = None) -> list[Path]:
         """The delivered files, for one day or (reference files) for good."""
         base = root / self.folder
         if self.daily:
-            return sorted((base / day).glob(self.pattern)) if day else []
-        return sorted(base.glob(self.pattern))
+            base = base / day if day else None
+        if base is None or not base.is_dir():
+            return []
+        # Whatever is so named: one that cannot be read (a folder) fails the load, naming it.
+        return sorted(p for p in base.iterdir() if self.matches(p))
 
 
 ACCOUNTS = ShopTable(

@@ -148,7 +148,8 @@ def test_file_with_a_renamed_column_goes_to_quarantine_whole(loaded) -> None:
     ]
     assert check.severity == dg.AssetCheckSeverity.WARN
     assert check.description.startswith(
-        "All 4 delivered rows accounted for; 1 file(s) set aside whole for their header, their "
+        "All 4 delivered rows accounted for; 1 file(s) set aside whole for their header, "
+        "encoding or line breaks, their "
         f"rows in no table: feedback/{DAY2}/survey.csv; 1 set aside in quarantine.raw_rejects"
     )
     assert check.metadata["files_set_aside_whole"].value == [f"feedback/{DAY2}/survey.csv"]

@@ -63,6 +63,38 @@ def test_crlf_file_quarantines_the_bad_line_with_its_own_text(tmp_path: Path) ->
     assert not check.passed and "All 5 delivered rows" in check.description
 
 
+@pytest.mark.parametrize(
+    ("content", "rule", "what"),
+    [
+        (HEADER + b"\rS1,A,West\rS2,B,West\r", "line_breaks", "bare carriage return"),
+        (
+            (HEADER + b"\r\nS1,A,West\r\nS2,B,West\r\n").decode().encode("utf-16"),
+            "utf16_text",
+            "UTF-16",
+        ),
+        (
+            (HEADER + b"\nS1,A,West\nS2,B,West\n").decode().encode("utf-16-le"),
+            "utf16_text",
+            "UTF-16",
+        ),
+        (b"PK\x03\x04\x14\x00\x00\x00\nS1\x00\nS2\x00,B\n", "not_text", "not text"),
+    ],
+)
+def test_a_file_with_bare_cr_line_breaks_or_not_in_utf8_is_set_aside_whole_line_by_line(
+    tmp_path: Path, content: bytes, rule: str, what: str
+) -> None:
+    conn, check = _load(tmp_path, content)
+    rejects = _rejects(conn)
+    assert [(line, reason) for line, reason, _ in rejects] == [(2, rule), (3, rule)]
+    if rule != "not_text":
+        assert [text for *_, text in rejects] == ["S1,A,West", "S2,B,West"]
+    (detail,) = {d for (d,) in conn.execute("SELECT detail FROM quarantine.raw_rejects").fetchall()}
+    assert detail.startswith("stores.file: ") and what in detail and "export it" in detail
+    assert _raw(conn, "store_id") == []
+    assert check.severity.value == "WARN"
+    assert "All 2 delivered rows accounted for; 1 file(s) set aside whole" in check.description
+
+
 def test_a_rejected_record_spanning_lines_keeps_all_its_text(tmp_path: Path) -> None:
     conn, check = _load(tmp_path, HEADER + b'\nS1,"two\nlines"\nS2,B,West\n')
     assert _rejects(conn) == [(2, "missing_values", 'S1,"two\nlines"')]
@@ -321,3 +353,13 @@ def test_a_quote_left_open_in_one_of_several_files_is_rejected_with_the_rest_of_
     assert [r[:2] for r in _rejects(conn)] == [(6, "unquoted_value")]
     assert _rejects(conn)[0][2].count("\n") == 3  # lines 6 to 9, the rest of the file
     assert conn.execute("SELECT count(*) FROM raw.stores").fetchone()[0] == 4 + 4
+
+
+def test_a_file_whose_name_is_in_capitals_is_read_and_another_name_is_stray(tmp_path: Path) -> None:
+    day = tmp_path / "store_purchases" / DAY
+    day.mkdir(parents=True)
+    for name in ("POS_EXPORT.CSV", "pos.csv", "notes.txt"):
+        (day / name).write_text("x")
+    source = landing.STORE_PURCHASES
+    assert [p.name for p in source.files(tmp_path, DAY)] == ["POS_EXPORT.CSV", "pos.csv"]
+    assert [p.name for p in source.stray_files(tmp_path, {DAY})] == ["notes.txt"]

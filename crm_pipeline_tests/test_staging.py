@@ -336,6 +336,17 @@ def test_times_with_an_offset_or_am_pm_are_read_and_a_guess_is_refused(tmp_path:
     assert reason.startswith('submitted_at "3/1/25 09:00" is not a valid timestamp (YYYY-MM-DD')
 
 
+def test_a_line_of_a_billion_or_more_is_quarantined_before_it_overflows_an_order(staged) -> None:
+    why = "is a billion or more: a quantity or price typed wrong?"
+    later = "2025-03-02"
+    barcode = ["R8", "S1", "2025-03-02 15:00:00", "", "", "SKU1", "400638133", "2499.99", "card"]
+    _insert(staged, "store_purchases", landing.STORE_PURCHASES.columns, [barcode], later)
+    _stage(staged, "store_purchases", landing.STORE_PURCHASES.columns, [later])
+    assert staged.execute(
+        "SELECT rule, reason FROM quarantine.staging_rejects WHERE partition_date = ?", [later]
+    ).fetchall() == [("implausible_amount", f"quantity 400638133 x unit_price 2499.99 {why}")]
+
+
 def test_a_time_zone_that_does_not_exist_is_named(tmp_path: Path) -> None:
     warehouse = WarehouseResource(path=str(tmp_path / "w.duckdb"), time_zone="Europe/Atlantis")
     refused = pytest.raises(ActionableError, match="CRM_TIME_ZONE 'Europe/Atlantis' is not a time")
@@ -381,7 +392,12 @@ def test_order_lines_rules_and_a_changed_redelivery_supersedes(tmp_path: Path) -
     assert conn.execute(
         "SELECT source_line, kept_source_line, rule FROM quarantine.merged_duplicates"
     ).fetchall() == [(5, 6, "superseded")]
-    assert conserved_result(conn, "online_order_items", [DAY]).metadata["merged_rows"].value == 1
+    conserved = conserved_result(conn, "online_order_items", [DAY])
+    assert conserved.metadata["merged_rows"].value == 1
+    assert conserved.metadata["merged_superseded"].value == 1
+    assert "1 merged into another version of the same record with other values (superseded; " in (
+        conserved.description
+    )
 
 
 def test_a_negative_unit_cost_is_quarantined(tmp_path: Path) -> None:
@@ -410,6 +426,34 @@ def test_a_record_delivered_again_on_a_later_day_is_merged_into_the_first(staged
         dg.AssetCheckSeverity.WARN
     )
     assert contract_result(staged, SOURCES["store_purchases"], [later]).passed
+
+
+def test_a_record_delivered_again_later_with_other_values_keeps_the_first_and_warns(
+    staged,
+) -> None:
+    later = "2025-03-02"
+    # R7 again, the quantity corrected from 3 to 4.
+    changed = [
+        ["R7", "S1", "2025-03-01 14:00:00", "", "+49 30 1234567", "SKU1", "4", "20.00", "card"]
+    ]
+    _insert(staged, "store_purchases", landing.STORE_PURCHASES.columns, changed, later)
+    _stage(staged, "store_purchases", landing.STORE_PURCHASES.columns, [later])
+    assert staged.execute(
+        "SELECT quantity, partition_date FROM staging.store_purchases WHERE receipt_id = 'R7'"
+    ).fetchall() == [(3, datetime(2025, 3, 1).date())]
+    assert staged.execute(
+        "SELECT rule, json_extract_string(record, '$.quantity') FROM quarantine.merged_duplicates "
+        "WHERE partition_date = ?",
+        [later],
+    ).fetchall() == [("redelivered_changed", "4")]
+    check = conserved_result(staged, "store_purchases", [later])
+    assert check.severity == dg.AssetCheckSeverity.WARN and not check.passed
+    assert check.description == (
+        "All 1 raw rows conserved: 0 staged, 1 merged duplicates, 1 merged into another version "
+        "of the same record with other values (redelivered_changed; the earliest day's delivery "
+        "is kept: see quarantine.merged_duplicates where source = 'store_purchases' and rule = "
+        "'redelivered_changed')."
+    )
 
 
 def test_a_record_delivered_again_on_a_later_day_of_one_run_is_merged_into_the_first(

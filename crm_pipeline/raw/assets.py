@@ -164,7 +164,8 @@ def _load_files(
         context.log.warning(
             f"raw.{source.name}: {len(stray)} file(s) not read, outside the "
             f"{source.folder}/<YYYY-MM-DD>/{source.pattern} layout, or dated before "
-            f"{daily_partitions.start:%Y-%m-%d} (CRM_FIRST_DAY) or after yesterday: "
+            f"{daily_partitions.start:%Y-%m-%d} (CRM_FIRST_DAY) or after yesterday (rename or "
+            "move one into its day's folder to load it): "
             + ", ".join(p.relative_to(root).as_posix() for p in stray[:10])
         )
     loaded_at = _now()

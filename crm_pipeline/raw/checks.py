@@ -17,6 +17,7 @@ from crm_pipeline.contracts import (
     validate_queries,
 )
 from crm_pipeline.failures import listed
+from crm_pipeline.raw.delivery import WHOLE_FILE_RULES
 from crm_pipeline.raw.schemas import RawDeliveries, RawRejects
 from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, accounted_sql
 
@@ -161,16 +162,16 @@ def rows_accounted_result(
         f
         for (f,) in conn.execute(
             f"SELECT DISTINCT source_file FROM {REJECTS_TABLE} "
-            f"WHERE source = ? AND reason = 'header_mismatch' AND ({where}) ORDER BY 1",
-            [table, *params],
+            f"WHERE source = ? AND list_contains(?, reason) AND ({where}) ORDER BY 1",
+            [table, list(WHOLE_FILE_RULES), *params],
         ).fetchall()
     ]
     if whole:
         # Said first: a day without one of its files is not a few bad lines.
         metadata["files_set_aside_whole"] = dg.MetadataValue.json(whole)
         warnings.append(
-            f"{len(whole)} file(s) set aside whole for their header, their rows in no table: "
-            + listed(whole)
+            f"{len(whole)} file(s) set aside whole for their header, encoding or line breaks, "
+            "their rows in no table: " + listed(whole)
         )
     if rejected:
         # Rows of no partition (an order dated years ahead) are swept anew by every load of

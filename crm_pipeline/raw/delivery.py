@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# Rules that set a file aside whole: its header lacks or repeats a contract column, it is
+# UTF-16 or not text at all, its lines end in bare carriage returns.
+WHOLE_FILE_RULES = ("header_mismatch", "utf16_text", "not_text", "line_breaks")
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -16,9 +20,53 @@ class Delivery:
     content: bytes
 
     @property
+    def utf16(self) -> bool:
+        """Whether it is UTF-16 text: a byte order mark, or Latin text's every other byte NUL."""
+        start = self.content[:64]
+        halves = (start[0::2], start[1::2])
+        return self.content.startswith((b"\xff\xfe", b"\xfe\xff")) or (
+            len(start) >= 4 and any(h.count(0) == len(h) for h in halves)
+        )
+
+    @property
+    def text(self) -> bytes:
+        """Its bytes, UTF-16 text as UTF-8 (undecodable pairs replaced)."""
+        return (
+            self.content.decode("utf-16", errors="replace").encode() if self.utf16 else self.content
+        )
+
+    @property
+    def line_break(self) -> bytes:
+        """What ends its lines: a line feed (after a carriage return or not), or a bare
+        carriage return in a file with no line feed at all (an old till's or Mac's export)."""
+        text = self.text
+        return b"\r" if b"\r" in text and b"\n" not in text else b"\n"
+
+    def lines(self) -> list[bytes]:
+        """Its non-empty physical lines, header included, without their line breaks."""
+        return [
+            line.rstrip(b"\r") for line in self.text.split(self.line_break) if line.strip(b"\r")
+        ]
+
+    @property
     def data_lines(self) -> int:
         """Non-empty physical lines, excluding the CSV header (the count conservation uses)."""
-        return sum(1 for line in self.content.split(b"\n") if line.strip(b"\r"))
+        return len(self.lines())
+
+    def unreadable(self) -> tuple[str, str] | None:
+        """Why the loader cannot read the file at all (its rule, one of WHOLE_FILE_RULES, and
+        what to do), if it cannot."""
+        again = "deliver it again and re-run this partition"
+        if self.utf16:
+            why = "UTF-16 text (what a spreadsheet saves as Unicode text); re-export it as UTF-8"
+            return "utf16_text", f"{self.name}: {why}, {again}"
+        if b"\x00" in self.content[:4096]:
+            why = "not text (NUL bytes: a spreadsheet, an archive or an image?); export it as text"
+            return "not_text", f"{self.name}: {why}, {again}"
+        if self.line_break == b"\r":
+            why = "its lines end in a bare carriage return (CR); re-export it with LF or CRLF"
+            return "line_breaks", f"{self.name}: {why}, {again}"
+        return None
 
     def line_text(self, byte_offset: int, shown: str) -> str:
         """The line of a record DuckDB could not decode, undecodable bytes escaped.

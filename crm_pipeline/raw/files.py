@@ -62,7 +62,7 @@ def _reject_whole_file(
     loaded_at: datetime,
     header_lines: int,
 ) -> None:
-    lines = [line for line in f.content.split(b"\n") if line.strip(b"\r")][header_lines:]
+    lines = f.lines()[header_lines:]
     reject_lines(
         conn,
         source,
@@ -71,7 +71,7 @@ def _reject_whole_file(
                 f.partition_date,
                 f.name,
                 number + header_lines + 1,
-                line.rstrip(b"\r").decode("utf-8", errors="backslashreplace"),
+                line.decode("utf-8", errors="backslashreplace"),
                 reason,
                 detail,
             )
@@ -98,6 +98,9 @@ def load_csv(
     groups: dict[tuple[str, ...], list[Delivery]] = {}
     for f in files:
         if not f.content.strip():
+            continue
+        if unreadable := f.unreadable():
+            _reject_whole_file(conn, table, f, *unreadable, loaded_at, 1)
             continue
         header = _header_names(f)
         missing = [c for c in contract if c not in header]
@@ -199,6 +202,10 @@ def load_jsonl(
     """Append JSON Lines to raw.<table>; keys outside the contract are kept as JSON."""
     _log_deliveries(conn, table, files, loaded_at, header_lines=0)
     files = [f for f in files if f.content.strip()]
+    for f in files:
+        if unreadable := f.unreadable():
+            _reject_whole_file(conn, table, f, *unreadable, loaded_at, 0)
+    files = [f for f in files if not f.unreadable()]
     if not files:
         return
     loaded, rejected = scan(conn, files, 1, header=False, delimiter=_LINE_DELIMITER, quote="")

@@ -207,7 +207,8 @@ class RawRejects(pa.DataFrameModel):
         str_matches=r"^[a-z_]+$",
         description=(
             "Rule that rejected it: missing_values, extra_values, invalid_encoding, "
-            "unquoted_value, line_too_long, header_mismatch, invalid_json, no_partition, or "
+            "unquoted_value, line_too_long, header_mismatch, utf16_text, not_text, line_breaks "
+            "(a file set aside whole), invalid_json, no_partition, or "
             "another DuckDB reader error in lower case."
         ),
     )

@@ -20,6 +20,7 @@ from crm_pipeline.staging.rules import (
     INVALID_VALUE,
     MISSING_REQUIRED,
     REDELIVERED,
+    REDELIVERED_CHANGED,
     SUPERSEDED,
     TIME_FORMATS,
     Source,
@@ -193,10 +194,11 @@ def _rule_sql(source: Source) -> tuple[str, str]:
     return rule, reason
 
 
-def _record_sql(columns: tuple[str, ...]) -> str:
-    """The delivered values as a JSON object (what quarantine keeps of the row)."""
-    pairs = ", ".join(f"{quote_literal(c)}, r.{quote_ident(c)}" for c in columns)
-    return f"json_object({pairs}, 'extra_columns', r.extra_columns)"
+def _record_sql(columns: tuple[str, ...], raw: str = "r") -> str:
+    """The delivered values of the raw row `raw` as a JSON object (what quarantine keeps of
+    the row)."""
+    pairs = ", ".join(f"{quote_literal(c)}, {raw}.{quote_ident(c)}" for c in columns)
+    return f"json_object({pairs}, 'extra_columns', {raw}.extra_columns)"
 
 
 def stage(
@@ -311,13 +313,21 @@ def stage(
             WHERE s.partition_date > d.partition_date
             """
         )
+    # Labelled by whether the kept delivery said the same (the first delivery's values stay
+    # either way: a day's run does not rewrite another day).
+    kept = _record_sql(raw_columns, "k")
     conn.execute(
         f"""
         INSERT INTO {MERGED_TABLE}
         SELECT ?, s.partition_date, s.source_file, s.source_line, s.kept_source_file,
-               s.kept_source_line, '{REDELIVERED}', {_record_sql(raw_columns)}, ?
+               s.kept_source_line,
+               CASE WHEN CAST({_record_sql(raw_columns)} AS VARCHAR) = CAST({kept} AS VARCHAR)
+                    THEN '{REDELIVERED}' ELSE '{REDELIVERED_CHANGED}' END,
+               {_record_sql(raw_columns)}, ?
         FROM redelivered AS s
         {delivered}
+        LEFT JOIN raw.{source.name} AS k
+          ON k.source_file = s.kept_source_file AND k.source_line = s.kept_source_line
         """,
         [source.name, loaded_at, *params],
     )

@@ -16,7 +16,7 @@ from crm_pipeline.contracts import (
 )
 from crm_pipeline.raw.checks import LINEAGE
 from crm_pipeline.staging.build import MERGED_TABLE, REJECTS_TABLE, slice_sql
-from crm_pipeline.staging.rules import Source
+from crm_pipeline.staging.rules import CONFLICTING_MERGES, SUPERSEDED, Source
 from crm_pipeline.staging.schemas import STAGING_MODELS, MergedDuplicates, StagingRejects
 
 CONTRACT = "contract"
@@ -182,14 +182,36 @@ def conserved_result(
             metadata=metadata,
         )
     raw, staged, rejected, merged = totals
-    if rejected:
+    where, params = slice_sql(days)
+    conflicts = dict(
+        conn.execute(
+            f"SELECT rule, count(*) FROM {MERGED_TABLE} "
+            f"WHERE source = ? AND list_contains(?, rule) AND {where} GROUP BY ALL",
+            [source, list(CONFLICTING_MERGES), *params],
+        ).fetchall()
+    )
+    if rejected or conflicts:
+        metadata |= {f"merged_{rule}": n for rule, n in conflicts.items()}
+        said = [
+            f"{n} merged into another version of the same record with other values ({rule}; "
+            + (
+                "the latest row of the day is kept"
+                if rule == SUPERSEDED
+                else "the earliest day's delivery is kept"
+            )
+            + f": see {MERGED_TABLE} where source = '{source}' and rule = '{rule}')"
+            for rule, n in sorted(conflicts.items())
+        ]
+        if rejected:
+            said.append(f"{rejected} quarantined (see {REJECTS_TABLE} where source = '{source}')")
         return dg.AssetCheckResult(
             check_name=CONSERVED,
             passed=False,
             severity=dg.AssetCheckSeverity.WARN,
             description=(
                 f"All {raw} raw rows conserved: {staged} staged, {merged} merged duplicates, "
-                f"{rejected} quarantined (see {REJECTS_TABLE} where source = '{source}')."
+                + "; ".join(said)
+                + "."
             ),
             metadata=metadata,
         )

@@ -34,6 +34,9 @@ INVALID_VALUE = "invalid_value"
 EXACT_DUPLICATE = "exact_duplicate"
 SUPERSEDED = "superseded"
 REDELIVERED = "redelivered"
+REDELIVERED_CHANGED = "redelivered_changed"
+# Merges that kept one version of a record over another with other values.
+CONFLICTING_MERGES = (SUPERSEDED, REDELIVERED_CHANGED)
 
 # Oldest plausible birth date and the age a customer must have reached by their delivery day.
 MAX_AGE_YEARS = 120
@@ -165,6 +168,22 @@ def _future(column: str) -> Check:
         "future_timestamp",
         f"t.{column} >= {bound}",
         f"'{column} ' || t.{column} || ' is after its delivery'",
+    )
+
+
+# A line worth this much or more is a quantity or a price typed wrong (a barcode in the
+# quantity field), not a sale; it would also overflow the warehouse's money columns
+# (DECIMAL(14,2)) once an order adds up its lines.
+LINE_AMOUNT_LIMIT = 1_000_000_000
+
+
+def _line_amount_limit() -> Check:
+    amount = "CAST(t.quantity AS DOUBLE) * CAST(t.unit_price AS DOUBLE)"
+    return Check(
+        "implausible_amount",
+        f"{amount} >= {LINE_AMOUNT_LIMIT}",
+        "'quantity ' || t.quantity || ' x unit_price ' || t.unit_price || ' is a billion or "
+        "more: a quantity or price typed wrong?'",
     )
 
 
@@ -319,6 +338,7 @@ ONLINE_ORDER_ITEMS = Source(
     checks=(
         _positive("quantity"),
         _positive("unit_price"),
+        _line_amount_limit(),
         Check("negative_discount", "t.discount < 0", "'discount ' || t.discount || ' is negative'"),
         Check(
             "discount_exceeds_price",
@@ -349,6 +369,7 @@ STORE_PURCHASES = Source(
         _future("purchased_at"),
         _positive("quantity"),
         _positive("unit_price"),
+        _line_amount_limit(),
         _known("sku", "products", "sku"),
         _known("store_id", "stores", "store_id"),
     ),

@@ -232,7 +232,8 @@ class StagingRejects(pa.DataFrameModel):
         description=(
             "missing_required (a required value is empty), invalid_value (a value does not "
             "parse), or the out-of-range rule of an impossible value: non_positive_unit_price, "
-            "non_positive_quantity, negative_discount, discount_exceeds_price, "
+            "non_positive_quantity, implausible_amount (a line of a billion or more), "
+            "negative_discount, discount_exceeds_price, "
             "negative_unit_cost, future_timestamp (after its delivery day), "
             "timestamps_out_of_order, impossible_age (outside 0-120), rating_off_scale, "
             "unknown_sku, unknown_store."
@@ -260,11 +261,12 @@ class MergedDuplicates(pa.DataFrameModel):
     kept_source_file: Series[str] = pa.Field(description="File of the row kept in staging.")
     kept_source_line: Series[int] = pa.Field(ge=1, description="Record number of the kept row.")
     rule: Series[str] = pa.Field(
-        isin=["exact_duplicate", "superseded", "redelivered"],
+        isin=["exact_duplicate", "superseded", "redelivered", "redelivered_changed"],
         description=(
             "exact_duplicate: the same values delivered again (a repeated row, a re-exported "
             "order); superseded: an older version of a record delivered again with changes; "
-            "redelivered: a record already staged from an earlier delivery day."
+            "redelivered: a record already staged from an earlier delivery day; "
+            "redelivered_changed: the same, with other values (the earlier day's stay)."
         ),
     )
     record: Series[str] = pa.Field(
