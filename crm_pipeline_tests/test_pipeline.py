@@ -245,8 +245,11 @@ def test_the_readme_connection_recipes_run_as_written(analyst_folder) -> None:
     assert "rfm_segment" in printed and "No purchase" in printed  # the DuckDB CLI's table
     assert "lifecycle_stage" in _printed([sys.executable, "-c", python], analyst_folder)
     printed = _printed([sys.executable, "-c", alchemy], analyst_folder)
-    # The five most valuable customers, by key and CLV.
+    # The five most valuable customers, by key and CLV; the schema's tables and a table's
+    # columns, as a BI tool reflects them.
     assert len(re.findall(r"\('C[0-9A-F]+', ", printed)) == 5, printed
+    assert "'scored_customers'" in printed and "'need_ipa'" in printed, printed
+    assert "[('customer_key', 'VARCHAR'), ('customer_type', 'VARCHAR'), " in printed, printed
 
 
 def test_the_data_dictionary_gives_each_column_the_type_the_warehouse_stores(run) -> None:
