@@ -15,7 +15,9 @@ import duckdb
 import pytest
 
 from crm_pipeline.analytics.assets import analytics_assets
+from crm_pipeline.analytics.features import customer_features
 from crm_pipeline.analytics.satisfaction import csat, nps
+from crm_pipeline.analytics.scoring import churn_tier
 from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.crosswalk import pairwise_scores
@@ -275,6 +277,34 @@ def test_the_data_dictionary_gives_each_column_the_type_the_warehouse_stores(run
     # Tables written only by an erasure are listed, and said to be missing.
     erasures = text.split("\n## raw.erasures\n")[1].split("\n## ")[0]
     assert "Not in the warehouse yet" in erasures
+
+
+def test_a_buyer_without_a_repeat_purchase_has_no_model_churn_risk_but_the_rules_tier(
+    run,
+) -> None:
+    _, conn, _, _, _ = run
+    (as_of,) = conn.execute(
+        "SELECT max(CAST(as_of AS DATE)) FROM analytics.scored_customers"
+    ).fetchone()
+    repeats = customer_features(conn, as_of)["x"]
+    scored = (
+        conn.execute(
+            "SELECT customer_key, p_alive, churn_risk, churn_tier, rule_churn_tier "
+            "FROM analytics.scored_customers WHERE customer_key IN (SELECT unnest(?))",
+            [list(repeats.index)],
+        )
+        .df()
+        .set_index("customer_key")
+    )
+    one_time = scored.loc[repeats.index[repeats == 0]]
+    repeaters = scored.loc[repeats.index[repeats > 0]]
+    assert len(one_time) > 20 and len(repeaters) > 20
+    # The model holds a one-time buyer alive whenever they bought: no churn risk from it.
+    assert (one_time["p_alive"] == 1).all()
+    assert one_time["churn_risk"].isna().all()
+    assert (one_time["churn_tier"] == one_time["rule_churn_tier"]).all()
+    assert (repeaters["churn_risk"] - (1 - repeaters["p_alive"])).abs().max() < 1e-12
+    assert (repeaters["churn_tier"] == churn_tier(repeaters["churn_risk"])).all()
 
 
 def test_scored_customers_has_one_row_per_customer_and_no_personal_data(run) -> None:

@@ -115,6 +115,32 @@ def test_recommendations_never_repeat_a_purchase_and_rank_one_to_n(conn) -> None
     ).fetchall()[0][0]
 
 
+def test_a_product_bought_and_returned_is_neither_recommended_back_nor_a_sale(conn) -> None:
+    # B0 bought a cake before the cut-off and returned it; S1 bought cheese, new to them,
+    # after it and returned it too.
+    returns = [("B0", "2025-03-05", ["cake"]), ("S1", "2025-04-12", ["cheese"])]
+    order_lines(conn, _history() + returns, category=DAIRY | BAKERY)
+    conn.execute(
+        "UPDATE core.order_lines SET order_status = 'refunded' WHERE order_id IN (?, ?)",
+        [f"O{len(_history())}", f"O{len(_history()) + 1}"],
+    )
+    _recommend(conn, 2)
+    assert [sku for sku, *_ in _of(conn, "B0")] == ["milk", "cheese"]  # not the cake
+    # No sale: B1, who bought as B0 did, is scored on the shares of the history without it.
+    (_, milk_score, *_), (cake, cake_score, *_) = _of(conn, "B1")
+    assert cake == "cake" and milk_score == pytest.approx(0.5 * 90 / 170)
+    assert cake_score == pytest.approx(0.5 * 10 / 170 + 0.5 * 10 / 40)
+    # Nor a first purchase the holdout looks for.
+    order_lines(conn, _history(), category=DAIRY | BAKERY)
+    without = evaluate(purchase_lines(conn, END), CUTOFF, 2)
+    order_lines(conn, _history() + returns[1:], category=DAIRY | BAKERY)
+    conn.execute(
+        "UPDATE core.order_lines SET order_status = 'refunded' "
+        "WHERE sku = 'cheese' AND customer_key = 'S1'"
+    )
+    assert evaluate(purchase_lines(conn, END), CUTOFF, 2) == without
+
+
 def test_the_baseline_is_the_best_sellers_not_yet_bought(conn) -> None:
     _recommend(conn, 2, popularity_only=True)
     # M0 bought milk and cheese; eggs and bread sell 20 lines each (ties go by SKU).

@@ -31,14 +31,26 @@ class ScoredCustomers(CoreModel):
         nullable=False,
         isin=[*SEGMENTS, "No purchase"],
     )
-    p_alive: Series[float] = field("BG/NBD probability the customer is still active.", ge=0, le=1)
+    p_alive: Series[float] = field(
+        "BG/NBD probability the customer is still active; 1 for a buyer without a repeat "
+        "purchase (the model lets customers drop out only after one).",
+        ge=0,
+        le=1,
+    )
     expected_purchases_90d: Series[float] = field("Expected purchase days, next 90 days.", ge=0)
     expected_purchases_365d: Series[float] = field("Expected purchase days, next 365 days.", ge=0)
     expected_average_value: Series[float] = field("Gamma-Gamma expected value per purchase.")
     clv_12m: Series[float] = field("Discounted expected value of the next CLV horizon.")
-    churn_risk: Series[float] = field("1 - P(alive).", ge=0, le=1)
+    churn_risk: Series[float] = field(
+        "1 - P(alive); NULL for a buyer without a repeat purchase (P(alive) is 1 by the "
+        "model's assumption, not by evidence).",
+        ge=0,
+        le=1,
+    )
     churn_tier: Series[str] = field(
-        "low (< 0.3), medium (< 0.7) or high churn risk.", isin=list(CHURN_TIERS)
+        "low (< 0.3), medium (< 0.7) or high churn risk; for a buyer without a repeat "
+        "purchase, rule_churn_tier.",
+        isin=list(CHURN_TIERS),
     )
     gap_ratio: Series[float] = field(
         "Days since the last purchase / the customer's typical days between purchase days "
@@ -55,7 +67,13 @@ class ScoredCustomers(CoreModel):
         nullable=False,
     )
     value_score: Series[float] = field("Seed value score, 0-100 percentile.", ge=0, le=100)
-    satisfaction_score: Series[float] = field("Seed satisfaction score, 0-100.", ge=0, le=100)
+    satisfaction_score: Series[float] = field(
+        "Seed satisfaction score, 0-100; for a customer with no survey answer (surveys = 0), "
+        "its rating and recommendation parts are the population's means (the complaint part "
+        "is the customer's own).",
+        ge=0,
+        le=100,
+    )
     surveys: Series[int] = field("Survey responses given.", nullable=False, ge=0)
     csat: Series[float] = field("CSAT: % of the customer's ratings that are 4 or 5.", ge=0, le=100)
     nps_group: Series[str] = field(

@@ -235,11 +235,17 @@ def score_customers(
     scored["rfm_segment"] = scored["rfm_segment"].fillna("No purchase")
     model, runs = _fit_clv(features.loc[buyers], months, discount_rate, minimums, reused)
     scored = scored.join(model)
-    scored["churn_risk"] = 1 - scored["p_alive"]
-    scored["churn_tier"] = churn_tier(scored["churn_risk"])
     gap = (bought["t_x"] * 7 / bought["x"].where(bought["x"] > 0)).fillna(ONE_TIME_GAP_DAYS)
     scored["gap_ratio"] = bought["recency_days"] / gap
+    # BG/NBD lets a customer drop out only after a repeat purchase, so it holds every buyer
+    # without one alive (P(alive) = 1, however long ago they bought): no evidence of churn.
+    # Their churn risk is left empty and their tier is the rule's.
+    one_time = bought["x"].eq(0).to_numpy()
+    scored["churn_risk"] = (1 - scored["p_alive"]).mask(one_time)
     scored["rule_churn_tier"] = rule_churn_tier(scored["gap_ratio"])
+    scored["churn_tier"] = churn_tier(scored["churn_risk"]).mask(
+        one_time, scored["rule_churn_tier"]
+    )
     scored["overdue"] = (scored["gap_ratio"] >= 2).astype(bool)
     values = value_scores(
         pd.DataFrame(

@@ -44,11 +44,13 @@ def evaluate(lines: Lines, cutoff: date, n: int) -> dict:
     """
     products = len(lines.sku)
     before = lines.upto(cutoff)
+    sold = ~lines.refunded  # a refunded product was owned, but is no purchase to find
     owned = unique_pairs(lines.customer[before], lines.product[before], products)
-    later = unique_pairs(lines.customer[~before], lines.product[~before], products)
+    after = ~before & sold
+    later = unique_pairs(lines.customer[after], lines.product[after], products)
     seen = _among(owned, later)
     earlier_buyer = np.zeros(len(lines.keys), bool)
-    earlier_buyer[lines.customer[before]] = True
+    earlier_buyer[lines.customer[before & sold]] = True
     new = later[~seen & earlier_buyer[later // products]]
     customers = new // products  # sorted, as `new` is
     customers = customers[np.r_[True, customers[1:] != customers[:-1]]] if len(new) else customers

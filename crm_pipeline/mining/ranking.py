@@ -25,9 +25,11 @@ from datetime import date
 import duckdb
 import numpy as np
 
+# Every line of a known customer up to the day, refunded ones too: a product bought and
+# returned is no purchase (it counts in no share), but no recommendation either.
 PURCHASES = """
     SELECT * FROM core.order_lines
-    WHERE customer_key IS NOT NULL AND order_status <> 'refunded'
+    WHERE customer_key IS NOT NULL
       AND ordered_at < CAST($as_of AS DATE) + INTERVAL 1 DAY
 """
 BLOCK = 100_000  # customers ranked at a time: 100,000 x 500 products of owned flags is 50 MB
@@ -48,9 +50,12 @@ class Lines:
     customer: np.ndarray  # per line
     product: np.ndarray
     day: np.ndarray
+    refunded: np.ndarray  # per line: its order was refunded
 
-    def upto(self, day: date) -> np.ndarray:
-        """Which lines are on or before `day`."""
+    def upto(self, day: date | None) -> np.ndarray:
+        """Which lines are on or before `day` (None: all of them)."""
+        if day is None:
+            return np.ones(len(self.day), bool)
         return self.day <= (day - EPOCH).days
 
 
@@ -92,7 +97,8 @@ def purchase_lines(conn: duckdb.DuckDBPyConnection, as_of: date) -> Lines:
         f"""
         CREATE OR REPLACE TEMP TABLE top_lines AS
         SELECT customer_key, sku, category,
-               CAST(CAST(ordered_at AS DATE) - DATE '1970-01-01' AS INTEGER) AS day
+               CAST(CAST(ordered_at AS DATE) - DATE '1970-01-01' AS INTEGER) AS day,
+               order_status = 'refunded' AS refunded
         FROM ({PURCHASES}) WHERE sku IS NOT NULL
         """,
         {"as_of": as_of},
@@ -116,7 +122,7 @@ def purchase_lines(conn: duckdb.DuckDBPyConnection, as_of: date) -> Lines:
     keys = conn.execute("SELECT customer_key FROM top_customers ORDER BY i").fetchnumpy()
     numbered = conn.execute(
         """
-        SELECT c.i, p.j, l.day
+        SELECT c.i, p.j, l.day, l.refunded
         FROM top_lines AS l
         JOIN top_customers AS c USING (customer_key)
         JOIN top_products AS p USING (sku)
@@ -133,6 +139,7 @@ def purchase_lines(conn: duckdb.DuckDBPyConnection, as_of: date) -> Lines:
         customer=np.asarray(numbered["i"], np.int64),  # no copy: already these types
         product=np.asarray(numbered["j"], np.int64),
         day=np.asarray(numbered["day"], np.int32),
+        refunded=np.asarray(numbered["refunded"], bool),
     )
 
 
@@ -157,16 +164,20 @@ def purchases(
 ) -> Purchases:
     """The purchases in `lines` up to the end of `upto` (default: all of them). Shares count
     every buyer's lines; customers are those numbered in `customers` (sorted, distinct) that bought
-    by then, else every buyer. Products never bought by then are not candidates."""
-    customer, product = lines.customer, lines.product
-    if upto:
-        kept = lines.upto(upto)
-        customer, product = customer[kept], product[kept]
+    by then, else every buyer. Products never bought by then are not candidates. A refunded
+    line is no purchase, but its product is owned (never recommended back)."""
+    held = lines.upto(upto)
+    kept = held & ~lines.refunded
+    customer, product = lines.customer[kept], lines.product[kept]
+    returned_customer, returned_product = lines.customer[held], lines.product[held]
     counts = np.bincount(product, minlength=len(lines.sku))
     products = np.flatnonzero(counts)
     if len(products) < len(lines.sku):
         counts = counts[products]
         product = np.searchsorted(products, product)  # renumbered among the products kept
+        sold = np.isin(returned_product, products)
+        returned_customer = returned_customer[sold]
+        returned_product = np.searchsorted(products, returned_product[sold])
     category = lines.category[products]
     names = sorted({c for c in category if c is not None})
     position = {name: i for i, name in enumerate(names)}
@@ -181,7 +192,10 @@ def purchases(
         customer = number[customer]
         mine = customer >= 0
         customer, product = customer[mine], product[mine]
-    owned = unique_pairs(customer, product, len(products))
+        returned_customer = number[returned_customer]
+        mine = returned_customer >= 0
+        returned_customer, returned_product = returned_customer[mine], returned_product[mine]
+    owned = unique_pairs(returned_customer, returned_product, len(products))
     by_category = np.bincount(
         customer * categories + category_index[product], minlength=len(chosen) * categories
     ).reshape(len(chosen), categories)

@@ -46,7 +46,8 @@ class AssociationRules(CoreModel):
 
 
 class Recommendations(CoreModel):
-    """The next-best products per customer: the top N products the customer has not bought,
+    """The next-best products per customer: the top N products the customer has not bought
+    (nor bought and returned: a refunded line is no sale, but not recommended back either),
     by the estimated chance a line of their next basket is the product (half what everyone
     buys, half what their own categories sell), each with the strongest evidence for it and a
     plain reason."""
