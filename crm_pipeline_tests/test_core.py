@@ -15,7 +15,7 @@ from pandera.typing import Series
 from crm_pipeline.checked import contract_digest
 from crm_pipeline.core.assets import TABLES, _contract_check, _keys_check
 from crm_pipeline.core.classify import CoreRules
-from crm_pipeline.core.model import LINE_ORDER, build_customers
+from crm_pipeline.core.model import LINE_ORDER, build_customers, inquiries_as_of
 from crm_pipeline.definitions import defs
 from crm_pipeline.run import range_tags
 from crm_pipeline.staging.build import ensure_tables
@@ -239,3 +239,30 @@ def test_a_contracts_digest_changes_with_any_rule_of_a_column() -> None:
     assert contract_digest(model(1, False)) == contract_digest(model(1, False))
     assert contract_digest(model(1, False)) != contract_digest(model(0, False))
     assert contract_digest(model(1, False)) != contract_digest(model(1, True))
+
+
+def test_inquiries_as_of_a_day_know_no_response_or_closing_after_it() -> None:
+    conn = duckdb.connect()
+    conn.execute(
+        """
+        CREATE SCHEMA core;
+        CREATE TABLE core.inquiries AS
+        SELECT * FROM (VALUES
+            ('I1', TIMESTAMP '2025-06-30 09:00', TIMESTAMP '2025-06-30 10:00',
+             TIMESTAMP '2025-06-30 21:00', 1.0, 12.0),
+            ('I2', TIMESTAMP '2025-06-30 18:00', TIMESTAMP '2025-06-30 23:00',
+             TIMESTAMP '2025-07-03 18:00', 5.0, 72.0),
+            ('I3', TIMESTAMP '2025-06-30 22:00', TIMESTAMP '2025-07-01 08:00',
+             NULL, 10.0, NULL),
+            ('I4', TIMESTAMP '2025-07-01 08:00', NULL, NULL, NULL, NULL)
+        ) AS t(inquiry_id, opened_at, first_response_at, closed_at, first_response_hours,
+               resolution_hours)
+        """
+    )
+    known = conn.execute(
+        f"SELECT inquiry_id, first_response_hours, resolution_hours, closed_at IS NULL "
+        f"FROM ({inquiries_as_of('$day')}) ORDER BY 1",
+        {"day": "2025-06-30"},
+    ).fetchall()
+    # I2 was answered that day but closed later; I3 answered the next morning; I4 opened then.
+    assert known == [("I1", 1.0, 12.0, False), ("I2", 5.0, None, True), ("I3", None, None, True)]

@@ -23,6 +23,7 @@ from crm_pipeline.analytics.gamma_gamma import GammaGammaFit
 from crm_pipeline.analytics.needs import ipa, need_scores
 from crm_pipeline.analytics.schemas import ANALYTICS_MODELS
 from crm_pipeline.analytics.scoring import ClvFits, ModelRun, holdout_run, score_customers
+from crm_pipeline.core.model import inquiries_as_of
 from crm_pipeline.marts import Built, Mart, Settings, mart_assets
 from crm_pipeline.report import chart_metadata
 
@@ -181,8 +182,8 @@ def build_scored_customers(conn: duckdb.DuckDBPyConnection, day: date, settings:
         end,
     ).df()
     inquiries = conn.execute(
-        "SELECT customer_key, topic, first_response_hours, resolution_hours FROM core.inquiries "
-        f"WHERE opened_at {UNTIL}",
+        "SELECT customer_key, topic, first_response_hours, resolution_hours "
+        f"FROM ({inquiries_as_of('$end')})",
         end,
     ).df()
     first_day = conn.execute(

@@ -12,6 +12,7 @@ from datetime import date
 import duckdb
 
 from crm_pipeline.core.classify import CoreRules, channel_preference_sql
+from crm_pipeline.core.model import inquiries_as_of
 
 UNKNOWN = "(unknown)"  # no customer key, or a customer first seen after the day
 NO_PRODUCT = "(no product)"
@@ -141,8 +142,8 @@ def satisfaction_summary(conn: duckdb.DuckDBPyConnection, as_of: date, table: st
                    median(i.resolution_hours) AS median_resolution_hours
             FROM (
                 SELECT i.*, {contacts}
-                FROM core.inquiries AS i LEFT JOIN customer_dims AS d USING (customer_key)
-                WHERE i.opened_at {UNTIL}
+                FROM ({inquiries_as_of("$as_of")}) AS i
+                LEFT JOIN customer_dims AS d USING (customer_key)
             ) AS i
             GROUP BY ALL
         )
@@ -169,8 +170,8 @@ def unmet_needs(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -> Non
                    count(*) AS inquiries,
                    count(DISTINCT customer_key) AS customers,
                    median(resolution_hours) AS median_resolution_hours
-            FROM core.inquiries
-            WHERE topic IN ('pre_sales', 'complaint') AND opened_at {UNTIL}
+            FROM ({inquiries_as_of("$as_of")})
+            WHERE topic IN ('pre_sales', 'complaint')
             GROUP BY ALL
         ), buyers AS (
             SELECT category, count(DISTINCT customer_key) AS buyers

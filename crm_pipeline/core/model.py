@@ -678,6 +678,24 @@ def build_stores(conn: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def inquiries_as_of(day: str) -> str:
+    """SQL for core.inquiries as they stood at the end of a day (`day`: SQL for it, such as a
+    parameter): those opened by then, a response or a closing after it not yet happened (its
+    time and hours NULL), so a look back, or today's marts, never use what came later."""
+    end = f"CAST({day} AS DATE) + INTERVAL 1 DAY"
+    return f"""
+        SELECT * REPLACE (
+            CASE WHEN first_response_at < {end} THEN first_response_at END AS first_response_at,
+            CASE WHEN first_response_at < {end} THEN first_response_hours END
+                AS first_response_hours,
+            CASE WHEN closed_at < {end} THEN closed_at END AS closed_at,
+            CASE WHEN closed_at < {end} THEN resolution_hours END AS resolution_hours
+        )
+        FROM core.inquiries
+        WHERE opened_at < {end}
+    """
+
+
 def build_inquiries(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
     _excluded_customers(conn, config)
     conn.execute(

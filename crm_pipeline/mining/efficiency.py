@@ -10,15 +10,14 @@ from datetime import date
 
 import duckdb
 
+from crm_pipeline.core.model import inquiries_as_of
 from crm_pipeline.core.schemas import key_number
 
 SALES = """
     SELECT * FROM core.order_lines
     WHERE order_status <> 'refunded' AND ordered_at < CAST($as_of AS DATE) + INTERVAL 1 DAY
 """
-INQUIRIES = """
-    SELECT * FROM core.inquiries WHERE opened_at < CAST($as_of AS DATE) + INTERVAL 1 DAY
-"""
+INQUIRIES = inquiries_as_of("$as_of")
 BREAKDOWNS = {
     "store": "coalesce(store_id, '(online)')",
     "category": "coalesce(category, '(unknown)')",
