@@ -145,3 +145,34 @@ def test_upsell_is_a_repeat_buyer_below_the_median_price(conn) -> None:
             1,
         )
     ]
+
+
+def test_regions_and_their_cities_grow_as_types_of_their_own(conn) -> None:
+    # Moved 60 days on, March's baskets fall in the last quarter and N0's January one in the
+    # quarter before; S0 bought once more in that earlier quarter. Everyone lives in Town.
+    conn.execute("UPDATE core.order_lines SET ordered_at = ordered_at + INTERVAL 60 DAY")
+    conn.execute(
+        "INSERT INTO core.order_lines SELECT * REPLACE (ordered_at - INTERVAL 100 DAY AS ordered_at) "
+        "FROM core.order_lines WHERE customer_key = ?",
+        [key("S0")],
+    )
+    _mine(conn)
+    found = conn.execute(
+        "SELECT type, target_kind, target, estimated_value, rank FROM opps "
+        "WHERE type IN ('regional_growth', 'city_growth') ORDER BY ALL"
+    ).fetchall()
+    # Each a type of its own, ranked on its own: a type's values add up, no sale counted twice
+    # (North 60 against 10, South 40 against 10, their town 100 against 20; a year is x4).
+    assert found == [
+        ("city_growth", "city", "Town", 320.0, 1),
+        ("regional_growth", "region", "North", 200.0, 1),
+        ("regional_growth", "region", "South", 120.0, 2),
+    ]
+
+
+def test_customers_of_no_known_region_are_no_whitespace(conn) -> None:
+    conn.execute("UPDATE analytics.scored_customers SET region = NULL WHERE region = 'South'")
+    _mine(conn)
+    assert conn.execute(
+        "SELECT region, bool_or(whitespace) FROM mining.penetration GROUP BY 1 ORDER BY 1"
+    ).fetchall() == [("(no region)", False), ("North", False)]

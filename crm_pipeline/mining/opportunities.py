@@ -25,7 +25,9 @@ import duckdb
 from crm_pipeline.core.schemas import key_number
 from crm_pipeline.mining.settings import MiningSettings
 
-TYPES = ("whitespace", "regional_growth", "win_back", "cross_sell", "upsell")
+TYPES = ("whitespace", "regional_growth", "city_growth", "win_back", "cross_sell", "upsell")
+# A segment of customers whose region is unknown: no place a sales team can go to.
+NO_REGION = "(no region)"
 
 # lines: what was bought up to the day; sales: the same with the buyer's type and place.
 SALES = """
@@ -49,7 +51,7 @@ PENETRATION = f"""
         -- Per customer and category (NULL: none known), their revenue in the year; grouped
         -- before the join, so the customers are looked up once per category, not per line,
         -- by their keys' numbers (cheaper to group and join on than the text).
-        SELECT b.*, s.customer_type, coalesce(s.region, '(no region)') AS customer_region
+        SELECT b.*, s.customer_type, coalesce(s.region, '{NO_REGION}') AS customer_region
         FROM (
             SELECT {key_number("customer_key")} AS customer_key, category,
                    sum(net_amount) AS net_amount
@@ -79,7 +81,7 @@ PENETRATION = f"""
            coalesce(c.buyers, 0) / s.buyers AS penetration,
            t.buyers / ty.buyers AS comparable_penetration,
            CAST(t.revenue / t.buyers AS DOUBLE) AS revenue_per_buyer,
-           s.buyers >= $min_segment_buyers
+           s.buyers >= $min_segment_buyers AND s.region <> '{NO_REGION}'
                AND coalesce(c.buyers, 0) / s.buyers < $whitespace_ratio * t.buyers / ty.buyers
                AS whitespace,
            CAST(greatest(t.buyers / ty.buyers - coalesce(c.buyers, 0) / s.buyers, 0) * s.buyers
@@ -106,7 +108,9 @@ WHITESPACE = f"""
     WHERE whitespace
 """
 
-REGIONAL_GROWTH = f"""
+# Regions and their cities hold the same sales: each kind is a type of its own (regional_growth,
+# city_growth), so a type's values add up.
+GROWTH = f"""
     WITH quarters AS (
         SELECT kind, place,
                sum(net_amount) FILTER (
@@ -126,14 +130,14 @@ REGIONAL_GROWTH = f"""
         ) WHERE place IS NOT NULL
         GROUP BY ALL
     )
-    SELECT 'regional_growth', kind, place, NULL,
+    SELECT CASE kind WHEN 'region' THEN 'regional_growth' ELSE 'city_growth' END, kind, place, NULL,
            CAST((recent - before) * 4 AS DOUBLE),
            'Revenue in ' || place || ' grew ' || round((recent / before - 1) * 100, 1)
                || '% (last 90 days ' || {_money("recent")} || ' against '
                || {_money("before")} || ' in the 90 before); a year at this pace adds '
                || {_money("(recent - before) * 4")}
     FROM quarters
-    WHERE recent > before AND before > 0
+    WHERE recent > before AND before > 0 AND kind = $kind
 """
 
 WIN_BACK = f"""
@@ -236,7 +240,9 @@ def opportunities(
     )
     # One kind at a time: each reads the sales on its own, so memory holds one kind's work,
     # and keeps only its top rows (the order of the ranking below), not every customer's.
-    for query in (WHITESPACE, REGIONAL_GROWTH, WIN_BACK, CROSS_SELL, UPSELL):
+    queries = (WHITESPACE, GROWTH, GROWTH, WIN_BACK, CROSS_SELL, UPSELL)
+    for query, kind in zip(queries, (None, "region", "city", None, None, None), strict=True):
+        parameters["kind"] = kind
         used = {name: value for name, value in parameters.items() if f"${name}" in query}
         used["as_of"] = as_of  # the sales read up to the day
         used["per_type"] = settings.opportunities_per_type

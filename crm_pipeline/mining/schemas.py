@@ -168,7 +168,7 @@ class Penetration(CoreModel):
     revenue_per_buyer: Series[float] = field("What a buyer of the category spent in the year.")
     whitespace: Series[bool] = field(
         "penetration below whitespace_ratio x comparable, in a segment of at least "
-        "min_segment_buyers.",
+        "min_segment_buyers whose region is known.",
         nullable=False,
     )
     gap_value: Series[float] = field(
@@ -181,8 +181,9 @@ class Penetration(CoreModel):
 
 class Opportunities(CoreModel):
     """Where revenue can grow, one ranked list: whitespace (a segment buying a category far
-    less than comparable segments), regional growth, win-back of valuable customers at risk,
-    cross-sell and upsell; each with an estimated yearly value and a plain reason."""
+    less than comparable segments), regional and city growth (each a type of its own: a
+    region's sales hold its cities'), win-back of valuable customers at risk, cross-sell and
+    upsell; each with an estimated yearly value and a plain reason."""
 
     type: Series[str] = field(", ".join(TYPES) + ".", nullable=False, isin=list(TYPES))
     target_kind: Series[str] = field(
