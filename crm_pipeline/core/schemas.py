@@ -218,7 +218,8 @@ class OrderLines(CoreModel):
     order_status: Series[str] = field("completed, refunded, ... (store: completed).")
     payment_method: Series[str] = field("Payment method.")
     order_size_band: Series[str] = field(
-        "small, medium or large: tertiles of order net amount.",
+        "small, medium or large: tertiles of the order's value as placed (quantity x unit "
+        "price - discount over its lines; a refunded order keeps the band of what it was).",
         nullable=False,
         isin=["small", "medium", "large"],
     )
