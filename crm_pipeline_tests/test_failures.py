@@ -526,10 +526,13 @@ def test_a_shop_url_whose_driver_is_missing_names_one_that_is_installed(
     tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     _command_line_on(_zone(tiny_zone, tmp_path), tmp_path / "warehouse.duckdb", monkeypatch)
-    monkeypatch.setenv("CRM_SHOP_URL", "postgresql://crm:s3cret@127.0.0.1:1/shop")
+    # psycopg 3 is not installed (psycopg2 is).
+    monkeypatch.setenv("CRM_SHOP_URL", "postgresql+psycopg://crm:s3cret@127.0.0.1:1/shop")
     assert _exit_code() == 2
     printed = capsys.readouterr().err
-    assert "CRM_SHOP_URL postgresql://crm:***@127.0.0.1:1/shop needs a database driver" in printed
+    assert "CRM_SHOP_URL postgresql+psycopg://crm:***@127.0.0.1:1/shop needs a database driver" in (
+        printed
+    )
     assert "postgresql+psycopg2://" in printed and "s3cret" not in printed
 
 
