@@ -416,6 +416,31 @@ def test_an_as_of_result_is_the_same_with_or_without_the_data_after_the_day(
     full, cut = tmp_path / "full.duckdb", tmp_path / "cut.duckdb"
     shutil.copy(source, full)
     shutil.copy(source, cut)
+    # The last inquiries opened by the day (pre-sales questions and complaints among them),
+    # answered and closed only days after it.
+    for copy in (full, cut):
+        with duckdb.connect(str(copy)) as writer:
+            writer.execute(
+                """
+                UPDATE core.inquiries
+                SET first_response_at = CAST($day AS DATE) + INTERVAL 2 DAY,
+                    closed_at = CAST($day AS DATE) + INTERVAL 3 DAY,
+                    first_response_hours = date_diff('second', opened_at,
+                        CAST($day AS DATE) + INTERVAL 2 DAY) / 3600,
+                    resolution_hours = date_diff('second', opened_at,
+                        CAST($day AS DATE) + INTERVAL 3 DAY) / 3600
+                WHERE inquiry_id IN (
+                    (SELECT inquiry_id FROM core.inquiries
+                     WHERE CAST(opened_at AS DATE) <= $day AND customer_key IS NOT NULL
+                       AND topic IN ('complaint', 'pre_sales')
+                     ORDER BY opened_at DESC LIMIT 4)
+                    UNION ALL
+                    (SELECT inquiry_id FROM core.inquiries
+                     WHERE CAST(opened_at AS DATE) <= $day ORDER BY opened_at DESC LIMIT 4)
+                )
+                """,
+                {"day": day},
+            )
     later = {
         "core.order_lines": "ordered_at",
         "core.feedback": "submitted_at",
@@ -428,6 +453,15 @@ def test_an_as_of_result_is_the_same_with_or_without_the_data_after_the_day(
         for table, column in later.items():
             removed += writer.execute(
                 f"DELETE FROM {table} WHERE {column} >= ?", [day + timedelta(days=1)]
+            ).fetchall()[0][0]
+        # An inquiry opened by the day but answered or closed later was open on it.
+        for at, hours in (
+            ("first_response_at", "first_response_hours"),
+            ("closed_at", "resolution_hours"),
+        ):
+            removed += writer.execute(
+                f"UPDATE core.inquiries SET {at} = NULL, {hours} = NULL WHERE {at} >= ?",
+                [day + timedelta(days=1)],
             ).fetchall()[0][0]
     assert removed > 100  # a real share of the data lies after the day
     for copy in (full, cut):

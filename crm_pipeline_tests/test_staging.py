@@ -314,6 +314,11 @@ def test_times_with_an_offset_or_am_pm_are_read_and_a_guess_is_refused(tmp_path:
         "r5": "2025-03-01 09:00:00",  # the business's own wall time
         "r6": "2025/03/01 09:00",
         "r7": "2025-03-01 9:00:00 pm",
+        "r8": "2025-03-01T23:30:00Z",  # 00:30 the next day in Berlin: not after its delivery
+        "r9": "2025-03-01 9:05",
+        "r10": "2025-03-01 10:00 +0200",
+        "r11": "2025/03/01 1:00 PM",
+        "r12": "2025-03-02 00:30:00",  # Berlin's own time, the next day: after its delivery
     }
     rows = [[r, t, "A1", "", "", "5", "10", *needs, ""] for r, t in times.items()]
     conn = duckdb.connect(str(tmp_path / "w.duckdb"))
@@ -328,12 +333,19 @@ def test_times_with_an_offset_or_am_pm_are_read_and_a_guess_is_refused(tmp_path:
         "R5": datetime(2025, 3, 1, 9, 0),
         "R6": datetime(2025, 3, 1, 9, 0),
         "R7": datetime(2025, 3, 1, 21, 0),
+        "R8": datetime(2025, 3, 2, 0, 30),
+        "R9": datetime(2025, 3, 1, 9, 5),
+        "R10": datetime(2025, 3, 1, 9, 0),
+        "R11": datetime(2025, 3, 1, 13, 0),
     }
-    ((rule, reason),) = conn.execute(
-        "SELECT rule, reason FROM quarantine.staging_rejects WHERE source = 'feedback'"
+    (_, future), (_, guess) = conn.execute(  # r12, then r4
+        "SELECT json_extract_string(record, '$.response_id'), rule || ': ' || reason "
+        "FROM quarantine.staging_rejects WHERE source = 'feedback' ORDER BY 1"
     ).fetchall()
-    assert rule == "invalid_value"
-    assert reason.startswith('submitted_at "3/1/25 09:00" is not a valid timestamp (YYYY-MM-DD')
+    assert guess.startswith(
+        'invalid_value: submitted_at "3/1/25 09:00" is not a valid timestamp (YYYY-MM-DD'
+    )
+    assert future == "future_timestamp: submitted_at 2025-03-02 00:30:00 is after its delivery"
 
 
 def test_a_line_of_a_billion_or_more_is_quarantined_before_it_overflows_an_order(staged) -> None:
@@ -345,6 +357,22 @@ def test_a_line_of_a_billion_or_more_is_quarantined_before_it_overflows_an_order
     assert staged.execute(
         "SELECT rule, reason FROM quarantine.staging_rejects WHERE partition_date = ?", [later]
     ).fetchall() == [("implausible_amount", f"quantity 400638133 x unit_price 2499.99 {why}")]
+
+
+def test_a_snapshot_row_made_before_the_load_on_the_business_clock_is_not_in_the_future(
+    tmp_path: Path,
+) -> None:
+    # Loaded at 06:00 UTC, 07:00 in Berlin: an account opened at 06:30 Berlin time was there.
+    conn = duckdb.connect(str(tmp_path / "accounts.duckdb"))
+    conn.execute("SET TimeZone = 'Europe/Berlin'")
+    columns = landing.ACCOUNTS.columns
+    row = dict.fromkeys(columns, "")
+    opened = {**row, "account_id": "A1", "created_at": "2025-03-01 06:30:00"}
+    later = {**row, "account_id": "A2", "created_at": "2025-03-01 07:30:00"}
+    _insert(conn, "online_accounts", columns, [list(opened.values()), list(later.values())], None)
+    _stage(conn, "online_accounts", columns, None)
+    assert conn.execute("SELECT account_id FROM staging.online_accounts").fetchall() == [("A1",)]
+    assert _count_rule(conn, "online_accounts", "future_timestamp") == 1
 
 
 def test_a_time_zone_that_does_not_exist_is_named(tmp_path: Path) -> None:
@@ -454,6 +482,25 @@ def test_a_record_delivered_again_later_with_other_values_keeps_the_first_and_wa
         "is kept: see quarantine.merged_duplicates where source = 'store_purchases' and rule = "
         "'redelivered_changed')."
     )
+
+
+def test_a_shop_order_read_again_a_day_later_under_another_row_number_is_merged_once(
+    tmp_path: Path,
+) -> None:
+    # A shop numbers rows anew with each read: O2 takes row 2 on the second day, which was
+    # O1's the day before, and O1 comes back as row 3.
+    conn = duckdb.connect(str(tmp_path / "orders.duckdb"))
+    columns = landing.ORDERS.columns
+    o1 = ["O1", "A1", "2025-03-01 10:00:00", "completed", "card", "EUR", "20.00"]
+    o2 = ["O2", "A2", "2025-03-02 10:00:00", "completed", "card", "EUR", "30.00"]
+    _insert(conn, "online_orders", columns, [o1], DAY, "shop:orders")
+    _insert(conn, "online_orders", columns, [o2, o1], "2025-03-02", "shop:orders")
+    for day in (DAY, "2025-03-02"):
+        _stage(conn, "online_orders", columns, [day])
+    assert conn.execute(
+        "SELECT source_line, kept_source_line, rule FROM quarantine.merged_duplicates"
+    ).fetchall() == [(3, 2, "redelivered")]
+    assert conserved_result(conn, "online_orders", ["2025-03-02"]).passed
 
 
 def test_a_record_delivered_again_on_a_later_day_of_one_run_is_merged_into_the_first(

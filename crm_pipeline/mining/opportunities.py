@@ -137,7 +137,9 @@ GROWTH = f"""
                || {_money("before")} || ' in the 90 before); a year at this pace adds '
                || {_money("(recent - before) * 4")}
     FROM quarters
-    WHERE recent > before AND before > 0 AND kind = $kind
+    WHERE recent > before AND before > 0
+    QUALIFY row_number() OVER (PARTITION BY kind ORDER BY (recent - before) DESC, place)
+        <= $per_type
 """
 
 WIN_BACK = f"""
@@ -240,17 +242,18 @@ def opportunities(
     )
     # One kind at a time: each reads the sales on its own, so memory holds one kind's work,
     # and keeps only its top rows (the order of the ranking below), not every customer's.
-    queries = (WHITESPACE, GROWTH, GROWTH, WIN_BACK, CROSS_SELL, UPSELL)
-    for query, kind in zip(queries, (None, "region", "city", None, None, None), strict=True):
-        parameters["kind"] = kind
+    # GROWTH finds two types (regions, cities) in one read of the sales.
+    for query, types in ((WHITESPACE, 1), (GROWTH, 2), (WIN_BACK, 1), (CROSS_SELL, 1), (UPSELL, 1)):
         used = {name: value for name, value in parameters.items() if f"${name}" in query}
         used["as_of"] = as_of  # the sales read up to the day
-        used["per_type"] = settings.opportunities_per_type
+        if "$per_type" in query:
+            used["per_type"] = settings.opportunities_per_type
+        used["kept"] = types * settings.opportunities_per_type
         conn.execute(
             f"INSERT INTO found_opportunities WITH {SALES} "
             f"SELECT * FROM ({query}) AS found (type, target_kind, target, category, "
             "estimated_value, reason) WHERE estimated_value > 0 "
-            "ORDER BY estimated_value DESC, target, category LIMIT $per_type",
+            "ORDER BY estimated_value DESC, target, category LIMIT $kept",
             used,
         )
     conn.execute(

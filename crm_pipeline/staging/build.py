@@ -268,7 +268,8 @@ def stage(
         f"""
         CREATE OR REPLACE TEMP TABLE redelivered AS
         SELECT s.partition_date, s.source_file, s.source_line,
-               d.source_file AS kept_source_file, d.source_line AS kept_source_line
+               d.source_file AS kept_source_file, d.source_line AS kept_source_line,
+               d.partition_date AS kept_partition_date
         FROM staged AS s
         JOIN staging.{source.name} AS d ON {on_key}
         WHERE s.rule IS NULL
@@ -307,7 +308,8 @@ def stage(
                     ORDER BY partition_date, source_file DESC, source_line DESC
                 ) = 1
             )
-            SELECT s.partition_date, s.source_file, s.source_line, d.source_file, d.source_line
+            SELECT s.partition_date, s.source_file, s.source_line, d.source_file, d.source_line,
+                   d.partition_date
             FROM candidates AS s
             JOIN d ON {on_key}
             WHERE s.partition_date > d.partition_date
@@ -328,6 +330,8 @@ def stage(
         {delivered}
         LEFT JOIN raw.{source.name} AS k
           ON k.source_file = s.kept_source_file AND k.source_line = s.kept_source_line
+         -- A shop's row numbers restart with each read: the kept row is its day's.
+         AND k.partition_date IS NOT DISTINCT FROM s.kept_partition_date
         """,
         [source.name, loaded_at, *params],
     )

@@ -95,14 +95,18 @@ class Source:
 
 # Dates and times as exports write them: ISO 8601, year first (- or / between its parts, a
 # space or a T between day and time, seconds and their fractions optional), a 12-hour time
-# with AM or PM, and a UTC offset (Z,
-# +02:00, +0200), which converts the time to the business's time zone (the warehouse's
-# time_zone: a connection's TimeZone). Any other form is not a valid value: day and month
-# order in 1/3/25 is a guess, and DuckDB's own cast reads it as the year 1 and drops an
-# offset or a PM.
+# with AM or PM, and a UTC offset (Z, +02:00, +0200, after a space or not), which converts
+# the time to the business's time zone (the warehouse's time_zone: a connection's TimeZone).
+# Any other form is not a valid value: day and month order in 1/3/25 is a guess, and
+# DuckDB's own cast reads it as the year 1 and drops an offset or a PM.
 _DAY_TEXT = r"\s*\d{4}[-/]\d{1,2}[-/]\d{1,2}"
-_TIME_TEXT = r"[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?"
+_TIME_TEXT = r"[ T]\d{1,2}:\d{2}(:\d{2}(\.\d{1,9})?)?"
 _OFFSET = r"\s*([Zz]|[+-]\d{2}(:?\d{2})?)\s*"
+# A time given with a UTC offset (converted to the business's zone).
+_WITH_OFFSET = r"\d:\d{2}(:\d{2}(\.\d+)?)?" + _OFFSET + "$"
+# The widest UTC offset: a time converted from an export's offset may fall this long past the
+# end of the day the export dated it by.
+_OFFSET_ALLOWANCE = "INTERVAL 14 HOUR"
 _TWELVE_HOUR = r"[ T](0?[1-9]|1[0-2]):\d{2}(:\d{2})?\s*[AaPp][Mm]\s*"
 _TWELVE_HOUR_FORMATS = "['%Y-%m-%d %I:%M:%S %p', '%Y-%m-%d %I:%M %p']"
 TIME_FORMATS = "YYYY-MM-DD hh:mm[:ss], with a T or a space, optionally AM/PM or a UTC offset"
@@ -115,18 +119,24 @@ def parsed_sql(value: str, sql_type: str) -> str:
         # A time after the day (an export's midnight) is dropped, as DuckDB's cast does.
         return (
             f"CASE WHEN regexp_full_match({value}, '{_DAY_TEXT}({_TIME_TEXT})?\\s*') "
-            f"THEN TRY_CAST({value} AS DATE) END"
+            f"THEN TRY_CAST(replace(trim({value}), '/', '-') AS DATE) END"
         )
     if sql_type != "TIMESTAMP":
         return f"TRY_CAST({value} AS {sql_type})"
-    twelve = f"regexp_replace(upper(trim({value})), '\\s*([AP]M)$', ' \\1')"
+    # One spelling for DuckDB's cast and strptime: dashes, upper case, the offset or AM/PM
+    # right after the time.
+    tidy = (
+        f"regexp_replace(replace(upper(trim({value})), '/', '-'), "
+        f"'\\s+([Z+-][0-9:]*|[AP]M)$', '\\1')"
+    )
+    twelve = f"replace(regexp_replace({tidy}, '([AP]M)$', ' \\1'), 'T', ' ')"
     return f"""CASE
         WHEN regexp_full_match({value}, '{_DAY_TEXT}({_TIME_TEXT})?\\s*')
-            THEN TRY_CAST({value} AS TIMESTAMP)
+            THEN TRY_CAST({tidy} AS TIMESTAMP)
         WHEN regexp_full_match({value}, '{_DAY_TEXT}{_TIME_TEXT}{_OFFSET}')
-            THEN CAST(TRY_CAST({value} AS TIMESTAMPTZ) AS TIMESTAMP)
+            THEN CAST(TRY_CAST({tidy} AS TIMESTAMPTZ) AS TIMESTAMP)
         WHEN regexp_full_match({value}, '{_DAY_TEXT}{_TWELVE_HOUR}')
-            THEN try_strptime(replace({twelve}, 'T', ' '), {_TWELVE_HOUR_FORMATS})
+            THEN try_strptime({twelve}, {_TWELVE_HOUR_FORMATS})
     END"""
 
 
@@ -162,8 +172,15 @@ def _choice(column: str, values: tuple[str, ...]) -> Typed:
 
 
 def _future(column: str) -> Check:
-    """A timestamp after the end of the day it was delivered (or, for snapshots, loaded)."""
-    bound = "coalesce(t.partition_date + INTERVAL 1 DAY, t.raw_loaded_at)"
+    """A timestamp after the end of the day it was delivered (or, for snapshots, after the
+    load, on the business's clock); one converted from a UTC offset may be up to the widest
+    offset later (an export in UTC dates a Berlin order of 00:30 by the day before)."""
+    loaded = "CAST(timezone('UTC', t.raw_loaded_at) AS TIMESTAMP)"  # load times are UTC
+    converted = f"regexp_matches(t.p_{column}, '{_WITH_OFFSET}')"
+    bound = (
+        f"coalesce(t.partition_date + INTERVAL 1 DAY, {loaded}) "
+        f"+ CASE WHEN {converted} THEN {_OFFSET_ALLOWANCE} ELSE INTERVAL 0 HOUR END"
+    )
     return Check(
         "future_timestamp",
         f"t.{column} >= {bound}",
