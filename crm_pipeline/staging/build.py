@@ -19,6 +19,7 @@ from crm_pipeline.staging.rules import (
     EXACT_DUPLICATE,
     INVALID_VALUE,
     MISSING_REQUIRED,
+    PLAIN_NUMBER,
     REDELIVERED,
     REDELIVERED_CHANGED,
     SUPERSEDED,
@@ -118,11 +119,6 @@ def _lookups(
             f"ON n_{lookup}.normaliser = '{normaliser_id(fn)}' AND n_{lookup}.raw = {text(column)}"
         )
     return joins
-
-
-# A number as exports write one: a sign, digits and a decimal point, nothing else (blanks
-# around it, a tab or a carriage return, are DuckDB's cast's to ignore).
-PLAIN_NUMBER = r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)\s*"
 
 
 def _invalid_sql(value: str, sql_type: str) -> str:

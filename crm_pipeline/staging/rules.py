@@ -140,6 +140,25 @@ def parsed_sql(value: str, sql_type: str) -> str:
     END"""
 
 
+# A number as exports write one: a sign, digits and a decimal point, nothing else (blanks
+# around it, a tab or a carriage return, are DuckDB's cast's to ignore).
+PLAIN_NUMBER = r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)\s*"
+
+
+def _attribute(column: str, sql_type: str) -> Typed:
+    """An optional attribute of a person (a birth date, an income): a value that does not
+    parse is kept as NULL and counted, as an invalid email is, so the record (and what links
+    to it) stays; numbers only in plain notation (not 45.000,00)."""
+    value = text(column)
+    parsed = (
+        parsed_sql(value, sql_type)
+        if sql_type == "DATE"
+        else f"CASE WHEN regexp_full_match({value}, '{PLAIN_NUMBER}') "
+        f"THEN TRY_CAST({value} AS {sql_type}) END"
+    )
+    return Typed(column, sql_type, parsed, nulls_invalid=column)
+
+
 def _cast(column: str, sql_type: str, required: bool = False, name: str | None = None) -> Typed:
     return Typed(
         name or column,
@@ -287,9 +306,9 @@ LOYALTY_MEMBERS = Source(
         _norm("name_key", "full_name"),
         _norm("phone"),
         _norm("email"),
-        _cast("birth_date", "DATE"),
+        _attribute("birth_date", "DATE"),
         _norm("address"),
-        _cast("income", "DECIMAL(12,2)"),
+        _attribute("income", "DECIMAL(12,2)"),
         _cast("joined_at", "DATE", required=True),
     ),
     key=("card_no",),
@@ -307,12 +326,12 @@ ONLINE_ACCOUNTS = Source(
         _norm("full_name"),
         _norm("name_key", "full_name"),
         _choice("gender", ("m", "f")),
-        _cast("birth_date", "DATE"),
+        _attribute("birth_date", "DATE"),
         _norm("address"),
         _text("city"),
         _choice("customer_type", CUSTOMER_TYPES),
         _text("company_name"),
-        _cast("income", "DECIMAL(12,2)"),
+        _attribute("income", "DECIMAL(12,2)"),
         _cast("created_at", "TIMESTAMP", required=True),
     ),
     key=("account_id",),
