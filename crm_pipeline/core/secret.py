@@ -61,10 +61,11 @@ def _recorded(conn: duckdb.DuckDBPyConnection) -> tuple[str, bool, bool] | None:
     its table does not have yet is false)."""
     if not table_exists(conn, SCHEME_TABLE):
         return None
-    found = conn.execute(f"FROM {SCHEME_TABLE}").df().to_dict("records")
-    if not found:
+    cursor = conn.execute(f"FROM {SCHEME_TABLE}")
+    found = cursor.fetchone()
+    if found is None:
         return None
-    row = found[0]
+    row = dict(zip((d[0] for d in cursor.description), found, strict=True))
     return (
         row["secret_check"],
         bool(row.get("keys_before_secret", False)),
@@ -136,7 +137,7 @@ def pending(path: Path) -> Path:
 
 def _verify(recorded: str, value: bytes | None, path: Path) -> None:
     """Stop, saying what to do, unless `value` is the secret whose check value is recorded."""
-    stopped = read(pending(path)) if pending(path).exists() else None
+    stopped = read(pending(path))
     if stopped is not None and check_value(stopped) == recorded:
         raise KeySecretError(
             f"`crm-pipeline rekey --new-secret` stopped after replacing the keys and before "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 # Rules that set a file aside whole: its header lacks or repeats a contract column, it is
@@ -19,7 +20,7 @@ class Delivery:
     partition_date: str | None
     content: bytes
 
-    @property
+    @cached_property
     def utf16(self) -> bool:
         """Whether it is UTF-16 text: a byte order mark, or Latin text's every other byte NUL."""
         start = self.content[:64]
@@ -28,14 +29,14 @@ class Delivery:
             len(start) >= 4 and any(h.count(0) == len(h) for h in halves)
         )
 
-    @property
+    @cached_property
     def text(self) -> bytes:
         """Its bytes, UTF-16 text as UTF-8 (undecodable pairs replaced)."""
         return (
             self.content.decode("utf-16", errors="replace").encode() if self.utf16 else self.content
         )
 
-    @property
+    @cached_property
     def line_break(self) -> bytes:
         """What ends its lines: a line feed (after a carriage return or not), or a bare
         carriage return in a file with no line feed at all (an old till's or Mac's export)."""

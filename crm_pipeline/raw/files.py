@@ -202,10 +202,13 @@ def load_jsonl(
     """Append JSON Lines to raw.<table>; keys outside the contract are kept as JSON."""
     _log_deliveries(conn, table, files, loaded_at, header_lines=0)
     files = [f for f in files if f.content.strip()]
+    readable = []
     for f in files:
         if unreadable := f.unreadable():
             _reject_whole_file(conn, table, f, *unreadable, loaded_at, 0)
-    files = [f for f in files if not f.unreadable()]
+        else:
+            readable.append(f)
+    files = readable
     if not files:
         return
     loaded, rejected = scan(conn, files, 1, header=False, delimiter=_LINE_DELIMITER, quote="")
