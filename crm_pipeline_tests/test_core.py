@@ -4,6 +4,7 @@ keys survive a re-run and a new day, and every core check passes."""
 from __future__ import annotations
 
 import shutil
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +17,7 @@ from crm_pipeline.checked import contract_digest
 from crm_pipeline.core.assets import TABLES, _contract_check, _keys_check
 from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.model import LINE_ORDER, build_customers, inquiries_as_of
+from crm_pipeline.core.quality import build_quality_report
 from crm_pipeline.definitions import defs
 from crm_pipeline.run import range_tags
 from crm_pipeline.staging.build import ensure_tables
@@ -72,6 +74,29 @@ def test_one_customer_for_ann_across_account_card_receipts_and_survey(everything
     assert keys["feedback", "F1"] == ann  # her account id
     assert keys["feedback", "F2"] == keys["online_accounts", "A2"]  # Bo's email
     assert ann != keys["online_accounts", "A2"]
+
+
+def test_an_order_whose_account_is_not_staged_is_flagged_in_the_quality_report(
+    everything_kept: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(everything_kept, copy)
+    with duckdb.connect(str(copy)) as conn:
+        assert _flagged(conn) == []  # every tiny order's account is staged
+        conn.execute(
+            "INSERT INTO staging.online_orders BY NAME "
+            "SELECT * REPLACE ('O7' AS order_id, 'A9' AS account_id) "
+            "FROM staging.online_orders WHERE order_id = 'O2'"
+        )
+        build_quality_report(conn, list(STAGING_SOURCES))
+        assert _flagged(conn) == [("online_orders", date(2025, 1, 2), "unknown_account", 1)]
+
+
+def _flagged(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
+    return conn.execute(
+        "SELECT source, partition_date, rule, rows FROM core.quality_report "
+        "WHERE stage = 'flagged' AND rule = 'unknown_account'"
+    ).fetchall()
 
 
 def test_order_lines_are_unified_and_net(everything_kept) -> None:

@@ -315,7 +315,8 @@ class QualityReport(CoreModel):
         "delivered (rows in the files or shop tables), raw_rejected (unreadable), raw (landed), "
         "quarantined (set aside by a staging rule), merged (duplicates), staged (rows out), "
         "nulled (staged values kept as NULL because invalid; rule = column), flagged (kept "
-        "but suspect: total_mismatch = an order total that differs from its lines), "
+        "but suspect: total_mismatch = an order total that differs from its lines, "
+        "unknown_account = an order whose account is not among the staged accounts), "
         "identity_match (crosswalk records by match rule).",
         nullable=False,
         isin=list(STAGES),
