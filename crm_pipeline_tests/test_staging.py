@@ -565,3 +565,49 @@ def test_the_email_contract_refuses_the_whitespace_python_knows_on_either_engine
         "anna@例子.com",
         "anna@example.com\n",  # '$' takes a final newline, in both
     ]
+
+
+def test_days_staged_under_another_time_zone_stop_a_run_of_some_days_but_not_of_all(
+    tiny_zone: Path, tmp_path: Path
+) -> None:
+    from crm_pipeline.definitions import defs
+    from crm_pipeline.run import range_tags
+    from crm_pipeline_tests.conftest import bind
+    from crm_pipeline_tests.landing_builder import DAY1, DAY2
+
+    layers = [a for a in defs.assets if {k.path[0] for k in a.keys} <= {"raw", "staging"}]
+
+    def run(time_zone: str, first: str) -> dg.ExecuteInProcessResult:
+        resources = bind(tiny_zone, tmp_path / "w.duckdb")
+        resources["warehouse"] = WarehouseResource(
+            path=str(tmp_path / "w.duckdb"), time_zone=time_zone
+        )
+        return dg.materialize(
+            layers, resources=resources, tags=range_tags(first, DAY2), raise_on_error=False
+        )
+
+    def zones() -> set[tuple]:
+        with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as conn:
+            return set(
+                conn.execute(
+                    "SELECT partition_date::VARCHAR, time_zone FROM staging.time_zones "
+                    "WHERE source = 'feedback'"
+                ).fetchall()
+            )
+
+    assert run("UTC", DAY1).success
+    assert zones() == {(DAY1, "UTC"), (DAY2, "UTC")}
+    refused = run("Europe/Berlin", DAY2)
+    assert not refused.success
+    failure = next(
+        e.step_failure_data.error.message
+        for e in refused.all_events
+        if e.is_step_failure and e.step_key == "staging__feedback"
+    )
+    assert (
+        f"staging.feedback holds 1 day(s) ({DAY1}..{DAY1}) staged with CRM_TIME_ZONE 'UTC'; "
+        "this run's is 'Europe/Berlin'" in failure
+    )
+    assert zones() == {(DAY1, "UTC"), (DAY2, "UTC")}  # left as it was
+    assert run("Europe/Berlin", DAY1).success  # every day, on the new clock
+    assert zones() == {(DAY1, "Europe/Berlin"), (DAY2, "Europe/Berlin")}

@@ -25,6 +25,7 @@ from crm_pipeline.staging.build import (
     stage,
     staging_columns,
 )
+from crm_pipeline.staging.clock import record_zone, refuse_another_zone
 from crm_pipeline.staging.rules import SOURCES, Source
 from crm_pipeline.staging.schemas import STAGING_MODELS
 
@@ -88,9 +89,11 @@ def staging_asset(source: Source) -> dg.AssetsDefinition:
         )
         with explained(context, reading, advice), warehouse.connect() as conn:
             ensure_tables(conn, source)
+            refuse_another_zone(conn, source.name, days)
             conn.begin()
             clear(conn, source, days)
             stage(conn, source, RAW_COLUMNS[source.name], days, loaded_at)
+            record_zone(conn, source.name, days, loaded_at)
             conn.commit()
             where, params = slice_sql(days)
             metadata = table_metadata(

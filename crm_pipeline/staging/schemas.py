@@ -320,6 +320,24 @@ class NormalisedValues(pa.DataFrameModel):
         coerce = True
 
 
+class StagingTimeZones(pa.DataFrameModel):
+    """One row per source and staged day (one row with no day for a snapshot): the time zone
+    its times were converted to (CRM_TIME_ZONE when it was staged)."""
+
+    source: Series[str] = pa.Field(description="Staging table.")
+    partition_date: Series[pd.Timestamp] = pa.Field(
+        nullable=True, description="Delivery day; NULL for snapshots."
+    )
+    time_zone: Series[str] = pa.Field(
+        description="The business's time zone the day was staged on, such as UTC."
+    )
+    loaded_at: Series[pd.Timestamp] = pa.Field(description="When staging ran.")
+
+    class Config:
+        strict = True
+        coerce = True
+
+
 STAGING_MODELS: dict[str, type[StagingRecord]] = {
     "products": StagingProducts,
     "stores": StagingStores,
