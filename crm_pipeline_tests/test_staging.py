@@ -452,9 +452,8 @@ def test_a_negative_unit_cost_is_quarantined(tmp_path: Path) -> None:
 
 def test_a_record_delivered_again_on_a_later_day_is_merged_into_the_first(staged) -> None:
     later = "2025-03-02"
-    again = [
-        ["R7", "S1", "2025-03-01 14:00:00", "", "+49 30 1234567", "SKU1", "3", "20.00", "card"]
-    ]
+    # The same values, the price written 20 where the first delivery wrote 20.00.
+    again = [["R7", "S1", "2025-03-01 14:00:00", "", "+49 30 1234567", "SKU1", "3", "20", "card"]]
     _insert(staged, "store_purchases", landing.STORE_PURCHASES.columns, again, later)
     for _ in range(2):  # re-running the later day changes nothing
         clear(staged, SOURCES["store_purchases"], [later])
@@ -498,6 +497,24 @@ def test_a_record_delivered_again_later_with_other_values_keeps_the_first_and_wa
         "is kept: see quarantine.merged_duplicates where source = 'store_purchases' and rule = "
         "'redelivered_changed')."
     )
+
+
+def test_records_delivered_again_within_one_run_are_told_apart_by_their_typed_values(
+    staged,
+) -> None:
+    later = "2025-03-02"
+    again = [  # R7 as before with its price written 20; R1 with another quantity
+        ["R7", "S1", "2025-03-01 14:00:00", "", "+49 30 1234567", "SKU1", "3", "20", "card"],
+        ["R1", "S1", "2025-03-01 10:00:00", "lc1", "", "SKU1", "5", "20.00", "Card"],
+    ]
+    _insert(staged, "store_purchases", landing.STORE_PURCHASES.columns, again, later, "pos2.csv")
+    clear(staged, SOURCES["store_purchases"], [DAY, later])
+    _stage(staged, "store_purchases", landing.STORE_PURCHASES.columns, [DAY, later])
+    assert staged.execute(
+        "SELECT json_extract_string(record, '$.receipt_id'), rule FROM quarantine.merged_duplicates "
+        "WHERE partition_date = ? ORDER BY 1",
+        [later],
+    ).fetchall() == [("R1", "redelivered_changed"), ("R7", "redelivered")]
 
 
 def test_a_shop_order_read_again_a_day_later_under_another_row_number_is_merged_once(

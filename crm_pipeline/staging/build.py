@@ -258,6 +258,15 @@ def stage(
     )
     key = ", ".join(quote_ident(k) for k in source.key)
     on_key = " AND ".join(f"s.{quote_ident(k)} = d.{quote_ident(k)}" for k in source.key)
+
+    def same(a: str, b: str) -> str:
+        """SQL: whether two rows hold the same typed values (20 and 20.00 are one price)."""
+        values = [quote_ident(c) for c in source.column_names]
+        return (
+            f"struct_pack({', '.join(f'{v} := {a}.{v}' for v in values)}) IS NOT DISTINCT FROM "
+            f"struct_pack({', '.join(f'{v} := {b}.{v}' for v in values)})"
+        )
+
     # A record already staged on another day (this range was cleared, so every staged row is
     # from elsewhere) is a re-delivery: the earliest staged copy stays.
     conn.execute(
@@ -265,7 +274,7 @@ def stage(
         CREATE OR REPLACE TEMP TABLE redelivered AS
         SELECT s.partition_date, s.source_file, s.source_line,
                d.source_file AS kept_source_file, d.source_line AS kept_source_line,
-               d.partition_date AS kept_partition_date
+               {same("s", "d")} AS same
         FROM staged AS s
         JOIN staging.{source.name} AS d ON {on_key}
         WHERE s.rule IS NULL
@@ -305,29 +314,29 @@ def stage(
                 ) = 1
             )
             SELECT s.partition_date, s.source_file, s.source_line, d.source_file, d.source_line,
-                   d.partition_date
+                   {same("a", "b")}
             FROM candidates AS s
             JOIN d ON {on_key}
+            JOIN staged AS a
+              ON a.partition_date = s.partition_date
+             AND a.source_file = s.source_file AND a.source_line = s.source_line
+            JOIN staged AS b
+              ON b.partition_date = d.partition_date
+             AND b.source_file = d.source_file AND b.source_line = d.source_line
             WHERE s.partition_date > d.partition_date
             """
         )
-    # Labelled by whether the kept delivery said the same (the first delivery's values stay
-    # either way: a day's run does not rewrite another day).
-    kept = _record_sql(raw_columns, "k")
+    # Labelled by whether the kept copy holds the same typed values (the first delivery's
+    # values stay either way: a day's run does not rewrite another day).
     conn.execute(
         f"""
         INSERT INTO {MERGED_TABLE}
         SELECT ?, s.partition_date, s.source_file, s.source_line, s.kept_source_file,
                s.kept_source_line,
-               CASE WHEN CAST({_record_sql(raw_columns)} AS VARCHAR) = CAST({kept} AS VARCHAR)
-                    THEN '{REDELIVERED}' ELSE '{REDELIVERED_CHANGED}' END,
+               CASE WHEN s.same THEN '{REDELIVERED}' ELSE '{REDELIVERED_CHANGED}' END,
                {_record_sql(raw_columns)}, ?
         FROM redelivered AS s
         {delivered}
-        LEFT JOIN raw.{source.name} AS k
-          ON k.source_file = s.kept_source_file AND k.source_line = s.kept_source_line
-         -- A shop's row numbers restart with each read: the kept row is its day's.
-         AND k.partition_date IS NOT DISTINCT FROM s.kept_partition_date
         """,
         [source.name, loaded_at, *params],
     )
