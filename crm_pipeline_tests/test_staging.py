@@ -499,13 +499,15 @@ def test_a_record_delivered_again_later_with_other_values_keeps_the_first_and_wa
     )
 
 
-def test_records_delivered_again_within_one_run_are_told_apart_by_their_typed_values(
+def test_copies_of_a_record_are_told_apart_by_their_typed_values_not_their_text(
     staged,
 ) -> None:
     later = "2025-03-02"
     again = [  # R7 as before with its price written 20; R1 with another quantity
         ["R7", "S1", "2025-03-01 14:00:00", "", "+49 30 1234567", "SKU1", "3", "20", "card"],
         ["R1", "S1", "2025-03-01 10:00:00", "lc1", "", "SKU1", "5", "20.00", "Card"],
+        ["R8", "S1", "2025-03-02 09:00:00", "", "", "SKU1", "1", "20", "cash"],
+        ["R8", "S1", "2025-03-02 09:00:00", "", "", "SKU1", "1", "20.0", "cash"],  # the same
     ]
     _insert(staged, "store_purchases", landing.STORE_PURCHASES.columns, again, later, "pos2.csv")
     clear(staged, SOURCES["store_purchases"], [DAY, later])
@@ -514,7 +516,11 @@ def test_records_delivered_again_within_one_run_are_told_apart_by_their_typed_va
         "SELECT json_extract_string(record, '$.receipt_id'), rule FROM quarantine.merged_duplicates "
         "WHERE partition_date = ? ORDER BY 1",
         [later],
-    ).fetchall() == [("R1", "redelivered_changed"), ("R7", "redelivered")]
+    ).fetchall() == [
+        ("R1", "redelivered_changed"),
+        ("R7", "redelivered"),
+        ("R8", "exact_duplicate"),
+    ]
 
 
 def test_a_shop_order_read_again_a_day_later_under_another_row_number_is_merged_once(

@@ -259,13 +259,14 @@ def stage(
     key = ", ".join(quote_ident(k) for k in source.key)
     on_key = " AND ".join(f"s.{quote_ident(k)} = d.{quote_ident(k)}" for k in source.key)
 
-    def same(a: str, b: str) -> str:
-        """SQL: whether two rows hold the same typed values (20 and 20.00 are one price)."""
+    def typed(row: str) -> str:
+        """SQL: a row's typed values as one struct: copies that say the same compare equal
+        however they were written (20 and 20.00 are one price)."""
         values = [quote_ident(c) for c in source.column_names]
-        return (
-            f"struct_pack({', '.join(f'{v} := {a}.{v}' for v in values)}) IS NOT DISTINCT FROM "
-            f"struct_pack({', '.join(f'{v} := {b}.{v}' for v in values)})"
-        )
+        return f"struct_pack({', '.join(f'{v} := {row}.{v}' for v in values)})"
+
+    def same(a: str, b: str) -> str:
+        return f"{typed(a)} IS NOT DISTINCT FROM {typed(b)}"
 
     # A record already staged on another day (this range was cleared, so every staged row is
     # from elsewhere) is a re-delivery: the earliest staged copy stays.
@@ -352,6 +353,7 @@ def stage(
             HAVING count(*) > 1
         ), copies AS (
             SELECT s.partition_date, s.source_file, s.source_line, {_record_sql(raw_columns)} AS record,
+                   md5(CAST({typed("s")} AS VARCHAR)) AS typed_hash,
                    {", ".join(f"s.{quote_ident(k)}" for k in source.key)}
             FROM staged AS s
             SEMI JOIN repeated AS d
@@ -366,7 +368,7 @@ def stage(
             row_number() OVER latest AS copy_no,
             first_value(source_file) OVER latest AS kept_source_file,
             first_value(source_line) OVER latest AS kept_source_line,
-            first_value(md5(CAST(record AS VARCHAR))) OVER latest AS kept_hash
+            first_value(typed_hash) OVER latest AS kept_hash
         FROM copies
         WINDOW latest AS (
             PARTITION BY partition_date, {key}
@@ -381,7 +383,7 @@ def stage(
         SELECT
             ?, partition_date, source_file, source_line, kept_source_file, kept_source_line,
             CASE
-                WHEN md5(CAST(record AS VARCHAR)) = kept_hash THEN '{EXACT_DUPLICATE}'
+                WHEN typed_hash = kept_hash THEN '{EXACT_DUPLICATE}'
                 ELSE '{SUPERSEDED}'
             END,
             record,
