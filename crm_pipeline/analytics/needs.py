@@ -69,7 +69,7 @@ def ipa(
 
 def need_scores(answers: pd.DataFrame) -> pd.DataFrame:
     """The seed's need_score = need_satisfaction x need_importance per customer and dimension
-    (each 1-5, so 1-25), from the customer's mean answers; scaled 0-100 as (score - 1) / 24."""
+    (each 1-5, so 1-25), from the customer's mean answers; scaled 0-100 as 100 x (score - 1) / 24."""
     per = (
         answers.dropna(subset=["customer_key"])
         .groupby(["customer_key", "dimension"])

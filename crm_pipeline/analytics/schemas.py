@@ -9,7 +9,7 @@ from pandera.typing import Series
 from crm_pipeline.analytics.needs import QUADRANTS
 from crm_pipeline.analytics.rfm import SEGMENTS
 from crm_pipeline.analytics.scoring import CHURN_TIERS
-from crm_pipeline.core.schemas import CoreModel, key_field
+from crm_pipeline.core.schemas import CoreModel, as_of_field, key_field
 from crm_pipeline.landing import NEED_DIMENSIONS
 from crm_pipeline.staging.schemas import field
 
@@ -95,7 +95,7 @@ class ScoredCustomers(CoreModel):
         nullable=False,
         ge=1,
     )
-    as_of: Series[pd.Timestamp] = field("Day scored as of.", nullable=False)
+    as_of: Series[pd.Timestamp] = as_of_field("Day scored as of")
 
 
 class ModelRuns(CoreModel):
@@ -135,10 +135,6 @@ def _dimension() -> object:
     )
 
 
-def _as_of() -> object:
-    return field("Day computed as of; nothing after it is used.", nullable=False)
-
-
 class NeedIpa(CoreModel):
     """Importance-performance analysis, one row per breakdown, group and need dimension: mean
     importance and satisfaction (1-5) of the survey answers up to the day, the gap and the
@@ -160,7 +156,7 @@ class NeedIpa(CoreModel):
         nullable=False,
         isin=list(QUADRANTS),
     )
-    as_of: Series[pd.Timestamp] = _as_of()
+    as_of: Series[pd.Timestamp] = as_of_field()
 
 
 class CustomerNeeds(CoreModel):
@@ -173,9 +169,9 @@ class CustomerNeeds(CoreModel):
     satisfaction: Series[float] = field("The customer's mean satisfaction, 1-5.", ge=1, le=5)
     need_score: Series[float] = field("satisfaction x importance, 1-25.", ge=1, le=25)
     need_score_100: Series[float] = field(
-        "need_score scaled 0-100: (score - 1) / 24.", ge=0, le=100
+        "need_score scaled 0-100: 100 x (need_score - 1) / 24.", ge=0, le=100
     )
-    as_of: Series[pd.Timestamp] = _as_of()
+    as_of: Series[pd.Timestamp] = as_of_field()
 
 
 class UnmetNeeds(CoreModel):
@@ -201,7 +197,7 @@ class UnmetNeeds(CoreModel):
     topic_rank: Series[int] = field(
         "1 = the topic's category with most inquiries.", nullable=False, ge=1
     )
-    as_of: Series[pd.Timestamp] = _as_of()
+    as_of: Series[pd.Timestamp] = as_of_field()
 
 
 class SatisfactionSummary(CoreModel):
@@ -241,7 +237,7 @@ class SatisfactionSummary(CoreModel):
     complaint_rate: Series[float] = field("complaints / inquiries, %.", ge=0, le=100)
     median_first_response_hours: Series[float] = field("Median hours to first response.", ge=0)
     median_resolution_hours: Series[float] = field("Median hours to close.", ge=0)
-    as_of: Series[pd.Timestamp] = _as_of()
+    as_of: Series[pd.Timestamp] = as_of_field()
 
 
 ANALYTICS_MODELS = {

@@ -28,6 +28,15 @@ def key_number(column: str) -> str:
     return f"CAST('0x' || substr({column}, 2) AS UBIGINT)"
 
 
+def as_of_field(what: str = "Day computed as of") -> object:
+    """The as-of day of a customer-level or market table."""
+    return field(
+        f"{what}, stored as its midnight: everything up to the end of that day counts, "
+        "nothing after it.",
+        nullable=False,
+    )
+
+
 def key_field(nullable: bool = False, what: str = "Customer key") -> object:
     return field(
         f"{what}: stable pseudonymous id ('C' + 16 hex digits) of one real customer.",
@@ -170,7 +179,7 @@ class Customers(CoreModel):
         nullable=False,
         isin=list(CHANNEL_PREFERENCES),
     )
-    as_of: Series[pd.Timestamp] = field("Day the categories are computed for.", nullable=False)
+    as_of: Series[pd.Timestamp] = as_of_field("Day the categories are computed for")
 
 
 class Products(CoreModel):

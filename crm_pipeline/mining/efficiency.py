@@ -167,7 +167,8 @@ def inquiry_conversion(conn: duckdb.DuckDBPyConnection, as_of: date, days: int, 
     """Write `table`: per inquiry topic and contact channel, the inquiries of known customers,
     how many were followed by an order of the customer within `days` days of opening (any
     channel; in the same category when the inquiry names a product), the conversion rate, the
-    revenue of those orders in the window, revenue per inquiry and the median response times.
+    revenue of the lines that converted them in the window (of that category, when named),
+    revenue per inquiry and the median response times.
     Only inquiries whose window has closed by the day count, so recent ones are not counted
     as lost."""
     conn.execute(

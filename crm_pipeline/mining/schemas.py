@@ -3,15 +3,11 @@
 import pandas as pd
 from pandera.typing import Series
 
-from crm_pipeline.core.schemas import CoreModel, key_field
+from crm_pipeline.core.schemas import CoreModel, as_of_field, key_field
 from crm_pipeline.mining.opportunities import TYPES
 from crm_pipeline.mining.recommend import EVIDENCE
 from crm_pipeline.mining.rules import LEVELS
 from crm_pipeline.staging.schemas import field
-
-
-def _as_of() -> object:
-    return field("Day computed as of; nothing after it is used.", nullable=False)
 
 
 def _share(what: str) -> object:
@@ -42,7 +38,7 @@ class AssociationRules(CoreModel):
     antecedent_rank: Series[int] = field(
         "Rank among the antecedent's rules by confidence, then lift.", nullable=False, ge=1
     )
-    as_of: Series[pd.Timestamp] = _as_of()
+    as_of: Series[pd.Timestamp] = as_of_field()
 
 
 class Recommendations(CoreModel):
@@ -80,7 +76,7 @@ class Recommendations(CoreModel):
     )
     lift: Series[float] = field("The rule's lift.", ge=0)
     reason: Series[str] = field("Why, in words a sales team can act on.", nullable=False)
-    as_of: Series[pd.Timestamp] = _as_of()
+    as_of: Series[pd.Timestamp] = as_of_field()
 
 
 class SalesEfficiency(CoreModel):
@@ -112,7 +108,7 @@ class SalesEfficiency(CoreModel):
     median_first_response_hours: Series[float] = field("Median hours to first response.", ge=0)
     median_resolution_hours: Series[float] = field("Median hours to close.", ge=0)
     revenue_per_inquiry: Series[float] = field("revenue / inquiries.")
-    as_of: Series[pd.Timestamp] = _as_of()
+    as_of: Series[pd.Timestamp] = as_of_field()
 
 
 class CohortRetention(CoreModel):
@@ -125,7 +121,7 @@ class CohortRetention(CoreModel):
         "Of them, customers who bought in that month.", nullable=False, ge=0
     )
     retention: Series[float] = field("active / cohort customers, %.", nullable=False, ge=0, le=100)
-    as_of: Series[pd.Timestamp] = _as_of()
+    as_of: Series[pd.Timestamp] = as_of_field()
 
 
 class InquiryConversion(CoreModel):
@@ -141,12 +137,16 @@ class InquiryConversion(CoreModel):
     conversion_rate: Series[float] = field(
         "converted / inquiries, %.", nullable=False, ge=0, le=100
     )
-    revenue: Series[float] = field("Net revenue of those orders in the window.", nullable=False)
+    revenue: Series[float] = field(
+        "Net revenue of the order lines that converted them, in the window: the lines in the "
+        "inquiry's category when it names a product, every line when it does not.",
+        nullable=False,
+    )
     revenue_per_inquiry: Series[float] = field("revenue / inquiries.", nullable=False)
     median_first_response_hours: Series[float] = field("Median hours to first response.", ge=0)
     median_resolution_hours: Series[float] = field("Median hours to close.", ge=0)
     window_days: Series[int] = field("Days after opening an order counts.", nullable=False, ge=0)
-    as_of: Series[pd.Timestamp] = _as_of()
+    as_of: Series[pd.Timestamp] = as_of_field()
 
 
 class Penetration(CoreModel):
@@ -176,7 +176,7 @@ class Penetration(CoreModel):
         nullable=False,
         ge=0,
     )
-    as_of: Series[pd.Timestamp] = _as_of()
+    as_of: Series[pd.Timestamp] = as_of_field()
 
 
 class Opportunities(CoreModel):
@@ -200,7 +200,7 @@ class Opportunities(CoreModel):
     )
     reason: Series[str] = field("Why, in words a sales team can act on.", nullable=False)
     rank: Series[int] = field("Rank within the type by value, 1 = largest.", nullable=False, ge=1)
-    as_of: Series[pd.Timestamp] = _as_of()
+    as_of: Series[pd.Timestamp] = as_of_field()
 
 
 MINING_MODELS = {
