@@ -16,7 +16,8 @@ from pandera.typing import Series
 from crm_pipeline.checked import contract_digest
 from crm_pipeline.core.assets import TABLES, _contract_check, _keys_check
 from crm_pipeline.core.classify import CoreRules
-from crm_pipeline.core.model import LINE_ORDER, build_customers, inquiries_as_of
+from crm_pipeline.core.line_sql import LINE_ORDER
+from crm_pipeline.core.model import build_customers, inquiries_as_of
 from crm_pipeline.core.quality import build_quality_report
 from crm_pipeline.definitions import defs
 from crm_pipeline.run import range_tags

@@ -16,7 +16,7 @@ from crm_pipeline.automation import daily_refresh
 from crm_pipeline.checked import take_record
 from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.crosswalk import build_crosswalk
-from crm_pipeline.core.model import build_order_lines
+from crm_pipeline.core.order_lines import build_order_lines
 from crm_pipeline.core.schemas import CORE_MODELS
 from crm_pipeline.definitions import defs
 from crm_pipeline.generate import generate

@@ -20,6 +20,7 @@ from crm_pipeline.contracts import (
 from crm_pipeline.core import model
 from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.crosswalk import build_crosswalk, pairwise_scores
+from crm_pipeline.core.order_lines import Written, build_order_lines
 from crm_pipeline.core.quality import build_quality_report, summary_markdown, unconserved
 from crm_pipeline.core.schemas import CORE_MODELS, column_types
 from crm_pipeline.core.secret import KeySecret, key_secret
@@ -300,11 +301,11 @@ def _specs(key: dg.AssetKey, name: str) -> list[dg.AssetCheckSpec]:
 
 # A builder writes its table at the time given; it may say how (order lines: whole, or only
 # the orders a run changed). The crosswalk, which needs the key secret, is built in _core.
-Builder = Callable[[duckdb.DuckDBPyConnection, CoreRules, datetime], model.Written | None]
+Builder = Callable[[duckdb.DuckDBPyConnection, CoreRules, datetime], Written | None]
 BUILDERS: dict[str, Builder] = {
     "products": lambda conn, _, __: model.build_products(conn),
     "stores": lambda conn, _, __: model.build_stores(conn),
-    "order_lines": model.build_order_lines,
+    "order_lines": build_order_lines,
     "inquiries": lambda conn, rules, _: model.build_inquiries(conn, rules),
     "feedback": lambda conn, rules, _: model.build_feedback(conn, rules),
     "feedback_needs": lambda conn, _, __: model.build_feedback_needs(conn, NEED_DIMENSIONS),

@@ -33,7 +33,7 @@ from crm_pipeline.core.identity import (
     resolve,
 )
 from crm_pipeline.core.keys import assign_keys
-from crm_pipeline.core.model import Written
+from crm_pipeline.core.order_lines import Written
 from crm_pipeline.raw.tables import table_exists
 
 CROSSWALK = "core.customer_crosswalk"
