@@ -430,6 +430,11 @@ def test_a_reference_file_no_row_of_which_loads_fails_and_leaves_the_table_as_it
     assert "Cause: ActionableError: No row of reference/stores.csv could be loaded (" in message
     assert "no partition (the whole table)" in message  # in a run of a range of days
     assert "header_mismatch" in message and "raw.stores is left as it was" in message
+    # What is wrong with the file, though the rejects are rolled back with the load.
+    assert (
+        "2 row(s): header_mismatch (reference/stores.csv: header lacks ['store_id', 'city', "
+        "'region'] (it has ['store_id;city;region']); fix the header"
+    ) in message
     assert _raw_rows(warehouse, "stores") == stores
     # Not a byte, not even the header: a failed export, refused too.
     for nothing in (b"", codecs.BOM_UTF8 + b"\r\n"):
@@ -492,14 +497,14 @@ def test_a_daily_file_delivered_again_unreadable_fails_and_keeps_the_rows_it_loa
     broken = pos.read_text(encoding="utf-8").replace(",", ";")
     # A changed delimiter, then a failed export, each in place of the file that loaded.
     for content, why in (
-        (broken, "3 row(s): header_mismatch"),
-        ("", "the file is empty, not even a header line"),
+        (broken, "3 row(s): header_mismatch (store_purchases/2025-01-01/pos.csv: header lacks"),
+        ("", "the file is empty, not even a header line)"),
     ):
         pos.write_text(content, "utf-8")
         [message] = failure_messages(_load(zone, warehouse, "store_purchases"))
+        assert f"No row of store_purchases/{DAY1}/pos.csv could be loaded ({why}" in message
         assert (
-            f"No row of store_purchases/{DAY1}/pos.csv could be loaded ({why}), and "
-            "raw.store_purchases held 3 rows from it. Fix the file and deliver it again"
+            ", and raw.store_purchases held 3 rows from it. Fix the file and deliver it again"
         ) in message
         assert _raw_rows(warehouse, "store_purchases") == loaded
     pos.write_text(broken, "utf-8")

@@ -14,7 +14,7 @@ from crm_pipeline.raw import shop_fetch
 from crm_pipeline.raw.checks import rows_accounted_result
 from crm_pipeline.raw.files import deliveries, load_csv, load_jsonl
 from crm_pipeline.raw.shop import ShopRead, load_shop_table
-from crm_pipeline.raw.tables import ensure_raw_tables
+from crm_pipeline.raw.tables import REJECTS_TABLE, ensure_raw_tables
 
 DAY = "2025-01-01"
 STORES = landing.STORES
@@ -105,6 +105,28 @@ def test_a_trailing_comma_in_the_header_keeps_the_unnamed_column(tmp_path: Path)
     conn, check = _load(tmp_path, HEADER + b",\nS1,A,West,x\n")
     assert _raw(conn, "store_id", "extra_columns") == [("S1", '{"column_4":"x"}')]
     assert check.passed
+
+
+def test_header_names_in_another_case_or_spaced_are_the_contracts_columns(tmp_path: Path) -> None:
+    conn, check = _load(tmp_path, b"Store_ID, City ,REGION,Manager\nS1,A,West,Kim\n")
+    assert _raw(conn, "store_id", "city", "region", "extra_columns") == [
+        ("S1", "A", "West", '{"Manager":"Kim"}')
+    ]
+    assert check.passed
+
+
+def test_a_header_naming_a_column_twice_in_two_cases_is_set_aside_naming_it(
+    tmp_path: Path,
+) -> None:
+    conn, _ = _load(tmp_path, b"Store_ID,STORE_ID,city,region\nS1,S2,A,West\n")
+    assert conn.execute("SELECT count(*) FROM raw.stores").fetchone() == (0,)
+    why = (
+        "stores.file: header lacks ['store_id'] (it has ['Store_ID', 'STORE_ID']); fix the "
+        "header and deliver the file again, then re-run this partition"
+    )
+    assert conn.execute(f"SELECT DISTINCT reason, detail FROM {REJECTS_TABLE}").fetchall() == [
+        ("header_mismatch", why)
+    ]
 
 
 @pytest.mark.parametrize("extra", [b"rowid", b"STORE_ID", b"__crm_file"])

@@ -220,15 +220,21 @@ def _refuse_a_load_that_empties(
     rows = conn.execute(
         f"""
         WITH rejected AS (
-            SELECT source_file, reason, count(*) AS n
+            -- The detail when it is the file's own (a header lacking a column), not a line's.
+            SELECT source_file, reason, count(*) AS n,
+                   CASE WHEN count(DISTINCT detail) = 1 THEN ' (' || any_value(detail) || ')'
+                   END AS detail
             FROM {REJECTS_TABLE}
             WHERE source = $source AND loaded_at = $at
-            GROUP BY ALL
+            GROUP BY source_file, reason
         ), landed AS (
             SELECT source_file, count(*) AS n FROM raw.{source.name} WHERE loaded_at = $at
             GROUP BY ALL
         )
-        SELECT r.source_file, string_agg(r.n || ' row(s): ' || r.reason, '; ' ORDER BY r.n DESC)
+        SELECT r.source_file,
+               string_agg(
+                   r.n || ' row(s): ' || r.reason || coalesce(r.detail, ''), '; ' ORDER BY r.n DESC
+               )
         FROM rejected AS r
         WHERE r.source_file NOT IN (SELECT source_file FROM landed)
         GROUP BY ALL

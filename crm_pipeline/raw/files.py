@@ -86,6 +86,18 @@ def _header_names(delivery: Delivery) -> tuple[str, ...]:
     return tuple(name or f"column_{i + 1}" for i, name in enumerate(_header(delivery)))
 
 
+def _contract_names(header: tuple[str, ...], contract: tuple[str, ...]) -> dict[str, str]:
+    """Each contract column found in the header, with its name there: its own, or else the one
+    header name that is it in another case or with spaces around it (Store_ID for store_id; a
+    column named exactly so wins, the other staying an extra column)."""
+    found = {}
+    for column in contract:
+        loose = [h for h in header if h.strip().lower() == column and h not in contract]
+        if column in header or len(loose) == 1:
+            found[column] = column if column in header else loose[0]
+    return found
+
+
 def load_csv(
     conn: duckdb.DuckDBPyConnection,
     table: str,
@@ -103,7 +115,7 @@ def load_csv(
             _reject_whole_file(conn, table, f, *unreadable, loaded_at, 1)
             continue
         header = _header_names(f)
-        missing = [c for c in contract if c not in header]
+        missing = [c for c in contract if c not in _contract_names(header, contract)]
         duplicated = sorted({c for c in header if header.count(c) > 1})
         if missing or duplicated:
             unexpected = [c for c in header if c not in contract]
@@ -146,7 +158,8 @@ def _load_group(
     loaded, rejected = scan(conn, group, len(header), header=True, delimiter=",", quote='"')
     marks = record_rejects(conn, table, group, rejected, loaded_at, first_record=2)
     position = {name: f"numbered.c{i}" for i, name in enumerate(header)}
-    extra = [c for c in header if c not in contract]
+    named = _contract_names(header, contract)
+    extra = [c for c in header if c not in named.values()]
     extra_sql = (
         "json_object(" + ", ".join(f"{quote_literal(c)}, {position[c]}" for c in extra) + ")"
         if extra
@@ -157,7 +170,7 @@ def _load_group(
     conn.execute(
         f"""
         INSERT INTO raw.{table}
-        SELECT {", ".join(f"{position[c]} AS {quote_ident(c)}" for c in contract)},
+        SELECT {", ".join(f"{position[named[c]]} AS {quote_ident(c)}" for c in contract)},
                {extra_sql},
                files.__name,
                numbered.__crm_record,
