@@ -10,8 +10,9 @@ Rules, one per defect class (first match wins, in this order):
 - then the out-of-range rules, each named for what is impossible: non_positive_<column>
   (price, quantity), negative_discount, discount_exceeds_price, negative_unit_cost,
   future_timestamp (after the day it was delivered), timestamps_out_of_order (an inquiry
-  answered or closed before it was opened), impossible_age (outside 0-120), rating_off_scale,
-  unknown_sku, unknown_store;
+  answered or closed before it was opened), rating_off_scale, unknown_sku, unknown_store
+  (an optional attribute of a person that is invalid, a birth date giving an age outside
+  0-120 among them, is kept as NULL and counted instead);
 then duplicates: a record whose business key is already staged from another day is merged
 into it (redelivered); within a day, rows sharing the key keep one (the latest delivered) and
 the others go to quarantine.merged_duplicates as exact_duplicate (same values) or superseded
@@ -146,17 +147,30 @@ PLAIN_NUMBER = r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)\s*"
 
 
 def _attribute(column: str, sql_type: str) -> Typed:
-    """An optional attribute of a person (a birth date, an income): a value that does not
-    parse is kept as NULL and counted, as an invalid email is, so the record (and what links
-    to it) stays; numbers only in plain notation (not 45.000,00)."""
+    """An optional number about a person (an income): a value that does not parse is kept as
+    NULL and counted, as an invalid email is, so the record (and what links to it) stays;
+    numbers only in plain notation (not 45.000,00)."""
     value = text(column)
     parsed = (
-        parsed_sql(value, sql_type)
-        if sql_type == "DATE"
-        else f"CASE WHEN regexp_full_match({value}, '{PLAIN_NUMBER}') "
+        f"CASE WHEN regexp_full_match({value}, '{PLAIN_NUMBER}') "
         f"THEN TRY_CAST({value} AS {sql_type}) END"
     )
     return Typed(column, sql_type, parsed, nulls_invalid=column)
+
+
+def _birth_date(column: str = "birth_date") -> Typed:
+    """A person's birth date: one that is no day, or gives an impossible age (a placeholder
+    such as 1900-01-01, a day after the delivery), is kept as NULL and counted, as any invalid
+    optional attribute is: the record, and its orders' customer, stay."""
+    day = parsed_sql(text(column), "DATE")
+    bound = "coalesce(r.partition_date, CAST(r.loaded_at AS DATE))"
+    return Typed(
+        column,
+        "DATE",
+        f"CASE WHEN {day} BETWEEN {bound} - INTERVAL {MAX_AGE_YEARS} YEAR AND {bound} "
+        f"THEN {day} END",
+        nulls_invalid=column,
+    )
 
 
 def _cast(column: str, sql_type: str, required: bool = False, name: str | None = None) -> Typed:
@@ -231,17 +245,6 @@ def _positive(column: str) -> Check:
     )
 
 
-def _birth(column: str = "birth_date") -> Check:
-    bound = "coalesce(t.partition_date, CAST(t.raw_loaded_at AS DATE))"
-    return Check(
-        "impossible_age",
-        f"t.{column} > {bound} OR t.{column} < {bound} - INTERVAL {MAX_AGE_YEARS} YEAR",
-        # The age, not the date: a birth date is personal data, the reason is read by many.
-        f"'{column} gives an impossible age: ' || date_diff('year', t.{column}, {bound}) "
-        "|| ' years'",
-    )
-
-
 def _scale(column: str, low: int, high: int) -> Check:
     return Check(
         "rating_off_scale",
@@ -306,13 +309,13 @@ LOYALTY_MEMBERS = Source(
         _norm("name_key", "full_name"),
         _norm("phone"),
         _norm("email"),
-        _attribute("birth_date", "DATE"),
+        _birth_date(),
         _norm("address"),
         _attribute("income", "DECIMAL(12,2)"),
         _cast("joined_at", "DATE", required=True),
     ),
     key=("card_no",),
-    checks=(_birth(), _future("joined_at")),
+    checks=(_future("joined_at"),),
     normalised=PERSON_NORMALISERS,
     daily=False,
 )
@@ -326,7 +329,7 @@ ONLINE_ACCOUNTS = Source(
         _norm("full_name"),
         _norm("name_key", "full_name"),
         _choice("gender", ("m", "f")),
-        _attribute("birth_date", "DATE"),
+        _birth_date(),
         _norm("address"),
         _text("city"),
         _choice("customer_type", CUSTOMER_TYPES),
@@ -335,7 +338,7 @@ ONLINE_ACCOUNTS = Source(
         _cast("created_at", "TIMESTAMP", required=True),
     ),
     key=("account_id",),
-    checks=(_birth(), _future("created_at")),
+    checks=(_future("created_at"),),
     normalised=PERSON_NORMALISERS,
     daily=False,
 )

@@ -235,7 +235,7 @@ class StagingRejects(pa.DataFrameModel):
             "non_positive_quantity, implausible_amount (a line of a billion or more), "
             "negative_discount, discount_exceeds_price, "
             "negative_unit_cost, future_timestamp (after its delivery day), "
-            "timestamps_out_of_order, impossible_age (outside 0-120), rating_off_scale, "
+            "timestamps_out_of_order, rating_off_scale, "
             "unknown_sku, unknown_store."
         ),
     )
