@@ -230,23 +230,29 @@ def _erase(args: argparse.Namespace) -> int:
     import duckdb
 
     from crm_pipeline import privacy
+    from crm_pipeline.failures import ActionableError
     from crm_pipeline.publish import publish
     from crm_pipeline.resources import WarehouseUnavailable, resources_from_env
 
-    request = privacy.Request(
-        customer_keys=tuple(args.customer_key),
-        emails=tuple(args.email),
-        phones=tuple(args.phone),
-        account_ids=tuple(args.account_id),
-        cards=tuple(args.card),
-    )
-    if not any(vars(request).values()):
+    named = {
+        "customer_keys": tuple(args.customer_key),
+        "emails": tuple(args.email),
+        "phones": tuple(args.phone),
+        "account_ids": tuple(args.account_id),
+        "cards": tuple(args.card),
+    }
+    if not any(named.values()):
         print(
             "Name whom to erase: --customer-key, --email, --phone, --account-id or --card.",
             file=sys.stderr,
         )
         return 2
     warehouse = resources_from_env(resolve=True)["warehouse"]
+    try:  # a phone is read as staging read it
+        request = privacy.Request(**named, phone_regions=warehouse.phone_region_codes())
+    except ActionableError as error:
+        print(error, file=sys.stderr)
+        return 2
     if not Path(warehouse.path).exists():
         print(f"No warehouse at {warehouse.path}: nothing to erase.", file=sys.stderr)
         return 2

@@ -36,7 +36,6 @@ from crm_pipeline.staging.build import (
 )
 from crm_pipeline.staging.build import REJECTS_COLUMNS as STAGING_REJECTS_COLUMNS
 from crm_pipeline.staging.build import REJECTS_TABLE as STAGING_REJECTS_TABLE
-from crm_pipeline.staging.clock import ZONES_COLUMNS, ZONES_TABLE
 from crm_pipeline.staging.lookups import CACHE_TABLE
 from crm_pipeline.staging.rules import SOURCES
 from crm_pipeline.staging.schemas import (
@@ -44,9 +43,10 @@ from crm_pipeline.staging.schemas import (
     MergedDuplicates,
     NormalisedValues,
     NulledValues,
+    StagedWith,
     StagingRejects,
-    StagingTimeZones,
 )
+from crm_pipeline.staging.staged_with import STAGED_WITH_COLUMNS, STAGED_WITH_TABLE
 
 
 def _raw_types(model: type[RawRecord]) -> list[tuple[str, str]]:
@@ -69,7 +69,7 @@ TABLES: dict[str, tuple[type[pa.DataFrameModel], list[tuple[str, str]]]] = {
     STAGING_REJECTS_TABLE: (StagingRejects, sql_types(STAGING_REJECTS_COLUMNS)),
     MERGED_TABLE: (MergedDuplicates, sql_types(MERGED_COLUMNS)),
     NULLED_TABLE: (NulledValues, sql_types(NULLED_COLUMNS)),
-    ZONES_TABLE: (StagingTimeZones, sql_types(ZONES_COLUMNS)),
+    STAGED_WITH_TABLE: (StagedWith, sql_types(STAGED_WITH_COLUMNS)),
     CACHE_TABLE: (
         NormalisedValues,
         [("normaliser", "VARCHAR"), ("raw", "VARCHAR"), ("value", "VARCHAR")],

@@ -72,6 +72,8 @@ class Request:
     phones: tuple[str, ...] = ()
     account_ids: tuple[str, ...] = ()
     cards: tuple[str, ...] = ()
+    # Where a phone without its country code is read (the warehouse's CRM_PHONE_REGIONS).
+    phone_regions: tuple[str, ...] = normalise.DEFAULT_PHONE_REGIONS
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,9 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
 def customers_of(conn: duckdb.DuckDBPyConnection, request: Request) -> list[str]:
     """The customer keys a request names (none when nothing matches)."""
     emails = sorted({e for e in map(normalise.email, request.emails) if e})
-    phones = sorted({p for p in map(normalise.phone_e164, request.phones) if p})
+    phones = sorted(
+        {p for p in map(normalise.phone_reader(request.phone_regions), request.phones) if p}
+    )
     # A receipt gives a phone (and a card), never an email.
     contacts = " UNION ".join(
         f"SELECT '{source}' AS source, {id_column} AS source_id FROM staging.{source} "
@@ -149,7 +153,9 @@ def shared_contacts(conn: duckdb.DuckDBPyConnection, request: Request) -> dict[s
         ("--phone", "phones", request.phones),
     ):
         for value in values:
-            keys = customers_of(conn, Request(**{field: (value,)}))
+            keys = customers_of(
+                conn, Request(**{field: (value,)}, phone_regions=request.phone_regions)
+            )
             if len(keys) > 1:
                 shared[f"{flag} {value}"] = keys
     return shared

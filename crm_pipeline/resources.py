@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import phonenumbers
 from pydantic import Field
 
 from crm_pipeline.analytics.settings import AnalysisSettings
@@ -17,6 +18,7 @@ from crm_pipeline.failures import ActionableError
 from crm_pipeline.landing import shop_url_for
 from crm_pipeline.mining.settings import MiningSettings
 from crm_pipeline.raw.tables import quote_literal
+from crm_pipeline.staging.normalise import DEFAULT_PHONE_REGIONS
 
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
 DEFAULT_LANDING_DIR = "data/landing"
@@ -70,12 +72,31 @@ class WarehouseResource(dg.ConfigurableResource):
         "timestamps are kept as wall time there; a delivered timestamp with a UTC offset "
         "(Z, +02:00) is converted to it, one without is taken as it is.",
     )
+    phone_regions: str = Field(
+        default=",".join(DEFAULT_PHONE_REGIONS),
+        description="The countries whose phone numbers the sources hold written nationally, "
+        "without a country code (ISO 3166 codes, comma-separated, such as GB or GB,IE): such a "
+        "number is read as the first of them that holds it. One written with '+' or '00' and "
+        "its country code reads the same whatever this says.",
+    )
     key_secret_file: str = Field(
         default="",
         description="The file holding the secret customer keys are made with (made, readable "
         "by its owner only, by the first run): keep it out of the published copy's reach and "
         "back it up with the warehouse. Empty: customer_key.secret beside the warehouse.",
     )
+
+    def phone_region_codes(self) -> tuple[str, ...]:
+        """The phone regions, checked: each one a region phonenumbers knows."""
+        regions = tuple(r.strip().upper() for r in self.phone_regions.split(",") if r.strip())
+        unknown = [r for r in regions if r not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown or not regions:
+            raise ActionableError(
+                f"CRM_PHONE_REGIONS {self.phone_regions!r} "
+                + (f"names no country phonenumbers knows: {unknown}" if unknown else "is empty")
+                + ". Give ISO 3166 country codes, comma-separated, such as GB or US,CA."
+            )
+        return regions
 
     def key_secret_path(self) -> Path:
         return (
@@ -148,6 +169,7 @@ SETTINGS = {
     "CRM_PUBLISHED": "",
     "CRM_KEY_SECRET_FILE": "",
     "CRM_TIME_ZONE": "UTC",
+    "CRM_PHONE_REGIONS": ",".join(DEFAULT_PHONE_REGIONS),
     "CRM_LANDING_DIR": DEFAULT_LANDING_DIR,
     "CRM_SHOP_URL": "",
 }
@@ -155,7 +177,7 @@ SETTINGS = {
 
 def resources_from_env(resolve: bool = False) -> dict[str, dg.ConfigurableResource]:
     """The resources every asset uses, bound once: CRM_WAREHOUSE, CRM_PUBLISHED,
-    CRM_KEY_SECRET_FILE, CRM_TIME_ZONE, CRM_LANDING_DIR, CRM_SHOP_URL.
+    CRM_KEY_SECRET_FILE, CRM_TIME_ZONE, CRM_PHONE_REGIONS, CRM_LANDING_DIR, CRM_SHOP_URL.
 
     A setting given in the environment is bound as an EnvVar, so the UI shows where it comes
     from; resolve=True reads the values now instead (for the command line).
@@ -172,6 +194,7 @@ def resources_from_env(resolve: bool = False) -> dict[str, dg.ConfigurableResour
             published=setting("CRM_PUBLISHED"),
             key_secret_file=setting("CRM_KEY_SECRET_FILE"),
             time_zone=setting("CRM_TIME_ZONE"),
+            phone_regions=setting("CRM_PHONE_REGIONS"),
         ),
         "core_rules": CoreRules(),
         "analysis": AnalysisSettings(),

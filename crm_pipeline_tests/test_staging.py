@@ -588,7 +588,7 @@ def test_the_email_contract_refuses_the_whitespace_python_knows_on_either_engine
     ]
 
 
-def test_days_staged_under_another_time_zone_stop_a_run_of_some_days_but_not_of_all(
+def test_days_staged_with_other_settings_stop_a_run_of_some_days_but_not_of_all(
     tiny_zone: Path, tmp_path: Path
 ) -> None:
     from crm_pipeline.definitions import defs
@@ -598,10 +598,10 @@ def test_days_staged_under_another_time_zone_stop_a_run_of_some_days_but_not_of_
 
     layers = [a for a in defs.assets if {k.path[0] for k in a.keys} <= {"raw", "staging"}]
 
-    def run(time_zone: str, first: str) -> dg.ExecuteInProcessResult:
+    def run(time_zone: str, first: str, regions: str = "US,CN,DE") -> dg.ExecuteInProcessResult:
         resources = bind(tiny_zone, tmp_path / "w.duckdb")
         resources["warehouse"] = WarehouseResource(
-            path=str(tmp_path / "w.duckdb"), time_zone=time_zone
+            path=str(tmp_path / "w.duckdb"), time_zone=time_zone, phone_regions=regions
         )
         return dg.materialize(
             layers, resources=resources, tags=range_tags(first, DAY2), raise_on_error=False
@@ -611,7 +611,7 @@ def test_days_staged_under_another_time_zone_stop_a_run_of_some_days_but_not_of_
         with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as conn:
             return set(
                 conn.execute(
-                    "SELECT partition_date::VARCHAR, time_zone FROM staging.time_zones "
+                    "SELECT partition_date::VARCHAR, time_zone FROM staging.staged_with "
                     "WHERE source = 'feedback'"
                 ).fetchall()
             )
@@ -619,16 +619,60 @@ def test_days_staged_under_another_time_zone_stop_a_run_of_some_days_but_not_of_
     assert run("UTC", DAY1).success
     assert zones() == {(DAY1, "UTC"), (DAY2, "UTC")}
     refused = run("Europe/Berlin", DAY2)
-    assert not refused.success
-    failure = next(
-        e.step_failure_data.error.message
-        for e in refused.all_events
-        if e.is_step_failure and e.step_key == "staging__feedback"
-    )
     assert (
         f"staging.feedback holds 1 day(s) ({DAY1}..{DAY1}) staged with CRM_TIME_ZONE 'UTC'; "
-        "this run's is 'Europe/Berlin'" in failure
+        "this run has CRM_TIME_ZONE 'Europe/Berlin', so its days would be read another way. "
+        "Set CRM_TIME_ZONE back to 'UTC', or stage every day again" in _failure(refused)
     )
     assert zones() == {(DAY1, "UTC"), (DAY2, "UTC")}  # left as it was
+    other_phones = run("UTC", DAY2, regions="GB")
+    assert (
+        "staged with CRM_PHONE_REGIONS 'US,CN,DE'; this run has CRM_PHONE_REGIONS 'GB'"
+        in _failure(other_phones)
+    )
     assert run("Europe/Berlin", DAY1).success  # every day, on the new clock
     assert zones() == {(DAY1, "Europe/Berlin"), (DAY2, "Europe/Berlin")}
+
+
+def _failure(result: dg.ExecuteInProcessResult) -> str:
+    assert not result.success
+    return next(
+        e.step_failure_data.error.message
+        for e in result.all_events
+        if e.is_step_failure and e.step_key == "staging__feedback"
+    )
+
+
+def test_a_phone_without_its_country_code_is_read_in_the_business_regions(
+    tmp_path: Path,
+) -> None:
+    columns = landing.ACCOUNTS.columns
+    row = dict.fromkeys(columns, "")
+    uk = {**row, "account_id": "A1", "phone": "07911 123456", "created_at": "2025-01-01"}
+    us = {**row, "account_id": "A2", "phone": "(415) 555-0100", "created_at": "2025-01-01"}
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    _insert(conn, "online_accounts", columns, [list(uk.values()), list(us.values())], None)
+
+    def phones(regions: tuple[str, ...]) -> dict[str, str]:
+        ensure_tables(conn, SOURCES["online_accounts"])
+        clear(conn, SOURCES["online_accounts"], None)
+        stage(conn, SOURCES["online_accounts"], columns, None, LOADED, regions)
+        return dict(
+            conn.execute("SELECT account_id, phone FROM staging.online_accounts").fetchall()
+        )
+
+    assert phones(("GB", "US")) == {"A1": "+447911123456", "A2": "+14155550100"}
+    # Read as the default regions read it (US, China, Germany), the British mobile is German.
+    assert phones(("US", "CN", "DE"))["A1"] == "+497911123456"
+    assert phones(("GB",)) == {"A1": "+447911123456", "A2": None}
+
+
+def test_phone_regions_that_are_no_countries_are_named() -> None:
+    for regions, said in (
+        ("GB,XX", "names no country phonenumbers knows: ['XX']"),
+        (" ,", "is empty"),
+    ):
+        with pytest.raises(
+            ActionableError, match=re.escape(f"CRM_PHONE_REGIONS {regions!r} {said}")
+        ):
+            WarehouseResource(phone_regions=regions).phone_region_codes()

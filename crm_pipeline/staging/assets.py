@@ -25,9 +25,9 @@ from crm_pipeline.staging.build import (
     stage,
     staging_columns,
 )
-from crm_pipeline.staging.clock import record_zone, refuse_another_zone
 from crm_pipeline.staging.rules import SOURCES, Source
 from crm_pipeline.staging.schemas import STAGING_MODELS
+from crm_pipeline.staging.staged_with import record_settings, refuse_other_settings
 
 RAW_COLUMNS = {
     **{
@@ -88,12 +88,13 @@ def staging_asset(source: Source) -> dg.AssetsDefinition:
             f"staging.{source.name} for these partitions."
         )
         with explained(context, reading, advice), warehouse.connect() as conn:
+            regions = warehouse.phone_region_codes()
             ensure_tables(conn, source)
-            refuse_another_zone(conn, source.name, days)
+            refuse_other_settings(conn, source.name, days, ",".join(regions))
             conn.begin()
             clear(conn, source, days)
-            stage(conn, source, RAW_COLUMNS[source.name], days, loaded_at)
-            record_zone(conn, source.name, days, loaded_at)
+            stage(conn, source, RAW_COLUMNS[source.name], days, loaded_at, regions)
+            record_settings(conn, source.name, days, ",".join(regions), loaded_at)
             conn.commit()
             where, params = slice_sql(days)
             metadata = table_metadata(

@@ -15,6 +15,7 @@ import duckdb
 from crm_pipeline.raw.tables import ddl, quote_ident, quote_literal
 from crm_pipeline.reporting import personal_columns
 from crm_pipeline.staging.lookups import CACHE_TABLE, fill_cache, normaliser_id
+from crm_pipeline.staging.normalise import DEFAULT_PHONE_REGIONS, phone_reader
 from crm_pipeline.staging.rules import (
     EXACT_DUPLICATE,
     INVALID_VALUE,
@@ -99,11 +100,18 @@ def clear(conn: duckdb.DuckDBPyConnection, source: Source, days: list[str] | Non
 
 
 def _lookups(
-    conn: duckdb.DuckDBPyConnection, source: Source, where: str, params: list
+    conn: duckdb.DuckDBPyConnection,
+    source: Source,
+    where: str,
+    params: list,
+    phone_regions: tuple[str, ...],
 ) -> list[str]:
-    """Normalise the distinct delivered values not seen before; join clauses for all."""
+    """Normalise the distinct delivered values not seen before; join clauses for all. Phones
+    are read with the business's regions."""
     joins = []
     for lookup, (column, fn) in source.normalised.items():
+        if getattr(fn, "phone_regions", None) is not None:
+            fn = phone_reader(phone_regions)
         fill_cache(
             conn,
             fn,
@@ -203,14 +211,16 @@ def stage(
     raw_columns: tuple[str, ...],
     days: list[str] | None,
     loaded_at: datetime,
+    phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS,
 ) -> None:
-    """Stage one raw table for a range of days (None: the whole snapshot), replacing it.
+    """Stage one raw table for a range of days (None: the whole snapshot), replacing it;
+    a phone written without its country code is read as one of `phone_regions`'.
 
     Only rows set aside are turned back into JSON records, and only rows whose business key
     repeats are ranked: the common path is one scan of raw and one insert.
     """
     where, params = slice_sql(days, "r.")
-    joins = _lookups(conn, source, where, params)
+    joins = _lookups(conn, source, where, params, phone_regions)
     typed = ",\n    ".join(f"{c.expr} AS {quote_ident(c.name)}" for c in source.columns)
     parsed = "".join(f",\n    {c.parses} AS p_{c.name}" for c in source.columns if c.parses)
     lost = [c for c in source.columns if c.nulls_invalid]

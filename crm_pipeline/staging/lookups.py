@@ -87,17 +87,22 @@ def ensure_cache(conn: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-# Normalisers whose values can share a spelling: SQL giving (raw, spelling, exact) for a query
-# of raw values, as in normalise.phone_spellings_sql.
-SPELLINGS: dict[Normaliser, Callable[[str], str]] = {
-    normalise.phone_e164: normalise.phone_spellings_sql,
-}
-# Normalisers that read some values in DuckDB: SQL giving (raw, value) for the values of a table
-# (`raw`) it can read, the others left to the normaliser, as normalise.international_readings_sql.
-READ_IN_SQL: dict[Normaliser, Callable[[duckdb.DuckDBPyConnection, str], str]] = {
-    normalise.phone_e164: normalise.international_readings_sql,
-    normalise.email: normalise.email_readings_sql,
-}
+def _spellings(fn: Normaliser) -> Callable[[str], str] | None:
+    """For a normaliser whose values can share a spelling (a phone reader of any regions): SQL
+    giving (raw, spelling, exact) for a query of raw values, as normalise.phone_spellings_sql."""
+    regions = getattr(fn, "phone_regions", None)
+    if regions is None:
+        return None
+    return lambda values: normalise.phone_spellings_sql(values, regions)
+
+
+def _read_in_sql(fn: Normaliser) -> Callable[[duckdb.DuckDBPyConnection, str], str] | None:
+    """For a normaliser that reads some values in DuckDB: SQL giving (raw, value) for the values
+    of a table (`raw`) it can read, the others left to the normaliser (an international phone
+    spelling reads the same whatever the regions)."""
+    if getattr(fn, "phone_regions", None) is not None:
+        return normalise.international_readings_sql
+    return {normalise.email: normalise.email_readings_sql}.get(fn)
 
 
 def fill_cache(
@@ -105,10 +110,10 @@ def fill_cache(
 ) -> int:
     """Normalise the values of `distinct_sql` (one column, raw) not cached yet; returns how many.
 
-    Values are read once per spelling (SPELLINGS): a spelling already cached, or read now and
+    Values are read once per spelling (_spellings): a spelling already cached, or read now and
     cached as a value of its own, gives its value to every raw value spelled so; a spelling
     that reads differently when its number is not valid leaves those raw values to be read
-    themselves. Values or spellings DuckDB can read (READ_IN_SQL) are read there, all at once.
+    themselves. Values or spellings DuckDB can read (_read_in_sql) are read there, all at once.
     """
     name = normaliser_id(fn)
     ensure_cache(conn)
@@ -119,10 +124,10 @@ def fill_cache(
     )
     cached = f"(SELECT raw, value FROM {CACHE_TABLE} WHERE normaliser = {quote_literal(name)})"
     unseen = f"SELECT d.raw FROM ({distinct_sql}) AS d ANTI JOIN {cached} AS c USING (raw)"
-    spellings = SPELLINGS.get(fn)
+    spellings = _spellings(fn)
     if spellings is None:
         # Each value is its own spelling: read every unseen value, once.
-        if fn not in READ_IN_SQL:
+        if _read_in_sql(fn) is None:
             values = _strings(conn.execute(unseen, params))
             _read(conn, fn, values)
             return len(values)
@@ -164,8 +169,8 @@ def fill_cache(
 
 def _read_unread(conn: duckdb.DuckDBPyConnection, fn: Normaliser, cached: str) -> None:
     """Normalise and cache the values of the temp table `unread` (raw): those DuckDB can read
-    (READ_IN_SQL) there, all at once, the others with `fn`."""
-    in_sql = READ_IN_SQL.get(fn)
+    (_read_in_sql) there, all at once, the others with `fn`."""
+    in_sql = _read_in_sql(fn)
     if in_sql is not None:
         conn.execute(
             f"INSERT INTO {CACHE_TABLE} "

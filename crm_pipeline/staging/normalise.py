@@ -125,7 +125,12 @@ def email_readings_sql(_: duckdb.DuckDBPyConnection, values: str) -> str:
     """
 
 
-def phone_e164(text: str | None, regions: tuple[str, ...] = ("US", "CN", "DE")) -> str | None:
+# The regions whose national numbers (typed without a country code) phone_e164 reads, in order:
+# the demo's, and the default of CRM_PHONE_REGIONS.
+DEFAULT_PHONE_REGIONS = ("US", "CN", "DE")
+
+
+def phone_e164(text: str | None, regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS) -> str | None:
     """The number in E.164 ('(415) 555-0100' -> '+14155550100'), or None when not valid.
 
     A number without an international prefix is read in each of `regions`. The reading wins
@@ -175,6 +180,25 @@ def phone_e164(text: str | None, regions: tuple[str, ...] = ("US", "CN", "DE")) 
             if fallback is not None:
                 fallbacks[order] = fallback
     return _e164(fallbacks[min(fallbacks)]) if fallbacks else None
+
+
+phone_e164.phone_regions = DEFAULT_PHONE_REGIONS
+
+
+@cache
+def phone_reader(regions: tuple[str, ...]) -> Callable[[str | None], str | None]:
+    """phone_e164 reading national numbers in `regions`, as a normaliser: phone_e164 itself
+    for the default regions, else one named for its regions, so values read with other regions
+    are cached apart."""
+    if regions == DEFAULT_PHONE_REGIONS:
+        return phone_e164
+
+    def read(text: str | None) -> str | None:
+        return phone_e164(text, regions)
+
+    read.__name__ = "phone_e164_" + "_".join(regions)
+    read.phone_regions = regions
+    return read
 
 
 def _international(number: str) -> phonenumbers.PhoneNumber | None:
@@ -296,7 +320,7 @@ def _e164(parsed: phonenumbers.PhoneNumber) -> str:
     return phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
 
 
-def phone_spellings_sql(values: str) -> str:
+def phone_spellings_sql(values: str, regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS) -> str:
     """SQL giving each `raw` of `values` a spelling `phone_e164` reads as it reads the value,
     and whether it always does (`exact`).
 
@@ -314,8 +338,10 @@ def phone_spellings_sql(values: str) -> str:
     Germany writes every such number with its trunk '0', so its reading is exact, and China
     reads it only as a fallback (its mobiles without the '0'), the US not at all. When such a
     number is not valid, the value must be read itself, as other regions may take it. Anything
-    else is its own spelling. Spellings let one parse serve every way a number is typed.
+    else is its own spelling. Spellings let one parse serve every way a number is typed. With
+    other regions than the default, a national number is spelled by its digits alone.
     """
+    shaped = regions == DEFAULT_PHONE_REGIONS
     return f"""
         SELECT
             raw,
@@ -344,10 +370,10 @@ def phone_spellings_sql(values: str) -> str:
                     AND regexp_full_match(raw, '\\(?(\\+|00)?[0-9 ().-]*')
                     -- '0 049' is national to phone_e164, but its digits start with an IDD.
                     AND NOT (prefix = '' AND starts_with(digits, '00')) AS plain,
-                length(digits) = 10 AND digits[1] BETWEEN '2' AND '9' AS us_shaped,
-                length(digits) = 11 AND digits[1] = '1' AND digits[2] BETWEEN '3' AND '9'
-                    AS cn_mobile_shaped,
-                length(digits) IN (11, 12) AND starts_with(digits, '01')
+                {shaped} AND length(digits) = 10 AND digits[1] BETWEEN '2' AND '9' AS us_shaped,
+                {shaped} AND length(digits) = 11 AND digits[1] = '1'
+                    AND digits[2] BETWEEN '3' AND '9' AS cn_mobile_shaped,
+                {shaped} AND length(digits) IN (11, 12) AND starts_with(digits, '01')
                     AND digits[3] BETWEEN '5' AND '7' AS de_mobile_shaped,
                 CASE prefix WHEN '+' THEN digits WHEN '00' THEN digits[3:] END AS international
             FROM (

@@ -320,16 +320,20 @@ class NormalisedValues(pa.DataFrameModel):
         coerce = True
 
 
-class StagingTimeZones(pa.DataFrameModel):
-    """One row per source and staged day (one row with no day for a snapshot): the time zone
-    its times were converted to (CRM_TIME_ZONE when it was staged)."""
+class StagedWith(pa.DataFrameModel):
+    """One row per source and staged day (one row with no day for a snapshot): the business
+    settings it was read with."""
 
     source: Series[str] = pa.Field(description="Staging table.")
     partition_date: Series[pd.Timestamp] = pa.Field(
         nullable=True, description="Delivery day; NULL for snapshots."
     )
     time_zone: Series[str] = pa.Field(
-        description="The business's time zone the day was staged on, such as UTC."
+        description="CRM_TIME_ZONE: the time zone times with a UTC offset were converted to."
+    )
+    phone_regions: Series[str] = pa.Field(
+        description="CRM_PHONE_REGIONS: the countries a phone without its country code was "
+        "read in, such as US,CN,DE."
     )
     loaded_at: Series[pd.Timestamp] = pa.Field(description="When staging ran.")
 
