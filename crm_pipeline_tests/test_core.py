@@ -77,26 +77,34 @@ def test_one_customer_for_ann_across_account_card_receipts_and_survey(everything
     assert ann != keys["online_accounts", "A2"]
 
 
-def test_an_order_whose_account_is_not_staged_is_flagged_in_the_quality_report(
+def test_orders_of_an_account_not_staged_or_in_another_currency_are_flagged(
     everything_kept: Path, tmp_path: Path
 ) -> None:
     copy = tmp_path / "warehouse.duckdb"
     shutil.copyfile(everything_kept, copy)
     with duckdb.connect(str(copy)) as conn:
-        assert _flagged(conn) == []  # every tiny order's account is staged
+        assert _flagged(conn) == []  # every tiny order's account is staged, in dollars
         conn.execute(
             "INSERT INTO staging.online_orders BY NAME "
             "SELECT * REPLACE ('O7' AS order_id, 'A9' AS account_id) "
             "FROM staging.online_orders WHERE order_id = 'O2'"
         )
+        conn.execute(
+            "INSERT INTO staging.online_orders BY NAME "
+            "SELECT * REPLACE ('O8' AS order_id, 'EUR' AS currency) "
+            "FROM staging.online_orders WHERE order_id = 'O2'"
+        )
         build_quality_report(conn, list(STAGING_SOURCES))
-        assert _flagged(conn) == [("online_orders", date(2025, 1, 2), "unknown_account", 1)]
+        assert _flagged(conn) == [
+            ("online_orders", date(2025, 1, 2), "other_currency", 1),
+            ("online_orders", date(2025, 1, 2), "unknown_account", 1),
+        ]
 
 
 def _flagged(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
     return conn.execute(
         "SELECT source, partition_date, rule, rows FROM core.quality_report "
-        "WHERE stage = 'flagged' AND rule = 'unknown_account'"
+        "WHERE stage = 'flagged' AND rule IN ('unknown_account', 'other_currency') ORDER BY ALL"
     ).fetchall()
 
 

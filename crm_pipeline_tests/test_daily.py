@@ -590,3 +590,43 @@ def test_order_lines_of_another_column_type_are_written_whole() -> None:
         "SELECT data_type FROM duckdb_columns() WHERE table_name = 'order_lines' "
         "AND column_name = 'quantity'"
     ).fetchall() == [("INTEGER",)]
+
+
+def test_an_order_in_a_refund_status_of_the_settings_is_a_refund_and_is_rewritten() -> None:
+    conn = _small_core()
+    start = datetime(2025, 1, 1)
+    for n in range(1, 10):  # nine receipts, and an account's order it sent back
+        conn.execute(
+            "INSERT INTO staging.store_purchases VALUES "
+            "(?, 'S1', '2025-01-02', 'cash', 'A', 1, ?, 'day1.csv', ?, '2025-01-02', ?)",
+            [f"R{n}", n, n, start],
+        )
+    conn.execute("INSERT INTO staging.online_accounts VALUES ('A1', 'ann@shop.example')")
+    conn.execute(
+        "INSERT INTO staging.online_orders VALUES "
+        "('O1', 'A1', '2025-01-02', 'returned', 'card', '2025-01-02', ?)",
+        [start],
+    )
+    conn.execute(
+        "INSERT INTO staging.online_order_items VALUES "
+        "('O1', 1, 'B', 2, 5, 0, 'shop:order_items', 1, '2025-01-02', ?)",
+        [start],
+    )
+    conn.execute(
+        "INSERT INTO core.customer_crosswalk VALUES "
+        "('online_accounts', 'A1', 'K1'), ('online_orders', 'O1', 'K1')"
+    )
+
+    def o1() -> tuple:
+        return conn.execute(
+            "SELECT order_status, net_amount, refund_amount FROM core.order_lines "
+            "WHERE order_id = 'O1'"
+        ).fetchone()
+
+    assert build_order_lines(conn, CoreRules(), start + timedelta(days=1)).whole
+    assert o1() == ("returned", 10, 0)  # a status the settings do not name: a sale
+    # Nothing staged anew: only the setting that reads the status differs.
+    returns = CoreRules(refund_statuses=["refunded", "Returned"])
+    written = build_order_lines(conn, returns, start + timedelta(days=2))
+    assert written.summary.startswith("rewrote the lines of 1 of 10 orders")
+    assert o1() == ("refunded", 0, 10)

@@ -48,6 +48,12 @@ class CoreRules(dg.ConfigurableResource):
     excluded_statuses: list[str] = Field(
         default=["cancelled"], description="Order statuses left out of order lines."
     )
+    refund_statuses: list[str] = Field(
+        default=["refunded"],
+        description="Order statuses of an order refunded or returned: its lines are kept with "
+        "order_status 'refunded', their amount as refund_amount and no net sales or margin, "
+        "and it is never counted as a purchase.",
+    )
     test_account_domains: list[str] = Field(
         default=["example.com", "example.org", "test.com"],
         description="Email domains of test accounts, left out with everything they did.",

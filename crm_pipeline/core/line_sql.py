@@ -4,15 +4,32 @@ they are excluded, each order's net and the size bands, and the sorted write of 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import duckdb
 
-from crm_pipeline.core.exclusions import CROSSWALK
+from crm_pipeline.core.classify import CoreRules
+from crm_pipeline.core.exclusions import CROSSWALK, in_list
 
 ORDER_LINES = "core.order_lines"
 # The order every write of core.order_lines sorts by: customer, then time.
 LINE_ORDER = "customer_key NULLS LAST, ordered_at, channel, order_id, line_no"
 # The channel and order of an excluded line's id ('store:R1:2' -> 'store', 'R1').
 EXCLUDED_ORDER = "split_part(id, ':', 1), regexp_extract(id, '^[^:]*:(.*):[^:]*$', 1)"
+
+
+class StatusRules(NamedTuple):
+    """core_rules' order statuses as SQL lists (settings, never data): left out, and refunds."""
+
+    excluded: str
+    refunds: str
+
+
+def status_rules(config: CoreRules) -> StatusRules:
+    return StatusRules(
+        in_list([s.lower() for s in config.excluded_statuses]),
+        in_list([s.lower() for s in config.refund_statuses]),
+    )
 
 
 def _online_exclusion(statuses: str) -> str:
@@ -25,7 +42,7 @@ def _online_exclusion(statuses: str) -> str:
     )
 
 
-def lines_sql(statuses: str, only_affected: bool = False) -> str:
+def lines_sql(statuses: StatusRules, only_affected: bool = False) -> str:
     """Order lines from both channels with their customer and exclusion, before any amount is
     derived: every line, or the lines of the orders in the temp table `affected`."""
     online_where, store_where = (
@@ -44,7 +61,8 @@ def lines_sql(statuses: str, only_affected: bool = False) -> str:
             x.customer_key,
             NULL::VARCHAR AS store_id,
             o.ordered_at,
-            o.status AS order_status,
+            CASE WHEN o.status IN {statuses.refunds} THEN 'refunded' ELSE o.status END
+                AS order_status,
             o.payment_method,
             i.sku,
             i.quantity,
@@ -52,7 +70,7 @@ def lines_sql(statuses: str, only_affected: bool = False) -> str:
             i.discount,
             i.source_file,
             i.source_line,
-            {_online_exclusion(statuses)} AS excluded_by
+            {_online_exclusion(statuses.excluded)} AS excluded_by
         FROM staging.online_order_items AS i
         LEFT JOIN staging.online_orders AS o USING (order_id)
         LEFT JOIN {CROSSWALK} AS x ON x.source = 'online_orders' AND x.source_id = o.order_id

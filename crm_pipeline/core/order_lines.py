@@ -9,11 +9,12 @@ from typing import NamedTuple
 import duckdb
 
 from crm_pipeline.core.classify import CoreRules
-from crm_pipeline.core.exclusions import excluded_customers, in_list, record_exclusions
+from crm_pipeline.core.exclusions import excluded_customers, record_exclusions
 from crm_pipeline.core.line_sql import (
     EXCLUDED_ORDER,
     NET,
     ORDER_LINES,
+    StatusRules,
     drop_temps,
     excluded_lines_sql,
     kept_lines_sql,
@@ -22,6 +23,7 @@ from crm_pipeline.core.line_sql import (
     margin_sql,
     order_totals_table,
     size_band_sql,
+    status_rules,
 )
 
 # At most this share of the lines lies outside the table's sort order (see build_order_lines).
@@ -43,8 +45,8 @@ def build_order_lines(
 
     A run after an earlier one rewrites only the orders whose lines may differ from what the
     table holds: those with a staged row loaded since the table was last written (the days
-    the run staged again), those whose customer key, exclusion or number of lines changed (a
-    merge, a new staff account, a setting, a line gone from one day of an order spanning two),
+    the run staged again), those whose customer key, exclusion, status or number of lines changed
+    (a merge, a new staff account, a setting, a line gone from one day of an order spanning two),
     and those with a product whose attributes changed. Rewritten
     orders are appended, sorted among themselves: per-customer reads prune on the lines of the
     last whole write. So when the share of the orders to rewrite and the share of the lines
@@ -55,7 +57,7 @@ def build_order_lines(
     change. The excluded lines are listed in core.excluded_rows (items whose order was never
     staged among them).
     """
-    statuses = in_list([s.lower() for s in config.excluded_statuses])
+    statuses = status_rules(config)
     excluded_customers(conn, config)
     params = {"loaded_at": loaded_at}
     if _updatable(conn, statuses, params):
@@ -76,7 +78,7 @@ def build_order_lines(
     return Written(True, "written whole, sorted")
 
 
-def _updatable(conn: duckdb.DuckDBPyConnection, statuses: str, params: dict) -> bool:
+def _updatable(conn: duckdb.DuckDBPyConnection, statuses: StatusRules, params: dict) -> bool:
     """Whether core.order_lines exists with the columns, and their types, this code writes."""
     held = conn.execute(
         "SELECT column_name, data_type FROM duckdb_columns() "
@@ -100,7 +102,9 @@ def _updatable(conn: duckdb.DuckDBPyConnection, statuses: str, params: dict) -> 
     return held == written
 
 
-def _affected_orders(conn: duckdb.DuckDBPyConnection, statuses: str) -> tuple[int, int, float]:
+def _affected_orders(
+    conn: duckdb.DuckDBPyConnection, statuses: StatusRules
+) -> tuple[int, int, float]:
     """The orders whose lines may differ from core.order_lines' as the temp table `affected`
     (channel, order_id); returns how many orders there are, how many are affected, and the
     share of the lines written after the table's last whole write (outside its sort order)."""
@@ -111,6 +115,7 @@ def _affected_orders(conn: duckdb.DuckDBPyConnection, statuses: str) -> tuple[in
         CREATE OR REPLACE TEMP TABLE current_orders AS
         SELECT channel, order_id,
                CASE WHEN excluded_by IS NULL THEN customer_key END AS customer_key, excluded_by,
+               CASE WHEN excluded_by IS NULL THEN order_status END AS order_status,
                count(*) AS lines
         FROM ({lines_sql(statuses)})
         GROUP BY ALL
@@ -120,12 +125,12 @@ def _affected_orders(conn: duckdb.DuckDBPyConnection, statuses: str) -> tuple[in
         f"""
         CREATE OR REPLACE TEMP TABLE affected AS
         WITH held AS (
-            SELECT channel, order_id, customer_key, NULL::VARCHAR AS excluded_by,
+            SELECT channel, order_id, customer_key, NULL::VARCHAR AS excluded_by, order_status,
                    count(*) AS lines
             FROM {ORDER_LINES}
             GROUP BY ALL
             UNION ALL
-            SELECT {EXCLUDED_ORDER}, NULL, rule, count(*)
+            SELECT {EXCLUDED_ORDER}, NULL, rule, NULL, count(*)
             FROM core.excluded_rows
             WHERE entity = 'order_lines'
             GROUP BY ALL
@@ -141,6 +146,7 @@ def _affected_orders(conn: duckdb.DuckDBPyConnection, statuses: str) -> tuple[in
           ON c.channel = h.channel AND c.order_id = h.order_id
          AND c.customer_key IS NOT DISTINCT FROM h.customer_key
          AND c.excluded_by IS NOT DISTINCT FROM h.excluded_by
+         AND c.order_status IS NOT DISTINCT FROM h.order_status
          AND c.lines = h.lines
         WHERE c.order_id IS NULL OR h.order_id IS NULL
         UNION
@@ -174,7 +180,7 @@ def _affected_orders(conn: duckdb.DuckDBPyConnection, statuses: str) -> tuple[in
     return orders, affected, unsorted
 
 
-def _rewrite_affected(conn: duckdb.DuckDBPyConnection, statuses: str, params: dict) -> None:
+def _rewrite_affected(conn: duckdb.DuckDBPyConnection, statuses: StatusRules, params: dict) -> None:
     """Replace the lines of the affected orders, then re-band the orders the new tertiles move
     (rows written now, so they carry the run's loaded_at too)."""
     conn.execute(f"CREATE OR REPLACE TEMP TABLE lines AS {lines_sql(statuses, only_affected=True)}")

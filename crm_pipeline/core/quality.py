@@ -44,6 +44,19 @@ WITH counts AS (
     ANTI JOIN staging.online_accounts AS a USING (account_id)
     GROUP BY ALL
     UNION ALL
+    -- Orders in another currency than most of the shop's: kept, their amounts added to the
+    -- others' as delivered (nothing converts them).
+    SELECT 'online_orders', o.partition_date, 'flagged', 'other_currency', count(*)
+    FROM staging.online_orders AS o
+    WHERE o.currency <> (
+        SELECT currency FROM staging.online_orders
+        WHERE currency IS NOT NULL
+        GROUP BY currency
+        ORDER BY count(*) DESC, currency
+        LIMIT 1
+    )
+    GROUP BY ALL
+    UNION ALL
     SELECT source, NULL, 'identity_match', match_rule, count(*)
     FROM core.customer_crosswalk GROUP BY ALL
     {raw_and_staged}

@@ -224,7 +224,10 @@ class OrderLines(CoreModel):
     order_id: Series[str] = field("Order id (online) or receipt id (store).", nullable=False)
     line_no: Series[int] = field("Line within the order or receipt.", nullable=False, ge=1)
     store_id: Series[str] = field("Store, for store purchases.")
-    order_status: Series[str] = field("completed, refunded, ... (store: completed).")
+    order_status: Series[str] = field(
+        "The shop's status, lower-case (store: completed); 'refunded' for any of "
+        "core_rules.refund_statuses (a refunded or returned order)."
+    )
     payment_method: Series[str] = field("Payment method.")
     order_size_band: Series[str] = field(
         "small, medium or large: tertiles of the order's value as placed (quantity x unit "
@@ -325,7 +328,8 @@ class QualityReport(CoreModel):
         "quarantined (set aside by a staging rule), merged (duplicates), staged (rows out), "
         "nulled (staged values kept as NULL because invalid; rule = column), flagged (kept "
         "but suspect: total_mismatch = an order total that differs from its lines, "
-        "unknown_account = an order whose account is not among the staged accounts), "
+        "unknown_account = an order whose account is not among the staged accounts, "
+        "other_currency = an order in another currency than most orders, summed as delivered), "
         "identity_match (crosswalk records by match rule).",
         nullable=False,
         isin=list(STAGES),
