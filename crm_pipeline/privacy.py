@@ -39,6 +39,7 @@ from crm_pipeline.reporting import personal_columns
 from crm_pipeline.staging import normalise
 from crm_pipeline.staging.build import MERGED_TABLE, REJECTS_TABLE
 from crm_pipeline.staging.lookups import CACHE_TABLE
+from crm_pipeline.staging.phones import DEFAULT_PHONE_REGIONS, phone_reader
 from crm_pipeline.staging.schemas import STAGING_MODELS
 
 # The sources whose records carry personal data, by their id column (the crosswalk's source
@@ -73,7 +74,7 @@ class Request:
     account_ids: tuple[str, ...] = ()
     cards: tuple[str, ...] = ()
     # Where a phone without its country code is read (the warehouse's CRM_PHONE_REGIONS).
-    phone_regions: tuple[str, ...] = normalise.DEFAULT_PHONE_REGIONS
+    phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS
 
 
 @dataclass(frozen=True)
@@ -112,9 +113,7 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
 def customers_of(conn: duckdb.DuckDBPyConnection, request: Request) -> list[str]:
     """The customer keys a request names (none when nothing matches)."""
     emails = sorted({e for e in map(normalise.email, request.emails) if e})
-    phones = sorted(
-        {p for p in map(normalise.phone_reader(request.phone_regions), request.phones) if p}
-    )
+    phones = sorted({p for p in map(phone_reader(request.phone_regions), request.phones) if p})
     # A receipt gives a phone (and a card), never an email.
     contacts = " UNION ".join(
         f"SELECT '{source}' AS source, {id_column} AS source_id FROM staging.{source} "

@@ -18,7 +18,7 @@ from crm_pipeline.failures import ActionableError
 from crm_pipeline.landing import shop_url_for
 from crm_pipeline.mining.settings import MiningSettings
 from crm_pipeline.raw.tables import quote_literal
-from crm_pipeline.staging.normalise import DEFAULT_PHONE_REGIONS
+from crm_pipeline.staging.phones import DEFAULT_PHONE_REGIONS
 
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
 DEFAULT_LANDING_DIR = "data/landing"

@@ -9,8 +9,8 @@ import duckdb
 import pytest
 
 from crm_pipeline.generate.spelling import PHONE_STYLES, phone_text
-from crm_pipeline.staging import lookups, normalise
-from crm_pipeline.staging.normalise import phone_e164
+from crm_pipeline.staging import lookups, phones
+from crm_pipeline.staging.phones import phone_e164
 
 NUMBERS = [(1, 4155550100), (86, 13812345678), (49, 15150701220), (49, 3012345678)]
 ODD_SPELLINGS = [
@@ -62,7 +62,7 @@ def parsed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every value the cache reads: in DuckDB, then with the normaliser."""
     seen: list[str] = []
     normalise_all = lookups.normalise_all
-    read_in_sql = normalise.international_readings_sql
+    read_in_sql = phones.international_readings_sql
 
     def recording(fn, values: list[str]) -> list[str | None]:
         seen.extend(values)
@@ -76,7 +76,7 @@ def parsed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return sql
 
     monkeypatch.setattr(lookups, "normalise_all", recording)
-    monkeypatch.setattr(normalise, "international_readings_sql", recording_sql)
+    monkeypatch.setattr(phones, "international_readings_sql", recording_sql)
     return seen
 
 

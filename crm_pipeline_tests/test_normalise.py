@@ -24,16 +24,14 @@ from crm_pipeline.generate.spelling import (
     phone_text,
 )
 from crm_pipeline.staging.normalise import (
-    _international,
     address,
     email,
     email_readings_sql,
     full_name,
-    international_readings_sql,
     name_key,
     over_distinct,
-    phone_e164,
 )
+from crm_pipeline.staging.phones import _international, international_readings_sql, phone_e164
 
 MAILBOXES = {
     "anna.berg@gmail.com": "annaberg@gmail.com",

@@ -15,7 +15,7 @@ import duckdb
 from crm_pipeline.raw.tables import ddl, quote_ident, quote_literal
 from crm_pipeline.reporting import personal_columns
 from crm_pipeline.staging.lookups import CACHE_TABLE, fill_cache, normaliser_id
-from crm_pipeline.staging.normalise import DEFAULT_PHONE_REGIONS, phone_reader
+from crm_pipeline.staging.phones import DEFAULT_PHONE_REGIONS, phone_reader
 from crm_pipeline.staging.rules import (
     EXACT_DUPLICATE,
     INVALID_VALUE,

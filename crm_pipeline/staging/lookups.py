@@ -4,7 +4,7 @@ Parsing a phone number with phonenumbers costs tens of microseconds, and a milli
 bring more than a million distinct phone spellings. Each distinct delivered value is
 normalised once and kept in staging.normalised_values, keyed by the normaliser and a digest
 of its code, so a daily run only normalises what it has not seen, and a change to
-normalise.py recomputes everything. Batches whose reading takes long enough to repay forking
+normalise.py or phones.py recomputes everything. Batches whose reading takes long enough to repay forking
 are spread over the machine's cores.
 """
 
@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from crm_pipeline.raw.tables import quote_literal
-from crm_pipeline.staging import normalise
+from crm_pipeline.staging import normalise, phones
 
 CACHE_TABLE = "staging.normalised_values"
 # Values read first in this process, to time the normaliser on this batch.
@@ -30,7 +30,10 @@ PROBE_VALUES = 2_000
 # What forking the workers and gathering their results costs a large process (a staging step
 # holding DuckDB's buffers), in seconds of reading saved: below it, one process reads faster.
 FORK_SECONDS = 0.25
-CODE_DIGEST = hashlib.sha256(inspect.getsource(normalise).encode()).hexdigest()[:12]
+# Values read by an earlier version of the normalisers' code are read again.
+CODE_DIGEST = hashlib.sha256(
+    (inspect.getsource(normalise) + inspect.getsource(phones)).encode()
+).hexdigest()[:12]
 
 Normaliser = Callable[[str | None], str | None]
 
@@ -89,11 +92,11 @@ def ensure_cache(conn: duckdb.DuckDBPyConnection) -> None:
 
 def _spellings(fn: Normaliser) -> Callable[[str], str] | None:
     """For a normaliser whose values can share a spelling (a phone reader of any regions): SQL
-    giving (raw, spelling, exact) for a query of raw values, as normalise.phone_spellings_sql."""
+    giving (raw, spelling, exact) for a query of raw values, as phones.phone_spellings_sql."""
     regions = getattr(fn, "phone_regions", None)
     if regions is None:
         return None
-    return lambda values: normalise.phone_spellings_sql(values, regions)
+    return lambda values: phones.phone_spellings_sql(values, regions)
 
 
 def _read_in_sql(fn: Normaliser) -> Callable[[duckdb.DuckDBPyConnection, str], str] | None:
@@ -101,7 +104,7 @@ def _read_in_sql(fn: Normaliser) -> Callable[[duckdb.DuckDBPyConnection, str], s
     of a table (`raw`) it can read, the others left to the normaliser (an international phone
     spelling reads the same whatever the regions)."""
     if getattr(fn, "phone_regions", None) is not None:
-        return normalise.international_readings_sql
+        return phones.international_readings_sql
     return {normalise.email: normalise.email_readings_sql}.get(fn)
 
 

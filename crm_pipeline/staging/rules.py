@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from crm_pipeline.landing import NEED_DIMENSIONS
 from crm_pipeline.raw.tables import quote_ident
-from crm_pipeline.staging import normalise
+from crm_pipeline.staging import normalise, phones
 
 MISSING_REQUIRED = "missing_required"
 INVALID_VALUE = "invalid_value"
@@ -264,7 +264,7 @@ def _known(column: str, table: str, key: str) -> Check:
 CUSTOMER_TYPES = ("individual", "enterprise", "organization")
 CONTACT_NORMALISERS = {
     "email": ("email", normalise.email),
-    "phone": ("phone", normalise.phone_e164),
+    "phone": ("phone", phones.phone_e164),
 }
 PERSON_NORMALISERS = {
     **CONTACT_NORMALISERS,
@@ -412,7 +412,7 @@ STORE_PURCHASES = Source(
         _known("sku", "products", "sku"),
         _known("store_id", "stores", "store_id"),
     ),
-    normalised={"phone": ("phone", normalise.phone_e164)},
+    normalised={"phone": ("phone", phones.phone_e164)},
     lookups=("products", "stores"),
 )
 
