@@ -1,0 +1,192 @@
+"""The privacy commands of crm-pipeline: erase (a data subject's request) and rekey (customer
+keys made anew with their secret). Each needs the warehouse to itself."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def erase(args: argparse.Namespace) -> int:
+    """crm-pipeline erase: a data subject's erasure request, then the published copy anew."""
+    from datetime import UTC, datetime
+
+    import duckdb
+
+    from crm_pipeline import privacy
+    from crm_pipeline.failures import ActionableError
+    from crm_pipeline.publish import publish
+    from crm_pipeline.resources import WarehouseUnavailable, resources_from_env
+
+    named = {
+        "customer_keys": tuple(args.customer_key),
+        "emails": tuple(args.email),
+        "phones": tuple(args.phone),
+        "account_ids": tuple(args.account_id),
+        "cards": tuple(args.card),
+    }
+    if not any(named.values()):
+        print(
+            "Name whom to erase: --customer-key, --email, --phone, --account-id or --card.",
+            file=sys.stderr,
+        )
+        return 2
+    warehouse = resources_from_env(resolve=True)["warehouse"]
+    try:  # a phone is read as staging read it
+        request = privacy.Request(**named, phone_regions=warehouse.phone_region_codes())
+    except ActionableError as error:
+        print(error, file=sys.stderr)
+        return 2
+    if not Path(warehouse.path).exists():
+        print(f"No warehouse at {warehouse.path}: nothing to erase.", file=sys.stderr)
+        return 2
+    try:
+        with warehouse.connect() as conn:
+            keys = privacy.customers_of(conn, request)
+            if not keys:
+                print("No customer in the warehouse matches the request; nothing erased.")
+                return 1
+            shared = privacy.shared_contacts(conn, request)
+            if shared and not args.all_matching:
+                for given, owners in shared.items():
+                    print(
+                        f"{given} belongs to {len(owners)} customers: {', '.join(owners)}",
+                        file=sys.stderr,
+                    )
+                print(
+                    "Nothing erased. Name the one customer (--customer-key, --account-id, "
+                    "--card), or pass --all-matching to erase every customer listed.",
+                    file=sys.stderr,
+                )
+                return 2
+            conn.begin()
+            erasure = privacy.erase(conn, keys, args.reason, datetime.now(UTC).replace(tzinfo=None))
+            conn.commit()
+    except WarehouseUnavailable as error:
+        print(f"{error} Then erase again.", file=sys.stderr)
+        return 2
+    except duckdb.CatalogException as error:
+        print(
+            f"The warehouse {warehouse.path} has no customer model to erase from yet ({error}): "
+            "run `crm-pipeline materialize` first.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        privacy.rewrite_file(warehouse.path, warehouse.memory_limit, warehouse.storage_version)
+        published = publish(warehouse)
+    except (OSError, duckdb.Error, WarehouseUnavailable) as error:
+        again = " ".join(f"--customer-key {key}" for key in erasure.customer_keys)
+        print(
+            f"Request {erasure.request_id} is erased in the warehouse, but rewriting its file "
+            f"or replacing the published copy failed: {error}. The old values may remain "
+            f"there until `crm-pipeline erase {again} --reason ...` runs again.",
+            file=sys.stderr,
+        )
+        return 2
+    print(
+        f"Erased request {erasure.request_id}: {len(erasure.customer_keys)} customer(s) "
+        f"({', '.join(erasure.customer_keys)}), "
+        f"{erasure.records} source record(s), in the warehouse {Path(warehouse.path).resolve()} "
+        f"and the published copy {warehouse.published_path()} ({len(published)} tables). "
+        "Later loads blank these records again (raw.erased_records)."
+    )
+    if erasure.landing_files:
+        print(
+            "These deliveries still hold the records, or a line set aside in quarantine that "
+            "quotes them; redact them at the source (a run of their days blanks the records "
+            "again, but brings such a line back):"
+        )
+        for name in erasure.landing_files:
+            print(f"  {name}")
+    return 0
+
+
+def rekey(args: argparse.Namespace) -> int:
+    """crm-pipeline rekey: every customer key made anew with the secret (a new one with
+    --new-secret), in every table, then the warehouse file rewritten and republished."""
+    from datetime import UTC, datetime
+
+    import duckdb
+
+    from crm_pipeline import privacy
+    from crm_pipeline.core.secret import (
+        KeySecretError,
+        files_written,
+        key_secret,
+        pending,
+        replace_keys,
+    )
+    from crm_pipeline.mining.assets import write_report
+    from crm_pipeline.publish import publish
+    from crm_pipeline.raw.tables import table_exists
+    from crm_pipeline.resources import WarehouseUnavailable, resources_from_env
+
+    resources = resources_from_env(resolve=True)
+    warehouse = resources["warehouse"]
+    path = warehouse.key_secret_path()
+    if not Path(warehouse.path).exists():
+        print(f"No warehouse at {warehouse.path}: no keys to replace.", file=sys.stderr)
+        return 2
+    try:
+        with warehouse.connect() as conn:
+            if not table_exists(conn, "core.customer_crosswalk"):
+                print(
+                    f"The warehouse {warehouse.path} has no customers yet: its first run keys "
+                    "them with the secret.",
+                    file=sys.stderr,
+                )
+                return 2
+            now = datetime.now(UTC).replace(tzinfo=None)
+            replaced = replace_keys(conn, path, args.new_secret, now)
+            if replaced is None and not key_secret(conn, path).files_pending:
+                print(
+                    f"Every customer key is already made with the secret in {path}: nothing to "
+                    "do (--new-secret replaces the secret and every key)."
+                )
+                return 0
+    except (WarehouseUnavailable, KeySecretError) as error:
+        print(error, file=sys.stderr)
+        return 2
+    except duckdb.Error as error:
+        print(f"The rekey stopped and no key changed: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # only moving a new secret into place is left to fail
+        print(
+            f"Every key is replaced, but the new secret could not be moved from {pending(path)} "
+            f"to {path}: {error}. Move it there, then run `crm-pipeline rekey` again to finish.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        # The old keys stay in the file's free blocks until rewritten; a report names some.
+        privacy.rewrite_file(warehouse.path, warehouse.memory_limit, warehouse.storage_version)
+        published = publish(warehouse)
+        report = Path(warehouse.path).with_name("report.html").exists()
+        if report:
+            write_report(warehouse, resources["analysis"])
+        with warehouse.connect() as conn:
+            files_written(conn)
+    except (OSError, duckdb.Error, WarehouseUnavailable) as error:
+        print(
+            f"Every key is replaced in the warehouse's tables, but rewriting its file, replacing "
+            f"the published copy or the report failed: {error}. The old keys remain there until "
+            "`crm-pipeline rekey` runs again, which finishes this step (runs warn until then).",
+            file=sys.stderr,
+        )
+        return 2
+    done = (
+        "Finished an earlier rekey"
+        if replaced is None
+        else f"{replaced[0]} customer keys and {replaced[1]} retired keys replaced by keys made "
+        f"with the secret in {path}"
+    )
+    print(
+        f"{done}: the warehouse {Path(warehouse.path).resolve()} is rewritten, the published copy "
+        f"{warehouse.published_path()} ({len(published)} tables)"
+        f"{' and the report' if report else ''} replaced. Keys kept outside the warehouse (saved "
+        f"queries, exports) no longer match: look customers up again. Back up {path} with the "
+        "warehouse."
+    )
+    return 0
