@@ -5,8 +5,6 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-# Whether the landing zone is the default one: demo data is written only there.
-LANDING_ORIGIN := $(origin CRM_LANDING_DIR)
 export CRM_LANDING_DIR ?= data/landing
 export CRM_WAREHOUSE ?= data/warehouse.duckdb
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
@@ -30,19 +28,21 @@ $(DAGSTER_HOME)/dagster.yaml: crm_pipeline/dagster.yaml
 
 # Demo data only in the default landing zone, when it is not there yet and no other shop
 # database is named: a CRM_LANDING_DIR that names no folder is a mistyped path, not a request
-# for demo data in the warehouse it names.
+# for demo data in the warehouse it names. (Empty settings mean the defaults, as in the CLI.)
 run: install
-	@if [ -z "$$CRM_SHOP_URL" ] && [ ! -d "$(CRM_LANDING_DIR)" ]; then \
-		if [ "$(LANDING_ORIGIN)" = undefined ] || [ "$(CRM_LANDING_DIR)" = data/landing ]; then \
-			$(VENV)/bin/crm-pipeline generate --out "$(CRM_LANDING_DIR)"; \
+	@landing="$${CRM_LANDING_DIR:-data/landing}"; \
+	if [ -z "$$CRM_SHOP_URL" ] && [ ! -d "$$landing" ]; then \
+		if [ "$$(realpath -m "$$landing")" = "$$(realpath -m data/landing)" ]; then \
+			$(VENV)/bin/crm-pipeline generate --out "$$landing"; \
 		else \
-			echo "CRM_LANDING_DIR names $(CRM_LANDING_DIR), which is no folder: correct the path," \
+			echo "CRM_LANDING_DIR names $$landing, which is no folder: correct the path," \
 				"or unset CRM_LANDING_DIR to run on demo data in data/landing" \
 				"(.venv/bin/crm-pipeline generate --out DIR writes demo data anywhere)." >&2; \
 			exit 2; \
 		fi; \
 	fi
-	$(VENV)/bin/crm-pipeline materialize --dictionary "$(dir $(CRM_WAREHOUSE))data_dictionary.md" --summary
+	@warehouse="$${CRM_WAREHOUSE:-data/warehouse.duckdb}"; \
+	$(VENV)/bin/crm-pipeline materialize --dictionary "$$(dirname "$$warehouse")/data_dictionary.md" --summary
 
 test: install
 	$(VENV)/bin/pytest -q

@@ -50,9 +50,10 @@ class CoreRules(dg.ConfigurableResource):
     )
     refund_statuses: list[str] = Field(
         default=["refunded"],
-        description="Order statuses of an order refunded or returned: its lines are kept with "
-        "order_status 'refunded', their amount as refund_amount and no net sales or margin, "
-        "and it is never counted as a purchase.",
+        description="Order statuses of an order refunded or returned, besides 'refunded' "
+        "itself (always a refund): its lines are kept with order_status 'refunded', their "
+        "amount as refund_amount and no net sales or margin, and it is never counted as a "
+        "purchase.",
     )
     test_account_domains: list[str] = Field(
         default=["example.com", "example.org", "test.com"],
