@@ -18,6 +18,7 @@ def erase(args: argparse.Namespace) -> int:
     from crm_pipeline.failures import ActionableError
     from crm_pipeline.publish import publish
     from crm_pipeline.resources import WarehouseUnavailable, resources_from_env
+    from crm_pipeline.staging.staged_with import recorded_phone_regions
 
     named = {
         "customer_keys": tuple(args.customer_key),
@@ -33,16 +34,14 @@ def erase(args: argparse.Namespace) -> int:
         )
         return 2
     warehouse = resources_from_env(resolve=True)["warehouse"]
-    try:  # a phone is read as staging read it
-        request = privacy.Request(**named, phone_regions=warehouse.phone_region_codes())
-    except ActionableError as error:
-        print(error, file=sys.stderr)
-        return 2
     if not Path(warehouse.path).exists():
         print(f"No warehouse at {warehouse.path}: nothing to erase.", file=sys.stderr)
         return 2
     try:
         with warehouse.connect() as conn:
+            # A phone is read as staging read the warehouse's, whatever this shell's setting.
+            regions = recorded_phone_regions(conn) or warehouse.phone_region_codes()
+            request = privacy.Request(**named, phone_regions=regions)
             keys = privacy.customers_of(conn, request)
             if not keys:
                 print("No customer in the warehouse matches the request; nothing erased.")
@@ -65,6 +64,9 @@ def erase(args: argparse.Namespace) -> int:
             conn.commit()
     except WarehouseUnavailable as error:
         print(f"{error} Then erase again.", file=sys.stderr)
+        return 2
+    except ActionableError as error:  # the phone countries: unknown, or staged two ways
+        print(error, file=sys.stderr)
         return 2
     except duckdb.CatalogException as error:
         print(

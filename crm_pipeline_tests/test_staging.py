@@ -598,49 +598,66 @@ def test_days_staged_with_other_settings_stop_a_run_of_some_days_but_not_of_all(
 
     layers = [a for a in defs.assets if {k.path[0] for k in a.keys} <= {"raw", "staging"}]
 
-    def run(time_zone: str, first: str, regions: str = "US,CN,DE") -> dg.ExecuteInProcessResult:
+    def run(
+        time_zone: str, first: str | None, regions: str = "US,CN,DE", only: str | None = None
+    ) -> dg.ExecuteInProcessResult:
         resources = bind(tiny_zone, tmp_path / "w.duckdb")
         resources["warehouse"] = WarehouseResource(
             path=str(tmp_path / "w.duckdb"), time_zone=time_zone, phone_regions=regions
         )
         return dg.materialize(
-            layers, resources=resources, tags=range_tags(first, DAY2), raise_on_error=False
+            layers,
+            selection=[dg.AssetKey.from_user_string(only)] if only else None,
+            resources=resources,
+            tags=range_tags(first, DAY2) if first else None,
+            raise_on_error=False,
         )
 
-    def zones() -> set[tuple]:
+    def settings() -> set[tuple]:
         with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as conn:
             return set(
                 conn.execute(
-                    "SELECT partition_date::VARCHAR, time_zone FROM staging.staged_with "
-                    "WHERE source = 'feedback'"
+                    "SELECT DISTINCT time_zone, phone_regions FROM staging.staged_with"
                 ).fetchall()
             )
 
     assert run("UTC", DAY1).success
-    assert zones() == {(DAY1, "UTC"), (DAY2, "UTC")}
+    assert settings() == {("UTC", "US,CN,DE")}
     refused = run("Europe/Berlin", DAY2)
     assert (
         f"staging.feedback holds 1 day(s) ({DAY1}..{DAY1}) staged with CRM_TIME_ZONE 'UTC'; "
-        "this run has CRM_TIME_ZONE 'Europe/Berlin', so its days would be read another way. "
-        "Set CRM_TIME_ZONE back to 'UTC', or stage every day again" in _failure(refused)
+        "this run has CRM_TIME_ZONE 'Europe/Berlin' and does not stage them again, so the "
+        "warehouse would be read two ways. Set CRM_TIME_ZONE back to 'UTC', or stage every "
+        "source's every day again" in _failures(refused)["staging__feedback"]
     )
-    assert zones() == {(DAY1, "UTC"), (DAY2, "UTC")}  # left as it was
-    other_phones = run("UTC", DAY2, regions="GB")
+    assert settings() == {("UTC", "US,CN,DE")}  # no table changed, snapshots included
+    other_phones = _failures(run("UTC", DAY2, regions="GB"))
     assert (
         "staged with CRM_PHONE_REGIONS 'US,CN,DE'; this run has CRM_PHONE_REGIONS 'GB'"
-        in _failure(other_phones)
+        in other_phones["staging__feedback"]
     )
-    assert run("Europe/Berlin", DAY1).success  # every day, on the new clock
-    assert zones() == {(DAY1, "Europe/Berlin"), (DAY2, "Europe/Berlin")}
+    # A snapshot staged alone with other phone countries would not match the daily tables.
+    alone = _failures(run("UTC", None, regions="GB", only="staging/online_accounts"))
+    assert (
+        "staging.online_accounts failed for no partition (the whole table)"
+        in alone["staging__online_accounts"]
+    )
+    assert (
+        "staging.loyalty_members holds its snapshot staged with CRM_PHONE_REGIONS 'US,CN,DE'; "
+        "this run has CRM_PHONE_REGIONS 'GB'" in alone["staging__online_accounts"]
+    )
+    assert settings() == {("UTC", "US,CN,DE")}
+    assert run("Europe/Berlin", DAY1, regions="GB").success  # every source, every day
+    assert settings() == {("Europe/Berlin", "GB")}
 
 
-def _failure(result: dg.ExecuteInProcessResult) -> str:
+def _failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
     assert not result.success
-    return next(
-        e.step_failure_data.error.message
+    return {
+        e.step_key: e.step_failure_data.error.message
         for e in result.all_events
-        if e.is_step_failure and e.step_key == "staging__feedback"
-    )
+        if e.is_step_failure
+    }
 
 
 def test_a_phone_without_its_country_code_is_read_in_the_business_regions(

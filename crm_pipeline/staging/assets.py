@@ -15,6 +15,7 @@ from crm_pipeline.failures import explained
 from crm_pipeline.partitions import daily_partitions, single_run_backfill
 from crm_pipeline.reporting import schema_of, table_metadata
 from crm_pipeline.resources import WAREHOUSE_POOL, WarehouseResource
+from crm_pipeline.run import RANGE_END, RANGE_START
 from crm_pipeline.staging import checks
 from crm_pipeline.staging.build import (
     MERGED_TABLE,
@@ -46,6 +47,27 @@ def _counts(conn, table: str, source: str, where: str, params: list) -> dict[str
             [source, *params],
         ).fetchall()
     )
+
+
+def _run(
+    context: dg.AssetExecutionContext, days: list[str] | None
+) -> tuple[list[str] | None, list[str]]:
+    """The run's days (those of the asset's partitions, or for a snapshot the days the run
+    covers, if any) and the staging tables it stages."""
+    if days is None:
+        tags = context.run.tags
+        if RANGE_START in tags:
+            days = daily_partitions.get_partition_keys_in_range(
+                dg.PartitionKeyRange(tags[RANGE_START], tags[RANGE_END])
+            )
+        elif "dagster/partition" in tags:
+            days = [tags["dagster/partition"]]
+    staged = [
+        key.path[1]
+        for key in context.job_def.asset_layer.selected_asset_keys
+        if key.path[0] == "staging"
+    ]
+    return days, staged
 
 
 def staging_asset(source: Source) -> dg.AssetsDefinition:
@@ -90,7 +112,7 @@ def staging_asset(source: Source) -> dg.AssetsDefinition:
         with explained(context, reading, advice), warehouse.connect() as conn:
             regions = warehouse.phone_region_codes()
             ensure_tables(conn, source)
-            refuse_other_settings(conn, source.name, days, ",".join(regions))
+            refuse_other_settings(conn, source.name, _run(context, days), ",".join(regions))
             conn.begin()
             clear(conn, source, days)
             stage(conn, source, RAW_COLUMNS[source.name], days, loaded_at, regions)

@@ -10,7 +10,7 @@ from datetime import datetime
 import duckdb
 
 from crm_pipeline.failures import ActionableError
-from crm_pipeline.raw.tables import ddl
+from crm_pipeline.raw.tables import ddl, table_exists
 
 STAGED_WITH_TABLE = "staging.staged_with"
 STAGED_WITH_COLUMNS = {
@@ -25,42 +25,77 @@ SETTINGS = (("time_zone", "CRM_TIME_ZONE"), ("phone_regions", "CRM_PHONE_REGIONS
 
 
 def refuse_other_settings(
-    conn: duckdb.DuckDBPyConnection, source: str, days: list[str] | None, phone_regions: str
+    conn: duckdb.DuckDBPyConnection,
+    source: str,
+    run: tuple[list[str] | None, list[str]],
+    phone_regions: str,
 ) -> None:
-    """Fail, before anything is cleared, when days of `source` that the run does not stage
-    again were staged with another time zone (the connection's is the run's) or other phone
-    regions: the run would leave the table read two ways. (A run over every day stages them
-    all anew.)"""
-    if days is None:
-        return  # a snapshot is staged whole, with the run's settings
+    """Fail, before anything is cleared, when any staged table holds rows this run does not
+    stage again that were staged with another time zone (the connection's is the run's) or
+    other phone countries: the warehouse would be read two ways, a customer's times hours
+    apart across tables, and the identities matched on phones read differently. run: the
+    run's days (None: no days) and the staging tables it stages; a table of the run gives up
+    its snapshot rows and its rows of the run's days. (A run of every asset over every day
+    stages them all anew.)"""
     conn.execute(ddl(STAGED_WITH_TABLE, STAGED_WITH_COLUMNS))
+    days, staged = run
     now = conn.execute("SELECT current_setting('TimeZone')").fetchone()[0], phone_regions
     found = conn.execute(
         f"""
-        SELECT time_zone, phone_regions, count(*), min(partition_date), max(partition_date)
+        SELECT source, time_zone, phone_regions, count(*), min(partition_date),
+               max(partition_date)
         FROM {STAGED_WITH_TABLE}
-        WHERE source = $source
-          AND (time_zone, phone_regions) <> ($zone, $regions)
-          AND NOT partition_date BETWEEN $first AND $last
-        GROUP BY ALL
-        ORDER BY 4
+        WHERE (time_zone, phone_regions) <> ($zone, $regions)
+          AND NOT (
+              list_contains($staged, source)
+              AND (
+                  partition_date IS NULL
+                  OR ($first IS NOT NULL AND partition_date BETWEEN $first AND $last)
+              )
+          )
+        GROUP BY source, time_zone, phone_regions
+        ORDER BY (source = $source) DESC, 5 NULLS FIRST, 1
         LIMIT 1
         """,
-        {"source": source, "zone": now[0], "regions": now[1], "first": days[0], "last": days[-1]},
+        {
+            "source": source,
+            "zone": now[0],
+            "regions": now[1],
+            "staged": staged,
+            "first": days[0] if days else None,
+            "last": days[-1] if days else None,
+        },
     ).fetchall()
     if not found:
         return
-    *then, count, first, last = found[0]
+    table, *then, count, first, last = found[0]
     changed = [(name, then[i], now[i]) for i, (_, name) in enumerate(SETTINGS) if then[i] != now[i]]
-    staged = " and ".join(f"{name} {was!r}" for name, was, _ in changed)
+    staged_with = " and ".join(f"{name} {was!r}" for name, was, _ in changed)
     this = " and ".join(f"{name} {is_!r}" for name, _, is_ in changed)
     back = " and ".join(f"{name} back to {was!r}" for name, was, _ in changed)
+    held = f"{count} day(s) ({first}..{last})" if first else "its snapshot"
     raise ActionableError(
-        f"staging.{source} holds {count} day(s) ({first}..{last}) staged with {staged}; this "
-        f"run has {this}, so its days would be read another way. Set {back}, or stage every "
-        "day again in one run (crm-pipeline materialize, with no --first) to move the "
-        f"warehouse to the new settings; staging.{source} is left as it was."
+        f"staging.{table} holds {held} staged with {staged_with}; this run has {this} and "
+        "does not stage them again, so the warehouse would be read two ways. Set "
+        f"{back}, or stage every source's every day again in one run (crm-pipeline "
+        f"materialize, with no --first and no --select) to move the warehouse to the new "
+        f"settings; staging.{source} is left as it was."
     )
+
+
+def recorded_phone_regions(conn: duckdb.DuckDBPyConnection) -> tuple[str, ...] | None:
+    """The phone countries the warehouse was staged with (None: no record, an older
+    warehouse), for reading a phone as staging read it."""
+    if not table_exists(conn, STAGED_WITH_TABLE):
+        return None
+    found = conn.execute(f"SELECT DISTINCT phone_regions FROM {STAGED_WITH_TABLE}").fetchall()
+    if len(found) > 1:
+        raise ActionableError(
+            f"{STAGED_WITH_TABLE} holds days staged with different CRM_PHONE_REGIONS "
+            f"({', '.join(sorted(r for (r,) in found))}): stage every day again in one run "
+            "(crm-pipeline materialize, with no --first), then try again."
+        )
+    return tuple(found[0][0].split(",")) if found else None
 
 
 def record_settings(
