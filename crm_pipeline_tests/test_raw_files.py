@@ -67,6 +67,7 @@ def test_crlf_file_quarantines_the_bad_line_with_its_own_text(tmp_path: Path) ->
     ("content", "rule", "what"),
     [
         (HEADER + b"\rS1,A,West\rS2,B,West\r", "line_breaks", "bare carriage return"),
+        (HEADER + b"\r\nS1,A,West\r\nS2,B,West\n", "line_breaks", "some in CRLF, some in LF"),
         (
             (HEADER + b"\r\nS1,A,West\r\nS2,B,West\r\n").decode().encode("utf-16"),
             "utf16_text",
@@ -99,6 +100,12 @@ def test_a_rejected_record_spanning_lines_keeps_all_its_text(tmp_path: Path) -> 
     conn, check = _load(tmp_path, HEADER + b'\nS1,"two\nlines"\nS2,B,West\n')
     assert _rejects(conn) == [(2, "missing_values", 'S1,"two\nlines"')]
     assert "All 3 delivered rows" in check.description
+
+
+def test_a_crlf_file_with_a_line_feed_inside_a_quoted_value_loads(tmp_path: Path) -> None:
+    conn, check = _load(tmp_path, HEADER + b'\r\nS1,"Spring\nfield",West\r\nS2,B,West\r\n')
+    assert _raw(conn, "store_id", "city") == [("S1", "Spring\nfield"), ("S2", "B")]
+    assert check.passed
 
 
 def test_a_trailing_comma_in_the_header_keeps_the_unnamed_column(tmp_path: Path) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 # Rules that set a file aside whole: its header lacks or repeats a contract column, it is
-# UTF-16 or not text at all, its lines end in bare carriage returns.
+# UTF-16 or not text at all, its lines end in bare carriage returns (or, a CSV, in both CRLF
+# and LF).
 WHOLE_FILE_RULES = ("header_mismatch", "utf16_text", "not_text", "line_breaks")
 
 
@@ -43,6 +45,16 @@ class Delivery:
         text = self.text
         return b"\r" if b"\r" in text and b"\n" not in text else b"\n"
 
+    @cached_property
+    def mixed_line_breaks(self) -> bool:
+        """Whether some of its lines end in CRLF and others, outside quoted values, in a bare
+        LF (lines appended by another program): DuckDB's CSV reader cannot read such a file.
+        A bare LF inside a quoted value (a spreadsheet's cell of two lines) is no line end."""
+        text = self.text
+        if b"\r\n" not in text or text.count(b"\n") == text.count(b"\r\n"):
+            return False
+        return re.search(rb"(?<!\r)\n", re.sub(rb'"[^"]*"', b"", text)) is not None
+
     def lines(self) -> list[bytes]:
         """Its non-empty physical lines, header included, without their line breaks."""
         return [
@@ -54,9 +66,9 @@ class Delivery:
         """Non-empty physical lines, excluding the CSV header (the count conservation uses)."""
         return len(self.lines())
 
-    def unreadable(self) -> tuple[str, str] | None:
+    def unreadable(self, csv: bool = True) -> tuple[str, str] | None:
         """Why the loader cannot read the file at all (its rule, one of WHOLE_FILE_RULES, and
-        what to do), if it cannot."""
+        what to do), if it cannot; csv: it is read as CSV (JSON Lines takes mixed line ends)."""
         again = "deliver it again and re-run this partition"
         if self.utf16:
             why = "UTF-16 text (what a spreadsheet saves as Unicode text); re-export it as UTF-8"
@@ -66,6 +78,9 @@ class Delivery:
             return "not_text", f"{self.name}: {why}, {again}"
         if self.line_break == b"\r":
             why = "its lines end in a bare carriage return (CR); re-export it with LF or CRLF"
+            return "line_breaks", f"{self.name}: {why}, {again}"
+        if csv and self.mixed_line_breaks:
+            why = "its lines end some in CRLF, some in LF; re-export it with one kind"
             return "line_breaks", f"{self.name}: {why}, {again}"
         return None
 

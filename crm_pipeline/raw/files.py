@@ -217,7 +217,7 @@ def load_jsonl(
     files = [f for f in files if f.content.strip()]
     readable = []
     for f in files:
-        if unreadable := f.unreadable():
+        if unreadable := f.unreadable(csv=False):
             _reject_whole_file(conn, table, f, *unreadable, loaded_at, 0)
         else:
             readable.append(f)
