@@ -10,7 +10,6 @@ import dagster as dg
 import duckdb
 import pytest
 
-from crm_pipeline.raw import shop
 from crm_pipeline.raw.assets import raw_assets
 from crm_pipeline.raw.checks import rows_accounted_result
 from crm_pipeline.run import range_tags
@@ -252,22 +251,15 @@ def _zone_with(
     return zone
 
 
-def _day2_filtered_and_whole(
-    zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> tuple[dict, dict]:
-    """The shop tables after a run over DAY2 alone, with the shop filtering what it sends and
-    with it sending the tables whole."""
-    landed, default = {}, shop.SOURCE_FILTER_MAX_DAYS
-    for most_days in (default, 0):
-        monkeypatch.setattr(shop, "SOURCE_FILTER_MAX_DAYS", most_days)
-        warehouse = tmp_path / f"filtered_{most_days}.duckdb"
-        assert _load(zone, warehouse, DAY2, DAY2).success
-        with duckdb.connect(str(warehouse), read_only=True) as conn:
-            landed[most_days] = {
-                name: conn.execute(f"SELECT * EXCLUDE (loaded_at) {query}").fetchall()
-                for name, query in SHOP_TABLES.items()
-            }
-    return landed[default], landed[0]
+def _day2_alone(zone: Path, tmp_path: Path) -> dict:
+    """The shop tables after a run over DAY2 alone."""
+    warehouse = tmp_path / "day2.duckdb"
+    assert _load(zone, warehouse, DAY2, DAY2).success
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        return {
+            name: conn.execute(f"SELECT * EXCLUDE (loaded_at) {query}").fetchall()
+            for name, query in SHOP_TABLES.items()
+        }
 
 
 def _shop_row(tiny_zone: Path, table: str, order_id: str) -> dict:
@@ -276,23 +268,20 @@ def _shop_row(tiny_zone: Path, table: str, order_id: str) -> dict:
         return dict(db.execute(f"SELECT * FROM {table} WHERE order_id = ?", [order_id]).fetchone())
 
 
-def test_a_run_over_a_few_days_has_the_shop_filter_rows_with_the_same_result(
-    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_run_of_one_day_routes_an_order_exported_twice_to_its_first_day(
+    tiny_zone: Path, tmp_path: Path
 ) -> None:
-    # DAY2 alone: the shop filters its orders (those of DAY2 and every unplaced one); the
-    # same run reading the tables whole must land and reject exactly the same. O1 is also
-    # exported on DAY2, so its items still belong to DAY1, its first day.
+    # DAY2 alone: O1 is also exported on DAY2, so its items still belong to DAY1, its first day.
     again = _shop_row(tiny_zone, "orders", "O1") | {"ordered_at": f"{DAY2} 09:00:00"}
     zone = _zone_with(tiny_zone, tmp_path, {"orders": [again]})
-    filtered, whole = _day2_filtered_and_whole(zone, tmp_path, monkeypatch)
-    assert filtered == whole
-    assert [row[0] for row in filtered["items"]] == ["O2"]  # not O1's
-    assert [row[0] for row in filtered["orders"]] == ["O2", "O2", "O1"]
-    assert len(filtered["rejects"]) == 4  # orders O3 and O4; the items of O3 and O9
+    landed = _day2_alone(zone, tmp_path)
+    assert [row[0] for row in landed["items"]] == ["O2"]  # not O1's
+    assert [row[0] for row in landed["orders"]] == ["O2", "O2", "O1"]
+    assert len(landed["rejects"]) == 4  # orders O3 and O4; the items of O3 and O9
 
 
 def test_order_ids_that_sqlite_and_duckdb_write_apart_land_as_in_a_whole_read(
-    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_zone: Path, tmp_path: Path
 ) -> None:
     # REAL 1e15 is '1.0e+15' to SQLite and '1000000000000000.0' to DuckDB: an item with it
     # and an order of DAY1 with DuckDB's text. Ids are matched as DuckDB writes them, so the
@@ -302,6 +291,41 @@ def test_order_ids_that_sqlite_and_duckdb_write_apart_land_as_in_a_whole_read(
     zone = _zone_with(
         tiny_zone, tmp_path, {"orders": [order], "order_items": [item]}, real_item_ids=True
     )
-    filtered, whole = _day2_filtered_and_whole(zone, tmp_path, monkeypatch)
-    assert filtered == whole
-    assert len(filtered["rejects"]) == 4  # as in the tiny zone: the REAL item is placed
+    landed = _day2_alone(zone, tmp_path)
+    assert len(landed["rejects"]) == 4  # as in the tiny zone: the REAL item is placed
+
+
+def test_shop_rows_of_a_loaded_day_changed_since_are_named_by_a_later_run(
+    tiny_zone: Path, tmp_path: Path
+) -> None:
+    zone = _zone_with(tiny_zone, tmp_path, {})
+    warehouse = tmp_path / "warehouse.duckdb"
+    assert _load(zone, warehouse, DAY1, DAY1).success
+
+    def current(result: dg.ExecuteInProcessResult) -> dict[str, tuple]:
+        return {
+            e.asset_key.path[-1]: (e.passed, e.metadata.get("changed_days"))
+            for e in result.get_asset_check_evaluations()
+            if e.check_name == "shop_days_current"
+        }
+
+    unchanged = _load(zone, warehouse, DAY2, DAY2)
+    assert current(unchanged) == {"online_orders": (True, None), "online_order_items": (True, None)}
+    # After DAY1 was loaded the shop refunds O1 and records an order of DAY1 it had missed.
+    late = _shop_row(tiny_zone, "orders", "O1") | {"order_id": "O5"}
+    with sqlite3.connect(zone / "online_shop.sqlite") as db:
+        db.execute("UPDATE orders SET status = 'refunded' WHERE order_id = 'O1'")
+        db.execute(f"INSERT INTO orders VALUES ({', '.join('?' * len(late))})", list(late.values()))
+    changed = _load(zone, warehouse, DAY2, DAY2)
+    found = current(changed)
+    assert found["online_orders"][0] is False
+    assert found["online_orders"][1].value == [DAY1]
+    assert found["online_order_items"] == (True, None)  # O1's items are as they were
+    message = next(
+        e.description
+        for e in changed.get_asset_check_evaluations()
+        if e.check_name == "shop_days_current" and not e.passed
+    )
+    assert f"crm-pipeline materialize --first {DAY1} --last {DAY1}" in message
+    assert _load(zone, warehouse, DAY1, DAY1).success  # run again, the day is current
+    assert current(_load(zone, warehouse, DAY2, DAY2))["online_orders"] == (True, None)

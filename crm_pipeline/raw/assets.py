@@ -62,9 +62,10 @@ def _result(
     days: list[str] | None,
     notes: dict[str, list[str]] | None = None,
     empty_files: list[str] | None = None,
+    also: list[dg.AssetCheckResult] | None = None,
 ) -> dg.MaterializeResult:
     """Checks and metadata for the slice just written (a whole table or a range of days);
-    empty_files: delivered files without a byte of content."""
+    empty_files: delivered files without a byte of content; also: the asset's other checks."""
     model = RAW_MODELS[table]
     where, params = _slice(days)
     rejected = conn.execute(
@@ -85,6 +86,7 @@ def _result(
         check_results=[
             checks.contract_result(conn, table, model, where, params),
             checks.rows_accounted_result(conn, table, where, params, empty_files or []),
+            *(also or []),
         ],
     )
 
@@ -114,7 +116,7 @@ def _asset(
             backfill_policy=single_run_backfill if partitioned else None,
             pool=WAREHOUSE_POOL,
             kinds={"duckdb", *kinds},
-            check_specs=checks.check_specs(key),
+            check_specs=checks.check_specs(key, shop_days=partitioned and "sql" in kinds),
             tags={"layer": "raw"},
             # The schema shows in the UI before the first materialization, too.
             metadata={"dagster/column_schema": schema_of(model, raw_column_types(columns))},
@@ -302,7 +304,7 @@ def shop_asset(table: landing.ShopTable, partitioned: bool) -> dg.AssetsDefiniti
             ensure_raw_tables(conn, name, table.columns)
             conn.begin()
             clear_slice(conn, name, *((days[0], days[-1]) if days is not None else (None, None)))
-            load_shop_table(
+            changed = load_shop_table(
                 conn,
                 url,
                 read,
@@ -312,7 +314,8 @@ def shop_asset(table: landing.ShopTable, partitioned: bool) -> dg.AssetsDefiniti
             )
             blank_raw(conn, name)
             conn.commit()
-            return _result(conn, name, days)
+            also = [checks.shop_days_result(name, changed)] if partitioned else []
+            return _result(conn, name, days, also=also)
 
     return _raw
 

@@ -27,9 +27,23 @@ ROWS_ACCOUNTED = "rows_accounted"
 LINEAGE = ("source_file", "source_line")
 
 
-def check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
-    """The two checks every raw asset reports with each materialization."""
+SHOP_DAYS_CURRENT = "shop_days_current"
+
+
+def check_specs(key: dg.AssetKey, shop_days: bool = False) -> list[dg.AssetCheckSpec]:
+    """The two checks every raw asset reports with each materialization; with shop_days, the
+    check of a daily shop table's other days too."""
+    current = dg.AssetCheckSpec(
+        SHOP_DAYS_CURRENT,
+        asset=key,
+        description=(
+            "The shop's rows of the days a run did not load are still those raw holds (compared "
+            "by count and hash): warns with the days whose rows the shop changed, added or "
+            "removed since (a refund), to be run again."
+        ),
+    )
     return [
+        *([current] if shop_days else []),
         dg.AssetCheckSpec(
             CONTRACT,
             asset=key,
@@ -210,4 +224,27 @@ def rows_accounted_result(
         passed=True,
         description=f"All {delivered} delivered rows are in raw.{table}.",
         metadata=metadata,
+    )
+
+
+def shop_days_result(table: str, changed: list[str]) -> dg.AssetCheckResult:
+    """Warn with the days outside the run whose rows the shop changed since raw loaded them."""
+    if not changed:
+        return dg.AssetCheckResult(
+            check_name=SHOP_DAYS_CURRENT,
+            passed=True,
+            description=f"Every other day's {table} rows are as the shop holds them.",
+        )
+    return dg.AssetCheckResult(
+        check_name=SHOP_DAYS_CURRENT,
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"The shop's {table} rows of {len(changed)} day(s) loaded before differ from what "
+            f"raw holds (rows changed, added or removed in the shop since, such as a refund): "
+            f"{listed(changed, 10)}. Their figures stay as loaded until those days are run "
+            f"again (crm-pipeline materialize --first {changed[0]} --last {changed[-1]}, or "
+            "each day alone)."
+        ),
+        metadata={"changed_days": dg.MetadataValue.json(changed)},
     )
