@@ -35,25 +35,48 @@ def transient(error: BaseException) -> bool:
     return isinstance(error, TRANSIENT) or any(b in str(error).lower() for b in BUSY)
 
 
+# Query parameters of a database URL that hold a secret (libpq's and the drivers' names).
+_SECRET_QUERY = ("password", "passwd", "pwd", "sslpassword", "passfile", "token", "secret")
+
+
+def _secret_query(key: str) -> bool:
+    return any(part in key.lower() for part in _SECRET_QUERY)
+
+
 def safe_url(url: str) -> str:
-    """A database URL fit for a message or a log: the password, if any, replaced by ***."""
+    """A database URL fit for a message or a log: the password, given before the host or as a
+    query parameter (?password=...), replaced by ***."""
     try:
-        return sa.make_url(url).render_as_string(hide_password=True)
+        parsed = sa.make_url(url)
+        masked = {k: "***" if _secret_query(k) else v for k, v in parsed.query.items()}
+        shown = parsed.set(query=masked).render_as_string(hide_password=True)
+        return shown.replace("%2A%2A%2A", "***")  # the query's mask, as the URL quotes it
     except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         return "<an unparseable database URL>"
 
 
-def _without_password(text: str, url: str | None) -> str:
-    """`text` with the URL's password masked, wherever a driver's message repeated it."""
+def _secrets(url: str | None) -> list[str]:
+    """The URL's password and secret query values."""
     try:
-        password = sa.make_url(url).password if url else None
+        parsed = sa.make_url(url) if url else None
     except (sa.exc.ArgumentError, ValueError):
-        return text
-    if not password:
-        return text
-    # As the URL spells it too (percent-encoded), in case a message quotes the URL itself.
-    for spelling in {str(password), quote(str(password), safe="")}:
-        text = text.replace(spelling, "***")
+        return []
+    if parsed is None:
+        return []
+    found = [parsed.password] if parsed.password else []
+    for key, value in parsed.query.items():
+        if _secret_query(key):
+            found += [value] if isinstance(value, str) else list(value)
+    return [str(secret) for secret in found if secret]
+
+
+def _without_password(text: str, url: str | None) -> str:
+    """`text` with the URL's password (and secret query values) masked, wherever a driver's
+    message repeated it."""
+    for secret in _secrets(url):
+        # As the URL spells it too (percent-encoded), in case a message quotes the URL itself.
+        for spelling in {secret, quote(secret, safe="")}:
+            text = text.replace(spelling, "***")
     return text
 
 

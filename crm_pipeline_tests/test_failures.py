@@ -590,3 +590,10 @@ def test_a_password_is_masked_however_the_url_spells_it() -> None:
     quoted = f"could not connect to {url}: password p@ss/w refused"
     assert "p%40ss" not in _without_password(quoted, url)
     assert "p@ss/w" not in _without_password(quoted, url)
+    # libpq and the drivers take a password as a query parameter too.
+    query = "postgresql://crm@db:5432/shop?password=S3cr%26t&sslmode=require&sslpassword=k3y"
+    assert safe_url(query) == (
+        "postgresql://crm@db:5432/shop?password=***&sslmode=require&sslpassword=***"
+    )
+    said = _without_password(f"{query} refused password S3cr&t, key k3y", query)
+    assert "S3cr" not in said and "k3y" not in said and "sslmode=require" in said
