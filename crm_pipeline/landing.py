@@ -50,15 +50,35 @@ class FileSource:
             and not (p.parent.parent == base and p.parent.name in days and self.matches(p))
         )
 
-    def files(self, root: Path, day: str | None = None) -> list[Path]:
-        """The delivered files, for one day or (reference files) for good."""
+    def _named(self, root: Path, day: str | None) -> tuple[list[Path], bool]:
+        """What the day's folder (or the reference folder) holds under the pattern's name, and
+        whether that folder, or the source's, is a symbolic link."""
         base = root / self.folder
+        linked = base.is_symlink()
         if self.daily:
-            base = base / day if day else None
-        if base is None or not base.is_dir():
+            if not day:
+                return [], False
+            base = base / day
+            linked = linked or base.is_symlink()
+        if not base.is_dir():
+            return [], False
+        return sorted(p for p in base.iterdir() if self.matches(p)), linked
+
+    def files(self, root: Path, day: str | None = None) -> list[Path]:
+        """The delivered files, for one day or (reference files) for good: regular files (and
+        a folder in a file's place, which fails the load, naming it), never what `refused`
+        lists."""
+        named, linked = self._named(root, day)
+        if linked:
             return []
-        # Whatever is so named: one that cannot be read (a folder) fails the load, naming it.
-        return sorted(p for p in base.iterdir() if self.matches(p))
+        return [p for p in named if not p.is_symlink() and (p.is_file() or p.is_dir())]
+
+    def refused(self, root: Path, day: str | None = None) -> list[Path]:
+        """What is so named but never read: a symbolic link (it could point at any file the
+        pipeline's user may read, the key secret among them), anything in a folder that is one,
+        and a special file (a named pipe would hang the load, a device fill memory)."""
+        named, linked = self._named(root, day)
+        return [p for p in named if linked or p.is_symlink() or not (p.is_file() or p.is_dir())]
 
 
 ACCOUNTS = ShopTable(

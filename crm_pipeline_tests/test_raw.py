@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from crm_pipeline.raw.assets import raw_assets
 from crm_pipeline.raw.checks import rows_accounted_result
-from crm_pipeline.run import range_tags
+from crm_pipeline.run import failure_messages, range_tags
 from crm_pipeline_tests.conftest import bind
 from crm_pipeline_tests.landing_builder import DAY1, DAY2
 
@@ -329,3 +330,39 @@ def test_shop_rows_of_a_loaded_day_changed_since_are_named_by_a_later_run(
     assert f"crm-pipeline materialize --first {DAY1} --last {DAY1}" in message
     assert _load(zone, warehouse, DAY1, DAY1).success  # run again, the day is current
     assert current(_load(zone, warehouse, DAY2, DAY2))["online_orders"] == (True, None)
+
+
+def test_links_and_special_files_in_the_landing_zone_are_never_read(
+    tiny_zone: Path, tmp_path: Path
+) -> None:
+    zone = _zone_with(tiny_zone, tmp_path, {})
+    secret = tmp_path / "customer_key.secret"
+    secret.write_text("0123456789abcdef" * 4 + "\n")
+    day = zone / "inquiries" / DAY1
+    (day / "leak.jsonl").symlink_to(secret)
+    os.mkfifo(day / "hang.jsonl")  # read, it would block the load for good
+    (zone / "feedback" / "elsewhere").mkdir()
+    (zone / "feedback" / "elsewhere" / "survey.csv").write_text("response_id\n")
+    shutil.rmtree(zone / "feedback" / DAY1)
+    (zone / "feedback" / DAY1).symlink_to(zone / "feedback" / "elsewhere")
+    warehouse = tmp_path / "warehouse.duckdb"
+    result = _load(zone, warehouse, DAY1, DAY1)
+    assert result.success
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM quarantine.raw_rejects WHERE raw_text LIKE '%0123456789abcdef%'"
+        ).fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM raw.feedback").fetchone() == (0,)
+    inquiries = next(
+        m.materialization.metadata["files_not_read"].value
+        for m in result.get_asset_materialization_events()
+        if m.asset_key.path[-1] == "inquiries"
+    )
+    assert inquiries[:2] == [f"inquiries/{DAY1}/hang.jsonl", f"inquiries/{DAY1}/leak.jsonl"]
+    # A reference file that is a link: no file, and the message says why.
+    stores = zone / "reference" / "stores.csv"
+    stores.rename(tmp_path / "stores.csv")
+    stores.symlink_to(tmp_path / "stores.csv")
+    [message] = failure_messages(_load(zone, warehouse, DAY1, DAY1))
+    assert "No stores.csv under" in message
+    assert "(reference/stores.csv: a link or special file, never read)" in message

@@ -138,10 +138,16 @@ def _load_files(
         for day in (days or [None])
         for path in source.files(root, day)
     ]
+    refused = [
+        p.relative_to(root).as_posix()
+        for day in (days or [None])
+        for p in source.refused(root, day)
+    ]
     if not paths and not source.daily:
+        links = f" ({listed(refused)}: a link or special file, never read)" if refused else ""
         raise ActionableError(
-            f"No {source.pattern} under {root / source.folder}: deliver the reference file "
-            f"or point CRM_LANDING_DIR at the landing zone (now {root})."
+            f"No {source.pattern} under {root / source.folder}{links}: deliver the reference "
+            f"file (a regular file) or point CRM_LANDING_DIR at the landing zone (now {root})."
         )
     if source.daily and not (root / source.folder).is_dir():
         # Loaded as no rows, a source whose folder is missing would vanish from every table.
@@ -161,6 +167,12 @@ def _load_files(
             f"nothing that day), then re-materialize it; raw.{source.name} is left as it was."
         )
     context.log.info(f"raw.{source.name}: {len(paths)} file(s) from {root}")
+    if refused:
+        context.log.warning(
+            f"raw.{source.name}: {len(refused)} symbolic link(s) or special file(s) not read "
+            "(a link could reach any file this user may read; copy the file in instead): "
+            + listed(refused)
+        )
     stray = source.stray_files(root, set(daily_partitions.get_partition_keys()))
     if stray:
         context.log.warning(
@@ -201,7 +213,7 @@ def _load_files(
         blank_raw(conn, source.name)
         _refuse_a_load_that_empties(conn, source, held, loaded_at, empty)
         conn.commit()
-        not_read = [p.relative_to(root).as_posix() for p in stray[:50]]
+        not_read = refused[:50] + [p.relative_to(root).as_posix() for p in stray[:50]]
         return _result(conn, source.name, days, {"files_not_read": not_read}, empty)
 
 
