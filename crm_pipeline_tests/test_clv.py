@@ -33,6 +33,7 @@ from crm_pipeline.analytics.gamma_gamma import (
     implausible,
 )
 from crm_pipeline.analytics.holdout import holdout_check
+from crm_pipeline.analytics.scoring import ClvFits, Minimums, _fit_clv
 
 # The CDNOW 1/10th sample (Fader & Hardie) comes from the `lifetimes` wheel on PyPI, fetched at
 # test time rather than committed: the wheel's MIT licence covers lifetimes' code, and the data
@@ -341,3 +342,22 @@ def test_a_gamma_gamma_fit_off_every_observed_spend_is_not_scored_with() -> None
     # Every repeat customer spending alike: a mean a hair off theirs is a fit, not a runaway.
     alike = GammaGammaFit(p=50.0, q=1000.0, gamma=199.8, log_likelihood=-5.0, n=3, converged=True)
     assert implausible(alike, np.full(3, 9.99)) is None
+
+
+def test_a_bgnbd_fit_gone_to_extremes_is_logged_implausible_and_scores_nobody() -> None:
+    # A short history in which nobody seems to drop out: a and b run off (a field case).
+    extreme = BgNbdFit(
+        r=8.44, alpha=20.39, a=837.5, b=1724457.1, log_likelihood=-10.0, n=2, converged=True
+    )
+    spend = GammaGammaFit(p=2.0, q=3.0, gamma=100.0, log_likelihood=-10.0, n=1, converged=True)
+    features = pd.DataFrame(
+        {"x": [2.0, 0.0], "t_x": [3.0, 0.0], "T": [3.43, 3.43], "m_x": [60.0, 0.0]},
+        index=["K1", "K2"],
+    )
+    with np.errstate(all="ignore"):
+        out, runs = _fit_clv(features, 12, 0.1, Minimums(1, 1), ClvFits(extreme, spend))
+    assert out.isna().all().all()  # no P(alive), expected purchases or CLV for anyone
+    [run] = runs
+    assert (run.model, run.status) == ("bgnbd", "implausible")
+    assert run.note.startswith("not used: expected_purchases could not evaluate customer")
+    assert run.note.endswith("P(alive), expected purchases and CLV left empty")

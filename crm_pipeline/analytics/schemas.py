@@ -48,8 +48,8 @@ class ScoredCustomers(CoreModel):
         le=1,
     )
     churn_tier: Series[str] = field(
-        "low (< 0.3), medium (< 0.7) or high churn risk; for a buyer without a repeat "
-        "purchase, rule_churn_tier.",
+        "low (< 0.3), medium (< 0.7) or high churn risk; rule_churn_tier where the model "
+        "gives no risk (a buyer without a repeat purchase; no usable fit).",
         isin=list(CHURN_TIERS),
     )
     gap_ratio: Series[float] = field(

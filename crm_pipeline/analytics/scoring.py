@@ -10,7 +10,7 @@ typical gap (mean days between purchase days; 90 days for one-time buyers), in t
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -180,9 +180,14 @@ def _fit_clv(
             )
         )
     m_x = features["m_x"].fillna(0).to_numpy(float)
-    out["p_alive"] = p_alive(bg, x, t_x, T)
-    out["expected_purchases_90d"] = expected_purchases(bg, 90 / 7, x, t_x, T)
-    out["expected_purchases_365d"] = expected_purchases(bg, 365 / 7, x, t_x, T)
+    try:
+        out["p_alive"] = p_alive(bg, x, t_x, T)
+        out["expected_purchases_90d"] = expected_purchases(bg, 90 / 7, x, t_x, T)
+        out["expected_purchases_365d"] = expected_purchases(bg, 365 / 7, x, t_x, T)
+    except ValueError as error:
+        # A fit gone to extremes (a short history in which nobody seems to drop out) cannot
+        # score every customer: it is not used, as an implausible Gamma-Gamma fit is not.
+        return _model_left_empty(out, runs, bg, f"not used: {error}")
     if why_not:
         out["expected_average_value"] = out["clv_12m"] = np.nan
         return out, runs
@@ -199,6 +204,25 @@ def _fit_clv(
         discount_rate_yearly=discount,
     )
     return out, runs
+
+
+def _model_left_empty(
+    out: pd.DataFrame, runs: list[ModelRun], bg: BgNbdFit, note: str
+) -> tuple[pd.DataFrame, list[ModelRun]]:
+    """Every model column empty, and the BG/NBD fit logged as implausible with why."""
+    for column in (
+        "p_alive",
+        "expected_purchases_90d",
+        "expected_purchases_365d",
+        "expected_average_value",
+        "clv_12m",
+    ):
+        out[column] = np.nan
+    note += "; P(alive), expected purchases and CLV left empty"
+    # The fit of this run, or a reused one: logged as not used either way.
+    fitted = next((r for r in runs if r.model == "bgnbd"), None) or _bgnbd_run("bgnbd", bg, 0, "")
+    logged = replace(fitted, status="implausible", note=note)
+    return out, [logged, *(r for r in runs if r.model != "bgnbd")]
 
 
 def score_customers(
@@ -243,8 +267,10 @@ def score_customers(
     one_time = bought["x"].eq(0).to_numpy()
     scored["churn_risk"] = (1 - scored["p_alive"]).mask(one_time)
     scored["rule_churn_tier"] = rule_churn_tier(scored["gap_ratio"])
+    # The rule's tier, too, where the model gives no risk (one-time buyers; a fit skipped for
+    # too little data, or not used).
     scored["churn_tier"] = churn_tier(scored["churn_risk"]).mask(
-        one_time, scored["rule_churn_tier"]
+        one_time | scored["churn_risk"].isna().to_numpy(), scored["rule_churn_tier"]
     )
     scored["overdue"] = (scored["gap_ratio"] >= 2).astype(bool)
     values = value_scores(
