@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from datetime import datetime
 from pathlib import Path
 
@@ -392,3 +393,16 @@ def test_a_file_whose_name_is_in_capitals_is_read_and_another_name_is_stray(tmp_
     source = landing.STORE_PURCHASES
     assert [p.name for p in source.files(tmp_path, DAY)] == ["POS_EXPORT.CSV", "pos.csv"]
     assert [p.name for p in source.stray_files(tmp_path, {DAY})] == ["notes.txt"]
+
+
+def test_a_json_lines_file_of_only_a_byte_order_mark_is_a_day_without_rows(
+    tmp_path: Path,
+) -> None:
+    conn, check = _load(tmp_path, codecs.BOM_UTF8, landing.INQUIRIES)
+    assert conn.execute("SELECT count(*) FROM raw.inquiries").fetchone() == (0,)
+    assert _rejects(conn) == []
+    assert check.passed
+    # With rows after the mark, the rows count as delivered, the mark as nothing.
+    conn, check = _load(tmp_path, codecs.BOM_UTF8 + b'{"inquiry_id": "I1"}\n', landing.INQUIRIES)
+    assert conn.execute("SELECT inquiry_id FROM raw.inquiries").fetchall() == [("I1",)]
+    assert check.passed

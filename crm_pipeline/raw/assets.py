@@ -4,7 +4,6 @@ Event sources are daily-partitioned; a run over a range of days is one run, and 
 replaces it. Snapshot sources (accounts, reference files) are replaced whole on each load.
 """
 
-import codecs
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -188,11 +187,7 @@ def _load_files(
     # a failed export leaves. A first delivery of a day loads as no rows, with a warning; a
     # reference file, or one in place of a file that loaded, is refused (below). (A JSON
     # Lines file of a day without rows is empty by right.)
-    empty = [
-        d.name
-        for d in delivered
-        if loader is load_csv and not d.content.removeprefix(codecs.BOM_UTF8).strip()
-    ]
+    empty = [d.name for d in delivered if loader is load_csv and d.blank]
     if empty:
         context.log.warning(
             f"raw.{source.name}: {len(empty)} file(s) empty, not even a header line: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -55,11 +56,16 @@ class Delivery:
             return False
         return re.search(rb"(?<!\r)\n", re.sub(rb'"[^"]*"', b"", text)) is not None
 
+    @property
+    def blank(self) -> bool:
+        """Whether it holds nothing but blanks (and a UTF-8 byte order mark): no line at all."""
+        return not self.content.removeprefix(codecs.BOM_UTF8).strip()
+
     def lines(self) -> list[bytes]:
-        """Its non-empty physical lines, header included, without their line breaks."""
-        return [
-            line.rstrip(b"\r") for line in self.text.split(self.line_break) if line.strip(b"\r")
-        ]
+        """Its non-empty physical lines, header included, without their line breaks (nor a
+        byte order mark)."""
+        text = self.text.removeprefix(codecs.BOM_UTF8)
+        return [line.rstrip(b"\r") for line in text.split(self.line_break) if line.strip(b"\r")]
 
     @property
     def data_lines(self) -> int:

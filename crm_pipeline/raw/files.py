@@ -109,7 +109,7 @@ def load_csv(
     _log_deliveries(conn, table, files, loaded_at, header_lines=1)
     groups: dict[tuple[str, ...], list[Delivery]] = {}
     for f in files:
-        if not f.content.strip():
+        if f.blank:
             continue
         if unreadable := f.unreadable():
             _reject_whole_file(conn, table, f, *unreadable, loaded_at, 1)
@@ -214,7 +214,7 @@ def load_jsonl(
 ) -> None:
     """Append JSON Lines to raw.<table>; keys outside the contract are kept as JSON."""
     _log_deliveries(conn, table, files, loaded_at, header_lines=0)
-    files = [f for f in files if f.content.strip()]
+    files = [f for f in files if not f.blank]
     readable = []
     for f in files:
         if unreadable := f.unreadable(csv=False):
