@@ -49,6 +49,14 @@ def test_quintiles_give_each_fifth_one_score_best_is_five() -> None:
     assert quintile(values, higher_is_better=False)[0] == 5
 
 
+def test_tied_customers_share_the_score_of_their_middle_rank() -> None:
+    # Every customer bought on the day: none is lapsed.
+    assert set(quintile(pd.Series([0, 0, 0]), higher_is_better=False)) == {3}
+    # Six of ten share the best value, four the worst; three apart score low, middle, high.
+    assert quintile(pd.Series([9] * 6 + [1] * 4)).tolist() == [4] * 6 + [1] * 4
+    assert quintile(pd.Series([3, 2, 1])).tolist() == [5, 3, 1]
+
+
 def test_recent_frequent_big_spenders_are_champions_and_long_gone_ones_hibernate() -> None:
     customers = pd.DataFrame(
         {

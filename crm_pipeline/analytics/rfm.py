@@ -55,11 +55,14 @@ SEGMENT_MAP = {(r, f): segment(r, f) for r in range(1, 6) for f in range(1, 6)}
 
 
 def quintile(values: pd.Series, higher_is_better: bool = True) -> pd.Series:
-    """Scores 1-5 by quintile of rank (5 = best fifth)."""
+    """Scores 1-5 by quintile of rank (5 = best fifth). Tied values share the score of their
+    middle rank: a tie at the top is not scored as its worst member would be (customers who all
+    bought on the day are no more "lapsed" than "fresh")."""
     if values.empty:
         return pd.Series(dtype="int64", index=values.index)
-    ranks = values.rank(method="min", ascending=higher_is_better)
-    return (np.ceil(ranks / len(values) * 5)).clip(1, 5).astype("int64")
+    # The rank's middle as a share of the customers: the i-th of n stands at (i - 0.5) / n.
+    ranks = values.rank(method="average", ascending=higher_is_better)
+    return (np.ceil((ranks - 0.5) / len(values) * 5)).clip(1, 5).astype("int64")
 
 
 def rfm_scores(

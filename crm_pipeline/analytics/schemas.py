@@ -22,7 +22,12 @@ class ScoredCustomers(CoreModel):
     customer_type: Series[str] = field("individual, enterprise or organization.", nullable=False)
     city: Series[str] = field("City.")
     region: Series[str] = field("Sales region.")
-    r_score: Series[float] = field("Recency quintile, 5 = bought most recently.", ge=1, le=5)
+    r_score: Series[float] = field(
+        "Recency quintile, 5 = bought most recently; tied customers share the score of their "
+        "middle rank, as in f_score and m_score.",
+        ge=1,
+        le=5,
+    )
     f_score: Series[float] = field("Frequency quintile, 5 = most orders.", ge=1, le=5)
     m_score: Series[float] = field("Monetary quintile, 5 = most spent.", ge=1, le=5)
     rfm_cell: Series[str] = field("The three scores, e.g. '545'.")
