@@ -20,8 +20,41 @@ from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.schemas import column_types
 from crm_pipeline.failures import explained
 from crm_pipeline.mining.settings import MiningSettings
+from crm_pipeline.raw.tables import quote_ident
 from crm_pipeline.reporting import schema_of, table_metadata
 from crm_pipeline.resources import WAREHOUSE_POOL, WarehouseResource
+
+# Contract dtypes (pandera's names) as the warehouse stores them.
+_SQL_TYPES = {
+    "string": "VARCHAR",
+    "float64": "DOUBLE",
+    "int64": "BIGINT",
+    "bool": "BOOLEAN",
+    "datetime64[ns]": "TIMESTAMP",
+}
+
+
+def _sql_type(dtype: str) -> str:
+    return _SQL_TYPES["string" if dtype.startswith("string") else dtype]
+
+
+def write_frame(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    frame: str,
+    model: type[pa.DataFrameModel],
+    order_by: str | None = None,
+) -> None:
+    """Replace `table` with a registered frame, each column in its contract's type whatever the
+    frame's: a column all NULL, or of whole numbers only, is stored as the contract says, not
+    as pandas guessed (a NULL type, DOUBLE for a code), so BI tools find the same types every
+    day."""
+    columns = ", ".join(
+        f"CAST({quote_ident(name)} AS {_sql_type(dtype)}) AS {quote_ident(name)}"
+        for name, dtype in column_types(model)
+    )
+    order = f" ORDER BY {order_by}" if order_by else ""
+    conn.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT {columns} FROM {frame}{order}")
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import duckdb
 import pandas as pd
 import pytest
 
 from crm_pipeline.analytics.needs import ipa, need_scores
+from crm_pipeline.analytics.schemas import ANALYTICS_MODELS
+from crm_pipeline.marts import write_frame
 
 ANSWERS = pd.DataFrame(
     [
@@ -59,3 +62,41 @@ def test_need_score_is_satisfaction_times_importance_per_customer() -> None:
     assert scores.loc["C1", "need_score"] == pytest.approx(4 * 3)
     assert scores.loc["C2", "need_score_100"] == pytest.approx(0)
     assert len(scores) == 2  # anonymous answers have no customer to score
+
+
+def test_a_mart_frame_is_stored_in_its_contract_types_whatever_pandas_guessed() -> None:
+    # Whole numbers where a mean is due, a quadrant no answer reached (all NULL): pandas
+    # would store BIGINT and a NULL type.
+    frame = pd.DataFrame(
+        {
+            "breakdown": ["overall"],
+            "group_value": ["all"],
+            "dimension": ["price"],
+            "responses": [3],
+            "importance": [4],
+            "satisfaction": [3],
+            "gap": [1],
+            "quadrant": [None],
+            "as_of": [pd.Timestamp("2025-03-01")],
+        }
+    )
+    conn = duckdb.connect()
+    conn.execute("CREATE SCHEMA analytics")
+    conn.register("frame", frame)
+    write_frame(conn, "analytics.need_ipa", "frame", ANALYTICS_MODELS["need_ipa"])
+    types = dict(
+        conn.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'need_ipa'"
+        ).fetchall()
+    )
+    assert types == {
+        "breakdown": "VARCHAR",
+        "group_value": "VARCHAR",
+        "dimension": "VARCHAR",
+        "responses": "BIGINT",
+        "importance": "DOUBLE",
+        "satisfaction": "DOUBLE",
+        "gap": "DOUBLE",
+        "quadrant": "VARCHAR",
+        "as_of": "TIMESTAMP",
+    }

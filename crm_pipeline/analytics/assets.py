@@ -24,7 +24,7 @@ from crm_pipeline.analytics.needs import ipa, need_scores
 from crm_pipeline.analytics.schemas import ANALYTICS_MODELS
 from crm_pipeline.analytics.scoring import ClvFits, ModelRun, holdout_run, score_customers
 from crm_pipeline.core.model import inquiries_as_of
-from crm_pipeline.marts import Built, Mart, Settings, mart_assets
+from crm_pipeline.marts import Built, Mart, Settings, mart_assets, write_frame
 from crm_pipeline.report import chart_metadata
 
 UNTIL = "< CAST($end AS DATE) + INTERVAL 1 DAY"
@@ -218,9 +218,12 @@ def build_scored_customers(conn: duckdb.DuckDBPyConnection, day: date, settings:
     scored["as_of"] = pd.Timestamp(day)
     conn.register("scored_frame", scored.reset_index(names="customer_key"))
     conn.begin()
-    conn.execute(
-        "CREATE OR REPLACE TABLE analytics.scored_customers AS "
-        "SELECT * FROM scored_frame ORDER BY value_rank"
+    write_frame(
+        conn,
+        "analytics.scored_customers",
+        "scored_frame",
+        ANALYTICS_MODELS["scored_customers"],
+        "value_rank",
     )
     log = record_runs(conn, logged, day) if logged else None
     conn.commit()
@@ -280,7 +283,7 @@ def build_need_ipa(conn: duckdb.DuckDBPyConnection, day: date, _: Settings) -> B
     frame["as_of"] = pd.Timestamp(day)
     columns = list(ANALYTICS_MODELS["need_ipa"].to_schema().columns)
     conn.register("ipa_frame", frame[columns])
-    conn.execute("CREATE OR REPLACE TABLE analytics.need_ipa AS SELECT * FROM ipa_frame")
+    write_frame(conn, "analytics.need_ipa", "ipa_frame", ANALYTICS_MODELS["need_ipa"])
     conn.unregister("ipa_frame")
     overall = frame[frame["breakdown"] == "overall"].set_index("dimension")
     return Built(
@@ -295,9 +298,12 @@ def build_customer_needs(conn: duckdb.DuckDBPyConnection, day: date, _: Settings
     frame = need_scores(answers)
     frame["as_of"] = pd.Timestamp(day)
     conn.register("needs_frame", frame)
-    conn.execute(
-        "CREATE OR REPLACE TABLE analytics.customer_needs AS "
-        "SELECT * FROM needs_frame ORDER BY customer_key, dimension"
+    write_frame(
+        conn,
+        "analytics.customer_needs",
+        "needs_frame",
+        ANALYTICS_MODELS["customer_needs"],
+        "customer_key, dimension",
     )
     conn.unregister("needs_frame")
     return Built({}, f"{frame['customer_key'].nunique()} customers with answers")
