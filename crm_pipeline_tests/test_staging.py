@@ -125,10 +125,11 @@ def test_values_are_typed_and_normalised(staged) -> None:
     ).fetchone() == ("LC1",)
 
 
-def test_zero_list_price_of_a_product_is_quarantined(staged) -> None:
-    assert _rules(staged, "products") == {
-        "SKU2": ("non_positive_unit_price", "unit_price 0.00 is not positive")
-    }
+def test_a_product_listed_at_zero_a_free_service_is_kept(staged) -> None:
+    assert _rules(staged, "products") == {}
+    assert staged.execute(
+        "SELECT unit_price FROM staging.products WHERE sku = 'SKU2'"
+    ).fetchone() == (0,)
 
 
 def test_conservation_holds_and_warns_with_the_counts(staged) -> None:

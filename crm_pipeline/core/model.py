@@ -175,7 +175,7 @@ def build_products(conn: duckdb.DuckDBPyConnection) -> None:
         )
         SELECT
             p.sku, p.name, p.category, p.subcategory, p.kind, p.unit_price, p.unit_cost,
-            CASE WHEN p.unit_cost IS NOT NULL
+            CASE WHEN p.unit_cost IS NOT NULL AND p.unit_price > 0
                  THEN round((p.unit_price - p.unit_cost) / p.unit_price, 4) END AS margin_rate,
             CASE WHEN p.unit_price <= b.low THEN 'budget'
                  WHEN p.unit_price <= b.high THEN 'mid'

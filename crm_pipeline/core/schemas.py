@@ -196,7 +196,9 @@ class Products(CoreModel):
     )
     unit_price: Series[float] = field("List price.", nullable=False, gt=0)
     unit_cost: Series[float] = field("Cost per unit; NULL when unknown.", ge=0)
-    margin_rate: Series[float] = field("(price - cost) / price; NULL when cost unknown.")
+    margin_rate: Series[float] = field(
+        "(price - cost) / price; NULL when the cost is unknown or the price 0 (a free item)."
+    )
     price_band: Series[str] = field(
         "budget, mid or premium: tertiles of list price.",
         nullable=False,

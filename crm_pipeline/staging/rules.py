@@ -286,7 +286,13 @@ PRODUCTS = Source(
     ),
     key=("sku",),
     checks=(
-        _positive("unit_price"),
+        # A list price of 0 is a free service or gift; set aside, it would take every line
+        # selling it to quarantine as unknown_sku.
+        Check(
+            "negative_unit_price",
+            "t.unit_price < 0",
+            "'unit_price ' || t.unit_price || ' is negative'",
+        ),
         Check(
             "negative_unit_cost", "t.unit_cost < 0", "'unit_cost ' || t.unit_cost || ' is negative'"
         ),

@@ -231,7 +231,8 @@ class StagingRejects(pa.DataFrameModel):
         isin=list(RULES),
         description=(
             "missing_required (a required value is empty), invalid_value (a value does not "
-            "parse), or the out-of-range rule of an impossible value: non_positive_unit_price, "
+            "parse), or the out-of-range rule of an impossible value: non_positive_unit_price (a "
+            "line's), negative_unit_price (a product's list price), "
             "non_positive_quantity, implausible_amount (a line of a billion or more), "
             "negative_discount, discount_exceeds_price, "
             "negative_unit_cost, future_timestamp (after its delivery day), "
