@@ -524,7 +524,10 @@ def test_a_source_whose_folder_is_missing_fails_naming_it(tiny_zone: Path, tmp_p
     shutil.rmtree(zone / "inquiries")
     [message] = failure_messages(_load(zone, tmp_path / "warehouse.duckdb", "inquiries"))
     assert f"No inquiries/ folder under {zone}" in message
-    assert "create the folder empty if this source has nothing to deliver" in message
+    assert (
+        "if this source has nothing to deliver, create it with an empty folder for each day"
+        in message
+    )
 
 
 def test_a_shop_url_whose_driver_is_missing_names_one_that_is_installed(

@@ -152,8 +152,8 @@ def _load_files(
         # Loaded as no rows, a source whose folder is missing would vanish from every table.
         raise ActionableError(
             f"No {source.folder}/ folder under {root}: deliver its daily folders there, point "
-            "CRM_LANDING_DIR at the landing zone, or create the folder empty if this source "
-            "has nothing to deliver."
+            "CRM_LANDING_DIR at the landing zone, or, if this source has nothing to deliver, "
+            f"create it with an empty folder for each day ({source.folder}/<YYYY-MM-DD>/)."
         )
     absent = [day for day in days or [] if not (root / source.folder / day).is_dir()]
     if absent:
