@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
@@ -694,3 +695,22 @@ def test_phone_regions_that_are_no_countries_are_named() -> None:
             ActionableError, match=re.escape(f"CRM_PHONE_REGIONS {regions!r} {said}")
         ):
             WarehouseResource(phone_regions=regions).phone_region_codes()
+
+
+def test_a_product_cost_written_oddly_is_kept_as_null_or_rounded_with_its_product(
+    tmp_path: Path,
+) -> None:
+    rows = [
+        ["SKU1", "Lamp", "Home", "Lighting", "physical", "20.00", "59.994"],
+        ["SKU2", "Vase", "Home", "Decor", "physical", "30.00", "£18.00"],
+    ]
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    _insert(conn, "products", landing.PRODUCTS.columns, rows, None)
+    _stage(conn, "products", landing.PRODUCTS.columns, None)
+    assert conn.execute("SELECT sku, unit_cost FROM staging.products ORDER BY 1").fetchall() == [
+        ("SKU1", Decimal("59.99")),
+        ("SKU2", None),
+    ]
+    assert conn.execute("SELECT column_name, rows FROM quarantine.nulled_values").fetchall() == [
+        ("unit_cost", 1)
+    ]

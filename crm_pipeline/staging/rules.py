@@ -147,9 +147,10 @@ PLAIN_NUMBER = r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)\s*"
 
 
 def _attribute(column: str, sql_type: str) -> Typed:
-    """An optional number about a person (an income): a value that does not parse is kept as
-    NULL and counted, as an invalid email is, so the record (and what links to it) stays;
-    numbers only in plain notation (not 45.000,00)."""
+    """An optional number (a person's income, a product's cost): a value that does not parse is
+    kept as NULL and counted, as an invalid email is, so the record (and what links to it, a
+    product's sales) stays; numbers only in plain notation (not 45.000,00), rounded to the
+    type's scale (a cost of 59.994 is 59.99)."""
     value = text(column)
     parsed = (
         f"CASE WHEN regexp_full_match({value}, '{PLAIN_NUMBER}') "
@@ -282,7 +283,7 @@ PRODUCTS = Source(
         _text("subcategory"),
         _choice("kind", ("physical", "digital", "service")),
         _cast("unit_price", "DECIMAL(12,2)", required=True),
-        _cast("unit_cost", "DECIMAL(12,2)"),
+        _attribute("unit_cost", "DECIMAL(12,2)"),
     ),
     key=("sku",),
     checks=(
