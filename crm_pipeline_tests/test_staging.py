@@ -131,6 +131,7 @@ def test_a_product_listed_at_zero_a_free_service_is_kept(staged) -> None:
     assert staged.execute(
         "SELECT unit_price FROM staging.products WHERE sku = 'SKU2'"
     ).fetchone() == (0,)
+    assert contract_result(staged, SOURCES["products"], None).passed
 
 
 def test_conservation_holds_and_warns_with_the_counts(staged) -> None:
@@ -714,3 +715,19 @@ def test_a_product_cost_written_oddly_is_kept_as_null_or_rounded_with_its_produc
     assert conn.execute("SELECT column_name, rows FROM quarantine.nulled_values").fetchall() == [
         ("unit_cost", 1)
     ]
+
+
+def test_a_date_with_a_mistyped_year_is_quarantined_not_a_failed_run(staged) -> None:
+    later = "2025-03-02"
+    old = ["R8", "S1", "0205-03-02 10:00:00", "", "", "SKU1", "1", "20.00", "cash"]
+    _insert(staged, "store_purchases", landing.STORE_PURCHASES.columns, [old], later, "pos2.csv")
+    _stage(staged, "store_purchases", landing.STORE_PURCHASES.columns, [later])
+    assert staged.execute(
+        "SELECT rule, reason FROM quarantine.staging_rejects WHERE partition_date = ?", [later]
+    ).fetchall() == [
+        (
+            "implausible_date",
+            "purchased_at 0205-03-02 10:00:00 is before 1900 or after 2199: a mistyped year?",
+        )
+    ]
+    assert contract_result(staged, SOURCES["store_purchases"], [later]).passed

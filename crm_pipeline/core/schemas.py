@@ -194,7 +194,9 @@ class Products(CoreModel):
     kind: Series[str] = field(
         "physical, digital or service.", isin=["physical", "digital", "service"]
     )
-    unit_price: Series[float] = field("List price.", nullable=False, gt=0)
+    unit_price: Series[float] = field(
+        "List price (0: a free service or gift).", nullable=False, ge=0
+    )
     unit_cost: Series[float] = field("Cost per unit; NULL when unknown.", ge=0)
     margin_rate: Series[float] = field(
         "(price - cost) / price; NULL when the cost is unknown or the price 0 (a free item)."

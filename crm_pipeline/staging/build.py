@@ -17,8 +17,11 @@ from crm_pipeline.reporting import personal_columns
 from crm_pipeline.staging.lookups import CACHE_TABLE, fill_cache, normaliser_id
 from crm_pipeline.staging.phones import DEFAULT_PHONE_REGIONS, phone_reader
 from crm_pipeline.staging.rules import (
+    EARLIEST,
     EXACT_DUPLICATE,
+    IMPLAUSIBLE_DATE,
     INVALID_VALUE,
+    LATEST,
     MISSING_REQUIRED,
     PLAIN_NUMBER,
     REDELIVERED,
@@ -171,7 +174,18 @@ def _rule_sql(source: Source) -> tuple[str, str]:
         for c in source.columns
         if c.parses
     ]
-    out_of_range = [(k.rule, f"coalesce({k.when}, FALSE)", k.reason) for k in source.checks]
+    # A date or time no business keeps (a mistyped year such as 0205): before any other range
+    # rule, and before pandas, which holds times of 1677 to 2262 only, fails on it.
+    dated = [
+        (
+            IMPLAUSIBLE_DATE,
+            f"coalesce(t.{c.name} NOT BETWEEN {EARLIEST} AND {LATEST}, FALSE)",
+            f"'{c.name} ' || t.{c.name} || ' is before 1900 or after 2199: a mistyped year?'",
+        )
+        for c in source.columns
+        if c.parses and c.sql_type in ("DATE", "TIMESTAMP")
+    ]
+    out_of_range = dated + [(k.rule, f"coalesce({k.when}, FALSE)", k.reason) for k in source.checks]
     classes = [
         (name, conds)
         for name, conds in ((MISSING_REQUIRED, missing), (INVALID_VALUE, invalid))

@@ -9,7 +9,8 @@ Rules, one per defect class (first match wins, in this order):
 - invalid_value: a value is there but does not parse as its type (a date, a number);
 - then the out-of-range rules, each named for what is impossible: non_positive_<column>
   (price, quantity), negative_discount, discount_exceeds_price, negative_unit_cost,
-  future_timestamp (after the day it was delivered), timestamps_out_of_order (an inquiry
+  implausible_date (a year before 1900 or after 2199), future_timestamp (after the day it
+  was delivered), timestamps_out_of_order (an inquiry
   answered or closed before it was opened), rating_off_scale, unknown_sku, unknown_store
   (an optional attribute of a person that is invalid, a birth date giving an age outside
   0-120 among them, is kept as NULL and counted instead);
@@ -41,6 +42,9 @@ CONFLICTING_MERGES = (SUPERSEDED, REDELIVERED_CHANGED)
 
 # Oldest plausible birth date and the age a customer must have reached by their delivery day.
 MAX_AGE_YEARS = 120
+# The dates a business keeps; one outside is a mistyped year (see build._rule_sql).
+IMPLAUSIBLE_DATE = "implausible_date"
+EARLIEST, LATEST = "TIMESTAMP '1900-01-01'", "TIMESTAMP '2199-12-31 23:59:59'"
 
 
 def text(column: str) -> str:
@@ -503,5 +507,6 @@ SOURCES: dict[str, Source] = {
 RULES = (
     MISSING_REQUIRED,
     INVALID_VALUE,
+    IMPLAUSIBLE_DATE,
     *sorted({check.rule for source in SOURCES.values() for check in source.checks}),
 )

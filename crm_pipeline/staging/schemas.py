@@ -75,7 +75,9 @@ class StagingProducts(StagingRecord):
         "physical, digital or service; NULL when not one of them.",
         isin=["physical", "digital", "service"],
     )
-    unit_price: Series[float] = field("List price per unit, > 0.", nullable=False, gt=0)
+    unit_price: Series[float] = field(
+        "List price per unit, >= 0 (0: a free service or gift).", nullable=False, ge=0
+    )
     unit_cost: Series[float] = field("Cost per unit, >= 0; NULL when unknown.", ge=0)
 
 
@@ -236,7 +238,8 @@ class StagingRejects(pa.DataFrameModel):
             "non_positive_quantity, implausible_amount (a line of a billion or more), "
             "negative_discount, discount_exceeds_price, "
             "negative_unit_cost, future_timestamp (after its delivery day), "
-            "timestamps_out_of_order, rating_off_scale, "
+            "timestamps_out_of_order, implausible_date (before 1900 or after 2199), "
+            "rating_off_scale, "
             "unknown_sku, unknown_store."
         ),
     )
