@@ -406,3 +406,18 @@ def test_a_json_lines_file_of_only_a_byte_order_mark_is_a_day_without_rows(
     conn, check = _load(tmp_path, codecs.BOM_UTF8 + b'{"inquiry_id": "I1"}\n', landing.INQUIRIES)
     assert conn.execute("SELECT inquiry_id FROM raw.inquiries").fetchall() == [("I1",)]
     assert check.passed
+
+
+def test_a_wide_csv_loads_and_one_wider_than_a_thousand_columns_is_set_aside(
+    tmp_path: Path,
+) -> None:
+    extra = [f"x{i}" for i in range(995)]  # 998 columns in all
+    header = HEADER + b"," + ",".join(extra).encode()
+    conn, check = _load(tmp_path, header + b"\nS1,A,West" + b",v" * len(extra) + b"\n")
+    assert _raw(conn, "store_id") == [("S1",)] and check.passed
+    wider = [f"x{i}" for i in range(1000)]
+    header = HEADER + b"," + ",".join(wider).encode()
+    conn, check = _load(tmp_path, header + b"\nS1,A,West" + b",v" * len(wider) + b"\n")
+    assert _raw(conn, "store_id") == []
+    (detail,) = {d for (d,) in conn.execute("SELECT detail FROM quarantine.raw_rejects").fetchall()}
+    assert "the header has 1003 columns, more than 1000" in detail

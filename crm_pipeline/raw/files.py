@@ -86,6 +86,11 @@ def _header_names(delivery: Delivery) -> tuple[str, ...]:
     return tuple(name or f"column_{i + 1}" for i, name in enumerate(_header(delivery)))
 
 
+# The widest CSV read: past it a file is set aside whole (DuckDB reads a file of 20,000 columns
+# into more than a GB of memory).
+MAX_COLUMNS = 1000
+
+
 def _contract_names(header: tuple[str, ...], contract: tuple[str, ...]) -> dict[str, str]:
     """Each contract column found in the header, with its name there: its own, or else the one
     header name that is it in another case or with spaces around it (Store_ID for store_id; a
@@ -115,6 +120,13 @@ def load_csv(
             _reject_whole_file(conn, table, f, *unreadable, loaded_at, 1)
             continue
         header = _header_names(f)
+        if len(header) > MAX_COLUMNS:
+            detail = (
+                f"{f.name}: the header has {len(header)} columns, more than {MAX_COLUMNS} (a "
+                "sheet exported whole?); deliver the contract's columns and re-run this partition"
+            )
+            _reject_whole_file(conn, table, f, "header_mismatch", detail, loaded_at, 1)
+            continue
         missing = [c for c in contract if c not in _contract_names(header, contract)]
         duplicated = sorted({c for c in header if header.count(c) > 1})
         if missing or duplicated:
@@ -165,7 +177,8 @@ def _load_group(
         if extra
         else "NULL"
     )
-    lines = " + ".join(["1", *(line_breaks_sql(position[c]) for c in header)])
+    # A flat list, not a chain of additions: a wide header would pass DuckDB's depth limit.
+    lines = "1 + list_sum([" + ", ".join(line_breaks_sql(position[c]) for c in header) + "])"
     file_map = register_files(conn, group)
     conn.execute(
         f"""
