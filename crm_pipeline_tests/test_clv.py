@@ -33,7 +33,7 @@ from crm_pipeline.analytics.gamma_gamma import (
     implausible,
 )
 from crm_pipeline.analytics.holdout import holdout_check
-from crm_pipeline.analytics.scoring import ClvFits, Minimums, _fit_clv
+from crm_pipeline.analytics.scoring import ClvFits, Minimums, _fit_clv, holdout_run
 
 # The CDNOW 1/10th sample (Fader & Hardie) comes from the `lifetimes` wheel on PyPI, fetched at
 # test time rather than committed: the wheel's MIT licence covers lifetimes' code, and the data
@@ -361,3 +361,27 @@ def test_a_bgnbd_fit_gone_to_extremes_is_logged_implausible_and_scores_nobody() 
     assert (run.model, run.status) == ("bgnbd", "implausible")
     assert run.note.startswith("not used: expected_purchases could not evaluate customer")
     assert run.note.endswith("P(alive), expected purchases and CLV left empty")
+
+
+def test_a_fresh_fit_and_holdout_on_buyers_who_all_just_bought_are_logged_not_raised() -> None:
+    # Six repeat buyers, every one of them buying in the last day of six weeks: nobody seems
+    # to drop out, and the fit runs off to extremes.
+    calibration = pd.DataFrame(
+        {
+            "x": [3.0, 3.0, 1.0, 2.0, 3.0, 2.0],
+            "t_x": [5.78, 5.869, 5.946, 5.77, 5.828, 5.893],
+            "T": [5.986] * 6,
+            "m_x": [50.0] * 6,
+        },
+        index=[f"K{i}" for i in range(6)],
+    )
+    with np.errstate(all="ignore"):
+        out, runs = _fit_clv(calibration, 12, 0.1, Minimums(1, 1))
+        holdout = holdout_run(calibration, pd.Series(dtype=float), 90, Minimums(1, 1))
+    assert {(r.model, r.status) for r in runs} == {
+        ("bgnbd", "implausible"),
+        ("gamma_gamma", "fitted"),
+    }
+    assert out["clv_12m"].isna().all()
+    assert (holdout.model, holdout.status) == ("bgnbd_holdout", "implausible")
+    assert holdout.note.startswith("not used: expected_purchases could not evaluate")

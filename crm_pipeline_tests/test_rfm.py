@@ -53,8 +53,13 @@ def test_tied_customers_share_the_score_of_their_middle_rank() -> None:
     # Every customer bought on the day: none is lapsed.
     assert set(quintile(pd.Series([0, 0, 0]), higher_is_better=False)) == {3}
     # Six of ten share the best value, four the worst; three apart score low, middle, high.
-    assert quintile(pd.Series([9] * 6 + [1] * 4)).tolist() == [4] * 6 + [1] * 4
+    assert quintile(pd.Series([9] * 6 + [1] * 4)).tolist() == [5] * 6 + [1] * 4
     assert quintile(pd.Series([3, 2, 1])).tolist() == [5, 3, 1]
+    assert quintile(pd.Series([2, 1])).tolist() == [5, 1]
+    # Most buyers bought once: they score 1, and a tie in between its middle rank.
+    frequency = pd.Series([1] * 60 + [2] * 20 + list(range(3, 23)))
+    scores = quintile(frequency)
+    assert set(scores[:60]) == {1} and set(scores[60:80]) == {4} and scores.iloc[-1] == 5
 
 
 def test_recent_frequent_big_spenders_are_champions_and_long_gone_ones_hibernate() -> None:

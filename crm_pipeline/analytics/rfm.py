@@ -1,9 +1,11 @@
 """RFM: recency, frequency and monetary quintile scores, and the ten named segments.
 
 Scores are quintiles over the scored customers, 5 best: recency 5 = bought most recently,
-frequency 5 = most orders, monetary 5 = most spent. Tied values share one score (the score of
-the lowest rank among them), so two customers with one order each never get different
-frequency scores; with many ties a quintile holds more than a fifth.
+frequency 5 = most orders, monetary 5 = most spent. Tied values share one score, so two
+customers with one order each never get different frequency scores; with many ties a quintile
+holds more than a fifth. The best value scores 5 and the worst 1 however many share it
+(one-time buyers are the lowest frequency, buyers of the as-of day the best recency); a tie
+between them scores by its middle rank.
 
 The segment map is the usual one on the recency and frequency scores (rows R, columns F):
 
@@ -55,14 +57,19 @@ SEGMENT_MAP = {(r, f): segment(r, f) for r in range(1, 6) for f in range(1, 6)}
 
 
 def quintile(values: pd.Series, higher_is_better: bool = True) -> pd.Series:
-    """Scores 1-5 by quintile of rank (5 = best fifth). Tied values share the score of their
-    middle rank: a tie at the top is not scored as its worst member would be (customers who all
-    bought on the day are no more "lapsed" than "fresh")."""
+    """Scores 1-5 by quintile of rank (5 = best fifth): the best value 5 and the worst 1,
+    however many share them; other tied values the score of their middle rank (the i-th of n
+    at (i - 0.5) / n). Every value alike: 3 for all."""
     if values.empty:
         return pd.Series(dtype="int64", index=values.index)
-    # The rank's middle as a share of the customers: the i-th of n stands at (i - 0.5) / n.
     ranks = values.rank(method="average", ascending=higher_is_better)
-    return (np.ceil((ranks - 0.5) / len(values) * 5)).clip(1, 5).astype("int64")
+    scores = np.ceil((ranks - 0.5) / len(values) * 5).clip(1, 5)
+    if values.nunique() > 1:
+        best, worst = (
+            (values.max(), values.min()) if higher_is_better else (values.min(), values.max())
+        )
+        scores = scores.mask(values.eq(best), 5).mask(values.eq(worst), 1)
+    return scores.astype("int64")
 
 
 def rfm_scores(

@@ -23,8 +23,9 @@ class ScoredCustomers(CoreModel):
     city: Series[str] = field("City.")
     region: Series[str] = field("Sales region.")
     r_score: Series[float] = field(
-        "Recency quintile, 5 = bought most recently; tied customers share the score of their "
-        "middle rank, as in f_score and m_score.",
+        "Recency quintile, 5 = bought most recently (every buyer of the latest day), 1 = the "
+        "longest ago; other ties share the score of their middle rank, as in f_score and "
+        "m_score.",
         ge=1,
         le=5,
     )

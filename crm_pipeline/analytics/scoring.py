@@ -96,7 +96,18 @@ def holdout_run(
     if note:
         return ModelRun("bgnbd_holdout", "skipped", {}, None, len(calibration), 0.0, note)
     started = time.perf_counter()
-    fit, figures = holdout_check(calibration, actual, holdout_days / 7)
+    try:
+        fit, figures = holdout_check(calibration, actual, holdout_days / 7)
+    except ValueError as error:  # a fit gone to extremes cannot predict (see _fit_clv)
+        return ModelRun(
+            "bgnbd_holdout",
+            "implausible",
+            {},
+            None,
+            len(calibration),
+            time.perf_counter() - started,
+            f"not used: {error}",
+        )
     return _bgnbd_run(
         "bgnbd_holdout",
         fit,
