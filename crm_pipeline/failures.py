@@ -3,6 +3,7 @@ partitions, the cause, and what to do. Dagster shows the message as the run's fa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import quote
@@ -35,8 +36,20 @@ def transient(error: BaseException) -> bool:
     return isinstance(error, TRANSIENT) or any(b in str(error).lower() for b in BUSY)
 
 
-# Query parameters of a database URL that hold a secret (libpq's and the drivers' names).
-_SECRET_QUERY = ("password", "passwd", "pwd", "sslpassword", "passfile", "token", "secret")
+# Query parameters of a database URL that hold a secret (libpq's and the drivers' names; an
+# ODBC connection string holds its password among other settings, so it is masked whole).
+_SECRET_QUERY = (
+    "password",
+    "passwd",
+    "pwd",
+    "sslpassword",
+    "passfile",
+    "token",
+    "secret",
+    "odbc_connect",
+)
+# A password inside an ODBC connection string: PWD=...; or Password=...;
+_ODBC_PASSWORD = re.compile(r"(?i)(?:^|;)\s*(?:pwd|password)\s*=\s*(\{[^}]*\}|[^;]*)")
 
 
 def _secret_query(key: str) -> bool:
@@ -66,7 +79,10 @@ def _secrets(url: str | None) -> list[str]:
     found = [parsed.password] if parsed.password else []
     for key, value in parsed.query.items():
         if _secret_query(key):
-            found += [value] if isinstance(value, str) else list(value)
+            values = [value] if isinstance(value, str) else list(value)
+            found += values
+            # An ODBC string's password alone, as a driver's message may quote it.
+            found += [m.group(1).strip("{}") for v in values for m in _ODBC_PASSWORD.finditer(v)]
     return [str(secret) for secret in found if secret]
 
 

@@ -600,3 +600,7 @@ def test_a_password_is_masked_however_the_url_spells_it() -> None:
     )
     said = _without_password(f"{query} refused password S3cr&t, key k3y", query)
     assert "S3cr" not in said and "k3y" not in said and "sslmode=require" in said
+    # An ODBC connection string: masked whole, and its password wherever a message repeats it.
+    odbc = "mssql+pyodbc:///?odbc_connect=DRIVER%3D%7BODBC%7D%3BUID%3Dsa%3BPWD%3DSecret3"
+    assert safe_url(odbc) == "mssql+pyodbc:///?odbc_connect=***"
+    assert "Secret3" not in _without_password(f"login failed: PWD=Secret3 ({odbc})", odbc)

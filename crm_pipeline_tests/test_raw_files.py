@@ -107,6 +107,10 @@ def test_a_crlf_file_with_a_line_feed_inside_a_quoted_value_loads(tmp_path: Path
     conn, check = _load(tmp_path, HEADER + b'\r\nS1,"Spring\nfield",West\r\nS2,B,West\r\n')
     assert _raw(conn, "store_id", "city") == [("S1", "Spring\nfield"), ("S2", "B")]
     assert check.passed
+    # A quote inside a value (an inch mark) opens no quoted value.
+    content = HEADER + b'\r\nS1,12" Mall,West\r\nS2,"Two\nlines",West\r\nS3,C,West\r\n'
+    conn, check = _load(tmp_path, content)
+    assert [r[0] for r in _raw(conn, "store_id")] == ["S1", "S2", "S3"] and check.passed
 
 
 def test_a_trailing_comma_in_the_header_keeps_the_unnamed_column(tmp_path: Path) -> None:

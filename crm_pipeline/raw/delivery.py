@@ -14,6 +14,11 @@ from pathlib import Path
 WHOLE_FILE_RULES = ("header_mismatch", "utf16_text", "not_text", "line_breaks")
 
 
+# A CSV's quoted values (a quote opens one only at a field's start: 12" screen is no quote)
+# and its line ends, in the order they come.
+_CSV_TOKENS = re.compile(rb'(?:(?<=,)|(?<=\n)|^)"(?:[^"]|"")*"|\r?\n')
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One delivered file: where it is, its name as recorded in lineage, and its partition."""
@@ -54,7 +59,8 @@ class Delivery:
         text = self.text
         if b"\r\n" not in text or text.count(b"\n") == text.count(b"\r\n"):
             return False
-        return re.search(rb"(?<!\r)\n", re.sub(rb'"[^"]*"', b"", text)) is not None
+        ends = {m.group() for m in _CSV_TOKENS.finditer(text) if not m.group().startswith(b'"')}
+        return ends == {b"\r\n", b"\n"}
 
     @property
     def blank(self) -> bool:
