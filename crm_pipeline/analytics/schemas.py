@@ -116,7 +116,11 @@ class ModelRuns(CoreModel):
         "recommender_holdout (the recommender replayed without the holdout period).",
         nullable=False,
     )
-    status: Series[str] = field("fitted or skipped (too few customers).", nullable=False)
+    status: Series[str] = field(
+        "fitted, skipped (too few customers) or implausible (fitted but not used: the note "
+        "says why).",
+        nullable=False,
+    )
     parameters: Series[str] = field("Fitted parameters as JSON.", nullable=False)
     log_likelihood: Series[float] = field("Log-likelihood at the optimum.")
     customers: Series[int] = field("Customers in the fit.", nullable=False, ge=0)

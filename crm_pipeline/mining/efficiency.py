@@ -90,7 +90,8 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
                         WHEN grouping(category) = 0 THEN 'category'
                         ELSE 'overall' END AS breakdown,
                    coalesce(channel, store, month, category, 'all') AS group_value,
-                   coalesce(sum(net_amount), 0) AS revenue, coalesce(sum(quantity), 0) AS units,
+                   coalesce(sum(net_amount), 0) AS revenue,
+                   CAST(coalesce(sum(quantity), 0) AS BIGINT) AS units,
                    sum(margin) AS margin,
                    sum(CASE WHEN margin IS NOT NULL THEN net_amount END) AS costed_revenue
             FROM (SELECT channel, {BREAKDOWNS["store"]} AS store,
