@@ -30,6 +30,7 @@ _SQL_TYPES = {
     "float64": "DOUBLE",
     "int64": "BIGINT",
     "bool": "BOOLEAN",
+    "boolean": "BOOLEAN",
     "datetime64[ns]": "TIMESTAMP",
 }
 

@@ -333,6 +333,18 @@ def test_scored_customers_has_one_row_per_customer_and_no_personal_data(run) -> 
     assert conn.execute(
         "SELECT min(p_alive) >= 0 AND max(p_alive) <= 1 FROM analytics.scored_customers"
     ).fetchall()[0][0] in (True, None)
+    # A customer who never bought is neither overdue nor on time.
+    assert conn.execute(
+        "SELECT count(*) FILTER (WHERE r_score IS NULL), "
+        "count(*) FILTER (WHERE r_score IS NULL AND overdue IS NULL), "
+        "count(*) FILTER (WHERE r_score IS NOT NULL AND overdue IS NULL) "
+        "FROM analytics.scored_customers"
+    ).fetchone()[1:] == (
+        conn.execute(
+            "SELECT count(*) FILTER (WHERE r_score IS NULL) FROM analytics.scored_customers"
+        ).fetchone()[0],
+        0,
+    )
 
 
 def test_the_satisfaction_summary_agrees_with_the_measures_on_the_core_tables(run) -> None:

@@ -69,8 +69,7 @@ class ScoredCustomers(CoreModel):
     )
     overdue: Series[bool] = field(
         "gap_ratio of 2 or more: at least twice the customer's typical gap since the last "
-        "purchase.",
-        nullable=False,
+        "purchase; NULL for a customer who never bought."
     )
     value_score: Series[float] = field("Seed value score, 0-100 percentile.", ge=0, le=100)
     satisfaction_score: Series[float] = field(

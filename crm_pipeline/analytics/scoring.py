@@ -283,7 +283,10 @@ def score_customers(
     scored["churn_tier"] = churn_tier(scored["churn_risk"]).mask(
         one_time | scored["churn_risk"].isna().to_numpy(), scored["rule_churn_tier"]
     )
-    scored["overdue"] = (scored["gap_ratio"] >= 2).astype(bool)
+    # Unknown, not "not overdue", for a customer who never bought.
+    scored["overdue"] = (
+        (scored["gap_ratio"] >= 2).astype("boolean").mask(scored["gap_ratio"].isna())
+    )
     values = value_scores(
         pd.DataFrame(
             {
