@@ -136,6 +136,16 @@ class ClvFits:
     gamma_gamma: GammaGammaFit
 
 
+# What the CLV models give each customer.
+MODEL_COLUMNS = (
+    "p_alive",
+    "expected_purchases_90d",
+    "expected_purchases_365d",
+    "expected_average_value",
+    "clv_12m",
+)
+
+
 def _fit_clv(
     features: pd.DataFrame,
     months: int,
@@ -150,14 +160,7 @@ def _fit_clv(
     if note:
         for model in ("bgnbd", "gamma_gamma"):
             runs.append(ModelRun(model, "skipped", {}, None, len(features), 0.0, note))
-        for column in (
-            "p_alive",
-            "expected_purchases_90d",
-            "expected_purchases_365d",
-            "expected_average_value",
-            "clv_12m",
-        ):
-            out[column] = np.nan
+        out[list(MODEL_COLUMNS)] = np.nan
         return out, runs
     x, t_x, T = (features[c].to_numpy(float) for c in ("x", "t_x", "T"))
     why_not = None  # reused fits were plausible when made
@@ -221,14 +224,7 @@ def _model_left_empty(
     out: pd.DataFrame, runs: list[ModelRun], bg: BgNbdFit, note: str
 ) -> tuple[pd.DataFrame, list[ModelRun]]:
     """Every model column empty, and the BG/NBD fit logged as implausible with why."""
-    for column in (
-        "p_alive",
-        "expected_purchases_90d",
-        "expected_purchases_365d",
-        "expected_average_value",
-        "clv_12m",
-    ):
-        out[column] = np.nan
+    out[list(MODEL_COLUMNS)] = np.nan
     note += "; P(alive), expected purchases and CLV left empty"
     # The fit of this run, or a reused one: logged as not used either way.
     fitted = next((r for r in runs if r.model == "bgnbd"), None) or _bgnbd_run("bgnbd", bg, 0, "")

@@ -131,11 +131,10 @@ def _sqlite_select(
     engine: sa.Engine,
     table: str,
     names: list[str],
-    where: sa.ColumnElement[bool] | None,
     mixed: bool,
 ) -> tuple[sa.Select, dict[str, pa.DataType], list[str], list[str]]:
-    """The rows to fetch (those matching `where`, when given) with a row id that does not
-    depend on `where`, after one first row of fixed values; the Arrow type each fetched value
+    """The rows to fetch, each with a row id, after one first row of fixed values; the Arrow
+    type each fetched value
     must arrive as; the DuckDB text of each column; and the fetched values that are bytes.
     mixed: fetch every column as if it could hold anything."""
     declared = _declared_types(engine, table)
@@ -145,22 +144,15 @@ def _sqlite_select(
     ]
     fetched = [c for column in columns for c in column.fetched]
     source = sa.table(table)
-    kept = sa.true() if where is None else where
     row_id = _row_id(engine, table, list(declared))
     if row_id is None:
         # No rowid (a view, a WITHOUT ROWID table, or one whose columns take every name of
         # it): rows are numbered by their columns in order, over all of them, so copies that
         # share their first columns are numbered alike on every read.
         number = sa.func.row_number().over(order_by=[sa.column(n) for n in names])
-        numbered = (
-            sa.select(number.label(ROW_ID), *fetched, kept.label("__crm_kept"))
-            .select_from(source)
-            .subquery()
-        )
-        rows = sa.select(*list(numbered.c)[:-1]).where(numbered.c["__crm_kept"])
+        rows = sa.select(number.label(ROW_ID), *fetched).select_from(source)
     else:
-        rows = sa.select(sa.literal_column(row_id).label(ROW_ID), *fetched)
-        rows = rows.select_from(source).where(kept)
+        rows = sa.select(sa.literal_column(row_id).label(ROW_ID), *fetched).select_from(source)
     first = sa.select(
         sa.literal_column("NULL").label(ROW_ID),
         *(
@@ -191,7 +183,6 @@ def _stage_sqlite(
     table: str,
     names: list[str],
     target: str,
-    where: sa.ColumnElement[bool] | None,
     shape: Shape,
     checked: int,
 ) -> None:
@@ -201,7 +192,7 @@ def _stage_sqlite(
     every column could hold anything."""
     causes = []
     for mixed in (False, True):
-        select, types, texts, blobs = _sqlite_select(engine, table, names, where, mixed)
+        select, types, texts, blobs = _sqlite_select(engine, table, names, mixed)
         columns = [f"{text} AS {quote_ident(n)}" for text, n in zip(texts, names, strict=True)]
         undecoded = " OR ".join(
             f"({b} IS NOT NULL AND {_decoded(b)} IS NULL)" for b in blobs if _column_of(b) < checked
@@ -282,10 +273,9 @@ def _select(
     engine: sa.Engine,
     table: str,
     values: list[sa.ColumnElement],
-    where: sa.ColumnElement[bool] | None,
 ) -> sa.Select:
-    """Another database's rows (those matching `where`) as one JSON array of text per row, or
-    text columns, with a row id numbered over the whole table, so it does not depend on `where`."""
+    """Another database's rows as one JSON array of text per row, or text columns, with a row
+    id numbered over the whole table."""
     row_id = sa.func.row_number().over(order_by=_row_order(engine, table, values))
     if engine.dialect.name == "postgresql":
         # Text casts keep PostgreSQL's own rendering of each value (JSON would reformat times).
@@ -293,11 +283,7 @@ def _select(
         select = sa.select(sa.cast(sa.func.json_build_array(*texts), sa.Text))
     else:
         select = sa.select(*[sa.cast(v, sa.String) for v in [*values, row_id]])
-    source = sa.table(table)
-    if where is None:
-        return select.select_from(source)
-    numbered = select.add_columns(where.label("__crm_kept")).select_from(source).subquery()
-    return sa.select(*list(numbered.c)[:-1]).where(numbered.c["__crm_kept"])
+    return select.select_from(sa.table(table))
 
 
 def _batches(engine: sa.Engine, select: sa.Select) -> Iterator[pa.Table]:
@@ -337,11 +323,10 @@ def stage(
     table: str,
     names: list[str],
     target: str,
-    where: sa.ColumnElement[bool] | None = None,
     shape: Shape = lambda rows: f"SELECT * FROM {rows}",
     checked: int | None = None,
 ) -> None:
-    """Copy a shop table (its rows matching `where`, when given) into a DuckDB temp table:
+    """Copy a shop table into a DuckDB temp table:
     shape(rows) of its rows, which are a relation of text columns (the names and ROW_ID),
     so the rows can be joined on their way in. A row is marked NOT_UTF8 when one of its
     first `checked` columns (default: all) holds bytes that are not UTF-8; in the others
@@ -355,7 +340,7 @@ def stage(
     )
     if _is_sqlite_file(engine):
         checked = len(names) if checked is None else checked
-        _stage_sqlite(conn, engine, table, names, target, where, shape, checked)
+        _stage_sqlite(conn, engine, table, names, target, shape, checked)
         return
     # A packed row is parsed once into a list of text values, then picked by position.
     # Such a database's driver decodes text itself, so no row is set aside for its bytes.
@@ -363,7 +348,7 @@ def stage(
     packed += f", false AS {NOT_UTF8}"
     plain = ", ".join(f"c{i} AS {quote_ident(n)}" for i, n in enumerate(all_names))
     plain += f", false AS {NOT_UTF8}"
-    for chunk in _batches(engine, _select(engine, table, [sa.column(n) for n in names], where)):
+    for chunk in _batches(engine, _select(engine, table, [sa.column(n) for n in names])):
         conn.register("chunk", chunk)
         rows = (
             f"SELECT {packed} FROM (SELECT json_transform(r, '[\"VARCHAR\"]') AS v FROM chunk)"
