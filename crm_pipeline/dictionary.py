@@ -27,6 +27,7 @@ from crm_pipeline.raw.tables import (
     raw_column_types,
     sql_types,
 )
+from crm_pipeline.reporting import personal_columns
 from crm_pipeline.staging.build import (
     MERGED_COLUMNS,
     MERGED_TABLE,
@@ -83,6 +84,39 @@ TABLES: dict[str, tuple[type[pa.DataFrameModel], list[tuple[str, str]]]] = {
 }
 
 
+# The delivered records, as raw holds them and staging cleans them, and the normaliser's cache
+# of delivered values: the pseudonymous published copy leaves them out (core holds their rows
+# under a customer key, and every log and quarantine table stays, its personal columns empty).
+RECORD_TABLES = frozenset(
+    [f"raw.{table}" for table in RAW_MODELS]
+    + [f"staging.{table}" for table in STAGING_MODELS]
+    + [CACHE_TABLE]
+)
+
+
+def published_columns(table: str, columns: list[str]) -> list[tuple[str, bool]] | None:
+    """How the pseudonymous published copy holds a warehouse table whose columns are
+    `columns`: each column and whether it is emptied (personal data: tagged so by the contract,
+    or a column the contract does not name, such as a delivery's extra columns); None when the
+    table is left out (a delivered record, or a table no contract describes, whose columns
+    nobody has tagged)."""
+    if table in RECORD_TABLES or table not in TABLES:
+        return None
+    model = TABLES[table][0]
+    contract = model.to_schema().columns
+    personal = personal_columns(model)
+    return [(name, name in personal or name not in contract) for name in columns]
+
+
+def published_note(table: str) -> str:
+    """What the pseudonymous published copy holds of a table, for the dictionary."""
+    if table in RECORD_TABLES:
+        return "Published copy (pseudonymous, the default): left out; read the warehouse."
+    if personal_columns(TABLES[table][0]):
+        return "Published copy (pseudonymous, the default): every row, personal columns empty."
+    return "Published copy: the whole table."
+
+
 def grain(model: type) -> str:
     """A table's grain: the first paragraph of its contract's docstring, as one line."""
     return " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())
@@ -116,7 +150,7 @@ def data_dictionary(warehouse: str | None = None) -> str:
     ]
     for table, (model, types) in TABLES.items():
         contract = model.to_schema().columns
-        lines += [f"## {table}", "", grain(model), ""]
+        lines += [f"## {table}", "", grain(model), "", published_note(table), ""]
         if stored and table not in stored:
             lines += ["Not in the warehouse yet: created when first written.", ""]
         lines += ["| column | type | personal | description |", "|---|---|---|---|"]

@@ -91,7 +91,7 @@ def erase(args: argparse.Namespace) -> int:
         f"Erased request {erasure.request_id}: {len(erasure.customer_keys)} customer(s) "
         f"({', '.join(erasure.customer_keys)}), "
         f"{erasure.records} source record(s), in the warehouse {Path(warehouse.path).resolve()} "
-        f"and the published copy {warehouse.published_path()} ({len(published)} tables). "
+        f"and the published copy {warehouse.published_path()} ({len(published.tables)} tables). "
         "Later loads blank these records again (raw.erased_records)."
     )
     if erasure.landing_files:
@@ -186,7 +186,7 @@ def rekey(args: argparse.Namespace) -> int:
     )
     print(
         f"{done}: the warehouse {Path(warehouse.path).resolve()} is rewritten, the published copy "
-        f"{warehouse.published_path()} ({len(published)} tables)"
+        f"{warehouse.published_path()} ({len(published.tables)} tables)"
         f"{' and the report' if report else ''} replaced. Keys kept outside the warehouse (saved "
         f"queries, exports) no longer match: look customers up again. Back up {path} with the "
         "warehouse."

@@ -2,16 +2,20 @@
 that got this far, so analysts never see half a run and never hold the file a run writes."""
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 
 from crm_pipeline import replace_file
+from crm_pipeline.dictionary import published_columns
 from crm_pipeline.failures import explained
-from crm_pipeline.resources import WAREHOUSE_POOL, WarehouseResource
+from crm_pipeline.raw.tables import quote_ident, quote_literal
+from crm_pipeline.resources import PSEUDONYMOUS, WAREHOUSE_POOL, WHOLE, WarehouseResource
 
 KEY = dg.AssetKey(["warehouse", "published"])
+_COPY = "published_copy"  # the new copy, attached while it is written
 
 
 def stored_version(warehouse: WarehouseResource) -> str:
@@ -24,16 +28,44 @@ def stored_version(warehouse: WarehouseResource) -> str:
     return str(tag).rstrip("+")
 
 
-def publish(warehouse: WarehouseResource) -> list[tuple[str, int]]:
-    """Copy the warehouse to its published path in one rename; returns the published tables
-    and their row counts.
+@dataclass(frozen=True)
+class Published:
+    """What a publish wrote: each table of the copy with its rows, and the warehouse's tables
+    it left out."""
 
-    The copy is written beside the target and renamed over it: a reader that has the old file
-    open keeps reading the old file (POSIX rename), and new readers get the new one.
+    tables: list[tuple[str, int]]
+    left_out: list[str]
+
+
+def publish(warehouse: WarehouseResource) -> Published:
+    """Write the published copy beside its path and rename it over it in one step: a reader
+    that has the old file open keeps reading the old file (POSIX rename), and new readers get
+    the new one.
+
+    By default the copy is pseudonymous (CRM_PUBLISHED_CONTENT): every table but the delivered
+    records of raw and staging, each personal column empty, written anew so that no personal
+    value is left in the file's bytes either. 'whole' copies the warehouse file as it is.
     """
     target = warehouse.published_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)  # left by a publish that was stopped
+    if warehouse.publishes_whole():
+        _copy_whole(warehouse, partial)
+        left_out = []
+    else:
+        left_out = _copy_pseudonymous(warehouse, partial)
+    with duckdb.connect(str(partial), read_only=True) as copy:
+        tables = copy.execute(
+            "SELECT schema_name || '.' || table_name, estimated_size FROM duckdb_tables() "
+            "ORDER BY 1"
+        ).fetchall()
+    replace_file(partial, target)
+    return Published(tables, left_out)
+
+
+def _copy_whole(warehouse: WarehouseResource, partial: Path) -> None:
+    """The warehouse file as it is, in the storage format the setting names."""
     if stored_version(warehouse) != warehouse.storage_version:
         # A warehouse made before the setting (or another one) is rewritten in its format
         # once, so the copy opens in the clients the setting names.
@@ -43,13 +75,45 @@ def publish(warehouse: WarehouseResource) -> list[tuple[str, int]]:
     with warehouse.connect() as conn:
         conn.execute("CHECKPOINT")  # everything in the main file, nothing left in the WAL
         shutil.copyfile(warehouse.path, partial)
-    with duckdb.connect(str(partial), read_only=True) as copy:
-        tables = copy.execute(
-            "SELECT schema_name || '.' || table_name, estimated_size FROM duckdb_tables() "
-            "ORDER BY 1"
+
+
+def _copy_pseudonymous(warehouse: WarehouseResource, partial: Path) -> list[str]:
+    """Write each published table into a new file, personal columns empty (NULL, in their
+    types); returns the tables left out."""
+    left_out = []
+    with warehouse.connect(memory_limit=warehouse.large_memory_limit) as conn:
+        tables = conn.execute(
+            """
+            SELECT schema_name, table_name,
+                   list(column_name ORDER BY column_index), list(data_type ORDER BY column_index)
+            FROM duckdb_columns()
+            WHERE table_oid IN (
+                SELECT table_oid FROM duckdb_tables() WHERE database_name = current_database()
+            )
+            GROUP BY ALL
+            ORDER BY ALL
+            """
         ).fetchall()
-    replace_file(partial, target)
-    return tables
+        version = quote_literal(warehouse.storage_version)
+        conn.execute(f"ATTACH {quote_literal(str(partial))} AS {_COPY} (STORAGE_VERSION {version})")
+        try:
+            for schema, name, columns, types in tables:
+                table = f"{quote_ident(schema)}.{quote_ident(name)}"
+                form = published_columns(f"{schema}.{name}", columns)
+                if form is None:
+                    left_out.append(f"{schema}.{name}")
+                    continue
+                select = ", ".join(
+                    f"CAST(NULL AS {kind}) AS {quote_ident(column)}"
+                    if emptied
+                    else quote_ident(column)
+                    for (column, emptied), kind in zip(form, types, strict=True)
+                )
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_COPY}.{quote_ident(schema)}")
+                conn.execute(f"CREATE TABLE {_COPY}.{table} AS SELECT {select} FROM {table}")
+        finally:
+            conn.execute(f"DETACH {_COPY}")
+    return left_out
 
 
 def published_asset(deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
@@ -70,7 +134,7 @@ def published_asset(deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
             dg.AssetCheckSpec(
                 "readable",
                 asset=KEY,
-                description="The published copy opens read-only and holds every table.",
+                description="The published copy opens read-only and holds tables.",
             )
         ],
     )
@@ -84,19 +148,22 @@ def published_asset(deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
         )
         reading = f"the warehouse {warehouse.path}, to publish it to {path}"
         with explained(context, reading, advice):
-            tables = publish(warehouse)
-        context.log.info(f"Published {len(tables)} tables to {path}")
+            done = publish(warehouse)
+        content = WHOLE if warehouse.publishes_whole() else PSEUDONYMOUS
+        context.log.info(f"Published {len(done.tables)} tables ({content}) to {path}")
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(path)),
-                "tables": len(tables),
+                "content": content,
+                "tables": len(done.tables),
+                "left_out": dg.MetadataValue.text(", ".join(done.left_out) or "none"),
                 "bytes": Path(path).stat().st_size,
             },
             check_results=[
                 dg.AssetCheckResult(
                     check_name="readable",
-                    passed=bool(tables),
-                    description=f"{len(tables)} tables readable in the published copy",
+                    passed=bool(done.tables),
+                    description=f"{len(done.tables)} tables readable in the published copy",
                 )
             ],
         )

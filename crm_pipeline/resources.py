@@ -31,6 +31,8 @@ WAREHOUSE_POOL = "warehouse"
 # staging in this format took 49.4 and 46.1 s, in DuckDB 2's 47.1 and 51.3 s and in 1.4's
 # 55.5 and 48.5 s (alternated; the machine's noise is as large as the differences).
 STORAGE_VERSION = "v1.5.0"
+# What the published copy holds (CRM_PUBLISHED_CONTENT).
+PSEUDONYMOUS, WHOLE = "pseudonymous", "whole"
 
 
 class WarehouseUnavailable(ActionableError):
@@ -45,6 +47,13 @@ class WarehouseResource(dg.ConfigurableResource):
         default="",
         description="The copy analysts read, swapped in after a good run; empty: "
         "published.duckdb beside the warehouse.",
+    )
+    published_content: str = Field(
+        default=PSEUDONYMOUS,
+        description="What the published copy holds: 'pseudonymous' (core, analytics, mining, "
+        "quarantine and the logs, every personal column empty; the delivered records of raw "
+        "and staging left out) or 'whole' (the warehouse as it is, personal data included, "
+        "for analysts cleared to read it).",
     )
     memory_limit: str = Field(
         default="1GB",
@@ -97,6 +106,17 @@ class WarehouseResource(dg.ConfigurableResource):
                 + ". Give ISO 3166 country codes, comma-separated, such as GB or US,CA."
             )
         return regions
+
+    def publishes_whole(self) -> bool:
+        """Whether the published copy is the whole warehouse (the setting, checked)."""
+        content = self.published_content.strip().lower()
+        if content not in (PSEUDONYMOUS, WHOLE):
+            raise ActionableError(
+                f"CRM_PUBLISHED_CONTENT {self.published_content!r} is neither "
+                f"'{PSEUDONYMOUS}' (the default: no personal data in the copy analysts read) "
+                f"nor '{WHOLE}' (the warehouse as it is, personal data included)."
+            )
+        return content == WHOLE
 
     def key_secret_path(self) -> Path:
         return (
@@ -167,6 +187,7 @@ class LandingZoneResource(dg.ConfigurableResource):
 SETTINGS = {
     "CRM_WAREHOUSE": DEFAULT_WAREHOUSE,
     "CRM_PUBLISHED": "",
+    "CRM_PUBLISHED_CONTENT": PSEUDONYMOUS,
     "CRM_KEY_SECRET_FILE": "",
     "CRM_TIME_ZONE": "UTC",
     "CRM_PHONE_REGIONS": ",".join(DEFAULT_PHONE_REGIONS),
@@ -177,7 +198,7 @@ SETTINGS = {
 
 def resources_from_env(resolve: bool = False) -> dict[str, dg.ConfigurableResource]:
     """The resources every asset uses, bound once: CRM_WAREHOUSE, CRM_PUBLISHED,
-    CRM_KEY_SECRET_FILE, CRM_TIME_ZONE, CRM_PHONE_REGIONS, CRM_LANDING_DIR, CRM_SHOP_URL.
+    CRM_PUBLISHED_CONTENT, CRM_KEY_SECRET_FILE, CRM_TIME_ZONE, CRM_PHONE_REGIONS, CRM_LANDING_DIR, CRM_SHOP_URL.
 
     A setting given in the environment is bound as an EnvVar, so the UI shows where it comes
     from; resolve=True reads the values now instead (for the command line).
@@ -192,6 +213,7 @@ def resources_from_env(resolve: bool = False) -> dict[str, dg.ConfigurableResour
         "warehouse": WarehouseResource(
             path=setting("CRM_WAREHOUSE"),
             published=setting("CRM_PUBLISHED"),
+            published_content=setting("CRM_PUBLISHED_CONTENT"),
             key_secret_file=setting("CRM_KEY_SECRET_FILE"),
             time_zone=setting("CRM_TIME_ZONE"),
             phone_regions=setting("CRM_PHONE_REGIONS"),

@@ -401,7 +401,7 @@ def test_a_run_of_a_selection_publishes_it_unless_told_not_to(
 ) -> None:
     warehouse = _shop_down(tiny_zone, tmp_path, monkeypatch)
     published = warehouse.with_name("published.duckdb")
-    loaded = "SELECT max(loaded_at) FROM raw.products"
+    loaded = "SELECT max(loaded_at) FROM raw.deliveries WHERE source = 'products'"
     assert _exit_code("--select", "key:raw/products") == 0
     first = _count(warehouse, loaded)
     assert _count(published, loaded) == first

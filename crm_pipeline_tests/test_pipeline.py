@@ -22,13 +22,15 @@ from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.crosswalk import pairwise_scores
 from crm_pipeline.definitions import defs
+from crm_pipeline.dictionary import RECORD_TABLES, data_dictionary
 from crm_pipeline.dictionary import TABLES as DICTIONARY_TABLES
-from crm_pipeline.dictionary import data_dictionary
 from crm_pipeline.generate import generate
 from crm_pipeline.mining.assets import mining_assets
 from crm_pipeline.mining.settings import MiningSettings
+from crm_pipeline.reporting import personal_columns
 from crm_pipeline.resources import LandingZoneResource, WarehouseResource
 from crm_pipeline.run import landing_days, materialize_all
+from crm_pipeline_tests.conftest import tables_quoting
 
 # Source names in the generator's summary -> raw tables.
 RAW_TABLE = {
@@ -277,6 +279,17 @@ def test_the_data_dictionary_gives_each_column_the_type_the_warehouse_stores(run
     # Tables written only by an erasure are listed, and said to be missing.
     erasures = text.split("\n## raw.erasures\n")[1].split("\n## ")[0]
     assert "Not in the warehouse yet" in erasures
+    # Each table says what the published copy holds of it, as the publish wrote it.
+    tables = "SELECT schema_name || '.' || table_name FROM duckdb_tables()"
+    held = {table for (table,) in conn.execute(tables).fetchall()}
+    with duckdb.connect(str(Path(warehouse).with_name("published.duckdb")), read_only=True) as copy:
+        in_copy = {table for (table,) in copy.execute(tables).fetchall()}
+    assert len(in_copy) > 20 and len(held - in_copy) > 10
+    for table, section in (part.split("\n", 1) for part in text.split("\n## ")[1:]):
+        said = section.split("Published copy")[1].split("\n")[0]
+        if table in held:
+            assert ("left out" in said) == (table not in in_copy), table
+    assert "personal columns empty" in text.split("\n## core.customers\n")[1].split("\n## ")[0]
     # No mart column of a type a BI tool's driver cannot read, or of none at all.
     odd = [
         (table, column, data_type)
@@ -646,14 +659,48 @@ def test_every_mining_table_is_written_and_the_recommender_evaluated(run) -> Non
     )
 
 
-def test_the_published_copy_holds_every_table_of_the_run(run) -> None:
+def test_the_published_copy_holds_the_run_without_its_personal_data(run) -> None:
     _, conn, _, _, _ = run
     warehouse = Path(conn.execute("SELECT file FROM pragma_database_list").fetchall()[0][0])
+    published = warehouse.parent / "published.duckdb"
     count = (
         "SELECT schema_name || '.' || table_name, estimated_size FROM duckdb_tables() ORDER BY 1"
     )
-    with duckdb.connect(str(warehouse.parent / "published.duckdb"), read_only=True) as copy:
-        assert copy.execute(count).fetchall() == conn.execute(count).fetchall()
+    held = conn.execute(count).fetchall()
+    personal = {
+        value
+        for column in ("email", "phone", "full_name", "address")
+        for (value,) in conn.execute(
+            f"SELECT DISTINCT {column} FROM raw.online_accounts WHERE length({column}) > 6"
+        ).fetchall()
+    }
+    assert len(personal) > 500 and tables_quoting(warehouse, list(personal))
+    with duckdb.connect(str(published), read_only=True) as copy:
+        # Every table of the run but the delivered records, every row of each.
+        kept = [(table, rows) for table, rows in held if table not in RECORD_TABLES]
+        assert copy.execute(count).fetchall() == kept
+        assert {"raw.deliveries", "quarantine.staging_rejects", "core.customers"} <= {
+            table for table, _ in kept
+        }
+        # Every personal column empty, every other column as the warehouse holds it.
+        emptied = []
+        for table, _ in kept:
+            info = copy.execute(f"SELECT name FROM pragma_table_info('{table}')").fetchall()
+            for column in personal_columns(DICTIONARY_TABLES[table][0]) & {n for (n,) in info}:
+                assert copy.execute(f"SELECT count({column}) FROM {table}").fetchall() == [(0,)]
+                emptied.append(f"{table}.{column}")
+        customers = sorted(personal_columns(DICTIONARY_TABLES["core.customers"][0]))
+        assert len(customers) >= 6 and len(emptied) > len(customers)
+        counts = " + ".join(f"count({c})" for c in customers)
+        assert copy.execute(f"SELECT {counts} FROM core.customers").fetchall() == [(0,)]
+        rest = (
+            f"SELECT * EXCLUDE ({', '.join(customers)}) FROM core.customers ORDER BY customer_key"
+        )
+        assert copy.execute(rest).fetchall() == conn.execute(rest).fetchall()
+    assert tables_quoting(published, list(personal)) == []
+    # Not in the file's bytes either: it is written anew, not copied and blanked.
+    data = published.read_bytes()
+    assert [value for value in personal if value.encode() in data] == []
 
 
 def test_no_materialization_or_check_shows_a_delivered_email_phone_or_name(run) -> None:

@@ -10,22 +10,27 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pytest
 
+from crm_pipeline.failures import ActionableError
 from crm_pipeline.publish import publish, published_asset, stored_version
 from crm_pipeline.resources import WarehouseResource
 
-FACTS = dg.AssetKey(["core", "facts"])
+# A table of the warehouse's contracts (one the published copy holds), written as a run would.
+FACTS = dg.AssetKey(["analytics", "model_runs"])
 
 
 def _run(warehouse: Path, value: int, check_passes: bool = True) -> dg.ExecuteInProcessResult:
-    """One run: an asset writes `value` into core.facts, its blocking check passes or not,
-    then the published step."""
+    """One run: an asset writes `value` into analytics.model_runs, its blocking check passes or
+    not, then the published step."""
 
     @dg.asset(key=FACTS, check_specs=[dg.AssetCheckSpec("good", asset=FACTS, blocking=True)])
     def facts(warehouse: WarehouseResource) -> dg.MaterializeResult:
         with warehouse.connect() as conn:
-            conn.execute("CREATE SCHEMA IF NOT EXISTS core")
-            conn.execute("CREATE OR REPLACE TABLE core.facts AS SELECT ? AS value", [value])
+            conn.execute("CREATE SCHEMA IF NOT EXISTS analytics")
+            conn.execute(
+                "CREATE OR REPLACE TABLE analytics.model_runs AS SELECT ? AS customers", [value]
+            )
         return dg.MaterializeResult(
             check_results=[dg.AssetCheckResult(check_name="good", passed=check_passes)]
         )
@@ -39,15 +44,15 @@ def _run(warehouse: Path, value: int, check_passes: bool = True) -> dg.ExecuteIn
 
 def _published_value(path: Path) -> int:
     with duckdb.connect(str(path), read_only=True) as conn:
-        return conn.execute("SELECT value FROM core.facts").fetchall()[0][0]
+        return conn.execute("SELECT customers FROM analytics.model_runs").fetchall()[0][0]
 
 
 ANALYST = """
 import sys, duckdb
 conn = duckdb.connect(sys.argv[1], read_only=True)
-print(conn.execute("SELECT value FROM core.facts").fetchall()[0][0], flush=True)
+print(conn.execute("SELECT customers FROM analytics.model_runs").fetchall()[0][0], flush=True)
 sys.stdin.readline()  # hold the copy open until the run is over
-print(conn.execute("SELECT value FROM core.facts").fetchall()[0][0], flush=True)
+print(conn.execute("SELECT customers FROM analytics.model_runs").fetchall()[0][0], flush=True)
 """
 
 
@@ -89,36 +94,68 @@ def test_a_run_whose_blocking_check_fails_leaves_the_published_copy_untouched(
     assert _published_value(published) == 1 and published.stat().st_mtime_ns == before
 
 
-def test_a_warehouse_in_duckdb_2s_format_is_published_once_in_the_format_1x_clients_open(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "warehouse.duckdb"
-    with duckdb.connect(str(path)) as conn:  # as versions before storage_version made it
-        conn.execute("CREATE TABLE sales AS SELECT range AS amount FROM range(1000)")
-    warehouse = WarehouseResource(path=str(path))
-    assert stored_version(warehouse) == "v2.0.0"
-    assert publish(warehouse) == [("main.sales", 1000)]
-    assert stored_version(warehouse) == warehouse.storage_version == "v1.5.0"
-    cli = Path(sys.executable).with_name("duckdb")  # the DuckDB CLI, a 1.x release
+def _duckdb_cli(path: Path, query: str) -> str:
+    """What the DuckDB CLI on PyPI, a 1.x release, prints for a query of a file, read-only."""
+    cli = Path(sys.executable).with_name("duckdb")
     done = subprocess.run(
-        [str(cli), "-readonly", "-csv", str(warehouse.published_path()), "-c", "FROM sales"],
+        [str(cli), "-readonly", "-csv", str(path), "-c", query],
         capture_output=True,
         text=True,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert len(done.stdout.split()) == 1 + 1000
+    return done.stdout
+
+
+def _duckdb_2_warehouse(path: Path, rows: int) -> WarehouseResource:
+    """A warehouse file in DuckDB 2's format, as versions before storage_version made it."""
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("CREATE SCHEMA core")
+        conn.execute("CREATE TABLE core.stores AS SELECT range AS store_id FROM range(?)", [rows])
+        conn.execute("CREATE TABLE main.sales AS SELECT range AS amount FROM range(?)", [rows])
+    return WarehouseResource(path=str(path))
+
+
+def test_a_warehouse_in_duckdb_2s_format_is_published_once_in_the_format_1x_clients_open(
+    tmp_path: Path,
+) -> None:
+    warehouse = _duckdb_2_warehouse(tmp_path / "warehouse.duckdb", 1000)
+    whole = warehouse.model_copy(update={"published_content": "whole"})
+    assert stored_version(warehouse) == "v2.0.0"
+    assert publish(whole).tables == [("core.stores", 1000), ("main.sales", 1000)]
+    assert stored_version(warehouse) == warehouse.storage_version == "v1.5.0"
+    assert len(_duckdb_cli(warehouse.published_path(), "FROM sales").split()) == 1 + 1000
+
+
+def test_the_pseudonymous_copy_is_written_in_the_format_1x_clients_open(tmp_path: Path) -> None:
+    warehouse = _duckdb_2_warehouse(tmp_path / "warehouse.duckdb", 1000)
+    done = publish(warehouse)
+    # A table no contract describes may hold anything: it stays in the warehouse.
+    assert done.tables == [("core.stores", 1000)] and done.left_out == ["main.sales"]
+    assert stored_version(warehouse) == "v2.0.0"  # the warehouse is not rewritten for it
+    assert _duckdb_cli(warehouse.published_path(), "SELECT sum(store_id) FROM core.stores").split(
+        "\n"
+    )[1] == str(sum(range(1000)))
+
+
+def test_a_published_content_setting_of_neither_kind_is_named(tmp_path: Path) -> None:
+    warehouse = _duckdb_2_warehouse(tmp_path / "warehouse.duckdb", 10)
+    wrong = warehouse.model_copy(update={"published_content": "all"})
+    with pytest.raises(ActionableError, match="CRM_PUBLISHED_CONTENT 'all' is neither"):
+        publish(wrong)
+    assert not wrong.published_path().exists()
 
 
 def test_files_written_anew_keep_the_permissions_an_operator_gave_them(tmp_path: Path) -> None:
     path = tmp_path / "warehouse.duckdb"
-    with duckdb.connect(str(path)) as conn:  # in DuckDB 2's format: publish rewrites it
-        conn.execute("CREATE TABLE sales AS SELECT range AS amount FROM range(10)")
-    warehouse = WarehouseResource(path=str(path))
+    warehouse = _duckdb_2_warehouse(path, 10)
+    whole = warehouse.model_copy(update={"published_content": "whole"})
     published = warehouse.published_path()
     published.write_bytes(b"")
     path.chmod(0o600)
     published.chmod(0o640)
-    publish(warehouse)  # the warehouse rewritten in its place, the copy replaced
+    publish(whole)  # in DuckDB 2's format: the warehouse rewritten in its place, the copy replaced
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(published.stat().st_mode) == 0o640
+    publish(warehouse)  # the pseudonymous copy, written anew, keeps them too
     assert stat.S_IMODE(published.stat().st_mode) == 0o640
