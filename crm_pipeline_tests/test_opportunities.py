@@ -19,7 +19,8 @@ SETTINGS = MiningSettings(min_segment_buyers=2, whitespace_ratio=0.7)
 def conn():
     """Eight individual customers, four in North and four in South. Everyone buys bread (b);
     in North two of four also buy apples (a) for 10, in South nobody does. N0 spent the most
-    and is probably gone."""
+    and is probably gone. S1 and S3 bought once (BG/NBD gives them no churn risk) and are in
+    the top monetary quintile; S3 is overdue by the rule, S1 only late."""
     conn = duckdb.connect()
     baskets = [
         (key(f"N{i}"), "2025-03-01", ["bread"] + (["apple"] if i < 2 else [])) for i in range(4)
@@ -35,11 +36,21 @@ def conn():
         SELECT DISTINCT customer_key, 'individual' AS customer_type,
                CASE WHEN customer_key IN $north THEN 'North' ELSE 'South' END AS region,
                'Town' AS city,
-               CASE WHEN customer_key = $n0 THEN 5 ELSE 3 END AS m_score,
-               CASE WHEN customer_key = $n0 THEN 0.2 ELSE 0.9 END AS p_alive
+               CASE WHEN customer_key IN ($n0, $s1, $s3) THEN 5 ELSE 3 END AS m_score,
+               CASE customer_key WHEN $n0 THEN 0.2 WHEN $s1 THEN 1 WHEN $s3 THEN 1 ELSE 0.9
+               END AS p_alive,
+               CASE WHEN customer_key NOT IN ($s1, $s3) THEN 1 - p_alive END AS churn_risk,
+               CASE customer_key WHEN $s3 THEN 2.4 WHEN $s1 THEN 1.5 ELSE 0.5 END AS gap_ratio,
+               CASE customer_key WHEN $s3 THEN 'high' WHEN $s1 THEN 'medium' ELSE 'low'
+               END AS rule_churn_tier
         FROM core.order_lines
         """,
-        {"north": [key(f"N{i}") for i in range(4)], "n0": key("N0")},
+        {
+            "north": [key(f"N{i}") for i in range(4)],
+            "n0": key("N0"),
+            "s1": key("S1"),
+            "s3": key("S3"),
+        },
     )
     conn.execute(
         """
@@ -108,11 +119,16 @@ def test_whitespace_needs_enough_buyers_to_judge_a_segment(conn) -> None:
 
 def test_win_back_and_cross_sell_name_their_customer(conn) -> None:
     _mine(conn)
-    ((target, _, value, reason, _),) = _found(conn, "win_back")
+    ((target, _, value, reason, _), one_time) = _found(conn, "win_back")
     # N0 spent 30 over three lines since 10 January: less than a year, so the yearly value
     # is what they spent.
     assert (target, value) == (key("N0"), pytest.approx(30.0))
     assert reason == "Spent 30 in 2 orders; last purchase 121 days ago; P(alive) 0.2"
+    # A one-time buyer, whose P(alive) of 1 is the model's assumption, is judged by the rule.
+    assert one_time[0] == key("S3") and one_time[2] == pytest.approx(10.0)
+    assert one_time[3] == (
+        "Spent 10 in 1 order; last purchase 120 days ago; overdue by the rule (gap ratio 2.4)"
+    )
     # Only rule-backed recommendations of priced products are cross-sell: S0's, worth 0.5 x 10,
     # and S2's second, worth 0.4 x 10.
     found = [(t, v) for t, _, v, _, _ in _found(conn, "cross_sell")]

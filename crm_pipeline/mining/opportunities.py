@@ -7,8 +7,10 @@ Five kinds, each with an estimated yearly value and a reason in plain words:
   `min_segment_buyers` buyers are left out (too small to tell);
 - regional_growth: a region or city whose revenue in the last 90 days beat the 90 before;
   value = the quarterly gain x 4 (a year at the new pace);
-- win_back: a customer in the top monetary quintile with P(alive) below 0.5; value = what a year
-  of them was worth (spend per year of their buying life, at least one year);
+- win_back: a customer in the top monetary quintile likely lost: P(alive) below 0.5, or, where
+  the model gives no churn risk (a one-time buyer, whom BG/NBD holds alive; no usable fit),
+  the rule's churn tier high (silent twice their typical gap); value = what a year of them was
+  worth (spend per year of their buying life, at least one year);
 - cross_sell: a customer's best rule-backed recommendation; value = the rule's confidence x the
   product's price;
 - upsell: a customer who bought in a category on 2+ days at a mean unit price below the
@@ -145,8 +147,9 @@ GROWTH = f"""
 WIN_BACK = f"""
     WITH fading AS (
         -- Only these customers' spending is summed.
-        SELECT customer_key, p_alive FROM analytics.scored_customers
-        WHERE m_score = 5 AND p_alive < 0.5
+        SELECT customer_key, p_alive, churn_risk, gap_ratio FROM analytics.scored_customers
+        WHERE m_score = 5
+          AND (p_alive < 0.5 OR (churn_risk IS NULL AND rule_churn_tier = 'high'))
     ), spend AS (
         SELECT customer_key, sum(net_amount) AS spent, count(DISTINCT order_id) AS orders,
                min(ordered_at) AS first_at, max(ordered_at) AS last_at
@@ -155,9 +158,12 @@ WIN_BACK = f"""
     SELECT 'win_back', 'customer', s.customer_key, NULL,
            CAST(p.spent / greatest(date_diff('day', p.first_at, CAST($as_of AS DATE)) / 365.25, 1)
                 AS DOUBLE),
-           'Spent ' || {_money("p.spent")} || ' in ' || p.orders || ' orders; last purchase '
-               || date_diff('day', p.last_at, CAST($as_of AS DATE)) || ' days ago; P(alive) '
-               || round(s.p_alive, 2)
+           'Spent ' || {_money("p.spent")} || ' in ' || p.orders
+               || CASE WHEN p.orders = 1 THEN ' order' ELSE ' orders' END || '; last purchase '
+               || date_diff('day', p.last_at, CAST($as_of AS DATE)) || ' days ago; '
+               || CASE WHEN s.churn_risk IS NULL
+                       THEN 'overdue by the rule (gap ratio ' || round(s.gap_ratio, 1) || ')'
+                       ELSE 'P(alive) ' || round(s.p_alive, 2) END
     FROM fading AS s JOIN spend AS p USING (customer_key)
 """
 
