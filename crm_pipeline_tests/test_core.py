@@ -4,7 +4,7 @@ keys survive a re-run and a new day, and every core check passes."""
 from __future__ import annotations
 
 import shutil
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -14,11 +14,14 @@ import pytest
 from pandera.typing import Series
 
 from crm_pipeline.checked import contract_digest
+from crm_pipeline.contracts import validate_query
 from crm_pipeline.core.assets import TABLES, _contract_check, _keys_check
 from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.line_sql import LINE_ORDER
 from crm_pipeline.core.model import build_customers, inquiries_as_of
+from crm_pipeline.core.order_lines import build_order_lines
 from crm_pipeline.core.quality import build_quality_report
+from crm_pipeline.core.schemas import CORE_MODELS
 from crm_pipeline.definitions import defs
 from crm_pipeline.run import range_tags
 from crm_pipeline.staging.build import ensure_tables
@@ -99,6 +102,32 @@ def test_orders_of_an_account_not_staged_or_in_another_currency_are_flagged(
             ("online_orders", date(2025, 1, 2), "other_currency", 1),
             ("online_orders", date(2025, 1, 2), "unknown_account", 1),
         ]
+
+
+def test_a_line_given_free_adds_its_units_and_no_revenue(
+    everything_kept: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(everything_kept, copy)
+    loaded = datetime.now(UTC).replace(tzinfo=None)
+    with duckdb.connect(str(copy)) as conn:
+        # R3's one line given free instead (the POS prints it at 0.00), staged again.
+        conn.execute(
+            "UPDATE staging.store_purchases SET unit_price = 0, loaded_at = ? "
+            "WHERE receipt_id = 'R3'",
+            [loaded],
+        )
+        build_order_lines(conn, CoreRules(test_account_domains=[]), loaded)
+        assert conn.execute(
+            "SELECT quantity, unit_price, gross_amount, net_amount FROM core.order_lines "
+            "WHERE order_id = 'R3'"
+        ).fetchall() == [(1, 0, 0, 0)]
+        outcome = validate_query(
+            conn, "SELECT * FROM core.order_lines", [], CORE_MODELS["order_lines"]
+        )
+        assert outcome.passed and outcome.rows == len(
+            conn.execute("SELECT * FROM core.order_lines").fetchall()
+        )
 
 
 def _flagged(conn: duckdb.DuckDBPyConnection) -> list[tuple]:

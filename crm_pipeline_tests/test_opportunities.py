@@ -141,6 +141,9 @@ def test_upsell_is_a_repeat_buyer_below_the_median_price(conn) -> None:
     cherries = [("U", "2025-02-01", 4), ("U", "2025-04-01", 4)]
     cherries += [("V", "2025-05-01", 4), ("V", "2025-05-01 18:00", 4)]
     cherries += [(buyer, "2025-05-02", 10 + 2 * i) for i, buyer in enumerate("WXYZQ")]
+    # Free gifts say nothing of what a customer pays: they would lower the median and make
+    # Q, who paid 18, a repeat buyer of cherries at 9 on average.
+    cherries += [("U", "2025-06-01", 0), ("Q", "2025-06-03", 0)]
     for number, (buyer, at, price) in enumerate(cherries):
         conn.execute(
             "INSERT INTO core.order_lines VALUES (?, ?, 'online', ?, 1, NULL, 'delivered', "

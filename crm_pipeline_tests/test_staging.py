@@ -92,7 +92,7 @@ def _rules(conn, source: str) -> dict[str, str]:
 
 def test_each_defect_class_goes_to_quarantine_under_its_rule(staged) -> None:
     rules = _rules(staged, "store_purchases")
-    assert rules["R2"] == ("non_positive_unit_price", "unit_price -20.00 is not positive")
+    assert rules["R2"] == ("negative_unit_price", "unit_price -20.00 is negative")
     assert rules["R3"][0] == "future_timestamp" and "after its delivery" in rules["R3"][1]
     assert rules["R4"] == ("unknown_sku", "sku SKU9 is not in staging.products")
     assert rules[""] == ("missing_required", "receipt_id is missing")
@@ -102,6 +102,21 @@ def test_each_defect_class_goes_to_quarantine_under_its_rule(staged) -> None:
     )
     assert rules["R6"] == ("unknown_store", "store_id S9 is not in staging.stores")
     assert rules.keys() == {"R2", "R3", "R4", "", "R5", "R6"}
+
+
+def test_a_line_priced_0_a_free_gift_is_staged(tmp_path: Path) -> None:
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    _insert(conn, "products", landing.PRODUCTS.columns, PRODUCTS, None)
+    _insert(conn, "stores", landing.STORES.columns, STORES, None)
+    gift = ["G1", "S1", "2025-03-01 15:00:00", "lc1", "", "SKU1", "1", "0.00", "card"]
+    _insert(conn, "store_purchases", landing.STORE_PURCHASES.columns, [RECEIPTS[0], gift], DAY)
+    _stage(conn, "products", landing.PRODUCTS.columns, None)
+    _stage(conn, "stores", landing.STORES.columns, None)
+    _stage(conn, "store_purchases", landing.STORE_PURCHASES.columns, [DAY])
+    assert conn.execute(
+        "SELECT receipt_id, unit_price FROM staging.store_purchases ORDER BY 1"
+    ).fetchall() == [("G1", 0), ("R1", 20)]
+    assert conn.execute("SELECT count(*) FROM quarantine.staging_rejects").fetchall() == [(0,)]
 
 
 def test_a_repeated_line_is_kept_once_and_recorded_as_merged(staged) -> None:

@@ -244,7 +244,9 @@ class OrderLines(CoreModel):
     subcategory: Series[str] = field("Product subcategory.")
     product_kind: Series[str] = field("physical, digital or service.")
     quantity: Series[int] = field("Units.", nullable=False, gt=0)
-    unit_price: Series[float] = field("Price per unit.", nullable=False, gt=0)
+    unit_price: Series[float] = field(
+        "Price per unit; 0 for a free gift or sample.", nullable=False, ge=0
+    )
     discount: Series[float] = field("Discount on the line.", nullable=False, ge=0)
     gross_amount: Series[float] = field("quantity x unit_price.", nullable=False)
     refund_amount: Series[float] = field(

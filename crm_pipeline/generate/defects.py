@@ -89,7 +89,8 @@ def blank(
 def negative_price(frame: Frame, dmg: Damage, col: str) -> None:
     rows = dmg.rows(frame, "negative_price", col)
     frame[col] = frame[col].astype(float)
-    frame[col][rows] = np.where(dmg.rng.random(len(rows)) < 0.7, -frame[col][rows], 0.0)
+    # The price negated, or a cent below zero (0 itself is a free gift, no defect).
+    frame[col][rows] = np.where(dmg.rng.random(len(rows)) < 0.7, -frame[col][rows], -0.01)
     dmg.log(rows, "negative_price", [f"{col} = {v}" for v in frame[col][rows]])
 
 

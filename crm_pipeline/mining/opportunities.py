@@ -14,7 +14,7 @@ Five kinds, each with an estimated yearly value and a reason in plain words:
 - cross_sell: a customer's best rule-backed recommendation; value = the rule's confidence x the
   product's price;
 - upsell: a customer who bought in a category on 2+ days at a mean unit price below the
-  category's median price; value = (the category's upper-quartile price - theirs) x their units
+  category's median price (lines given free left out of both); value = (the category's upper-quartile price - theirs) x their units
   in the category per year.
 """
 
@@ -182,16 +182,19 @@ CROSS_SELL = """
 """
 
 UPSELL = f"""
-    WITH bought AS (
+    WITH paid AS (
+        -- Lines sold at a price: a free gift says nothing of what a customer pays.
+        SELECT * FROM lines WHERE unit_price > 0 AND category IS NOT NULL
+    ), bought AS (
         -- Per customer and category: their units, mean price and first and last day.
         SELECT customer_key, category, sum(quantity) AS units,
                sum(unit_price * quantity) / sum(quantity) AS price,
                min(CAST(ordered_at AS DATE)) AS first_at, max(CAST(ordered_at AS DATE)) AS last_at
-        FROM lines WHERE customer_key IS NOT NULL AND category IS NOT NULL GROUP BY ALL
+        FROM paid WHERE customer_key IS NOT NULL GROUP BY ALL
     ), prices AS (
         SELECT category, median(unit_price) AS median_price,
                quantile_cont(unit_price, 0.75) AS upper_price
-        FROM lines WHERE category IS NOT NULL GROUP BY 1
+        FROM paid GROUP BY 1
     ), best AS (
         -- Bought on two days or more (a first day before the last), below the median
         -- price. Only the top few can be kept, so only they get their days counted.
@@ -204,7 +207,7 @@ UPSELL = f"""
         ORDER BY value DESC, customer_key, category LIMIT $per_type
     ), days AS (
         SELECT customer_key, category, count(DISTINCT CAST(ordered_at AS DATE)) AS days
-        FROM lines WHERE (customer_key, category) IN (SELECT (customer_key, category) FROM best)
+        FROM paid WHERE (customer_key, category) IN (SELECT (customer_key, category) FROM best)
         GROUP BY ALL
     )
     SELECT 'upsell', 'customer', b.customer_key, b.category, b.value,

@@ -7,8 +7,9 @@ and the business key duplicates are merged on. Pure data and SQL text, no Dagste
 Rules, one per defect class (first match wins, in this order):
 - missing_required: a value the row means nothing without is empty;
 - invalid_value: a value is there but does not parse as its type (a date, a number);
-- then the out-of-range rules, each named for what is impossible: non_positive_<column>
-  (price, quantity), negative_discount, discount_exceeds_price, negative_unit_cost,
+- then the out-of-range rules, each named for what is impossible: non_positive_quantity,
+  negative_<column> (a price, a cost or a discount: 0 is a free gift or service),
+  discount_exceeds_price,
   implausible_date (a year before 1900 or after 2199), future_timestamp (after the day it
   was delivered), timestamps_out_of_order (an inquiry
   answered or closed before it was opened), rating_off_scale, unknown_sku, unknown_store
@@ -250,6 +251,14 @@ def _positive(column: str) -> Check:
     )
 
 
+def _negative(column: str) -> Check:
+    """An amount below 0; 0 itself is a price or a cost (a free gift on a receipt, a free
+    service listed)."""
+    return Check(
+        f"negative_{column}", f"t.{column} < 0", f"'{column} ' || t.{column} || ' is negative'"
+    )
+
+
 def _scale(column: str, low: int, high: int) -> Check:
     return Check(
         "rating_off_scale",
@@ -293,14 +302,8 @@ PRODUCTS = Source(
     checks=(
         # A list price of 0 is a free service or gift; set aside, it would take every line
         # selling it to quarantine as unknown_sku.
-        Check(
-            "negative_unit_price",
-            "t.unit_price < 0",
-            "'unit_price ' || t.unit_price || ' is negative'",
-        ),
-        Check(
-            "negative_unit_cost", "t.unit_cost < 0", "'unit_cost ' || t.unit_cost || ' is negative'"
-        ),
+        _negative("unit_price"),
+        _negative("unit_cost"),
     ),
     daily=False,
 )
@@ -387,9 +390,9 @@ ONLINE_ORDER_ITEMS = Source(
     key=("order_id", "line_no"),
     checks=(
         _positive("quantity"),
-        _positive("unit_price"),
+        _negative("unit_price"),  # a free gift is a line priced 0
         _line_amount_limit(),
-        Check("negative_discount", "t.discount < 0", "'discount ' || t.discount || ' is negative'"),
+        _negative("discount"),
         Check(
             "discount_exceeds_price",
             "t.discount > t.quantity * t.unit_price",
@@ -418,7 +421,7 @@ STORE_PURCHASES = Source(
     checks=(
         _future("purchased_at"),
         _positive("quantity"),
-        _positive("unit_price"),
+        _negative("unit_price"),  # a free gift is a line priced 0
         _line_amount_limit(),
         _known("sku", "products", "sku"),
         _known("store_id", "stores", "store_id"),

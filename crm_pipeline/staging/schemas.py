@@ -151,7 +151,9 @@ class StagingOnlineOrderItems(StagingRecord):
     line_no: Series[int] = field("Line number within the order.", nullable=False)
     sku: Series[str] = field("Product SKU, known in staging.products.", nullable=False)
     quantity: Series[int] = field("Units ordered, > 0.", nullable=False, gt=0)
-    unit_price: Series[float] = field("Price per unit before discount, > 0.", nullable=False, gt=0)
+    unit_price: Series[float] = field(
+        "Price per unit before discount; 0 for a free gift.", nullable=False, ge=0
+    )
     discount: Series[float] = field(
         "Discount on the line in currency, >= 0 (0 when not given).", nullable=False, ge=0
     )
@@ -169,7 +171,9 @@ class StagingStorePurchases(StagingRecord):
     phone: Series[str] = phone_field("Phone given at the till,")
     sku: Series[str] = field("Product SKU, known in staging.products.", nullable=False)
     quantity: Series[int] = field("Units bought, > 0.", nullable=False, gt=0)
-    unit_price: Series[float] = field("Price per unit charged, > 0.", nullable=False, gt=0)
+    unit_price: Series[float] = field(
+        "Price per unit charged; 0 for a free gift.", nullable=False, ge=0
+    )
     payment_method: Series[str] = field("Payment method, lower-case.")
 
 
@@ -233,8 +237,8 @@ class StagingRejects(pa.DataFrameModel):
         isin=list(RULES),
         description=(
             "missing_required (a required value is empty), invalid_value (a value does not "
-            "parse), or the out-of-range rule of an impossible value: non_positive_unit_price (a "
-            "line's), negative_unit_price (a product's list price), "
+            "parse), or the out-of-range rule of an impossible value: negative_unit_price (a "
+            "line's or a product's list price: 0 is a free gift or service), "
             "non_positive_quantity, implausible_amount (a line of a billion or more), "
             "negative_discount, discount_exceeds_price, "
             "negative_unit_cost, future_timestamp (after its delivery day), "
