@@ -208,8 +208,14 @@ def _summary(args: argparse.Namespace) -> int:
     width = max(len(name) for name, _ in rows)
     for name, count in rows:
         print(f"  {name:<{width}}  {count:>12,}")
+    content = (
+        "the whole warehouse"
+        if warehouse.publishes_whole()
+        else "no personal data: those columns are empty, raw and staging stay in the warehouse"
+    )
     print(
-        f"\nQuery the published copy (read-only; swapped in after each good run): {readable}\n"
+        f"\nQuery the published copy (read-only; swapped in after each good run; {content}): "
+        f"{readable}\n"
         f'  .venv/bin/duckdb -readonly {readable} -c "FROM core.customers LIMIT 5"\n'
         f'  .venv/bin/python -c "import duckdb; '
         f"print(duckdb.connect('{readable}', read_only=True).sql('FROM core.customers LIMIT 5'))\"\n"
