@@ -211,14 +211,14 @@ def _summary(args: argparse.Namespace) -> int:
     content = (
         "the whole warehouse"
         if warehouse.publishes_whole()
-        else "no personal data: those columns are empty, raw and staging stay in the warehouse"
+        else "no personal data: personal columns empty, the delivered records left out"
     )
     print(
         f"\nQuery the published copy (read-only; swapped in after each good run; {content}): "
         f"{readable}\n"
-        f'  .venv/bin/duckdb -readonly {readable} -c "FROM core.customers LIMIT 5"\n'
+        f'  .venv/bin/duckdb -readonly {readable} -c "FROM analytics.scored_customers LIMIT 5"\n'
         f'  .venv/bin/python -c "import duckdb; '
-        f"print(duckdb.connect('{readable}', read_only=True).sql('FROM core.customers LIMIT 5'))\"\n"
+        f"print(duckdb.connect('{readable}', read_only=True).sql('FROM analytics.scored_customers LIMIT 5'))\"\n"
         "  Where every delivered row went: FROM core.quality_report\n"
         "  Rows set aside, and why: FROM quarantine.raw_rejects, FROM quarantine.staging_rejects\n"
         "  Every customer's scores: FROM analytics.scored_customers; next products: "
