@@ -84,13 +84,14 @@ TABLES: dict[str, tuple[type[pa.DataFrameModel], list[tuple[str, str]]]] = {
 }
 
 
-# The delivered records, as raw holds them and staging cleans them, and the normaliser's cache
-# of delivered values: the pseudonymous published copy leaves them out (core holds their rows
-# under a customer key, and every log and quarantine table stays, its personal columns empty).
-RECORD_TABLES = frozenset(
+# What the pseudonymous published copy leaves out: the delivered records, as raw holds them and
+# staging cleans them, the normaliser's cache of delivered values, and the records whose
+# people asked to be erased (that they asked is theirs too). Core holds the records' rows under
+# a customer key; every other log and quarantine table stays, its personal columns empty.
+UNPUBLISHED_TABLES = frozenset(
     [f"raw.{table}" for table in RAW_MODELS]
     + [f"staging.{table}" for table in STAGING_MODELS]
-    + [CACHE_TABLE]
+    + [CACHE_TABLE, ERASED_RECORDS]
 )
 
 
@@ -98,9 +99,9 @@ def published_columns(table: str, columns: list[str]) -> list[tuple[str, bool]] 
     """How the pseudonymous published copy holds a warehouse table whose columns are
     `columns`: each column and whether it is emptied (personal data: tagged so by the contract,
     or a column the contract does not name, such as a delivery's extra columns); None when the
-    table is left out (a delivered record, or a table no contract describes, whose columns
+    table is left out (UNPUBLISHED_TABLES, or a table no contract describes, whose columns
     nobody has tagged)."""
-    if table in RECORD_TABLES or table not in TABLES:
+    if table in UNPUBLISHED_TABLES or table not in TABLES:
         return None
     model = TABLES[table][0]
     contract = model.to_schema().columns
@@ -110,7 +111,7 @@ def published_columns(table: str, columns: list[str]) -> list[tuple[str, bool]] 
 
 def published_note(table: str) -> str:
     """What the pseudonymous published copy holds of a table, for the dictionary."""
-    if table in RECORD_TABLES:
+    if table in UNPUBLISHED_TABLES:
         return "Published copy (pseudonymous, the default): left out; read the warehouse."
     if personal_columns(TABLES[table][0]):
         return "Published copy (pseudonymous, the default): every row, personal columns empty."
@@ -151,7 +152,7 @@ def data_dictionary(warehouse: str | None = None) -> str:
     for table, (model, types) in TABLES.items():
         contract = model.to_schema().columns
         lines += [f"## {table}", "", grain(model), "", published_note(table), ""]
-        if stored and table not in stored:
+        if stored and table not in stored and table not in UNPUBLISHED_TABLES:
             lines += ["Not in the warehouse yet: created when first written.", ""]
         lines += ["| column | type | personal | description |", "|---|---|---|---|"]
         for name, data_type in types:

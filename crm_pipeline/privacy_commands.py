@@ -8,6 +8,19 @@ import sys
 from pathlib import Path
 
 
+def _setting_wrong(warehouse) -> bool:
+    """Whether a setting the command ends with (what the published copy holds) is wrong, said
+    on stderr: checked before anything changes, so a typo never leaves a request half done."""
+    from crm_pipeline.failures import ActionableError
+
+    try:
+        warehouse.publishes_whole()
+    except ActionableError as error:
+        print(error, file=sys.stderr)
+        return True
+    return False
+
+
 def erase(args: argparse.Namespace) -> int:
     """crm-pipeline erase: a data subject's erasure request, then the published copy anew."""
     from datetime import UTC, datetime
@@ -34,6 +47,8 @@ def erase(args: argparse.Namespace) -> int:
         )
         return 2
     warehouse = resources_from_env(resolve=True)["warehouse"]
+    if _setting_wrong(warehouse):
+        return 2
     if not Path(warehouse.path).exists():
         print(f"No warehouse at {warehouse.path}: nothing to erase.", file=sys.stderr)
         return 2
@@ -127,6 +142,8 @@ def rekey(args: argparse.Namespace) -> int:
 
     resources = resources_from_env(resolve=True)
     warehouse = resources["warehouse"]
+    if _setting_wrong(warehouse):
+        return 2
     path = warehouse.key_secret_path()
     if not Path(warehouse.path).exists():
         print(f"No warehouse at {warehouse.path}: no keys to replace.", file=sys.stderr)

@@ -49,7 +49,6 @@ def publish(warehouse: WarehouseResource) -> Published:
     target = warehouse.published_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    partial.unlink(missing_ok=True)  # left by a publish that was stopped
     if warehouse.publishes_whole():
         _copy_whole(warehouse, partial)
         left_out = []
@@ -94,6 +93,9 @@ def _copy_pseudonymous(warehouse: WarehouseResource, partial: Path) -> list[str]
             ORDER BY ALL
             """
         ).fetchall()
+        # Left by a publish that was stopped; removed only once this one holds the warehouse.
+        partial.unlink(missing_ok=True)
+        partial.with_name(partial.name + ".wal").unlink(missing_ok=True)
         version = quote_literal(warehouse.storage_version)
         conn.execute(f"ATTACH {quote_literal(str(partial))} AS {_COPY} (STORAGE_VERSION {version})")
         try:

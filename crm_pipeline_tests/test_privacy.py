@@ -169,6 +169,22 @@ def test_an_erasure_must_name_someone_and_needs_a_warehouse(
     assert "No warehouse at" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", [["erase", "--customer-key", "C0", "--reason", "t"], ["rekey"]])
+def test_a_wrong_published_content_setting_stops_a_privacy_command_before_any_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, command: list[str]
+) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse)) as conn:
+        conn.execute("CREATE TABLE kept AS SELECT 1 AS value")
+    before = warehouse.stat().st_mtime_ns
+    monkeypatch.setenv("CRM_WAREHOUSE", str(warehouse))
+    monkeypatch.setenv("CRM_PUBLISHED_CONTENT", "pseudonymised")
+    assert _command(*command) == 2
+    assert "CRM_PUBLISHED_CONTENT 'pseudonymised' is neither" in capsys.readouterr().err
+    assert warehouse.stat().st_mtime_ns == before
+    assert not (tmp_path / "published.duckdb").exists()
+
+
 def test_an_erasure_names_a_delivery_whose_rejected_line_quotes_the_customer(
     tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

@@ -141,6 +141,19 @@ def test_a_header_naming_a_column_twice_in_two_cases_is_set_aside_naming_it(
     ]
 
 
+def test_a_file_delivered_without_its_header_is_set_aside_quoting_no_value(
+    tmp_path: Path,
+) -> None:
+    # The first record stands where the header should: its values are shown by their shape.
+    conn, _ = _load(tmp_path, b"S1,Anna Berg,anna.berg@gmail.com\nS2,Bo,West\n")
+    ((reason, detail),) = conn.execute(
+        f"SELECT DISTINCT reason, detail FROM {REJECTS_TABLE}"
+    ).fetchall()
+    assert reason == "header_mismatch"
+    assert "(it has ['S1', 'Xxxx Xxxx', 'xxxx.xxxx@xxxxx.xxx'])" in detail
+    assert "Anna" not in detail and "gmail" not in detail
+
+
 @pytest.mark.parametrize("extra", [b"rowid", b"STORE_ID", b"__crm_file"])
 def test_delivered_names_never_collide_with_internal_ones(tmp_path: Path, extra: bytes) -> None:
     conn, check = _load(tmp_path, HEADER + b"," + extra + b"\nS1,A,West,x\n")

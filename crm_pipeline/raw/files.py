@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import datetime
 
 import duckdb
@@ -25,6 +26,7 @@ from crm_pipeline.raw.tables import (
     quote_ident,
     quote_literal,
 )
+from crm_pipeline.reporting import masked
 
 __all__ = ["Delivery", "deliveries", "load_csv", "load_jsonl"]
 
@@ -89,6 +91,15 @@ def _header_names(delivery: Delivery) -> tuple[str, ...]:
 # The widest CSV read: past it a file is set aside whole (DuckDB reads a file of 20,000 columns
 # into more than a GB of memory).
 MAX_COLUMNS = 1000
+# A header name shown as it is in a message: one word of letters, digits and underscores.
+_ONE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _shown_names(names: list[str]) -> list[str]:
+    """Header names for an operator's message: a name of one word (a column renamed, such as
+    nps_score) as it is, any other by its shape, since a file delivered without its header has
+    a record's values in its place (a name, an email)."""
+    return [name if _ONE_WORD.fullmatch(name) else masked(name) for name in names]
 
 
 def _contract_names(header: tuple[str, ...], contract: tuple[str, ...]) -> dict[str, str]:
@@ -130,7 +141,7 @@ def load_csv(
         missing = [c for c in contract if c not in _contract_names(header, contract)]
         duplicated = sorted({c for c in header if header.count(c) > 1})
         if missing or duplicated:
-            unexpected = [c for c in header if c not in contract]
+            unexpected = _shown_names([c for c in header if c not in contract])
             detail = (
                 f"{f.name}: header lacks {missing} (it has {unexpected or 'no other columns'})"
                 if missing

@@ -267,7 +267,10 @@ class ErasedRecords(_ErasureLog):
 class Erasures(_ErasureLog):
     """One row per erasure request: when, why, how many customers and records."""
 
-    reason: Series[str] = pa.Field(description="The reason given (e.g. a ticket number).")
+    reason: Series[str] = pa.Field(
+        description=f"The reason given (e.g. a ticket number); free text. {PERSONAL}",
+        metadata={"personal_data": True},
+    )
     customers: Series[int] = pa.Field(ge=1, description="Customer keys erased.")
     records: Series[int] = pa.Field(ge=0, description="Source records erased.")
 
