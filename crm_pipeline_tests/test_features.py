@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import duckdb
+import pandas as pd
 import pytest
 
 from crm_pipeline.analytics.features import (
@@ -21,9 +22,14 @@ def _warehouse(lines: list[tuple]) -> duckdb.DuckDBPyConnection:
     conn.execute("CREATE SCHEMA core")
     conn.execute(
         "CREATE TABLE core.order_lines (customer_key VARCHAR, ordered_at TIMESTAMP, "
-        "order_id VARCHAR, order_status VARCHAR, net_amount DECIMAL(14,2))"
+        "order_id VARCHAR, order_status VARCHAR, net_amount DECIMAL(14,2), "
+        "unit_price DECIMAL(12,2) DEFAULT 1)"
     )
-    conn.executemany("INSERT INTO core.order_lines VALUES (?, ?, ?, ?, ?)", lines)
+    conn.executemany(
+        "INSERT INTO core.order_lines (customer_key, ordered_at, order_id, order_status, "
+        "net_amount) VALUES (?, ?, ?, ?, ?)",
+        lines,
+    )
     return conn
 
 
@@ -36,6 +42,21 @@ LINES = [
     ("C2", datetime(2025, 3, 31, 23), "O6", "completed", 7),  # the as-of day counts
     (None, datetime(2025, 2, 1), "R1", "completed", 3),  # anonymous
 ]
+
+
+def test_a_line_given_free_is_no_purchase() -> None:
+    conn = _warehouse(LINES)
+    before = customer_features(conn, AS_OF)
+    # C1 picks up a free sample on a day of its own; C3 only ever got one.
+    for customer, order in (("C1", "G1"), ("C3", "G2")):
+        conn.execute(
+            "INSERT INTO core.order_lines VALUES (?, TIMESTAMP '2025-03-20 10:00', ?, "
+            "'completed', 0, 0)",
+            [customer, order],
+        )
+    after = customer_features(conn, AS_OF)
+    assert "C3" not in after.index
+    pd.testing.assert_frame_equal(after, before)
 
 
 def test_clv_inputs_merge_same_day_purchases_and_count_in_weeks() -> None:

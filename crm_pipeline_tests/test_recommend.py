@@ -115,13 +115,22 @@ def test_recommendations_never_repeat_a_purchase_and_rank_one_to_n(conn) -> None
     ).fetchall()[0][0]
 
 
-def test_a_product_bought_and_returned_is_neither_recommended_back_nor_a_sale(conn) -> None:
-    # B0 bought a cake before the cut-off and returned it; S1 bought cheese, new to them,
-    # after it and returned it too.
+# No sale: the order refunded, or the line given free (a gift says nothing of a choice).
+UNSOLD = {
+    "returned": "order_status = 'refunded'",
+    "given_free": "unit_price = 0, net_amount = 0",
+}
+
+
+@pytest.mark.parametrize("how", list(UNSOLD))
+def test_a_product_returned_or_given_free_is_neither_recommended_back_nor_a_sale(
+    conn, how: str
+) -> None:
+    # B0 got a cake before the cut-off, S1 cheese, new to them, after it; neither paid for it.
     returns = [("B0", "2025-03-05", ["cake"]), ("S1", "2025-04-12", ["cheese"])]
     order_lines(conn, _history() + returns, category=DAIRY | BAKERY)
     conn.execute(
-        "UPDATE core.order_lines SET order_status = 'refunded' WHERE order_id IN (?, ?)",
+        f"UPDATE core.order_lines SET {UNSOLD[how]} WHERE order_id IN (?, ?)",
         [f"O{len(_history())}", f"O{len(_history()) + 1}"],
     )
     _recommend(conn, 2)
@@ -135,8 +144,7 @@ def test_a_product_bought_and_returned_is_neither_recommended_back_nor_a_sale(co
     without = evaluate(purchase_lines(conn, END), CUTOFF, 2)
     order_lines(conn, _history() + returns[1:], category=DAIRY | BAKERY)
     conn.execute(
-        "UPDATE core.order_lines SET order_status = 'refunded' "
-        "WHERE sku = 'cheese' AND customer_key = 'S1'"
+        f"UPDATE core.order_lines SET {UNSOLD[how]} WHERE sku = 'cheese' AND customer_key = 'S1'"
     )
     assert evaluate(purchase_lines(conn, END), CUTOFF, 2) == without
 

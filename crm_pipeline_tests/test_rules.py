@@ -120,6 +120,17 @@ def test_baskets_after_the_day_are_not_counted(conn) -> None:
     assert _rules(conn)[("butter", "bread")]["support"] == pytest.approx(4 / 8)
 
 
+def test_a_line_given_free_is_in_no_basket(conn) -> None:
+    # A jam given free with every basket: no choice the customer made, so no rule.
+    conn.execute(
+        "INSERT INTO core.order_lines SELECT * REPLACE ('jam' AS sku, 'j' AS category, "
+        "0 AS unit_price, 0 AS net_amount, 99 AS line_no) FROM core.order_lines "
+        "WHERE sku = 'bread'"
+    )
+    mine_rules(conn, date(2025, 3, 1), ALL, {"product": "rules"})
+    _assert_matches(_rules(conn), brute_force(BASKETS))
+
+
 def test_an_online_order_and_a_store_receipt_with_the_same_id_are_two_baskets(conn) -> None:
     # Every basket again as a store receipt under the same id: twice the baskets, with the
     # same shares. Counted as one basket per id, there would be half as many.

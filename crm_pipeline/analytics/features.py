@@ -2,7 +2,7 @@
 BG/NBD and Gamma-Gamma models and the seed value score. Nothing after the day is read.
 
 Purchases on one day are one transaction (as in Fader, Hardie & Lee's CDNOW data); refunded
-and excluded orders are not purchases. Time for the CLV models is in weeks.
+and excluded orders, and lines given free, are not purchases. Time for the CLV models is in weeks.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ PURCHASE_DAYS_SQL = """
     FROM core.order_lines
     WHERE customer_key IS NOT NULL
       AND order_status <> 'refunded'
+      AND unit_price > 0  -- a free gift alone is no purchase
       AND ordered_at < CAST($as_of AS DATE) + INTERVAL 1 DAY
       AND ($start IS NULL OR ordered_at >= CAST($start AS DATE) + INTERVAL 1 DAY)
     GROUP BY ALL

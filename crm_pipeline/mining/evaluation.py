@@ -44,7 +44,7 @@ def evaluate(lines: Lines, cutoff: date, n: int) -> dict:
     """
     products = len(lines.sku)
     before = lines.upto(cutoff)
-    sold = ~lines.refunded  # a refunded product was owned, but is no purchase to find
+    sold = ~lines.unsold  # a product refunded or given free was owned, but is no purchase to find
     owned = unique_pairs(lines.customer[before], lines.product[before], products)
     after = ~before & sold
     later = unique_pairs(lines.customer[after], lines.product[after], products)

@@ -25,8 +25,8 @@ from datetime import date
 import duckdb
 import numpy as np
 
-# Every line of a known customer up to the day, refunded ones too: a product bought and
-# returned is no purchase (it counts in no share), but no recommendation either.
+# Every line of a known customer up to the day, refunded and free ones too: a product bought
+# and returned, or given, is no purchase (it counts in no share), but no recommendation either.
 PURCHASES = """
     SELECT * FROM core.order_lines
     WHERE customer_key IS NOT NULL
@@ -50,7 +50,7 @@ class Lines:
     customer: np.ndarray  # per line
     product: np.ndarray
     day: np.ndarray
-    refunded: np.ndarray  # per line: its order was refunded
+    unsold: np.ndarray  # per line: no sale (its order refunded, or the line given free)
 
     def upto(self, day: date | None) -> np.ndarray:
         """Which lines are on or before `day` (None: all of them)."""
@@ -98,7 +98,7 @@ def purchase_lines(conn: duckdb.DuckDBPyConnection, as_of: date) -> Lines:
         CREATE OR REPLACE TEMP TABLE top_lines AS
         SELECT customer_key, sku, category,
                CAST(CAST(ordered_at AS DATE) - DATE '1970-01-01' AS INTEGER) AS day,
-               order_status = 'refunded' AS refunded
+               order_status = 'refunded' OR unit_price = 0 AS unsold
         FROM ({PURCHASES}) WHERE sku IS NOT NULL
         """,
         {"as_of": as_of},
@@ -122,7 +122,7 @@ def purchase_lines(conn: duckdb.DuckDBPyConnection, as_of: date) -> Lines:
     keys = conn.execute("SELECT customer_key FROM top_customers ORDER BY i").fetchnumpy()
     numbered = conn.execute(
         """
-        SELECT c.i, p.j, l.day, l.refunded
+        SELECT c.i, p.j, l.day, l.unsold
         FROM top_lines AS l
         JOIN top_customers AS c USING (customer_key)
         JOIN top_products AS p USING (sku)
@@ -139,7 +139,7 @@ def purchase_lines(conn: duckdb.DuckDBPyConnection, as_of: date) -> Lines:
         customer=np.asarray(numbered["i"], np.int64),  # no copy: already these types
         product=np.asarray(numbered["j"], np.int64),
         day=np.asarray(numbered["day"], np.int32),
-        refunded=np.asarray(numbered["refunded"], bool),
+        unsold=np.asarray(numbered["unsold"], bool),
     )
 
 
@@ -164,10 +164,10 @@ def purchases(
 ) -> Purchases:
     """The purchases in `lines` up to the end of `upto` (default: all of them). Shares count
     every buyer's lines; customers are those numbered in `customers` (sorted, distinct) that bought
-    by then, else every buyer. Products never bought by then are not candidates. A refunded
-    line is no purchase, but its product is owned (never recommended back)."""
+    by then, else every buyer. Products never bought by then are not candidates. A line
+    refunded or given free is no purchase, but its product is owned (never recommended back)."""
     held = lines.upto(upto)
-    kept = held & ~lines.refunded
+    kept = held & ~lines.unsold
     customer, product = lines.customer[kept], lines.product[kept]
     returned_customer, returned_product = lines.customer[held], lines.product[held]
     counts = np.bincount(product, minlength=len(lines.sku))
