@@ -91,14 +91,15 @@ def _header_names(delivery: Delivery) -> tuple[str, ...]:
 # The widest CSV read: past it a file is set aside whole (DuckDB reads a file of 20,000 columns
 # into more than a GB of memory).
 MAX_COLUMNS = 1000
-# A header name shown as it is in a message: one word of letters, digits and underscores.
-_ONE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A header name shown as it is in a message: one word of letters, digits and underscores, or
+# several joined by another delimiter than the contract's (a header written with semicolons).
+_ONE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:[;|\t][A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def _shown_names(names: list[str]) -> list[str]:
     """Header names for an operator's message: a name of one word (a column renamed, such as
-    nps_score) as it is, any other by its shape, since a file delivered without its header has
-    a record's values in its place (a name, an email)."""
+    nps_score; words joined by a semicolon) as it is, any other by its shape, since a file
+    delivered without its header has a record's values in its place (a name, an email)."""
     return [name if _ONE_WORD.fullmatch(name) else masked(name) for name in names]
 
 
