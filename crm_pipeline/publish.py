@@ -30,9 +30,10 @@ def stored_version(warehouse: WarehouseResource) -> str:
 
 @dataclass(frozen=True)
 class Published:
-    """What a publish wrote: each table of the copy with its rows, and the warehouse's tables
-    it left out."""
+    """What a publish wrote: the copy's content (pseudonymous or whole), each of its tables with
+    its rows, and the warehouse's tables it left out."""
 
+    content: str
     tables: list[tuple[str, int]]
     left_out: list[str]
 
@@ -49,7 +50,8 @@ def publish(warehouse: WarehouseResource) -> Published:
     target = warehouse.published_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    if warehouse.publishes_whole():
+    whole = warehouse.publishes_whole()
+    if whole:
         _copy_whole(warehouse, partial)
         left_out = []
     else:
@@ -60,7 +62,7 @@ def publish(warehouse: WarehouseResource) -> Published:
             "ORDER BY 1"
         ).fetchall()
     replace_file(partial, target)
-    return Published(tables, left_out)
+    return Published(WHOLE if whole else PSEUDONYMOUS, tables, left_out)
 
 
 def _copy_whole(warehouse: WarehouseResource, partial: Path) -> None:
@@ -151,12 +153,11 @@ def published_asset(deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
         reading = f"the warehouse {warehouse.path}, to publish it to {path}"
         with explained(context, reading, advice):
             done = publish(warehouse)
-        content = WHOLE if warehouse.publishes_whole() else PSEUDONYMOUS
-        context.log.info(f"Published {len(done.tables)} tables ({content}) to {path}")
+        context.log.info(f"Published {len(done.tables)} tables ({done.content}) to {path}")
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(path)),
-                "content": content,
+                "content": done.content,
                 "tables": len(done.tables),
                 "left_out": dg.MetadataValue.text(", ".join(done.left_out) or "none"),
                 "bytes": Path(path).stat().st_size,

@@ -198,7 +198,8 @@ SETTINGS = {
 
 def resources_from_env(resolve: bool = False) -> dict[str, dg.ConfigurableResource]:
     """The resources every asset uses, bound once: CRM_WAREHOUSE, CRM_PUBLISHED,
-    CRM_PUBLISHED_CONTENT, CRM_KEY_SECRET_FILE, CRM_TIME_ZONE, CRM_PHONE_REGIONS, CRM_LANDING_DIR, CRM_SHOP_URL.
+    CRM_PUBLISHED_CONTENT, CRM_KEY_SECRET_FILE, CRM_TIME_ZONE, CRM_PHONE_REGIONS,
+    CRM_LANDING_DIR, CRM_SHOP_URL.
 
     A setting given in the environment is bound as an EnvVar, so the UI shows where it comes
     from; resolve=True reads the values now instead (for the command line).

@@ -12,15 +12,16 @@ from datetime import date
 import duckdb
 import pandas as pd
 
+from crm_pipeline.core.line_sql import SOLD
+
 # A purchase day of a customer from $start (exclusive; NULL: from the beginning) to the end
 # of $as_of, with its value and orders.
-PURCHASE_DAYS_SQL = """
+PURCHASE_DAYS_SQL = f"""
     SELECT customer_key, CAST(ordered_at AS DATE) AS day, sum(net_amount) AS value,
            count(DISTINCT order_id) AS orders
     FROM core.order_lines
     WHERE customer_key IS NOT NULL
-      AND order_status <> 'refunded'
-      AND unit_price > 0  -- a free gift alone is no purchase
+      AND {SOLD}
       AND ordered_at < CAST($as_of AS DATE) + INTERVAL 1 DAY
       AND ($start IS NULL OR ordered_at >= CAST($start AS DATE) + INTERVAL 1 DAY)
     GROUP BY ALL

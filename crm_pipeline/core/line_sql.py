@@ -219,6 +219,9 @@ def kept_lines_sql() -> str:
 
 # An order's net amount before refunds, over its kept lines: what size bands split.
 NET = "sum(quantity * unit_price - discount)"
+# An order line that is a sale: its order not refunded, and not given free (a gift says nothing
+# of a choice the customer made). A line that is no sale still tells what the customer owns.
+SOLD = "order_status <> 'refunded' AND unit_price > 0"
 
 
 def order_totals_table(conn: duckdb.DuckDBPyConnection, also: str | None = None) -> None:

@@ -14,8 +14,8 @@ Five kinds, each with an estimated yearly value and a reason in plain words:
 - cross_sell: a customer's best rule-backed recommendation; value = the rule's confidence x the
   product's price;
 - upsell: a customer who bought in a category on 2+ days at a mean unit price below the
-  category's median price (lines given free left out of both); value = (the category's upper-quartile price - theirs) x their units
-  in the category per year.
+  category's median price (lines given free left out of both); value = (the category's
+  upper-quartile price - theirs) x their units in the category per year.
 """
 
 from __future__ import annotations

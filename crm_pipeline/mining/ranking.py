@@ -25,6 +25,8 @@ from datetime import date
 import duckdb
 import numpy as np
 
+from crm_pipeline.core.line_sql import SOLD
+
 # Every line of a known customer up to the day, refunded and free ones too: a product bought
 # and returned, or given, is no purchase (it counts in no share), but no recommendation either.
 PURCHASES = """
@@ -98,7 +100,7 @@ def purchase_lines(conn: duckdb.DuckDBPyConnection, as_of: date) -> Lines:
         CREATE OR REPLACE TEMP TABLE top_lines AS
         SELECT customer_key, sku, category,
                CAST(CAST(ordered_at AS DATE) - DATE '1970-01-01' AS INTEGER) AS day,
-               order_status = 'refunded' OR unit_price = 0 AS unsold
+               NOT ({SOLD}) AS unsold
         FROM ({PURCHASES}) WHERE sku IS NOT NULL
         """,
         {"as_of": as_of},

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from crm_pipeline.core.line_sql import SOLD
 from crm_pipeline.mining.ranking import unique_pairs
 from crm_pipeline.mining.settings import MiningSettings
 
@@ -73,11 +74,7 @@ def _basket_lines(conn: duckdb.DuckDBPyConnection, as_of: date) -> dict[str, tup
     """Per level: the items by number (names in order), and each line's basket and item
     number (-1 where the line has none). The lines are those up to the end of `as_of` that
     make baskets."""
-    # A line given free is no choice the customer made: no basket holds it.
-    where = (
-        "order_status <> 'refunded' AND unit_price > 0 "
-        "AND ordered_at < CAST($as_of AS DATE) + INTERVAL 1 DAY"
-    )
+    where = f"{SOLD} AND ordered_at < CAST($as_of AS DATE) + INTERVAL 1 DAY"
     names = {
         level: [
             row[0]
