@@ -104,24 +104,40 @@ def test_orders_of_an_account_not_staged_or_in_another_currency_are_flagged(
         ]
 
 
-def test_a_line_given_free_adds_its_units_and_no_revenue(
+def test_a_line_given_free_adds_its_units_and_no_revenue_and_makes_no_order(
     everything_kept: Path, tmp_path: Path
 ) -> None:
     copy = tmp_path / "warehouse.duckdb"
     shutil.copyfile(everything_kept, copy)
     loaded = datetime.now(UTC).replace(tzinfo=None)
+    rules = CoreRules(test_account_domains=[])
+    ann = _keys(everything_kept)["online_accounts", "A1"]
     with duckdb.connect(str(copy)) as conn:
-        # R3's one line given free instead (the POS prints it at 0.00), staged again.
+
+        def ann_purchases() -> tuple:
+            return conn.execute(
+                "SELECT store_orders, first_purchase_at, last_purchase_at FROM core.customers "
+                "WHERE customer_key = ?",
+                [ann],
+            ).fetchone()
+
+        # Ann's receipts: R1 in the morning, R2 at noon, both of day 1.
+        assert ann_purchases() == (2, datetime(2025, 1, 1, 9), datetime(2025, 1, 1, 12))
+        # R2's one line given free instead (the POS prints it at 0.00), staged again.
         conn.execute(
             "UPDATE staging.store_purchases SET unit_price = 0, loaded_at = ? "
-            "WHERE receipt_id = 'R3'",
+            "WHERE receipt_id = 'R2'",
             [loaded],
         )
-        build_order_lines(conn, CoreRules(test_account_domains=[]), loaded)
+        build_order_lines(conn, rules, loaded)
         assert conn.execute(
             "SELECT quantity, unit_price, gross_amount, net_amount FROM core.order_lines "
-            "WHERE order_id = 'R3'"
+            "WHERE order_id = 'R2'"
         ).fetchall() == [(1, 0, 0, 0)]
+        # A receipt of free lines is no purchase: one store receipt left, and her last
+        # purchase is her online order of 10:00.
+        build_customers(conn, rules)
+        assert ann_purchases() == (1, datetime(2025, 1, 1, 9), datetime(2025, 1, 1, 10))
         outcome = validate_query(
             conn, "SELECT * FROM core.order_lines", [], CORE_MODELS["order_lines"]
         )
@@ -245,7 +261,8 @@ def _staged_warehouse() -> duckdb.DuckDBPyConnection:
     )
     conn.execute(
         "CREATE TABLE core.order_lines (customer_key VARCHAR, ordered_at TIMESTAMP, "
-        "channel VARCHAR, order_id VARCHAR, store_id VARCHAR, order_status VARCHAR)"
+        "channel VARCHAR, order_id VARCHAR, store_id VARCHAR, order_status VARCHAR, "
+        "unit_price DECIMAL(12, 2) DEFAULT 1)"
     )
     return conn
 
@@ -279,7 +296,8 @@ def test_golden_record_ties_go_to_the_greatest_value_whatever_the_row_order() ->
     # C2 bought in two stores at the same instant.
     for store in ("S2", "S1"):
         conn.execute(
-            "INSERT INTO core.order_lines VALUES ('C2', ?, 'store', ?, ?, 'completed')",
+            "INSERT INTO core.order_lines (customer_key, ordered_at, channel, order_id, "
+            "store_id, order_status) VALUES ('C2', ?, 'store', ?, ?, 'completed')",
             [opened, f"R-{store}", store],
         )
     build_customers(conn, CoreRules(test_account_domains=[], staff_email_domains=[]))

@@ -135,3 +135,40 @@ def test_a_receipt_across_midnight_counts_once_and_its_lines_keep_their_months()
     assert months == [("2025-01", 10.0, 1, 10.0), ("2025-02", 10.0, 0, None)]
     overall = _row(conn, "eff", "breakdown = 'overall'")
     assert (overall["orders"], overall["revenue"]) == (1, 20.0)
+
+
+def test_lines_given_free_are_no_orders_purchases_or_conversions_but_cost(conn) -> None:
+    sales_efficiency(conn, DAY, "eff_before")
+    cohort_retention(conn, DAY, "ret_before")
+    inquiry_conversion(conn, DAY, 14, "conv_before")
+    # Free samples: C's only receipt, B's only visit in March, and an apple for A two days
+    # after A asked about apples (I2): a gift says nothing of what anyone chose to buy.
+    conn.execute(
+        """
+        INSERT INTO core.order_lines VALUES
+            ($c, '2025-03-10 12:00', 'store', 'G1', 1, 'S1', 'completed', 'apple', 'a',
+             1, 0, 0, -2.5),
+            ($b, '2025-03-11 12:00', 'online', 'G2', 1, NULL, 'delivered', 'apple', 'a',
+             2, 0, 0, -5),
+            ($a, '2025-02-22 12:00', 'online', 'G3', 1, NULL, 'delivered', 'apple', 'a',
+             1, 0, 0, -2.5)
+        """,
+        {"a": A, "b": B, "c": key("C")},
+    )
+    sales_efficiency(conn, DAY, "eff")
+    cohort_retention(conn, DAY, "ret")
+    inquiry_conversion(conn, DAY, 14, "conv")
+    for breakdown, group in (("overall", "all"), ("category", "a"), ("store", "S1")):
+        where = f"breakdown = '{breakdown}' AND group_value = '{group}'"
+        before, after = _row(conn, "eff_before", where), _row(conn, "eff", where)
+        counted = ("orders", "customers", "repeat_purchase_rate", "revenue")
+        assert {c: after[c] for c in counted} == {c: before[c] for c in counted}, breakdown
+    before, after = (
+        _row(conn, "eff_before", "breakdown = 'overall'"),
+        _row(conn, "eff", "breakdown = 'overall'"),
+    )
+    # Their units left the shelves and their cost is a cost of selling.
+    assert (after["units"], after["margin"]) == (before["units"] + 4, before["margin"] - 10)
+    for table in ("ret", "conv"):
+        assert conn.execute(f"FROM {table} EXCEPT ALL FROM {table}_before").fetchall() == []
+        assert conn.execute(f"FROM {table}_before EXCEPT ALL FROM {table}").fetchall() == []

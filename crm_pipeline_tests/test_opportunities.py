@@ -135,6 +135,25 @@ def test_win_back_and_cross_sell_name_their_customer(conn) -> None:
     assert found == [(key("S0"), 5.0), (key("S2"), pytest.approx(4.0))]
 
 
+def test_free_samples_make_no_buyers_and_no_orders(conn) -> None:
+    # South is handed free apples, and N0 a free loaf after their last order: no purchase.
+    samples = [("S0", "apple", "a"), ("S1", "apple", "a"), ("N0", "bread", "b")]
+    for number, (buyer, sku, category) in enumerate(samples):
+        conn.execute(
+            "INSERT INTO core.order_lines VALUES (?, '2025-06-01 12:00', 'store', ?, 1, 'S9', "
+            "'completed', ?, ?, 1, 0, 0, -2.5)",
+            [key(buyer), f"G{number}", sku, category],
+        )
+    _mine(conn)
+    assert conn.execute(
+        "SELECT category_buyers, whitespace FROM mining.penetration "
+        "WHERE region = 'South' AND category = 'a'"
+    ).fetchone() == (0, True)
+    (target, _, value, reason, _) = _found(conn, "win_back")[0]
+    assert (target, value) == (key("N0"), pytest.approx(30.0))
+    assert reason == "Spent 30 in 2 orders; last purchase 121 days ago; P(alive) 0.2"
+
+
 def test_upsell_is_a_repeat_buyer_below_the_median_price(conn) -> None:
     # Cherries (c): U buys at 4 on two days, V at 4 twice on one day, five others once each
     # at 10 to 18. Line prices 4 4 4 4 10 12 14 16 18: median 10, upper quartile 14.

@@ -115,11 +115,14 @@ def test_a_customers_home_store_and_top_category_break_ties_by_name_and_ignore_l
         # Online only, and a refund is no purchase.
         ("B", "o6", "online", None, "2025-01-02", "Books", 15, "completed"),
         ("B", "o7", "store", "S1", "2025-01-03", "Tools", 50, "refunded"),
+        # Nor is a free sample (one unit at 0).
+        ("B", "o8", "store", "S2", "2025-01-04", "Garden", 0, "completed"),
     ]
     conn.execute(
         "CREATE TABLE core.order_lines AS SELECT c AS customer_key, o AS order_id, "
         "ch AS channel, s AS store_id, CAST(d AS TIMESTAMP) AS ordered_at, k AS category, "
-        "CAST(n AS DECIMAL(12, 2)) AS net_amount, st AS order_status "
+        "CAST(n AS DECIMAL(12, 2)) AS net_amount, net_amount AS unit_price, "
+        "st AS order_status "
         "FROM (SELECT unnest(?, recursive := true))",
         [[dict(zip(("c", "o", "ch", "s", "d", "k", "n", "st"), line)) for line in lines]],
     )

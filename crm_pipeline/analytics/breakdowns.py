@@ -12,6 +12,7 @@ from datetime import date
 import duckdb
 
 from crm_pipeline.core.classify import CoreRules, channel_preference_sql
+from crm_pipeline.core.line_sql import SOLD
 from crm_pipeline.core.model import inquiries_as_of
 
 UNKNOWN = "(unknown)"  # no customer key, or a customer first seen after the day
@@ -21,7 +22,7 @@ NO_PURCHASE = "(no purchase)"
 UNTIL = "< CAST($as_of AS DATE) + INTERVAL 1 DAY"
 PURCHASES = f"""
     SELECT * FROM core.order_lines
-    WHERE customer_key IS NOT NULL AND order_status <> 'refunded' AND ordered_at {UNTIL}
+    WHERE customer_key IS NOT NULL AND {SOLD} AND ordered_at {UNTIL}
 """
 
 

@@ -13,6 +13,7 @@ import duckdb
 
 from crm_pipeline.core.classify import CoreRules, channel_preference_sql, lifecycle_sql
 from crm_pipeline.core.exclusions import CROSSWALK, excluded_customers, record_exclusions
+from crm_pipeline.core.line_sql import SOLD
 
 
 def _latest(column: str) -> str:
@@ -109,7 +110,7 @@ def build_customers(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
             FROM core.order_lines
             WHERE customer_key IS NOT NULL
               AND CAST(ordered_at AS DATE) <= {as_of}
-              AND order_status <> 'refunded'
+              AND {SOLD}
             GROUP BY customer_key, channel, order_id
         ), purchases AS (
             SELECT

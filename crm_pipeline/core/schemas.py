@@ -163,10 +163,16 @@ class Customers(CoreModel):
     )
     first_seen_at: Series[pd.Timestamp] = field("Earliest record of the customer.")
     key_since: Series[pd.Timestamp] = field("When the key was first given.", nullable=False)
-    first_purchase_at: Series[pd.Timestamp] = field("First purchase up to as_of.")
+    first_purchase_at: Series[pd.Timestamp] = field(
+        "First purchase up to as_of (a line not refunded and not given free)."
+    )
     last_purchase_at: Series[pd.Timestamp] = field("Last purchase up to as_of.")
-    online_orders: Series[int] = field("Online orders up to as_of.", nullable=False, ge=0)
-    store_orders: Series[int] = field("Store receipts up to as_of.", nullable=False, ge=0)
+    online_orders: Series[int] = field(
+        "Online orders holding a purchase up to as_of.", nullable=False, ge=0
+    )
+    store_orders: Series[int] = field(
+        "Store receipts holding a purchase up to as_of.", nullable=False, ge=0
+    )
     lifecycle_stage: Series[str] = field(
         "new (first purchase within new_days), active (last within active_days), lapsing "
         "(within lapsing_days), lapsed (longer ago), prospect (never bought).",

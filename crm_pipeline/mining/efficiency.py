@@ -1,7 +1,10 @@
 """Sales efficiency as of a day, in DuckDB: where selling works well or badly.
 
-Sales are the order lines up to the day that are not refunded; an order is an online order or a
-store receipt. Revenue is net of discounts and refunds; margin is summed where cost is known.
+Sales are the order lines up to the day that are not refunded and not given free; an order (an
+online order or a store receipt) counts when it holds a sale, and so does a customer. Revenue,
+units and margin also sum the lines given free: no revenue, their units and their cost (a gift
+is a cost of selling). Revenue is net of discounts and refunds; margin is summed where cost is
+known.
 """
 
 from __future__ import annotations
@@ -10,13 +13,16 @@ from datetime import date
 
 import duckdb
 
+from crm_pipeline.core.line_sql import SOLD
 from crm_pipeline.core.model import inquiries_as_of
 from crm_pipeline.core.schemas import key_number
 
-SALES = """
+# What left the shelves up to the day (lines not refunded, free ones too), and of it the sales.
+SHIPPED = """
     SELECT * FROM core.order_lines
     WHERE order_status <> 'refunded' AND ordered_at < CAST($as_of AS DATE) + INTERVAL 1 DAY
 """
+SALES = f"SELECT * FROM ({SHIPPED}) WHERE {SOLD}"
 INQUIRIES = inquiries_as_of("$as_of")
 BREAKDOWNS = {
     "store": "coalesce(store_id, '(online)')",
@@ -82,8 +88,9 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
             FROM (SELECT customer_key, unnest(categories) AS category FROM by_order)
             GROUP BY category, customer_key
         ), totals AS (
-            -- Sums need no order: straight from the lines. With no sales up to the day, the
-            -- overall row sums nothing: no revenue and no units, rather than unknown.
+            -- Sums need no order: straight from the lines, free ones too. With no sales up
+            -- to the day, the overall row sums nothing: no revenue and no units, rather than
+            -- unknown.
             SELECT CASE WHEN grouping(channel) = 0 THEN 'channel'
                         WHEN grouping(store) = 0 THEN 'store'
                         WHEN grouping(month) = 0 THEN 'month'
@@ -97,7 +104,7 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
             FROM (SELECT channel, {BREAKDOWNS["store"]} AS store,
                          strftime({BREAKDOWNS["month"]}, '%Y-%m') AS month,
                          {BREAKDOWNS["category"]} AS category, net_amount, quantity, margin
-                  FROM ({SALES}))
+                  FROM ({SHIPPED}))
             GROUP BY GROUPING SETS ((), (channel), (store), (month), (category))
         ), sales AS (
             SELECT breakdown, group_value, t.revenue, coalesce(o.orders, 0) AS orders,

@@ -1,6 +1,7 @@
 """Market opportunities as of a day, in DuckDB: one ranked list of where revenue can grow.
 
-Five kinds, each with an estimated yearly value and a reason in plain words:
+Five kinds, each with an estimated yearly value and a reason in plain words, from the lines
+up to the day that are sales (not refunded, not given free):
 - whitespace: a cell of mining.penetration, a segment (customer type x region) whose share of
   buyers of a category is below `whitespace_ratio` of the same customer type everywhere; value = the missing buyers x what a
   buyer of that category spent in the last 365 days. Segments with fewer than
@@ -14,7 +15,7 @@ Five kinds, each with an estimated yearly value and a reason in plain words:
 - cross_sell: a customer's best rule-backed recommendation; value = the rule's confidence x the
   product's price;
 - upsell: a customer who bought in a category on 2+ days at a mean unit price below the
-  category's median price (lines given free left out of both); value = (the category's
+  category's median price; value = (the category's
   upper-quartile price - theirs) x their units in the category per year.
 """
 
@@ -24,6 +25,7 @@ from datetime import date
 
 import duckdb
 
+from crm_pipeline.core.line_sql import SOLD
 from crm_pipeline.core.schemas import key_number
 from crm_pipeline.mining.settings import MiningSettings
 
@@ -31,11 +33,12 @@ TYPES = ("whitespace", "regional_growth", "city_growth", "win_back", "cross_sell
 # A segment of customers whose region is unknown: no place a sales team can go to.
 NO_REGION = "(no region)"
 
-# lines: what was bought up to the day; sales: the same with the buyer's type and place.
-SALES = """
+# lines: what was bought up to the day (not refunded, not given free: a free gift says nothing
+# of what a customer buys or pays); sales: the same with the buyer's type and place.
+SALES = f"""
     lines AS (
         SELECT * FROM core.order_lines
-        WHERE order_status <> 'refunded' AND ordered_at < CAST($as_of AS DATE) + INTERVAL 1 DAY
+        WHERE {SOLD} AND ordered_at < CAST($as_of AS DATE) + INTERVAL 1 DAY
     ), sales AS (
         SELECT l.*, s.customer_type, s.region AS customer_region, s.city AS customer_city
         FROM lines AS l
@@ -183,8 +186,7 @@ CROSS_SELL = """
 
 UPSELL = f"""
     WITH paid AS (
-        -- Lines sold at a price: a free gift says nothing of what a customer pays.
-        SELECT * FROM lines WHERE unit_price > 0 AND category IS NOT NULL
+        SELECT * FROM lines WHERE category IS NOT NULL
     ), bought AS (
         -- Per customer and category: their units, mean price and first and last day.
         SELECT customer_key, category, sum(quantity) AS units,

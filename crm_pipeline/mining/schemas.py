@@ -80,9 +80,10 @@ class Recommendations(CoreModel):
 
 
 class SalesEfficiency(CoreModel):
-    """Where selling works: one row per breakdown and group, from sales up to the day (not
-    refunded; net of discounts and refunds). Inquiry figures only where an inquiry has a place
-    (overall, the category of the product it names, its month)."""
+    """Where selling works: one row per breakdown and group, from sales up to the day (lines
+    not refunded and not given free; net of discounts and refunds). Revenue, units and margin
+    also count the lines given free (their units and cost). Inquiry figures only where an
+    inquiry has a place (overall, the category of the product it names, its month)."""
 
     breakdown: Series[str] = field(
         "overall, channel, store, category or month.",
@@ -95,9 +96,11 @@ class SalesEfficiency(CoreModel):
         nullable=False,
     )
     revenue: Series[float] = field("Net revenue.", nullable=False)
-    orders: Series[int] = field("Online orders and store receipts.", nullable=False, ge=0)
+    orders: Series[int] = field(
+        "Online orders and store receipts holding a sale.", nullable=False, ge=0
+    )
     average_order_value: Series[float] = field("revenue / orders.")
-    units: Series[float] = field("Units sold.", ge=0)
+    units: Series[float] = field("Units sold or given free.", ge=0)
     margin: Series[float] = field("Net revenue - cost, where the cost is known.")
     margin_rate: Series[float] = field("margin / revenue of the lines with a known cost.")
     customers: Series[int] = field("Distinct known customers.", nullable=False, ge=0)
@@ -112,7 +115,8 @@ class SalesEfficiency(CoreModel):
 
 
 class CohortRetention(CoreModel):
-    """Monthly cohort retention: one row per first-purchase month and months since it."""
+    """Monthly cohort retention: one row per first-purchase month and months since it (a
+    purchase: a line not refunded and not given free)."""
 
     cohort_month: Series[str] = field("Month of the first purchase, YYYY-MM.", nullable=False)
     months_since: Series[int] = field("Months after the cohort month.", nullable=False, ge=0)
@@ -128,7 +132,7 @@ class InquiryConversion(CoreModel):
     """Inquiry-to-order conversion: one row per topic and contact channel, over inquiries of
     known customers whose window (window_days after opening) closed by the day. An inquiry
     converts when the customer orders within the window, in the same category if it names a
-    product."""
+    product (a line not refunded and not given free)."""
 
     topic: Series[str] = field("Inquiry topic.", nullable=False)
     channel: Series[str] = field("Contact channel: chat, email, phone or web_form.", nullable=False)
