@@ -85,13 +85,16 @@ TABLES: dict[str, tuple[type[pa.DataFrameModel], list[tuple[str, str]]]] = {
 
 
 # What the pseudonymous published copy leaves out: the delivered records, as raw holds them and
-# staging cleans them, the normaliser's cache of delivered values, and the records whose
-# people asked to be erased (that they asked is theirs too). Core holds the records' rows under
-# a customer key; every other log and quarantine table stays, its personal columns empty.
+# staging cleans them, the normaliser's cache of delivered values, the records whose people
+# asked to be erased (that they asked is theirs too), and identity resolution's tables, which
+# tie each customer key to the sources' ids (an account id, a loyalty card number: whoever
+# holds the sources would read the person behind a key). Core holds the records' rows under a
+# customer key; every other log and quarantine table stays, its personal columns empty.
+IDENTITY_TABLES = ("core.customer_crosswalk", "core.identity_groups")
 UNPUBLISHED_TABLES = frozenset(
     [f"raw.{table}" for table in RAW_MODELS]
     + [f"staging.{table}" for table in STAGING_MODELS]
-    + [CACHE_TABLE, ERASED_RECORDS]
+    + [CACHE_TABLE, ERASED_RECORDS, *IDENTITY_TABLES]
 )
 
 
