@@ -20,7 +20,8 @@ def conn():
     """Eight individual customers, four in North and four in South. Everyone buys bread (b);
     in North two of four also buy apples (a) for 10, in South nobody does. N0 spent the most
     and is probably gone. S1 and S3 bought once (BG/NBD gives them no churn risk) and are in
-    the top monetary quintile; S3 is overdue by the rule, S1 only late."""
+    the top monetary quintile; S3 is overdue by the rule, S1 only late. N0's P(alive) of 0.497
+    reads 0.49, not rounded up to the 0.5 it is below."""
     conn = duckdb.connect()
     baskets = [
         (key(f"N{i}"), "2025-03-01", ["bread"] + (["apple"] if i < 2 else [])) for i in range(4)
@@ -37,7 +38,7 @@ def conn():
                CASE WHEN customer_key IN $north THEN 'North' ELSE 'South' END AS region,
                'Town' AS city,
                CASE WHEN customer_key IN ($n0, $s1, $s3) THEN 5 ELSE 3 END AS m_score,
-               CASE customer_key WHEN $n0 THEN 0.2 WHEN $s1 THEN 1 WHEN $s3 THEN 1 ELSE 0.9
+               CASE customer_key WHEN $n0 THEN 0.497 WHEN $s1 THEN 1 WHEN $s3 THEN 1 ELSE 0.9
                END AS p_alive,
                CASE WHEN customer_key NOT IN ($s1, $s3) THEN 1 - p_alive END AS churn_risk,
                CASE customer_key WHEN $s3 THEN 2.4 WHEN $s1 THEN 1.5 ELSE 0.5 END AS gap_ratio,
@@ -123,7 +124,7 @@ def test_win_back_and_cross_sell_name_their_customer(conn) -> None:
     # N0 spent 30 over three lines since 10 January: less than a year, so the yearly value
     # is what they spent.
     assert (target, value) == (key("N0"), pytest.approx(30.0))
-    assert reason == "Spent 30 in 2 orders; last purchase 121 days ago; P(alive) 0.2"
+    assert reason == "Spent 30 in 2 orders; last purchase 121 days ago; P(alive) 0.49"
     # A one-time buyer, whose P(alive) of 1 is the model's assumption, is judged by the rule.
     assert one_time[0] == key("S3") and one_time[2] == pytest.approx(10.0)
     assert one_time[3] == (
@@ -151,7 +152,7 @@ def test_free_samples_make_no_buyers_and_no_orders(conn) -> None:
     ).fetchone() == (0, True)
     (target, _, value, reason, _) = _found(conn, "win_back")[0]
     assert (target, value) == (key("N0"), pytest.approx(30.0))
-    assert reason == "Spent 30 in 2 orders; last purchase 121 days ago; P(alive) 0.2"
+    assert reason == "Spent 30 in 2 orders; last purchase 121 days ago; P(alive) 0.49"
 
 
 def test_upsell_is_a_repeat_buyer_below_the_median_price(conn) -> None:

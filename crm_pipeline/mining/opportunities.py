@@ -164,9 +164,12 @@ WIN_BACK = f"""
            'Spent ' || {_money("p.spent")} || ' in ' || p.orders
                || CASE WHEN p.orders = 1 THEN ' order' ELSE ' orders' END || '; last purchase '
                || date_diff('day', p.last_at, CAST($as_of AS DATE)) || ' days ago; '
+               -- Figures cut, not rounded, to what is shown: a P(alive) of 0.497 reads 0.49,
+               -- below the 0.5 that selected it.
                || CASE WHEN s.churn_risk IS NULL
-                       THEN 'overdue by the rule (gap ratio ' || round(s.gap_ratio, 1) || ')'
-                       ELSE 'P(alive) ' || round(s.p_alive, 2) END
+                       THEN 'overdue by the rule (gap ratio '
+                            || format('{{:.1f}}', floor(s.gap_ratio * 10) / 10) || ')'
+                       ELSE 'P(alive) ' || format('{{:.2f}}', floor(s.p_alive * 100) / 100) END
     FROM fading AS s JOIN spend AS p USING (customer_key)
 """
 

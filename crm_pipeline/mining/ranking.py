@@ -76,6 +76,10 @@ class Purchases:
     category_index: np.ndarray  # 0 .. categories - 1
     owned_customer: np.ndarray  # (customer, product) pairs bought, sorted by customer
     owned_product: np.ndarray
+    # Per sale line (not refunded, not given free): its customer and product, what a customer
+    # can be said to have bought. Owned pairs also hold what they returned or were given.
+    sold_customer: np.ndarray
+    sold_product: np.ndarray
     mix: np.ndarray  # customers x categories: the share of the customer's lines
 
     @property
@@ -212,6 +216,8 @@ def purchases(
         category_index=category_index,
         owned_customer=owned // max(len(products), 1),
         owned_product=owned % max(len(products), 1),
+        sold_customer=customer,
+        sold_product=product,
         mix=by_category / np.maximum(by_category.sum(axis=1, keepdims=True), 1),
     )
 

@@ -140,10 +140,12 @@ def _evidence(
     category_index, category_found = _rules(conn, category_rules, bought.category_names[:-1])
     customer, rank = np.nonzero(picks >= 0)
     product = picks[customer, rank]
+    # A product rule speaks for a customer who bought its antecedent, not one who returned it
+    # or was given it (though neither is recommended back).
     by_product = _strongest(
         product_index,
         product_found["antecedent_number"].to_numpy(),
-        _holders(bought.owned_customer, bought.owned_product, len(bought.sku), customers),
+        _holders(bought.sold_customer, bought.sold_product, len(bought.sku), customers),
         customer,
         product,
     )
@@ -268,7 +270,7 @@ def _reasons(
                    WHEN 0 THEN opening || name || closing
                    WHEN 1 THEN opening || category || closing || ', where ' || name
                                || ' sells well'
-                   ELSE percent || '% of their purchases are ' || category || ', and ' || name
+                   ELSE percent || '% of their order lines are ' || category || ', and ' || name
                         || ' is among its best sellers'
                END AS reason
         FROM recommend_reasons ORDER BY position

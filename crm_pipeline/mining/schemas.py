@@ -42,8 +42,9 @@ class AssociationRules(CoreModel):
 
 
 class Recommendations(CoreModel):
-    """The next-best products per customer: the top N products the customer has not bought
-    (nor bought and returned: a refunded line is no sale, but not recommended back either),
+    """The next-best products per buyer (every customer with a purchase up to the day; one who
+    never bought gets none): the top N products the customer has not bought (nor returned or
+    been given: a refunded or free line is no sale, but not recommended back either),
     by the estimated chance a line of their next basket is the product (half what everyone
     buys, half what their own categories sell), each with the strongest evidence for it and a
     plain reason."""
@@ -58,7 +59,8 @@ class Recommendations(CoreModel):
         "category x its share of that category's lines."
     )
     rule_level: Series[str] = field(
-        "The evidence: product (a product rule from a product they bought), category (a "
+        "The evidence: product (a product rule from a product they bought and kept, not one "
+        "returned or given free), category (a "
         "category rule from a category they buy), affinity (they buy in its category, where it "
         "sells best) or popularity (a best seller).",
         nullable=False,
@@ -68,13 +70,15 @@ class Recommendations(CoreModel):
         "The rule's antecedent the customer bought (the category, for affinity); NULL for a "
         "best seller."
     )
-    consequent: Series[str] = field("The rule's consequent; NULL for a best seller.")
+    consequent: Series[str] = field(
+        "The rule's consequent (the category, for affinity); NULL for a best seller."
+    )
     confidence: Series[float] = field(
         "The rule's confidence (for affinity: the customer's share of lines in the category).",
         ge=0,
         le=1,
     )
-    lift: Series[float] = field("The rule's lift.", ge=0)
+    lift: Series[float] = field("The rule's lift; NULL for affinity and a best seller.", ge=0)
     reason: Series[str] = field("Why, in words a sales team can act on.", nullable=False)
     as_of: Series[pd.Timestamp] = as_of_field()
 
