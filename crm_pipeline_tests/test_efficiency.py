@@ -72,7 +72,7 @@ def test_sales_efficiency_by_channel_and_overall(conn) -> None:
     # Three orders, four lines of 10 each (refunded and later orders left out).
     assert (overall["orders"], overall["revenue"], overall["units"]) == (3, 40.0, 4)
     assert overall["average_order_value"] == pytest.approx(40 / 3)
-    assert overall["margin_rate"] == pytest.approx(0.25)
+    assert overall["margin_rate"] == pytest.approx(25.0)  # a %, as every rate
     assert overall["repeat_purchase_rate"] == pytest.approx(50.0)  # A ordered twice, B once
     assert overall["inquiries"] == 5 and overall["revenue_per_inquiry"] == pytest.approx(8.0)
     store = _row(conn, "eff", "breakdown = 'store'  AND group_value = 'S1'")

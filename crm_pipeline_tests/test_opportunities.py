@@ -92,10 +92,10 @@ def test_whitespace_is_a_segment_far_below_its_customer_type(conn) -> None:
         "comparable_penetration, whitespace FROM mining.penetration ORDER BY ALL"
     ).fetchall()
     assert matrix == [
-        ("North", "a", 4, 2, 0.5, 0.25, False),
-        ("North", "b", 4, 4, 1.0, 1.0, False),
-        ("South", "a", 4, 0, 0.0, 0.25, True),
-        ("South", "b", 4, 4, 1.0, 1.0, False),
+        ("North", "a", 4, 2, 50.0, 25.0, False),
+        ("North", "b", 4, 4, 100.0, 100.0, False),
+        ("South", "a", 4, 0, 0.0, 25.0, True),
+        ("South", "b", 4, 4, 100.0, 100.0, False),
     ]
     # Individuals: 2 of 8 buy apples (25%); South 0% < 0.7 x 25%, North 50% is not.
     # One missing buyer in South, at the 10 an apple buyer spent in the year.

@@ -36,3 +36,21 @@ def test_the_score_is_a_percentile_so_the_best_scores_100() -> None:
     assert scores.max() == 100.0 and scores.idxmax() == "company"
     assert scores.between(0, 100).all()
     assert scores["loyal"] > scores["occasional"]
+
+
+def test_a_customer_who_never_bought_scores_0_not_the_percentile_of_a_tie() -> None:
+    prospects = pd.DataFrame(
+        {
+            "customer_type": ["individual"] * 3,
+            "income": [90_000, 70_000, None],
+            "orders": [0, 0, 0],
+            "active_months": [0, 0, 0],
+            "months_with_purchase": [0, 0, 0],
+            "tenure_days": [400, 20, 0],
+        },
+        index=["p1", "p2", "p3"],
+    )
+    scores = value_scores(pd.concat([CUSTOMERS, prospects]))["value_score"]
+    assert (scores[prospects.index] == 0).all()
+    # Buyers keep their percentile among everyone: the least valuable of four is above 3/7.
+    assert scores[CUSTOMERS.index].min() == pytest.approx(100 * 4 / 7, abs=0.01)

@@ -71,7 +71,11 @@ class ScoredCustomers(CoreModel):
         "gap_ratio of 2 or more: at least twice the customer's typical gap since the last "
         "purchase; NULL for a customer who never bought."
     )
-    value_score: Series[float] = field("Seed value score, 0-100 percentile.", ge=0, le=100)
+    value_score: Series[float] = field(
+        "Seed value score, 0-100: its percentile among all customers; 0 for one who never bought.",
+        ge=0,
+        le=100,
+    )
     satisfaction_score: Series[float] = field(
         "Seed satisfaction score, 0-100; for a customer with no survey answer (surveys = 0), "
         "its rating and recommendation parts are the population's means (the complaint part "
@@ -154,7 +158,11 @@ class NeedIpa(CoreModel):
         nullable=False,
         isin=["overall", "rfm_segment", "customer_type"],
     )
-    group_value: Series[str] = field("The segment or type; 'all' for overall.", nullable=False)
+    group_value: Series[str] = field(
+        "The segment or type; 'all' for overall; '(unknown)' for answers of no customer known "
+        "on the day.",
+        nullable=False,
+    )
     dimension: Series[str] = _dimension()
     responses: Series[int] = field("Answers with a satisfaction rating.", nullable=False, ge=0)
     importance: Series[float] = field("Mean importance, 1-5.", ge=1, le=5)

@@ -7,7 +7,7 @@
 - loyalty (0-1): half tenure, half retention. Tenure is years since the customer was first
   seen, capped at loyalty_years; retention is the share of active months with a purchase.
 The product is scaled 0-100 by percentile rank, so one very rich or very busy customer does
-not squash everyone else's score to zero.
+not squash everyone else's score to zero; a customer who never bought scores 0.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ def value_scores(customers: pd.DataFrame, loyalty_years: float = 3.0) -> pd.Data
     retention = (customers["months_with_purchase"] / active).clip(0, 1)
     loyalty = 0.5 * tenure + 0.5 * retention
     raw = income * frequency * loyalty
-    score = raw.rank(pct=True, method="average") * 100 if len(raw) else raw
+    # A customer worth nothing yet (no order) scores 0, not the percentile of everyone tied at
+    # nothing; every other customer is ranked among all of them.
+    score = (raw.rank(pct=True, method="average") * 100).where(raw > 0, 0.0) if len(raw) else raw
     return pd.DataFrame(
         {
             "income_used": income,

@@ -149,7 +149,7 @@ def build_customers(conn: duckdb.DuckDBPyConnection, config: CoreRules) -> None:
             {lifecycle_sql(config, "CAST(p.first_purchase_at AS DATE)", "CAST(p.last_purchase_at AS DATE)", as_of)}
                 AS lifecycle_stage,
             {channel_preference_sql(config, "p.online_orders", "p.store_orders")} AS channel_preference,
-            {as_of} AS as_of
+            CAST({as_of} AS TIMESTAMP) AS as_of  -- as every table's as-of day: its midnight
         FROM keys AS k
         LEFT JOIN golden AS g USING (customer_key)
         LEFT JOIN latest_contact AS c USING (customer_key)
@@ -177,7 +177,7 @@ def build_products(conn: duckdb.DuckDBPyConnection) -> None:
         SELECT
             p.sku, p.name, p.category, p.subcategory, p.kind, p.unit_price, p.unit_cost,
             CASE WHEN p.unit_cost IS NOT NULL AND p.unit_price > 0
-                 THEN round((p.unit_price - p.unit_cost) / p.unit_price, 4) END AS margin_rate,
+                 THEN round(100 * (p.unit_price - p.unit_cost) / p.unit_price, 2) END AS margin_rate,
             CASE WHEN p.unit_price <= b.low THEN 'budget'
                  WHEN p.unit_price <= b.high THEN 'mid'
                  ELSE 'premium' END AS price_band

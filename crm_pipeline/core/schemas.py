@@ -205,7 +205,7 @@ class Products(CoreModel):
     )
     unit_cost: Series[float] = field("Cost per unit; NULL when unknown.", ge=0)
     margin_rate: Series[float] = field(
-        "(price - cost) / price; NULL when the cost is unknown or the price 0 (a free item)."
+        "(price - cost) / price, %; NULL when the cost is unknown or the price 0 (a free item)."
     )
     price_band: Series[str] = field(
         "budget, mid or premium: tertiles of list price.",
@@ -259,7 +259,10 @@ class OrderLines(CoreModel):
         "Refunded amount (whole line for refunded orders).", nullable=False
     )
     net_amount: Series[float] = field("gross - discount - refund.", nullable=False)
-    margin: Series[float] = field("net - quantity x unit_cost; NULL when cost unknown.")
+    margin: Series[float] = field(
+        "net - quantity x unit_cost; 0 for a refunded line (the goods came back, so did the "
+        "money); NULL when cost unknown."
+    )
     source_file: Series[str] = field("File (or shop table) of the staged line.", nullable=False)
     source_line: Series[int] = field("Record number of the staged line.", nullable=False)
     loaded_at: Series[pd.Timestamp] = field(

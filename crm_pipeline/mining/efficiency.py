@@ -128,7 +128,7 @@ def sales_efficiency(conn: duckdb.DuckDBPyConnection, as_of: date, table: str) -
                CAST(s.revenue AS DOUBLE) AS revenue, s.orders,
                CAST(s.revenue AS DOUBLE) / nullif(s.orders, 0) AS average_order_value,
                s.units, CAST(s.margin AS DOUBLE) AS margin,
-               CAST(s.margin / nullif(s.costed_revenue, 0) AS DOUBLE) AS margin_rate,
+               CAST(100 * s.margin / nullif(s.costed_revenue, 0) AS DOUBLE) AS margin_rate,
                coalesce(r.customers, 0) AS customers,
                coalesce(r.repeaters, 0) * 100.0 / nullif(r.customers, 0) AS repeat_purchase_rate,
                h.inquiries, h.median_first_response_hours, h.median_resolution_hours,

@@ -83,8 +83,8 @@ PENETRATION = f"""
     )
     SELECT s.customer_type, s.region, t.category, s.buyers AS segment_buyers,
            coalesce(c.buyers, 0) AS category_buyers,
-           coalesce(c.buyers, 0) / s.buyers AS penetration,
-           t.buyers / ty.buyers AS comparable_penetration,
+           100 * coalesce(c.buyers, 0) / s.buyers AS penetration,
+           100 * t.buyers / ty.buyers AS comparable_penetration,
            CAST(t.revenue / t.buyers AS DOUBLE) AS revenue_per_buyer,
            s.buyers >= $min_segment_buyers AND s.region <> '{NO_REGION}'
                AND coalesce(c.buyers, 0) / s.buyers < $whitespace_ratio * t.buyers / ty.buyers
@@ -103,10 +103,11 @@ WHITESPACE = f"""
     SELECT 'whitespace' AS type, 'segment' AS target_kind,
            customer_type || ' / ' || region AS target, category, gap_value AS estimated_value,
            upper(customer_type[1]) || customer_type[2:] || ' customers in ' || region || ': '
-               || round(penetration * 100, 1) || '% buy ' || category || ' against '
-               || round(comparable_penetration * 100, 1) || '% of ' || customer_type
+               || round(penetration, 1) || '% buy ' || category || ' against '
+               || round(comparable_penetration, 1) || '% of ' || customer_type
                || ' customers everywhere; '
-               || CAST(round((comparable_penetration - penetration) * segment_buyers) AS INTEGER)
+               || CAST(round((comparable_penetration - penetration) / 100 * segment_buyers)
+                       AS INTEGER)
                || ' more buyers at ' || {_money("revenue_per_buyer")} || ' a year each would bring '
                || {_money("gap_value")} AS reason
     FROM mining.penetration

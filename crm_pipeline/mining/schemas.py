@@ -11,7 +11,8 @@ from crm_pipeline.staging.schemas import field
 
 
 def _share(what: str) -> object:
-    return field(what, nullable=False, ge=0, le=1)
+    """A share or probability, from 0 to 1 (a rate of customers, orders or inquiries is a %)."""
+    return field(f"{what.rstrip('.')}; 0 to 1.", nullable=False, ge=0, le=1)
 
 
 class AssociationRules(CoreModel):
@@ -106,7 +107,7 @@ class SalesEfficiency(CoreModel):
     average_order_value: Series[float] = field("revenue / orders.")
     units: Series[float] = field("Units sold or given free.", ge=0)
     margin: Series[float] = field("Net revenue - cost, where the cost is known.")
-    margin_rate: Series[float] = field("margin / revenue of the lines with a known cost.")
+    margin_rate: Series[float] = field("margin / revenue of the lines with a known cost, %.")
     customers: Series[int] = field("Distinct known customers.", nullable=False, ge=0)
     repeat_purchase_rate: Series[float] = field(
         "% of the group's customers with two or more orders in it.", ge=0, le=100
@@ -169,18 +170,23 @@ class Penetration(CoreModel):
     category: Series[str] = field("Product category.", nullable=False)
     segment_buyers: Series[int] = field("The segment's buyers in the year.", nullable=False, ge=1)
     category_buyers: Series[int] = field("Of them, buyers of the category.", nullable=False, ge=0)
-    penetration: Series[float] = _share("category_buyers / segment_buyers.")
-    comparable_penetration: Series[float] = _share(
-        "The same share over the customer type in every region."
+    penetration: Series[float] = field(
+        "category_buyers / segment_buyers, %.", nullable=False, ge=0, le=100
     )
-    revenue_per_buyer: Series[float] = field("What a buyer of the category spent in the year.")
+    comparable_penetration: Series[float] = field(
+        "The same %, over the customer type in every region.", nullable=False, ge=0, le=100
+    )
+    revenue_per_buyer: Series[float] = field(
+        "What a buyer of the category of the customer type spent in the year, over every "
+        "region (the same in each of the type's segments)."
+    )
     whitespace: Series[bool] = field(
         "penetration below whitespace_ratio x comparable, in a segment of at least "
         "min_segment_buyers whose region is known.",
         nullable=False,
     )
     gap_value: Series[float] = field(
-        "(comparable - penetration) x segment buyers x revenue per buyer, when positive.",
+        "(comparable - penetration) / 100 x segment buyers x revenue per buyer, when positive.",
         nullable=False,
         ge=0,
     )
@@ -188,10 +194,11 @@ class Penetration(CoreModel):
 
 
 class Opportunities(CoreModel):
-    """Where revenue can grow, one ranked list: whitespace (a segment buying a category far
-    less than comparable segments), regional and city growth (each a type of its own: a
+    """Where revenue can grow, ranked within each type: whitespace (a segment buying a category
+    far less than comparable segments), regional and city growth (each a type of its own: a
     region's sales hold its cities'), win-back of valuable customers at risk, cross-sell and
-    upsell; each with an estimated yearly value and a plain reason."""
+    upsell; each with an estimated value (yearly, but for cross-sell: one sale) and a plain
+    reason."""
 
     type: Series[str] = field(", ".join(TYPES) + ".", nullable=False, isin=list(TYPES))
     target_kind: Series[str] = field(
@@ -204,7 +211,10 @@ class Opportunities(CoreModel):
     )
     category: Series[str] = field("The product category it is about, if any.")
     estimated_value: Series[float] = field(
-        "Estimated yearly revenue of acting on it (see the type's rule).", nullable=False, gt=0
+        "Estimated yearly revenue of acting on it (see the type's rule); for cross_sell, the "
+        "expected revenue of the one sale (confidence x price).",
+        nullable=False,
+        gt=0,
     )
     reason: Series[str] = field("Why, in words a sales team can act on.", nullable=False)
     rank: Series[int] = field("Rank within the type by value, 1 = largest.", nullable=False, ge=1)
