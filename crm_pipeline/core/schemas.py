@@ -272,7 +272,12 @@ class OrderLines(CoreModel):
 
 
 class Inquiries(CoreModel):
-    """One row per helpdesk inquiry, with its customer; sorted by customer and time."""
+    """One row per helpdesk inquiry, with its customer; sorted by customer and time.
+
+    The helpdesk delivers an inquiry on the day it opened, with the times of its first
+    response and closing as its export holds them, which may be days later than that day, or
+    than the day a mart is computed for: the marts read inquiries as of their day
+    (core.model.inquiries_as_of), a response or closing after it not yet happened."""
 
     customer_key: Series[str] = key_field(nullable=True, what="Customer key (NULL when anonymous)")
     opened_at: Series[pd.Timestamp] = field("Opened.", nullable=False)
@@ -281,8 +286,10 @@ class Inquiries(CoreModel):
     topic: Series[str] = field(", ".join(INQUIRY_TOPICS) + ".", isin=list(INQUIRY_TOPICS))
     sku: Series[str] = field("Product concerned.")
     category: Series[str] = field("Category of that product.")
-    first_response_at: Series[pd.Timestamp] = field("First response.")
-    closed_at: Series[pd.Timestamp] = field("Closed.")
+    first_response_at: Series[pd.Timestamp] = field(
+        "First response, as delivered (may be after the delivery day)."
+    )
+    closed_at: Series[pd.Timestamp] = field("Closed, as delivered (may be after the delivery day).")
     first_response_hours: Series[float] = field("Hours to first response.")
     resolution_hours: Series[float] = field("Hours to close.")
 
