@@ -86,7 +86,8 @@ def _copy_pseudonymous(warehouse: WarehouseResource, partial: Path) -> list[str]
         tables = conn.execute(
             """
             SELECT schema_name, table_name,
-                   list(column_name ORDER BY column_index), list(data_type ORDER BY column_index)
+                   list(column_name ORDER BY column_index), list(data_type ORDER BY column_index),
+                   list(is_nullable ORDER BY column_index)
             FROM duckdb_columns()
             WHERE table_oid IN (
                 SELECT table_oid FROM duckdb_tables() WHERE database_name = current_database()
@@ -101,20 +102,26 @@ def _copy_pseudonymous(warehouse: WarehouseResource, partial: Path) -> list[str]
         version = quote_literal(warehouse.storage_version)
         conn.execute(f"ATTACH {quote_literal(str(partial))} AS {_COPY} (STORAGE_VERSION {version})")
         try:
-            for schema, name, columns, types in tables:
+            for schema, name, columns, types, nullable in tables:
                 table = f"{quote_ident(schema)}.{quote_ident(name)}"
                 form = published_columns(f"{schema}.{name}", columns)
                 if form is None:
                     left_out.append(f"{schema}.{name}")
                     continue
+                # Each column in its type, NOT NULL where the warehouse's is and it is kept.
+                defined = ", ".join(
+                    f"{quote_ident(column)} {kind}"
+                    + ("" if emptied or can_be_null else " NOT NULL")
+                    for (column, emptied), kind, can_be_null in zip(
+                        form, types, nullable, strict=True
+                    )
+                )
                 select = ", ".join(
-                    f"CAST(NULL AS {kind}) AS {quote_ident(column)}"
-                    if emptied
-                    else quote_ident(column)
-                    for (column, emptied), kind in zip(form, types, strict=True)
+                    "NULL" if emptied else quote_ident(column) for column, emptied in form
                 )
                 conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_COPY}.{quote_ident(schema)}")
-                conn.execute(f"CREATE TABLE {_COPY}.{table} AS SELECT {select} FROM {table}")
+                conn.execute(f"CREATE TABLE {_COPY}.{table} ({defined})")
+                conn.execute(f"INSERT INTO {_COPY}.{table} SELECT {select} FROM {table}")
         finally:
             conn.execute(f"DETACH {_COPY}")
     return left_out

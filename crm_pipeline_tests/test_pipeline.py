@@ -697,6 +697,19 @@ def test_the_published_copy_holds_the_run_without_its_personal_data(run) -> None
                 emptied.append(f"{table}.{column}")
         customers = sorted(personal_columns(DICTIONARY_TABLES["core.customers"][0]))
         assert len(customers) >= 6 and len(emptied) > len(customers)
+        # Each column keeps its type, and its NOT NULL unless it was emptied.
+        columns = (
+            "SELECT schema_name || '.' || table_name || '.' || column_name, data_type, "
+            "is_nullable FROM duckdb_columns() WHERE NOT internal ORDER BY 1"
+        )
+        in_copy = copy.execute(columns).fetchall()
+        kept_columns = {table for table, _ in kept}
+        expected = [
+            (name, kind, nullable or name in emptied)
+            for name, kind, nullable in conn.execute(columns).fetchall()
+            if name.rsplit(".", 1)[0] in kept_columns
+        ]
+        assert in_copy == expected and sum(not nullable for *_, nullable in in_copy) > 20
         counts = " + ".join(f"count({c})" for c in customers)
         assert copy.execute(f"SELECT {counts} FROM core.customers").fetchall() == [(0,)]
         rest = (
