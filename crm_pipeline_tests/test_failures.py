@@ -495,10 +495,13 @@ def test_a_daily_file_delivered_again_unreadable_fails_and_keeps_the_rows_it_loa
     zone, warehouse, loaded = _loaded(tiny_zone, tmp_path, "store_purchases")
     pos = zone / "store_purchases" / DAY1 / "pos.csv"
     broken = pos.read_text(encoding="utf-8").replace(",", ";")
-    # A changed delimiter, then a failed export, each in place of the file that loaded.
+    header = pos.read_text(encoding="utf-8").splitlines()[0] + "\n"
+    # A changed delimiter, a failed export, and a header only, each in place of the file that
+    # loaded: none of them says the day's sales are gone.
     for content, why in (
         (broken, "3 row(s): header_mismatch (store_purchases/2025-01-01/pos.csv: header lacks"),
         ("", "the file is empty, not even a header line)"),
+        (header, "it now holds no record)"),
     ):
         pos.write_text(content, "utf-8")
         [message] = failure_messages(_load(zone, warehouse, "store_purchases"))
@@ -507,6 +510,17 @@ def test_a_daily_file_delivered_again_unreadable_fails_and_keeps_the_rows_it_loa
             ", and raw.store_purchases held 3 rows from it. Fix the file and deliver it again"
         ) in message
         assert _raw_rows(warehouse, "store_purchases") == loaded
+    # So is a JSON Lines file that loaded, delivered again empty.
+    zone_i, warehouse_i, loaded_i = _loaded(tiny_zone, tmp_path / "i", "inquiries")
+    [jsonl] = (zone_i / "inquiries" / DAY1).iterdir()
+    jsonl.write_bytes(b"")
+    [message] = failure_messages(_load(zone_i, warehouse_i, "inquiries"))
+    name = jsonl.relative_to(zone_i).as_posix()
+    assert f"No row of {name} could be loaded (it now holds no record), and raw.inquiries held" in (
+        message
+    )
+    assert "remove the file and re-materialize the day" in message
+    assert _raw_rows(warehouse_i, "inquiries") == loaded_i
     pos.write_text(broken, "utf-8")
     # Delivered so the first time, it is set aside whole, as any reject, and the run goes on.
     fresh = tmp_path / "fresh.duckdb"

@@ -206,7 +206,9 @@ def _load_files(
         clear_slice(conn, source.name, *((days[0], days[-1]) if days is not None else (None, None)))
         loader(conn, source.name, source.columns, delivered, loaded_at)
         blank_raw(conn, source.name)
-        _refuse_a_load_that_empties(conn, source, held, loaded_at, empty)
+        _refuse_a_load_that_empties(
+            conn, source, held, loaded_at, empty, [d.name for d in delivered]
+        )
         conn.commit()
         not_read = refused[:50] + [p.relative_to(root).as_posix() for p in stray[:50]]
         return _result(conn, source.name, days, {"files_not_read": not_read}, empty)
@@ -218,14 +220,17 @@ def _refuse_a_load_that_empties(
     held: dict[str, int],
     loaded_at: datetime,
     empty: list[str],
+    files: list[str],
 ) -> None:
     """Fail the load, leaving the table as it was, when a file has rows none of which could
     be read (a changed delimiter, a renamed header) and it would empty what it feeds: a
     reference file (every order line would lose its store or product, and the run go on
     with a channel missing), or a daily file delivered again in place of one that loaded
-    (`held`: rows per file before; the run would publish the day without that source). A
-    first delivery of a daily file that cannot be read is set aside whole, as any reject.
-    A file with a header only loads as no rows (an online-only business has no stores)."""
+    (`held`: rows per file before; the run would publish the day without that source), as
+    also when that file now holds no record at all (a header only, an empty JSON Lines
+    file). A first delivery of a daily file that cannot be read is set aside whole, as any
+    reject. A file with a header only loads as no rows (an online-only business has no
+    stores; a day without sales)."""
     rows = conn.execute(
         f"""
         WITH rejected AS (
@@ -253,14 +258,34 @@ def _refuse_a_load_that_empties(
     ).fetchall()
     # A file of no bytes has no row to reject: it empties what it feeds all the same.
     rows += [(file, "the file is empty, not even a header line") for file in empty]
+    if source.daily:
+        # Nor has a file that now holds no record, in place of one whose rows loaded.
+        landed = {
+            file
+            for (file,) in conn.execute(
+                f"SELECT DISTINCT source_file FROM raw.{source.name} WHERE loaded_at = ?",
+                [loaded_at],
+            ).fetchall()
+        }
+        named = {file for file, _ in rows}
+        rows += [
+            (file, "it now holds no record")
+            for file in files
+            if held.get(file) and file not in landed and file not in named
+        ]
     for file, why in rows:
         if source.daily and not held.get(file):
             continue
         conn.rollback()
         before = f", and raw.{source.name} held {held[file]} rows from it" if source.daily else ""
+        instead = (
+            ", or, if the day truly has none from it, remove the file and re-materialize the day"
+            if source.daily
+            else ""
+        )
         raise ActionableError(
             f"No row of {file} could be loaded ({why}){before}. Fix the file and deliver it "
-            f"again; raw.{source.name} is left as it was until then."
+            f"again{instead}; raw.{source.name} is left as it was until then."
         )
 
 
