@@ -487,6 +487,37 @@ def test_a_record_delivered_again_on_a_later_day_is_merged_into_the_first(staged
     assert contract_result(staged, SOURCES["store_purchases"], [later]).passed
 
 
+def test_a_run_that_removes_the_copy_another_day_was_merged_into_fails_naming_that_day(
+    staged,
+) -> None:
+    later = "2025-03-02"
+    again = [["R7", "S1", "2025-03-01 14:00:00", "", "+49 30 1234567", "SKU1", "3", "20", "card"]]
+    _insert(staged, "store_purchases", landing.STORE_PURCHASES.columns, again, later)
+    _stage(staged, "store_purchases", landing.STORE_PURCHASES.columns, [later])
+    # The first day's file is delivered again without R7, and its day run again: the later
+    # copy, merged into the one now gone, is in no table.
+    staged.execute(
+        "DELETE FROM raw.store_purchases WHERE partition_date = ? AND source_line = 10", [DAY]
+    )
+    clear(staged, SOURCES["store_purchases"], [DAY])
+    _stage(staged, "store_purchases", landing.STORE_PURCHASES.columns, [DAY])
+    check = conserved_result(staged, "store_purchases", [DAY])
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert (
+        f"1 row(s) of {later} merged into a copy no longer staged (its delivery removed or "
+        f"changed): in no table now. Re-materialize staging.store_purchases for {later}"
+    ) in check.description
+    # Run again, that day stages R7 from its own delivery, and every check passes.
+    clear(staged, SOURCES["store_purchases"], [later])
+    _stage(staged, "store_purchases", landing.STORE_PURCHASES.columns, [later])
+    assert staged.execute(
+        "SELECT partition_date FROM staging.store_purchases WHERE receipt_id = 'R7'"
+    ).fetchall() == [(datetime(2025, 3, 2).date(),)]
+    assert conserved_result(staged, "store_purchases", [DAY]).severity != (
+        dg.AssetCheckSeverity.ERROR
+    )
+
+
 def test_a_record_delivered_again_later_with_other_values_keeps_the_first_and_warns(
     staged,
 ) -> None:

@@ -16,7 +16,13 @@ from crm_pipeline.contracts import (
 )
 from crm_pipeline.raw.checks import LINEAGE
 from crm_pipeline.staging.build import MERGED_TABLE, REJECTS_TABLE, slice_sql
-from crm_pipeline.staging.rules import CONFLICTING_MERGES, SUPERSEDED, Source
+from crm_pipeline.staging.rules import (
+    CONFLICTING_MERGES,
+    REDELIVERED,
+    REDELIVERED_CHANGED,
+    SUPERSEDED,
+    Source,
+)
 from crm_pipeline.staging.schemas import STAGING_MODELS, MergedDuplicates, StagingRejects
 
 CONTRACT = "contract"
@@ -40,7 +46,9 @@ def check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
             blocking=True,
             description=(
                 "Per partition: raw rows = staging rows + quarantined rows + merged duplicates. "
-                "Fails on a lost or doubled row; warns with the counts when rows were set aside."
+                "Fails on a lost or doubled row, and on a row of any day merged into a copy no "
+                "longer staged (naming the days to run again); warns with the counts when rows "
+                "were set aside."
             ),
         ),
     ]
@@ -153,6 +161,24 @@ def unplaced_rows(
     return [dict(zip(LINEAGE + ("problem",), row, strict=True)) for row in result.fetchall()]
 
 
+def orphaned_merges(conn: duckdb.DuckDBPyConnection, source: str) -> dict[str, int]:
+    """Per day, its rows merged as deliveries again of a copy on another day that is no longer
+    staged (that day's file delivered anew without it, and run again): in no table."""
+    rows = conn.execute(
+        f"""
+        SELECT CAST(m.partition_date AS VARCHAR), count(*)
+        FROM {MERGED_TABLE} AS m
+        ANTI JOIN staging.{source} AS s
+          ON s.source_file = m.kept_source_file AND s.source_line = m.kept_source_line
+        WHERE m.source = ? AND m.rule IN (?, ?)
+        GROUP BY ALL
+        ORDER BY 1
+        """,
+        [source, REDELIVERED, REDELIVERED_CHANGED],
+    ).fetchall()
+    return dict(rows)
+
+
 def conserved_result(
     conn: duckdb.DuckDBPyConnection, source: str, days: list[str] | None
 ) -> dg.AssetCheckResult:
@@ -181,6 +207,22 @@ def conserved_result(
             ),
             metadata=metadata,
         )
+    orphans = orphaned_merges(conn, source)
+    if orphans:
+        days_to_run = sorted(orphans)
+        return dg.AssetCheckResult(
+            check_name=CONSERVED,
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=(
+                "; ".join(f"{n} row(s) of {day}" for day, n in orphans.items())
+                + " merged into a copy no longer staged (its delivery removed or changed): in "
+                f"no table now. Re-materialize staging.{source} for "
+                + ", ".join(days_to_run)
+                + " to stage them from their own delivery."
+            ),
+            metadata=metadata | {"days_to_run": dg.MetadataValue.json(days_to_run)},
+        )
     raw, staged, rejected, merged = totals
     where, params = slice_sql(days)
     conflicts = dict(
@@ -195,7 +237,7 @@ def conserved_result(
         said = [
             f"{n} merged into another version of the same record with other values ({rule}; "
             + (
-                "the latest row of the day is kept"
+                "the row of the day's file last by name, then its last line, is kept"
                 if rule == SUPERSEDED
                 else "the earliest day's delivery is kept"
             )
