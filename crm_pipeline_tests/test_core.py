@@ -153,6 +153,14 @@ def _flagged(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
     ).fetchall()
 
 
+def test_a_products_margin_rate_is_a_percentage(everything_kept) -> None:
+    # The kettle lists at 10.0 and costs 6.0; the setup call 5.0 and 1.0.
+    assert _rows(everything_kept, "SELECT sku, margin_rate FROM core.products ORDER BY 1") == [
+        ("SKU1", 40.0),
+        ("SKU2", 80.0),
+    ]
+
+
 def test_order_lines_are_unified_and_net(everything_kept) -> None:
     lines = _rows(
         everything_kept,

@@ -130,6 +130,18 @@ def test_win_back_and_cross_sell_name_their_customer(conn) -> None:
     assert one_time[3] == (
         "Spent 10 in 1 order; last purchase 120 days ago; overdue by the rule (gap ratio 2.4)"
     )
+    # Figures are cut to the digits shown, exactly: 0.29 reads 0.29 and a gap ratio of 2.96
+    # reads 2.9, not the 3.0 rounding gives.
+    for column in ("p_alive", "gap_ratio"):  # as scoring writes them
+        conn.execute(f"ALTER TABLE analytics.scored_customers ALTER {column} TYPE DOUBLE")
+    conn.execute(
+        "UPDATE analytics.scored_customers SET p_alive = CASE customer_key WHEN ? THEN 0.29 "
+        "ELSE p_alive END, gap_ratio = CASE customer_key WHEN ? THEN 2.96 ELSE gap_ratio END",
+        [key("N0"), key("S3")],
+    )
+    _mine(conn)
+    ((_, _, _, reason, _), (_, _, _, one_time_reason, _)) = _found(conn, "win_back")
+    assert reason.endswith("; P(alive) 0.29") and one_time_reason.endswith("(gap ratio 2.9)")
     # Only rule-backed recommendations of priced products are cross-sell: S0's, worth 0.5 x 10,
     # and S2's second, worth 0.4 x 10.
     found = [(t, v) for t, _, v, _, _ in _found(conn, "cross_sell")]

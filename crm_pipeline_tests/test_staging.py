@@ -777,3 +777,29 @@ def test_a_date_with_a_mistyped_year_is_quarantined_not_a_failed_run(staged) -> 
         )
     ]
     assert contract_result(staged, SOURCES["store_purchases"], [later]).passed
+
+
+def test_rows_quarantined_for_a_product_now_in_the_reference_data_name_their_day(staged) -> None:
+    # R4 sold SKU9, which the product file lacked; delivered again with it, then a later day.
+    later = "2025-03-02"
+    staged.execute(
+        "INSERT INTO staging.products BY NAME SELECT * REPLACE ('SKU9' AS sku) "
+        "FROM staging.products WHERE sku = 'SKU1'"
+    )
+    again = [["R8", "S1", "2025-03-02 09:00:00", "", "", "SKU1", "1", "20.00", "cash"]]
+    _insert(staged, "store_purchases", landing.STORE_PURCHASES.columns, again, later)
+    _stage(staged, "store_purchases", landing.STORE_PURCHASES.columns, [later])
+    check = conserved_result(staged, "store_purchases", [later])
+    assert check.severity == dg.AssetCheckSeverity.WARN and not check.passed
+    assert (
+        f"1 row(s) quarantined on {DAY} for a product or store the reference data holds now: "
+        f"re-materialize staging.store_purchases for these days to stage them"
+    ) in check.description
+    assert check.metadata["days_to_release"].value == [DAY]
+    # Its day run again, R4 is staged and nothing is left to release.
+    clear(staged, SOURCES["store_purchases"], [DAY])
+    _stage(staged, "store_purchases", landing.STORE_PURCHASES.columns, [DAY])
+    assert staged.execute(
+        "SELECT sku FROM staging.store_purchases WHERE receipt_id = 'R4'"
+    ).fetchall() == [("SKU9",)]
+    assert "reference data" not in conserved_result(staged, "store_purchases", [DAY]).description

@@ -29,9 +29,10 @@ def value_scores(customers: pd.DataFrame, loyalty_years: float = 3.0) -> pd.Data
     retention = (customers["months_with_purchase"] / active).clip(0, 1)
     loyalty = 0.5 * tenure + 0.5 * retention
     raw = income * frequency * loyalty
-    # A customer worth nothing yet (no order) scores 0, not the percentile of everyone tied at
-    # nothing; every other customer is ranked among all of them.
-    score = (raw.rank(pct=True, method="average") * 100).where(raw > 0, 0.0) if len(raw) else raw
+    # A customer who never bought scores 0, not the percentile of everyone tied at nothing;
+    # every other customer is ranked among all of them.
+    bought = customers["orders"] > 0
+    score = (raw.rank(pct=True, method="average") * 100).where(bought, 0.0) if len(raw) else raw
     return pd.DataFrame(
         {
             "income_used": income,

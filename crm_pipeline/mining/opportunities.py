@@ -1,7 +1,8 @@
-"""Market opportunities as of a day, in DuckDB: one ranked list of where revenue can grow.
+"""Market opportunities as of a day, in DuckDB: where revenue can grow, ranked within each type.
 
-Five kinds, each with an estimated yearly value and a reason in plain words, from the lines
-up to the day that are sales (not refunded, not given free):
+Six types (regional and city growth are two), each with an estimated value (yearly, but for
+cross-sell: the one sale) and a reason in plain words, from the lines up to the day that are
+sales (not refunded, not given free):
 - whitespace: a cell of mining.penetration, a segment (customer type x region) whose share of
   buyers of a category is below `whitespace_ratio` of the same customer type everywhere; value = the missing buyers x what a
   buyer of that category spent in the last 365 days. Segments with fewer than
@@ -166,11 +167,12 @@ WIN_BACK = f"""
                || CASE WHEN p.orders = 1 THEN ' order' ELSE ' orders' END || '; last purchase '
                || date_diff('day', p.last_at, CAST($as_of AS DATE)) || ' days ago; '
                -- Figures cut, not rounded, to what is shown: a P(alive) of 0.497 reads 0.49,
-               -- below the 0.5 that selected it.
+               -- below the 0.5 that selected it (0.29 x 100 is 28.999..., so the cut is of
+               -- the product rounded to 9 places first).
                || CASE WHEN s.churn_risk IS NULL
                        THEN 'overdue by the rule (gap ratio '
-                            || format('{{:.1f}}', floor(s.gap_ratio * 10) / 10) || ')'
-                       ELSE 'P(alive) ' || format('{{:.2f}}', floor(s.p_alive * 100) / 100) END
+                            || format('{{:.1f}}', floor(round(s.gap_ratio * 10, 9)) / 10) || ')'
+                       ELSE 'P(alive) ' || format('{{:.2f}}', floor(round(s.p_alive * 100, 9)) / 100) END
     FROM fading AS s JOIN spend AS p USING (customer_key)
 """
 

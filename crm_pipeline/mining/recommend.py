@@ -80,7 +80,8 @@ def _rules(
 
 def _holders(member: np.ndarray, item: np.ndarray, items: int, members: int) -> np.ndarray:
     """items x bytes: bit m % 8 of byte m // 8 in row i is set when member m holds item i,
-    from the distinct (member, item) pairs. 500 products x 1M customers is 60 MB."""
+    from (member, item) pairs (a pair given twice sets its bit once). 500 products x 1M
+    customers is 60 MB."""
     width = (members + 7) // 8
     bits = np.zeros(items * width, np.uint8)
     bit = np.left_shift(np.uint8(1), (member & 7).astype(np.uint8))

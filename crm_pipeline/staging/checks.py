@@ -20,6 +20,7 @@ from crm_pipeline.staging.rules import (
     CONFLICTING_MERGES,
     REDELIVERED,
     REDELIVERED_CHANGED,
+    SOURCES,
     SUPERSEDED,
     Source,
 )
@@ -179,6 +180,34 @@ def orphaned_merges(conn: duckdb.DuckDBPyConnection, source: str) -> dict[str, i
     return dict(rows)
 
 
+def releasable_rows(conn: duckdb.DuckDBPyConnection, source: str) -> dict[str, int]:
+    """Per day, its rows quarantined for a product or store not in the reference data that is
+    there now (the reference file delivered again with it): a run of the day stages them."""
+    parts, params = [], []
+    for check in SOURCES[source].checks if source in SOURCES else ():
+        if check.reference is None:
+            continue
+        column, table, key = check.reference
+        pattern = f"^{column} (.*) is not in staging\\.{table}$"
+        parts.append(
+            f"""
+            SELECT CAST(r.partition_date AS VARCHAR) AS day
+            FROM {REJECTS_TABLE} AS r
+            SEMI JOIN staging.{table} AS k
+              ON k.{key} = regexp_extract(r.reason, ?, 1)
+            WHERE r.source = ? AND r.rule = ?
+            """
+        )
+        params += [pattern, source, check.rule]
+    if not parts:
+        return {}
+    rows = conn.execute(
+        f"SELECT day, count(*) FROM ({' UNION ALL '.join(parts)}) GROUP BY ALL ORDER BY 1",
+        params,
+    ).fetchall()
+    return dict(rows)
+
+
 def conserved_result(
     conn: duckdb.DuckDBPyConnection, source: str, days: list[str] | None
 ) -> dg.AssetCheckResult:
@@ -232,7 +261,8 @@ def conserved_result(
             [source, list(CONFLICTING_MERGES), *params],
         ).fetchall()
     )
-    if rejected or conflicts:
+    released = releasable_rows(conn, source)
+    if rejected or conflicts or released:
         metadata |= {f"merged_{rule}": n for rule, n in conflicts.items()}
         said = [
             f"{n} merged into another version of the same record with other values ({rule}; "
@@ -246,6 +276,14 @@ def conserved_result(
         ]
         if rejected:
             said.append(f"{rejected} quarantined (see {REJECTS_TABLE} where source = '{source}')")
+        if released:
+            metadata["days_to_release"] = dg.MetadataValue.json(sorted(released))
+            said.append(
+                f"{sum(released.values())} row(s) quarantined on "
+                + ", ".join(sorted(released))
+                + " for a product or store the reference data holds now: re-materialize "
+                f"staging.{source} for these days to stage them"
+            )
         return dg.AssetCheckResult(
             check_name=CONSERVED,
             passed=False,

@@ -75,6 +75,8 @@ class Check:
     rule: str
     when: str
     reason: str  # SQL giving the reason shown to the analyst
+    # For a value that must be in a reference table: (column, table, key).
+    reference: tuple[str, str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -272,6 +274,7 @@ def _known(column: str, table: str, key: str) -> Check:
         f"unknown_{column.removesuffix('_id')}",
         f"t.{column} IS NOT NULL AND t.{column} NOT IN (SELECT {key} FROM staging.{table})",
         f"'{column} ' || t.{column} || ' is not in staging.{table}'",
+        (column, table, key),
     )
 
 
