@@ -185,11 +185,13 @@ def _bracket(r: float, a: float, b: float, c: FloatArray, z: FloatArray) -> Floa
     # F can be negative (small a, x = 0); where it is positive, expm1 keeps short horizons exact.
     log_power = (a - 1) * np.log1p(-z)
     positive = f > 0
-    return np.where(
-        positive,
-        -np.expm1(log_power + np.log(np.where(positive, f, 1.0))),
-        1 - np.exp(log_power) * f,
-    )
+    # Parameters gone to extremes overflow here; the fit's plausibility check reports them.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.where(
+            positive,
+            -np.expm1(log_power + np.log(np.where(positive, f, 1.0))),
+            1 - np.exp(log_power) * f,
+        )
 
 
 def _hyp2f1_series(
@@ -208,20 +210,22 @@ def _hyp2f1_series(
     cn, zn = c.reshape(-1)[todo], z.reshape(-1)[todo]
     term, total = np.ones(todo.size), np.ones(todo.size)
     n = 0
-    while todo.size and n < max_terms:
-        for _ in range(32):
-            term *= (a + n) * (b + n) / ((cn + n) * (n + 1)) * zn
-            total += term
-            n += 1
-        past_signs = (n + a > 0) & (n + b > 0) & (n + cn > 0)
-        ratio = zn * np.maximum(1, (a + n) / (cn + n)) * max(1.0, (b + n) / (n + 1))
-        tail = np.abs(term) * ratio / (1 - ratio)
-        done = past_signs & (ratio < 1) & (tail <= 1e-16 * np.abs(total))
-        broken = ~np.isfinite(total)
-        flat[todo[done]] = total[done]
-        flat[todo[broken]] = np.nan
-        keep = ~(done | broken)
-        todo, cn, zn, term, total = todo[keep], cn[keep], zn[keep], term[keep], total[keep]
+    # A term that overflows marks its entry broken (below): it goes to scipy's hyp2f1.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        while todo.size and n < max_terms:
+            for _ in range(32):
+                term *= (a + n) * (b + n) / ((cn + n) * (n + 1)) * zn
+                total += term
+                n += 1
+            past_signs = (n + a > 0) & (n + b > 0) & (n + cn > 0)
+            ratio = zn * np.maximum(1, (a + n) / (cn + n)) * max(1.0, (b + n) / (n + 1))
+            tail = np.abs(term) * ratio / (1 - ratio)
+            done = past_signs & (ratio < 1) & (tail <= 1e-16 * np.abs(total))
+            broken = ~np.isfinite(total)
+            flat[todo[done]] = total[done]
+            flat[todo[broken]] = np.nan
+            keep = ~(done | broken)
+            todo, cn, zn, term, total = todo[keep], cn[keep], zn[keep], term[keep], total[keep]
     flat[todo] = np.nan
     return result
 
