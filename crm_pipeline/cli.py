@@ -211,7 +211,8 @@ def _summary(args: argparse.Namespace) -> int:
     content = (
         "the whole warehouse"
         if warehouse.publishes_whole()
-        else "no personal data: personal columns empty, the delivered records left out"
+        else "no personal data: personal columns empty, the delivered records and the "
+        "identity crosswalk left out"
     )
     print(
         f"\nQuery the published copy (read-only; swapped in after each good run; {content}): "
