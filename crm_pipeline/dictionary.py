@@ -8,7 +8,7 @@ import duckdb
 import pandera.pandas as pa
 
 from crm_pipeline.analytics.schemas import ANALYTICS_MODELS
-from crm_pipeline.core.schemas import CORE_MODELS, column_types
+from crm_pipeline.core.schemas import CORE_MODELS, column_types, sql_type
 from crm_pipeline.mining.schemas import MINING_MODELS
 from crm_pipeline.privacy import ERASED_RECORDS, ERASED_RECORDS_COLUMNS, ERASURES, ERASURES_COLUMNS
 from crm_pipeline.raw.schemas import (
@@ -145,11 +145,15 @@ def data_dictionary(warehouse: str | None = None) -> str:
     file, a column's type is the one stored there (the core and mart tables' types come from
     the SQL that builds them); without one, or for a table not in it, the contract's."""
     stored = stored_types(warehouse) if warehouse and Path(warehouse).exists() else {}
-    source = f"the warehouse {warehouse}" if stored else "the contracts (no warehouse read)"
+    source = (
+        f"stored in {warehouse} (for a table not in it, the contract's)"
+        if stored
+        else "the contracts give (no warehouse read)"
+    )
     lines = [
         "# Data dictionary",
         "",
-        f"Columns tagged personal are personal data. Types as in {source}.",
+        f"Columns tagged personal are personal data. Types as {source}.",
         "",
     ]
     for table, (model, types) in TABLES.items():
@@ -161,7 +165,7 @@ def data_dictionary(warehouse: str | None = None) -> str:
         for name, data_type in types:
             column = contract[name]
             personal = "yes" if (column.metadata or {}).get("personal_data") else ""
-            shown = stored.get(table, {}).get(name, data_type)
+            shown = stored.get(table, {}).get(name) or sql_type(data_type)
             lines.append(f"| {name} | {shown} | {personal} | {column.description} |")
         lines.append("")
     return "\n".join(lines)

@@ -17,26 +17,12 @@ import pandera.pandas as pa
 from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.contracts import beside, contract_check, repeated_keys, validate_query
 from crm_pipeline.core.classify import CoreRules
-from crm_pipeline.core.schemas import column_types
+from crm_pipeline.core.schemas import column_types, sql_type
 from crm_pipeline.failures import explained
 from crm_pipeline.mining.settings import MiningSettings
 from crm_pipeline.raw.tables import quote_ident
 from crm_pipeline.reporting import schema_of, table_metadata
 from crm_pipeline.resources import WAREHOUSE_POOL, WarehouseResource
-
-# Contract dtypes (pandera's names) as the warehouse stores them.
-_SQL_TYPES = {
-    "string": "VARCHAR",
-    "float64": "DOUBLE",
-    "int64": "BIGINT",
-    "bool": "BOOLEAN",
-    "boolean": "BOOLEAN",
-    "datetime64[ns]": "TIMESTAMP",
-}
-
-
-def _sql_type(dtype: str) -> str:
-    return _SQL_TYPES["string" if dtype.startswith("string") else dtype]
 
 
 def write_frame(
@@ -51,7 +37,7 @@ def write_frame(
     as pandas guessed (a NULL type, DOUBLE for a code), so BI tools find the same types every
     day."""
     columns = ", ".join(
-        f"CAST({quote_ident(name)} AS {_sql_type(dtype)}) AS {quote_ident(name)}"
+        f"CAST({quote_ident(name)} AS {sql_type(dtype)}) AS {quote_ident(name)}"
         for name, dtype in column_types(model)
     )
     order = f" ORDER BY {order_by}" if order_by else ""

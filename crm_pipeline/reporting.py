@@ -74,11 +74,16 @@ def preview(
     """A few rows as a Markdown table (values shortened so the UI stays readable), the
     `personal` columns masked: Dagster keeps this in its run storage, out of reach of an
     erasure, and an operator needs a value's shape at most."""
-    frame = conn.execute(f"SELECT * FROM ({query}) LIMIT {PREVIEW_ROWS}", params or []).df()
+    # Each value as DuckDB writes it (a date as 1980-01-02, an amount as 169400.00), and
+    # shown as it is: the table renderer's own number parsing would turn a masked 999999.99
+    # into 1e+06.
+    frame = conn.execute(
+        f"SELECT CAST(COLUMNS(*) AS VARCHAR) FROM ({query}) LIMIT {PREVIEW_ROWS}", params or []
+    ).df()
     for column in personal & set(frame.columns):
         frame[column] = frame[column].map(lambda v: v if pd.isna(v) else masked(v))
     frame = frame.astype(str).apply(lambda col: col.str.slice(0, 40))
-    return frame.to_markdown(index=False) if len(frame) else "_no rows_"
+    return frame.to_markdown(index=False, disable_numparse=True) if len(frame) else "_no rows_"
 
 
 def table_metadata(
@@ -88,19 +93,22 @@ def table_metadata(
     where: str = "TRUE",
     params: list | None = None,
     schema: bool = True,
+    days: list[str] | None = None,
 ) -> dict[str, dg.MetadataValue | int]:
     """Row count (of the slice written), column schema and preview, in Dagster's standard keys.
 
     schema=False leaves the column schema to the asset's definition, for tables whose
     definition declares the warehouse's own columns and types (raw and staging): a run over a
     range of days repeats its metadata on each day's materialization, and the schema is most
-    of it.
+    of it. So does the row count: over more than one of `days` (the partitions written) it is
+    the range's, `rows_in_run`, not Dagster's row count, which the UI shows as the day's.
     """
     query = f"SELECT * FROM {table} WHERE {where}"
     rows = conn.execute(f"SELECT count(*) FROM ({query})", params or []).fetchone()[0]
     total = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    counted = "rows_in_run" if days is not None and len(days) > 1 else "dagster/row_count"
     metadata: dict[str, dg.MetadataValue | int] = {
-        "dagster/row_count": rows,
+        counted: rows,
         "table_rows": total,
         "dagster/table_name": dg.MetadataValue.text(table),
         "preview": dg.MetadataValue.md(preview(conn, query, params, personal_columns(model))),

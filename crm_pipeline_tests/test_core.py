@@ -245,12 +245,28 @@ def test_failed_key_and_contract_checks_name_the_rows_and_the_reason(
             "WHERE order_id = ? AND line_no = ?",
             [order_id, line_no],
         )
+        # Another line sells a product the last products.csv gave at a negative price.
+        conn.execute(
+            "UPDATE core.order_lines SET sku = 'SKU405' WHERE (order_id, line_no) = "
+            "(SELECT (order_id, line_no) FROM core.order_lines ORDER BY ALL DESC LIMIT 1)"
+        )
+        conn.execute(
+            "INSERT INTO quarantine.staging_rejects VALUES ('products', NULL, "
+            "'reference/products.csv', 9, 'negative_unit_price', 'unit_price -1 is negative', "
+            """'{"sku": " sku405 ", "unit_price": "-1"}', now())"""
+        )
         keys = _keys_check(conn, TABLES["order_lines"])
         contract = _contract_check(conn, "order_lines")
     assert not keys.passed and not contract.passed
     assert f"order_id={order_id}, line_no={line_no} (2 rows)" in keys.description
     assert f"order_id={order_id}, line_no={line_no}, sku=SKU404" in keys.description
     assert "have a sku not in core.products" in keys.description
+    # Why, and what to do: each product set aside from the reference file, or not in it.
+    assert (
+        "(core.products is built from reference/products.csv: SKU405 set aside in "
+        "quarantine.staging_rejects (negative_unit_price); SKU404 not in the file). "
+        "Deliver products.csv again" in keys.description
+    )
     assert "SKU404" in keys.metadata["failing_rows"].value
     assert f"order_id={order_id}, line_no={line_no}: column quantity" in contract.description
     assert order_id in contract.metadata["failing_rows"].value

@@ -25,6 +25,7 @@ from crm_pipeline.cli import main
 from crm_pipeline.contracts import repeated_keys, validate_query
 from crm_pipeline.failures import _without_password, explained, safe_url
 from crm_pipeline.raw.assets import raw_assets
+from crm_pipeline.reporting import preview
 from crm_pipeline.resources import WarehouseResource, WarehouseUnavailable
 from crm_pipeline.run import failure_messages, range_tags
 from crm_pipeline_tests.conftest import bind
@@ -618,3 +619,21 @@ def test_a_password_is_masked_however_the_url_spells_it() -> None:
     odbc = "mssql+pyodbc:///?odbc_connect=DRIVER%3D%7BODBC%7D%3BUID%3Dsa%3BPWD%3DSecret3"
     assert safe_url(odbc) == "mssql+pyodbc:///?odbc_connect=***"
     assert "Secret3" not in _without_password(f"login failed: PWD=Secret3 ({odbc})", odbc)
+
+
+def test_a_preview_shows_values_as_the_warehouse_writes_them_and_personal_ones_by_shape() -> None:
+    with duckdb.connect() as conn:
+        shown = preview(
+            conn,
+            "SELECT 169400.00::DECIMAL(12, 2) AS income, DATE '1980-01-02' AS birth_date, "
+            "16000.00::DECIMAL(12, 2) AS spent, 'Anna.Berg@gmail.com' AS email",
+            None,
+            frozenset({"income", "birth_date", "email"}),
+        )
+    row = shown.splitlines()[2]
+    assert [value.strip() for value in row.strip("|").split("|")] == [
+        "999999.99",
+        "9999-99-99",
+        "16000.00",
+        "Xxxx.Xxxx@xxxxx.xxx",
+    ]

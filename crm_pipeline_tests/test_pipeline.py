@@ -22,8 +22,8 @@ from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.core.crosswalk import pairwise_scores
 from crm_pipeline.definitions import defs
+from crm_pipeline.dictionary import IDENTITY_TABLES, UNPUBLISHED_TABLES, data_dictionary
 from crm_pipeline.dictionary import TABLES as DICTIONARY_TABLES
-from crm_pipeline.dictionary import UNPUBLISHED_TABLES, data_dictionary
 from crm_pipeline.generate import generate
 from crm_pipeline.mining.assets import mining_assets
 from crm_pipeline.mining.settings import MiningSettings
@@ -173,7 +173,10 @@ def test_raw_and_staging_assets_declare_the_columns_the_warehouse_holds(run) -> 
         ).fetchall()
         assert declared == held, key.to_user_string()
     shown = result.asset_materializations_for_node("staging__online_orders")[0].metadata
-    assert "dagster/column_schema" not in shown and shown["dagster/row_count"].value > 0
+    assert "dagster/column_schema" not in shown
+    # Each day of the range run carries the range's figures: not as the day's row count.
+    staged = conn.execute("SELECT count(*) FROM staging.online_orders").fetchall()[0][0]
+    assert "dagster/row_count" not in shown and shown["rows_in_run"].value == staged > 0
 
 
 def test_injected_erroneous_values_never_reach_staging(run) -> None:
@@ -256,6 +259,16 @@ def test_the_readme_connection_recipes_run_as_written(analyst_folder) -> None:
     assert "[('customer_key', 'VARCHAR'), ('customer_type', 'VARCHAR'), " in printed, printed
 
 
+def _dictionary_types(text: str) -> dict[tuple[str, str], str]:
+    """(table, column) -> the type a data dictionary shows."""
+    return {
+        (table, row.split(" | ")[0].lstrip("| ")): row.split(" | ")[1]
+        for table, section in (part.split("\n", 1) for part in text.split("\n## ")[1:])
+        for row in section.splitlines()
+        if row.startswith("| ") and not row.startswith(("| column ", "|---"))
+    }
+
+
 def test_the_data_dictionary_gives_each_column_the_type_the_warehouse_stores(run) -> None:
     _, conn, _, _, _ = run
     warehouse = conn.execute("SELECT file FROM pragma_database_list").fetchall()[0][0]
@@ -264,16 +277,17 @@ def test_the_data_dictionary_gives_each_column_the_type_the_warehouse_stores(run
         "SELECT table_schema || '.' || table_name, column_name, data_type "
         "FROM information_schema.columns"
     ).fetchall()
-    shown = {
-        (table, row.split(" | ")[0].lstrip("| ")): row.split(" | ")[1]
-        for table, section in (part.split("\n", 1) for part in text.split("\n## ")[1:])
-        for row in section.splitlines()
-        if row.startswith("| ") and not row.startswith(("| column ", "|---"))
-    }
+    shown = _dictionary_types(text)
     assert len(stored) > 400
     for table, column, data_type in stored:
         if table in DICTIONARY_TABLES:
             assert shown[(table, column)] == data_type, (table, column)
+    # Written from the published copy, as the command writes it: the tables the copy leaves
+    # out (the identity tables) show their SQL types too, not the contract's pandas ones.
+    copied = _dictionary_types(data_dictionary(str(Path(warehouse).with_name("published.duckdb"))))
+    for table, column, data_type in stored:
+        if table in IDENTITY_TABLES:
+            assert copied[(table, column)] == data_type, (table, column)
     # The contract's pandas type (float64) was shown before.
     assert shown[("core.customers", "income")] == "DECIMAL(12,2)"
     # Tables written only by an erasure are listed, and said to be missing.
@@ -651,12 +665,17 @@ def test_every_mining_table_is_written_and_the_recommender_evaluated(run) -> Non
     assert conn.execute(
         "SELECT count(DISTINCT customer_key), max(rank) FROM mining.recommendations"
     ).fetchall()[0] == (customers, 10)
-    assert (
-        conn.execute(
-            "SELECT count(*) FROM analytics.model_runs WHERE model = 'recommender_holdout'"
-        ).fetchall()[0][0]
-        == 1
-    )
+    # 42 days of history, a 90-day holdout: both holdout checks are skipped, saying why, with
+    # no made-up rate and no data range (their cut-off is before the first day).
+    holdouts = conn.execute(
+        "SELECT model, status, data_from, data_to, note FROM analytics.model_runs "
+        "WHERE model LIKE '%holdout' ORDER BY model"
+    ).fetchall()
+    assert [row[:4] for row in holdouts] == [
+        ("bgnbd_holdout", "skipped", None, None),
+        ("recommender_holdout", "skipped", None, None),
+    ]
+    assert "nothing to score" in holdouts[1][4] and "hit rate" not in holdouts[1][4]
 
 
 def test_the_published_copy_holds_the_run_without_its_personal_data(run) -> None:

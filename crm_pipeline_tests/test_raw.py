@@ -84,8 +84,8 @@ def test_shop_tables_land_by_order_day_and_undatable_orders_are_quarantined(load
         if e.asset_key.path[-1] == "online_orders" and e.check_name == "rows_accounted"
     ]
     assert check.description.endswith(
-        "2 set aside in quarantine.raw_rejects (query it with source = 'online_orders' for the "
-        "reasons, all of no partition, set aside again by every load)."
+        "2 set aside in quarantine.raw_rejects in all (query it with source = 'online_orders' "
+        "for the reasons, all of no partition, set aside again by every load)."
     )
 
 
@@ -149,8 +149,8 @@ def test_file_with_a_renamed_column_goes_to_quarantine_whole(loaded) -> None:
     assert check.severity == dg.AssetCheckSeverity.WARN
     assert check.description.startswith(
         "All 4 delivered rows accounted for; 1 file(s) set aside whole for their header, "
-        "encoding or line breaks, their "
-        f"rows in no table: feedback/{DAY2}/survey.csv; 1 set aside in quarantine.raw_rejects"
+        "encoding or line breaks (each line in quarantine.raw_rejects, none in raw.feedback): "
+        f"feedback/{DAY2}/survey.csv; 1 set aside in quarantine.raw_rejects in all"
     )
     assert check.metadata["files_set_aside_whole"].value == [f"feedback/{DAY2}/survey.csv"]
 

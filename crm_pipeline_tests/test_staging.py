@@ -455,8 +455,9 @@ def test_order_lines_rules_and_a_changed_redelivery_supersedes(tmp_path: Path) -
     conserved = conserved_result(conn, "online_order_items", [DAY])
     assert conserved.metadata["merged_rows"].value == 1
     assert conserved.metadata["merged_superseded"].value == 1
-    assert "1 merged into another version of the same record with other values (superseded; " in (
-        conserved.description
+    assert (
+        "of the merged, 1 into another version of the same record with other values (superseded; "
+        in (conserved.description)
     )
 
 
@@ -539,8 +540,9 @@ def test_a_record_delivered_again_later_with_other_values_keeps_the_first_and_wa
     check = conserved_result(staged, "store_purchases", [later])
     assert check.severity == dg.AssetCheckSeverity.WARN and not check.passed
     assert check.description == (
-        "All 1 raw rows conserved: 0 staged, 1 merged duplicates, 1 merged into another version "
-        "of the same record with other values (redelivered_changed; the earliest day's delivery "
+        "All 1 raw rows conserved: 0 staged, 1 merged duplicates, 0 quarantined; of the merged, "
+        "1 into another version of the same record with other values (redelivered_changed; the "
+        "earliest day's delivery "
         "is kept: see quarantine.merged_duplicates where source = 'store_purchases' and rule = "
         "'redelivered_changed')."
     )

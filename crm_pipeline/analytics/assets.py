@@ -50,6 +50,14 @@ def _model_runs_table(conn: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def data_seen(first_day: date | None, last_day: date) -> tuple[date | None, date | None]:
+    """The first and last day of the data a fit saw, for model_runs: none (NULL, NULL) when
+    its last day is before the history's first (a holdout's cut-off in a short history)."""
+    if first_day is None or last_day < first_day:
+        return None, None
+    return first_day, last_day
+
+
 def record_runs(
     conn: duckdb.DuckDBPyConnection,
     runs: list[tuple[ModelRun, date | None, date | None]],
@@ -214,7 +222,7 @@ def build_scored_customers(conn: duckdb.DuckDBPyConnection, day: date, settings:
             analysis.holdout_days,
             analysis.minimums(),
         )
-        logged.append((holdout, first_day, cutoff))
+        logged.append((holdout, *data_seen(first_day, cutoff)))
     scored["as_of"] = pd.Timestamp(day)
     conn.register("scored_frame", scored.reset_index(names="customer_key"))
     conn.begin()

@@ -129,9 +129,13 @@ class ModelRuns(CoreModel):
     customers: Series[int] = field("Customers in the fit.", nullable=False, ge=0)
     seconds: Series[float] = field("Fit time.", nullable=False, ge=0)
     as_of: Series[pd.Timestamp] = field("Data used: everything up to this day.", nullable=False)
-    data_from: Series[pd.Timestamp] = field("First day of the data the fit saw.")
+    data_from: Series[pd.Timestamp] = field(
+        "First day of the data the fit saw; NULL when it saw none (a holdout check whose "
+        "cut-off is before the history's first day)."
+    )
     data_to: Series[pd.Timestamp] = field(
-        "Last day of the data the fit saw (for a holdout check: the calibration cut-off)."
+        "Last day of the data the fit saw (for a holdout check: the calibration cut-off); "
+        "NULL when it saw none."
     )
     note: Series[str] = field("Units, convergence, or why it was skipped.", nullable=False)
     metrics: Series[str] = field(

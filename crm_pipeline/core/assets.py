@@ -25,10 +25,13 @@ from crm_pipeline.core.quality import build_quality_report, summary_markdown, un
 from crm_pipeline.core.schemas import CORE_MODELS, column_types
 from crm_pipeline.core.secret import KeySecret, key_secret
 from crm_pipeline.failures import explained
-from crm_pipeline.landing import NEED_DIMENSIONS, ground_truth_dir_for
+from crm_pipeline.landing import NEED_DIMENSIONS, PRODUCTS, STORES, ground_truth_dir_for
+from crm_pipeline.marts import DAILY_FRESHNESS
 from crm_pipeline.reporting import schema_of, table_metadata
 from crm_pipeline.resources import WAREHOUSE_POOL, LandingZoneResource, WarehouseResource
+from crm_pipeline.staging.build import REJECTS_TABLE
 from crm_pipeline.staging.rules import SOURCES as STAGING_SOURCES
+from crm_pipeline.staging.rules import text
 
 PRECISION_TARGET, RECALL_TARGET = 0.98, 0.95
 
@@ -139,6 +142,48 @@ def _rows_where(
     return (rows[0][-1] if rows else 0), [dict(zip(columns, r[:-1], strict=True)) for r in rows]
 
 
+# The reference files core.products and core.stores are built from, with their key.
+_REFERENCE_FILES = {"core.products": (PRODUCTS, "sku"), "core.stores": (STORES, "store_id")}
+
+
+def _unresolved_reference(
+    conn: duckdb.DuckDBPyConnection, ref: Reference, condition: str, table: str
+) -> str:
+    """Why a few of the values `table` names are not in a reference table, and what to do:
+    set aside from the reference file (by which rule), or not in the file at all."""
+    reference, column = _REFERENCE_FILES[ref.table]
+    values = [
+        v
+        for (v,) in conn.execute(
+            f"SELECT DISTINCT t.{ref.column} FROM {table} AS t WHERE {condition} "
+            f"ORDER BY 1 LIMIT {SHOWN_EXAMPLES}"
+        ).fetchall()
+    ]
+    # The delivered value as staging reads it (trimmed, upper case), the latest rule.
+    rules = dict(
+        conn.execute(
+            f"""
+            SELECT upper({text(column)}) AS value, arg_max(r.rule, r.loaded_at)
+            FROM (
+                SELECT json_extract_string(record, '$.{column}') AS {column}, rule, loaded_at
+                FROM {REJECTS_TABLE} WHERE source = ?
+            ) AS r
+            WHERE list_contains(?, upper({text(column)}))
+            GROUP BY ALL
+            """,
+            [reference.name, values],
+        ).fetchall()
+    )
+    said = [f"{v} set aside in {REJECTS_TABLE} ({rules[v]})" for v in values if v in rules]
+    said += [f"{v} not in the file" for v in values if v not in rules]
+    return (
+        f" ({ref.table} is built from {reference.folder}/{reference.pattern}: "
+        + "; ".join(said)
+        + f"). Deliver {reference.pattern} again with these {column} values, correct, then "
+        f"re-materialize staging.{reference.name}, {ref.table} and what follows"
+    )
+
+
 def _keys_check(conn: duckdb.DuckDBPyConnection, table: CoreTable) -> dg.AssetCheckResult:
     """Key unique and not null; references resolve. Each problem names a few rows by key."""
     name = f"core.{table.name}"
@@ -163,11 +208,10 @@ def _keys_check(conn: duckdb.DuckDBPyConnection, table: CoreTable) -> dg.AssetCh
             f"t.{ref.column} IS NOT NULL AND t.{ref.column} NOT IN "
             f"(SELECT {ref.key} FROM {ref.table} WHERE {ref.key} IS NOT NULL)"
         )
-        found(
-            *_rows_where(conn, name, table.key, ref.column, condition),
-            f"have a {ref.column} not in {ref.table}",
-            name,
-        )
+        count, rows = _rows_where(conn, name, table.key, ref.column, condition)
+        found(count, rows, f"have a {ref.column} not in {ref.table}", name)
+        if count and ref.table in _REFERENCE_FILES:
+            problems[-1] += _unresolved_reference(conn, ref, condition, name)
     if table.name == "customers":
         for fact in CUSTOMER_FACTS:
             condition = (
@@ -328,6 +372,8 @@ def core_asset(table: CoreTable) -> dg.AssetsDefinition:
         check_specs=_specs(key, table.name),
         tags={"layer": "core"},
         metadata={"dagster/column_schema": schema_of(contract, column_types(contract))},
+        # The customers, like the marts, are recomputed as of the day by every daily run.
+        freshness_policy=DAILY_FRESHNESS if table.name == "customers" else None,
     )
     def _core(
         context: dg.AssetExecutionContext,

@@ -383,3 +383,22 @@ CORE_MODELS: dict[str, type[CoreModel]] = {
 def column_types(model: type[pa.DataFrameModel]) -> list[tuple[str, str]]:
     """Columns in table order with their contract types (core tables are built by CTAS)."""
     return [(name, str(column.dtype)) for name, column in model.to_schema().columns.items()]
+
+
+# Contract dtypes (pandera's names) as the warehouse stores them; a SQL type stays as it is.
+_SQL_TYPES = {
+    "string": "VARCHAR",
+    "float64": "DOUBLE",
+    "int64": "BIGINT",
+    "Int64": "BIGINT",
+    "uint64": "UBIGINT",
+    "UInt64": "UBIGINT",
+    "bool": "BOOLEAN",
+    "boolean": "BOOLEAN",
+    "datetime64[ns]": "TIMESTAMP",
+}
+
+
+def sql_type(dtype: str) -> str:
+    """A contract's column type as the warehouse stores it (string[pyarrow] -> VARCHAR)."""
+    return _SQL_TYPES.get("string" if dtype.startswith("string") else dtype, dtype)

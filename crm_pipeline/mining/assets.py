@@ -10,7 +10,7 @@ import dagster as dg
 import duckdb
 
 from crm_pipeline import replace_file
-from crm_pipeline.analytics.assets import record_runs, serving_run
+from crm_pipeline.analytics.assets import data_seen, record_runs, serving_run
 from crm_pipeline.analytics.scoring import ModelRun
 from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.marts import Built, Mart, Settings, as_of_day, mart_assets
@@ -151,6 +151,18 @@ def build_recommendations(conn: duckdb.DuckDBPyConnection, day: date, settings: 
             | {"holdout": dg.MetadataValue.text(f"evaluated as of {evaluated[1]}, in {RUNS}")},
             f"{total} recommendations; holdout of {evaluated[1]} serves",
         )
+    if figures["customers"]:
+        note = (
+            f"recommended from purchases up to {cutoff}, scored on first purchases of a product "
+            f"up to {day}: hit rate at {n} {figures[f'hit_rate_at_{n}']:.3f} against "
+            f"{figures[f'baseline_hit_rate_at_{n}']:.3f} for the best sellers"
+        )
+    else:
+        note = (
+            f"no customer bought up to {cutoff} (the cut-off, holdout_days = "
+            f"{mining.holdout_days} before {day}) and bought a product new to them after it: "
+            "nothing to score (a history shorter than the holdout has none)"
+        )
     run = ModelRun(
         HOLDOUT_RUN,
         "fitted" if figures["customers"] else "skipped",
@@ -158,12 +170,10 @@ def build_recommendations(conn: duckdb.DuckDBPyConnection, day: date, settings: 
         None,
         figures["customers"],
         0.0,
-        f"recommended from purchases up to {cutoff}, scored on first purchases of a product up "
-        f"to {day}: hit rate at {n} {figures[f'hit_rate_at_{n}'] or 0:.3f} against "
-        f"{figures[f'baseline_hit_rate_at_{n}'] or 0:.3f} for the best sellers",
+        note,
         figures,
     )
-    record_runs(conn, [(run, first_day, cutoff)], day)
+    record_runs(conn, [(run, *data_seen(first_day, cutoff))], day)
     return Built(
         by_level | {"holdout": dg.MetadataValue.json(figures)},
         f"{total} recommendations; holdout {run.note}",

@@ -73,7 +73,7 @@ def _result(
         + " GROUP BY ALL ORDER BY 2 DESC",
         [table, *params],
     ).fetchall()
-    metadata = table_metadata(conn, f"raw.{table}", model, where, params, schema=False)
+    metadata = table_metadata(conn, f"raw.{table}", model, where, params, schema=False, days=days)
     metadata["rejected_rows"] = sum(n for _, n in rejected)
     metadata["rejected_by_reason"] = dg.MetadataValue.json(dict(rejected))
     for key, values in (notes or {}).items():

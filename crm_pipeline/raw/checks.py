@@ -184,8 +184,8 @@ def rows_accounted_result(
         # Said first: a day without one of its files is not a few bad lines.
         metadata["files_set_aside_whole"] = dg.MetadataValue.json(whole)
         warnings.append(
-            f"{len(whole)} file(s) set aside whole for their header, encoding or line breaks, "
-            "their rows in no table: " + listed(whole)
+            f"{len(whole)} file(s) set aside whole for their header, encoding or line breaks "
+            f"(each line in {REJECTS_TABLE}, none in raw.{table}): " + listed(whole)
         )
     if rejected:
         # Rows of no partition (an order dated years ahead) are swept anew by every load of
@@ -199,8 +199,8 @@ def rows_accounted_result(
             else (", all of no partition, set aside again by every load" if unplaced else "")
         )
         warnings.append(
-            f"{rejected} set aside in {REJECTS_TABLE} (query it with source = '{table}' for "
-            f"the reasons{anew})"
+            f"{rejected} set aside in {REJECTS_TABLE} in all (query it with source = '{table}' "
+            f"for the reasons{anew})"
         )
     if empty_files:
         metadata["empty_files"] = dg.MetadataValue.json(list(empty_files))

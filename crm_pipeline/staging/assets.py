@@ -120,10 +120,11 @@ def staging_asset(source: Source) -> dg.AssetsDefinition:
             conn.commit()
             where, params = slice_sql(days)
             metadata = table_metadata(
-                conn, f"staging.{source.name}", model, where, params, schema=False
+                conn, f"staging.{source.name}", model, where, params, schema=False, days=days
             )
+            staged = metadata.get("rows_in_run", metadata.get("dagster/row_count"))
             context.log.info(
-                f"staging.{source.name}: {metadata['dagster/row_count']} rows staged in "
+                f"staging.{source.name}: {staged} rows staged in "
                 f"{time.perf_counter() - started:.1f} s"
             )
             quarantined = _counts(conn, REJECTS_TABLE, source.name, where, params)

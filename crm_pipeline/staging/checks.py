@@ -265,7 +265,7 @@ def conserved_result(
     if rejected or conflicts or released:
         metadata |= {f"merged_{rule}": n for rule, n in conflicts.items()}
         said = [
-            f"{n} merged into another version of the same record with other values ({rule}; "
+            f"of the merged, {n} into another version of the same record with other values ({rule}; "
             + (
                 "the row of the day's file last by name, then its last line, is kept"
                 if rule == SUPERSEDED
@@ -275,7 +275,7 @@ def conserved_result(
             for rule, n in sorted(conflicts.items())
         ]
         if rejected:
-            said.append(f"{rejected} quarantined (see {REJECTS_TABLE} where source = '{source}')")
+            said.append(f"the quarantined in {REJECTS_TABLE} where source = '{source}'")
         if released:
             metadata["days_to_release"] = dg.MetadataValue.json(list(released))
             said.append(
@@ -290,8 +290,7 @@ def conserved_result(
             severity=dg.AssetCheckSeverity.WARN,
             description=(
                 f"All {raw} raw rows conserved: {staged} staged, {merged} merged duplicates, "
-                + "; ".join(said)
-                + "."
+                f"{rejected} quarantined; " + "; ".join(said) + "."
             ),
             metadata=metadata,
         )
