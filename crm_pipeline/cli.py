@@ -59,6 +59,7 @@ def _materialize(args: argparse.Namespace) -> int:
             prepare_instance,
             range_problem,
             selected_keys,
+            setting_config,
             slowest_steps,
             step_seconds,
             work_seconds,
@@ -70,6 +71,7 @@ def _materialize(args: argparse.Namespace) -> int:
     # reads (the shop's order days) use the values.
     bound = resources_from_env(resolve=True)
     defs = definitions(resources_from_env())
+    setting_config(args.set or [])  # a bad setting is refused before anything runs
     first = last = None
     try:
         keys = selected_keys(defs, args.select)

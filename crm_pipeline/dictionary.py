@@ -169,3 +169,17 @@ def data_dictionary(warehouse: str | None = None) -> str:
             lines.append(f"| {name} | {shown} | {personal} | {column.description} |")
         lines.append("")
     return "\n".join(lines)
+
+
+DICTIONARY_FILE = "data_dictionary.md"  # where `make run` writes it: beside the warehouse
+
+
+def refresh_beside(warehouse: str, published: Path) -> Path | None:
+    """Write the data dictionary beside the warehouse again from the published copy, when one
+    is there: a command that replaces the copy outside a run (an erasure, which adds its
+    tables) leaves no stale dictionary. The dictionary's path, or None."""
+    path = Path(warehouse).with_name(DICTIONARY_FILE)
+    if not path.exists():
+        return None
+    path.write_text(data_dictionary(str(published)), encoding="utf-8")
+    return path

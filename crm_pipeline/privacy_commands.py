@@ -28,6 +28,7 @@ def erase(args: argparse.Namespace) -> int:
     import duckdb
 
     from crm_pipeline import privacy
+    from crm_pipeline.dictionary import refresh_beside
     from crm_pipeline.failures import ActionableError
     from crm_pipeline.publish import publish
     from crm_pipeline.resources import WarehouseUnavailable, resources_from_env
@@ -93,6 +94,7 @@ def erase(args: argparse.Namespace) -> int:
     try:
         privacy.rewrite_file(warehouse.path, warehouse.memory_limit, warehouse.storage_version)
         published = publish(warehouse)
+        dictionary = refresh_beside(warehouse.path, warehouse.published_path())
     except (OSError, duckdb.Error, WarehouseUnavailable) as error:
         again = " ".join(f"--customer-key {key}" for key in erasure.customer_keys)
         print(
@@ -108,6 +110,7 @@ def erase(args: argparse.Namespace) -> int:
         f"{erasure.records} source record(s), in the warehouse {Path(warehouse.path).resolve()} "
         f"and the published copy {warehouse.published_path()} ({len(published.tables)} tables). "
         "Later loads blank these records again (raw.erased_records)."
+        + (f" Data dictionary updated: {dictionary}." if dictionary else "")
     )
     if erasure.landing_files:
         print(

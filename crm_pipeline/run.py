@@ -137,7 +137,40 @@ def setting_config(settings: list[str]) -> dict:
             except ValueError:
                 value = text
         resources.setdefault(resource, {"config": {}})["config"][field] = value
+    for resource, config in resources.items():
+        _refuse_bad_values(resource, config["config"])
     return {"resources": resources} if resources else {}
+
+
+def _refuse_bad_values(resource: str, config: dict) -> None:
+    """A setting the resource does not have, or a value it would refuse (a day written
+    30/06/2025, a count out of range), refused now: not once a run is under way."""
+    from pydantic import ValidationError
+
+    from crm_pipeline.analytics.settings import AnalysisSettings
+    from crm_pipeline.core.classify import CoreRules
+    from crm_pipeline.mining.settings import MiningSettings
+
+    kind = {"analysis": AnalysisSettings, "mining": MiningSettings, "core_rules": CoreRules}[
+        resource
+    ]
+    unknown = sorted(set(config) - set(kind.model_fields))
+    if unknown:
+        raise SettingError(
+            f"--set {resource}.{unknown[0]}: {resource} has no setting {unknown[0]!r}; it has "
+            f"{', '.join(kind.model_fields)}"
+        )
+    try:
+        kind(**config)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{resource}.{'.'.join(map(str, e['loc']))} = {config.get(e['loc'][0])!r}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
+            for e in error.errors()
+        )
+        raise SettingError(
+            f"--set {problems}. The README's Configuration section lists the settings."
+        ) from None
 
 
 def materialize_all(

@@ -119,10 +119,18 @@ def test_an_erased_customer_is_gone_from_every_copy_and_stays_gone(
 
     assert _command("erase", "--email", "no.one@example.org", "--reason", "ticket 41") == 1
     assert "nothing erased" in capsys.readouterr().out
+    # The dictionary beside the warehouse, as `make run` writes it, before any erasure.
+    dictionary = tmp_path / "data_dictionary.md"
+    assert _command("dictionary", "--out", str(dictionary)) == 0
+    erasures = "\n## raw.erasures\n"
+    assert "Not in the warehouse yet" in dictionary.read_text().split(erasures)[1][:400]
     # Asked by their email, as another system might spell it.
     assert _command("erase", "--email", f"  {email.upper()} ", "--reason", "ticket 42") == 0
     printed = capsys.readouterr().out
     assert "1 customer(s)" in printed and "shop:accounts" in printed
+    # Written again from the new copy, which holds the erasures.
+    assert f"Data dictionary updated: {dictionary}" in printed
+    assert "Not in the warehouse yet" not in dictionary.read_text().split(erasures)[1][:400]
     for copy in (warehouse, published):
         assert tables_quoting(copy, values) == [], copy
     # The file is rewritten: the old values are not left in its free blocks.

@@ -134,7 +134,8 @@ def test_a_header_naming_a_column_twice_in_two_cases_is_set_aside_naming_it(
     assert conn.execute("SELECT count(*) FROM raw.stores").fetchone() == (0,)
     why = (
         "stores.file: header lacks ['store_id'] (it has ['Store_ID', 'STORE_ID']); fix the "
-        "header and deliver the file again, then re-run this partition"
+        "header and deliver the file again, then re-materialize its source (a daily file: "
+        "for its day)"
     )
     assert conn.execute(f"SELECT DISTINCT reason, detail FROM {REJECTS_TABLE}").fetchall() == [
         ("header_mismatch", why)

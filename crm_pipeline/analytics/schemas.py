@@ -25,7 +25,7 @@ class ScoredCustomers(CoreModel):
     r_score: Series[float] = field(
         "Recency quintile, 5 = bought most recently (every buyer of the latest day), 1 = the "
         "longest ago; other ties share the score of their middle rank, as in f_score and "
-        "m_score.",
+        "m_score. The RFM scores and cell are NULL for a customer who never bought.",
         ge=1,
         le=5,
     )
@@ -39,7 +39,9 @@ class ScoredCustomers(CoreModel):
     )
     p_alive: Series[float] = field(
         "BG/NBD probability the customer is still active; 1 for a buyer without a repeat "
-        "purchase (the model lets customers drop out only after one).",
+        "purchase (the model lets customers drop out only after one). It and the other model "
+        "columns (expected purchases and value, clv_12m) are NULL for a customer who never "
+        "bought, and for everyone when no usable fit was made (see analytics.model_runs).",
         ge=0,
         le=1,
     )
@@ -49,18 +51,19 @@ class ScoredCustomers(CoreModel):
     clv_12m: Series[float] = field("Discounted expected value of the next CLV horizon.")
     churn_risk: Series[float] = field(
         "1 - P(alive); NULL for a buyer without a repeat purchase (P(alive) is 1 by the "
-        "model's assumption, not by evidence).",
+        "model's assumption, not by evidence), and for a customer who never bought.",
         ge=0,
         le=1,
     )
     churn_tier: Series[str] = field(
         "low (< 0.3), medium (< 0.7) or high churn risk; rule_churn_tier where the model "
-        "gives no risk (a buyer without a repeat purchase; no usable fit).",
+        "gives no risk (a buyer without a repeat purchase; no usable fit); NULL for a customer "
+        "who never bought.",
         isin=list(CHURN_TIERS),
     )
     gap_ratio: Series[float] = field(
         "Days since the last purchase / the customer's typical days between purchase days "
-        "(90 for one-time buyers).",
+        "(90 for one-time buyers); NULL, as rule_churn_tier, for a customer who never bought.",
         ge=0,
     )
     rule_churn_tier: Series[str] = field(

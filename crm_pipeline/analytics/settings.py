@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from crm_pipeline.analytics.scoring import Minimums
 from crm_pipeline.core.classify import parse_day
@@ -46,6 +46,12 @@ class AnalysisSettings(dg.ConfigurableResource):
 
     def minimums(self) -> Minimums:
         return Minimums(self.min_buyers_to_fit, self.min_repeat_buyers_to_fit)
+
+    @field_validator("as_of")
+    @classmethod
+    def _a_day(cls, value: str) -> str:
+        parse_day(value, "analysis.as_of")  # refused when set, not when a step reads it
+        return value
 
     def as_of_date(self) -> date | None:
         """The configured as-of day, or None for the last day with orders."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 LIFECYCLE_STAGES = ("new", "active", "lapsing", "lapsed", "prospect")
 CHANNEL_PREFERENCES = ("online", "store", "omnichannel", "none")
@@ -62,6 +62,12 @@ class CoreRules(dg.ConfigurableResource):
     staff_email_domains: list[str] = Field(
         default=[], description="Email domains of staff, left out like test accounts."
     )
+
+    @field_validator("as_of")
+    @classmethod
+    def _a_day(cls, value: str) -> str:
+        parse_day(value, "core_rules.as_of")  # refused when set, not when a step reads it
+        return value
 
     def as_of_date(self) -> date | None:
         """The configured as-of day, or None for the last day with events."""

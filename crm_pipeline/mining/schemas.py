@@ -75,7 +75,8 @@ class Recommendations(CoreModel):
         "The rule's consequent (the category, for affinity); NULL for a best seller."
     )
     confidence: Series[float] = field(
-        "The rule's confidence (for affinity: the customer's share of lines in the category).",
+        "The rule's confidence (for affinity: the customer's share of lines in the category); "
+        "NULL for a best seller.",
         ge=0,
         le=1,
     )
@@ -186,7 +187,8 @@ class Penetration(CoreModel):
         nullable=False,
     )
     gap_value: Series[float] = field(
-        "(comparable - penetration) / 100 x segment buyers x revenue per buyer, when positive.",
+        "(comparable - penetration) / 100 x segment buyers x revenue per buyer when positive, "
+        "else 0.",
         nullable=False,
         ge=0,
     )

@@ -304,7 +304,7 @@ def file_asset(source: landing.FileSource, loader: Loader) -> dg.AssetsDefinitio
         advice = (
             f"Check that {folder} and its files are readable (permissions, a folder in a "
             "file's place), fix or remove the file the cause names, then re-materialize "
-            f"raw.{source.name} for these partitions."
+            f"raw.{source.name}" + (" for these partitions." if source.daily else ".")
         )
         with explained(context, f"{source.pattern} files under {folder}", advice):
             days = _days(context) if source.daily else None
@@ -329,7 +329,7 @@ def shop_asset(table: landing.ShopTable, partitioned: bool) -> dg.AssetsDefiniti
         reading = f"the online shop database {safe_url(url)}, table '{table.name}'"
         advice = (
             "Check that the shop database is reachable and CRM_SHOP_URL points at it, then "
-            f"re-materialize raw.{name} for these partitions."
+            f"re-materialize raw.{name}" + (" for these partitions." if partitioned else ".")
         )
         with explained(context, reading, advice, url), warehouse.connect() as conn:
             days = _days(context) if partitioned else None

@@ -81,7 +81,7 @@ class Delivery:
     def unreadable(self, csv: bool = True) -> tuple[str, str] | None:
         """Why the loader cannot read the file at all (its rule, one of WHOLE_FILE_RULES, and
         what to do), if it cannot; csv: it is read as CSV (JSON Lines takes mixed line ends)."""
-        again = "deliver it again and re-run this partition"
+        again = "deliver it again and re-materialize its source (a daily file: for its day)"
         if self.utf16:
             why = "UTF-16 text (what a spreadsheet saves as Unicode text); re-export it as UTF-8"
             return "utf16_text", f"{self.name}: {why}, {again}"

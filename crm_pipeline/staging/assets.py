@@ -107,7 +107,7 @@ def staging_asset(source: Source) -> dg.AssetsDefinition:
         reading = f"raw.{source.name}" + "".join(f", staging.{t}" for t in source.lookups)
         advice = (
             f"Fix the cause, or the rows of raw.{source.name} it names, then re-materialize "
-            f"staging.{source.name} for these partitions."
+            f"staging.{source.name}" + (" for these partitions." if source.daily else ".")
         )
         with explained(context, reading, advice), warehouse.connect() as conn:
             regions = warehouse.phone_region_codes()

@@ -263,7 +263,9 @@ class MergedDuplicates(pa.DataFrameModel):
     """One row per raw row merged into another with the same business key."""
 
     source: Series[str] = pa.Field(description="Raw table the row came from.")
-    partition_date: Series[pd.Timestamp] = pa.Field(nullable=True, description="Delivery day.")
+    partition_date: Series[pd.Timestamp] = pa.Field(
+        nullable=True, description="Delivery day; NULL for snapshots."
+    )
     source_file: Series[str] = pa.Field(description="File of the merged row.")
     source_line: Series[int] = pa.Field(ge=1, description="Record number of the merged row.")
     kept_source_file: Series[str] = pa.Field(description="File of the row kept in staging.")
