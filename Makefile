@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum
 export CRM_LANDING_DIR ?= data/landing
 export CRM_WAREHOUSE ?= data/warehouse.duckdb
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+UI_PORT ?= 3000
 
 .PHONY: install run test ui bench lock clean
 
@@ -48,7 +49,7 @@ test: install
 	$(VENV)/bin/pytest -q
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
-	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 bench: install
 	$(VENV)/bin/crm-pipeline bench --customers $${CUSTOMERS:-100000}
