@@ -27,6 +27,7 @@ from crm_pipeline.core.secret import KeySecret, key_secret
 from crm_pipeline.failures import explained
 from crm_pipeline.landing import NEED_DIMENSIONS, PRODUCTS, STORES, ground_truth_dir_for
 from crm_pipeline.marts import DAILY_FRESHNESS
+from crm_pipeline.raw.tables import table_exists
 from crm_pipeline.reporting import schema_of, table_metadata
 from crm_pipeline.resources import WAREHOUSE_POOL, LandingZoneResource, WarehouseResource
 from crm_pipeline.staging.build import REJECTS_TABLE
@@ -146,6 +147,30 @@ def _rows_where(
 _REFERENCE_FILES = {"core.products": (PRODUCTS, "sku"), "core.stores": (STORES, "store_id")}
 
 
+def _rejected_by(
+    conn: duckdb.DuckDBPyConnection, source: str, column: str, values: list[str]
+) -> dict[str, str]:
+    """Which of `values` staging set aside from a source, by the rule of its latest rejection
+    (the delivered value read as staging reads it: trimmed, upper case)."""
+    if not table_exists(conn, REJECTS_TABLE):
+        return {}
+    value = f"upper({text(column)})"
+    return dict(
+        conn.execute(
+            f"""
+            SELECT {value}, arg_max(r.rule, r.loaded_at)
+            FROM (
+                SELECT json_extract_string(record, '$.{column}') AS {column}, rule, loaded_at
+                FROM {REJECTS_TABLE} WHERE source = ?
+            ) AS r
+            WHERE list_contains(?, {value})
+            GROUP BY ALL
+            """,
+            [source, values],
+        ).fetchall()
+    )
+
+
 def _unresolved_reference(
     conn: duckdb.DuckDBPyConnection, ref: Reference, condition: str, table: str
 ) -> str:
@@ -159,21 +184,7 @@ def _unresolved_reference(
             f"ORDER BY 1 LIMIT {SHOWN_EXAMPLES}"
         ).fetchall()
     ]
-    # The delivered value as staging reads it (trimmed, upper case), the latest rule.
-    rules = dict(
-        conn.execute(
-            f"""
-            SELECT upper({text(column)}) AS value, arg_max(r.rule, r.loaded_at)
-            FROM (
-                SELECT json_extract_string(record, '$.{column}') AS {column}, rule, loaded_at
-                FROM {REJECTS_TABLE} WHERE source = ?
-            ) AS r
-            WHERE list_contains(?, upper({text(column)}))
-            GROUP BY ALL
-            """,
-            [reference.name, values],
-        ).fetchall()
-    )
+    rules = _rejected_by(conn, reference.name, column, values)
     said = [f"{v} set aside in {REJECTS_TABLE} ({rules[v]})" for v in values if v in rules]
     said += [f"{v} not in the file" for v in values if v not in rules]
     return (
