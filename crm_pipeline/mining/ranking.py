@@ -5,7 +5,8 @@ even mixture of what everyone buys and what the customer's own categories sell:
 
     score(c, P) = 1/2 share(P)  +  1/2 mix(c, K) share(P | K)
 
-with share(P) P's share of all purchase lines, K = P's category, mix(c, K) the share of c's
+with share(P) P's share of the purchase lines of known customers (an anonymous receipt is
+in no share), K = P's category, mix(c, K) the share of c's
 lines in K, and share(P | K) P's share of K's lines. Every product the customer has not bought
 is a candidate. The popularity baseline is share(P) alone.
 
@@ -71,7 +72,7 @@ class Purchases:
     products: np.ndarray  # the products' numbers in the Lines
     sku: np.ndarray
     category: np.ndarray
-    share: np.ndarray  # of all purchase lines
+    share: np.ndarray  # of the known customers' purchase lines
     within: np.ndarray  # of its category's lines
     category_index: np.ndarray  # 0 .. categories - 1
     owned_customer: np.ndarray  # (customer, product) pairs bought, sorted by customer

@@ -56,8 +56,9 @@ class Recommendations(CoreModel):
     product: Series[str] = field("Its name.")
     category: Series[str] = field("Its category.")
     score: Series[float] = _share(
-        "1/2 its share of all purchase lines + 1/2 the customer's share of lines in its "
-        "category x its share of that category's lines."
+        "1/2 its share of the purchase lines of known customers (not of anonymous receipts) "
+        "+ 1/2 the customer's share of lines in its category x its share of that category's "
+        "lines."
     )
     rule_level: Series[str] = field(
         "The evidence: product (a product rule from a product they bought and kept, not one "
