@@ -52,6 +52,7 @@ def _materialize(args: argparse.Namespace) -> int:
         from crm_pipeline.resources import resources_from_env
         from crm_pipeline.run import (
             any_partitioned,
+            config_problem,
             failure_messages,
             landing_days,
             layer_seconds,
@@ -60,6 +61,7 @@ def _materialize(args: argparse.Namespace) -> int:
             range_problem,
             selected_keys,
             setting_config,
+            settings_refused,
             slowest_steps,
             step_seconds,
             work_seconds,
@@ -71,7 +73,11 @@ def _materialize(args: argparse.Namespace) -> int:
     # reads (the shop's order days) use the values.
     bound = resources_from_env(resolve=True)
     defs = definitions(resources_from_env())
-    setting_config(args.set or [])  # a bad setting is refused before anything runs
+    # A bad setting is refused before anything runs.
+    problem = config_problem(defs, setting_config(args.set or []))
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     first = last = None
     try:
         keys = selected_keys(defs, args.select)
@@ -150,12 +156,7 @@ def _materialize(args: argparse.Namespace) -> int:
     try:
         result = materialize_all(defs, instance, first, last, selection, args.set)
     except dg.DagsterInvalidConfigError as error:
-        problems = "; ".join(e.message.rstrip(".") for e in error.errors) or str(error)
-        print(
-            f"--set {' '.join(args.set)}: {problems}. The README's Configuration section "
-            "lists the settings; the UI shows them with their types (Deployment > Resources).",
-            file=sys.stderr,
-        )
+        print(settings_refused(error), file=sys.stderr)
         return 2
     failed_checks = []
     for evaluation in result.get_asset_check_evaluations():

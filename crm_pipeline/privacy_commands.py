@@ -94,7 +94,6 @@ def erase(args: argparse.Namespace) -> int:
     try:
         privacy.rewrite_file(warehouse.path, warehouse.memory_limit, warehouse.storage_version)
         published = publish(warehouse)
-        dictionary = refresh_beside(warehouse.path, warehouse.published_path())
     except (OSError, duckdb.Error, WarehouseUnavailable) as error:
         again = " ".join(f"--customer-key {key}" for key in erasure.customer_keys)
         print(
@@ -104,6 +103,15 @@ def erase(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        dictionary = refresh_beside(warehouse.path, warehouse.published_path())
+    except OSError as error:  # the erasure is done: a stale dictionary is said, not fatal
+        dictionary = None
+        print(
+            f"The data dictionary beside the warehouse could not be written again ({error}): "
+            "run `crm-pipeline dictionary --out FILE` to update it.",
+            file=sys.stderr,
+        )
     print(
         f"Erased request {erasure.request_id}: {len(erasure.customer_keys)} customer(s) "
         f"({', '.join(erasure.customer_keys)}), "

@@ -113,9 +113,20 @@ def any_partitioned(defs: dg.Definitions, keys: list[dg.AssetKey]) -> bool:
 SETTABLE = ("analysis", "mining", "core_rules")
 
 
+def _settings_class(resource: str) -> type[dg.ConfigurableResource]:
+    from crm_pipeline.analytics.settings import AnalysisSettings
+    from crm_pipeline.core.classify import CoreRules
+    from crm_pipeline.mining.settings import MiningSettings
+
+    return {"analysis": AnalysisSettings, "mining": MiningSettings, "core_rules": CoreRules}[
+        resource
+    ]
+
+
 def setting_config(settings: list[str]) -> dict:
     """Run config for resource settings given as RESOURCE.FIELD=VALUE ('analysis.as_of=
-    2025-06-30'); a value that reads as JSON (3, 0.1, true) is that value, else text."""
+    2025-06-30'); a value that reads as JSON (3, 0.1, true) is that value, else text, and a
+    text setting's value is text (20250630 stays a text to read as a day)."""
     resources: dict[str, dict] = {}
     for setting in settings:
         name, sep, text = setting.partition("=")
@@ -129,13 +140,21 @@ def setting_config(settings: list[str]) -> dict:
                 f"--set {setting!r}: {resource!r} is not one of {', '.join(SETTABLE)} (the "
                 "warehouse and landing zone are set by CRM_* variables)"
             )
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
+        fields = _settings_class(resource).model_fields
+        if field not in fields:
+            raise SettingError(
+                f"--set {setting!r}: {resource} has no setting {field!r}; it has "
+                f"{', '.join(fields)}"
+            )
+        value: object = text
+        if fields[field].annotation not in (str, "str"):
             try:
-                value = float(text)  # .5, which JSON does not read as a number
-            except ValueError:
-                value = text
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                try:
+                    value = float(text)  # .5, which JSON does not read as a number
+                except ValueError:
+                    value = text
         resources.setdefault(resource, {"config": {}})["config"][field] = value
     for resource, config in resources.items():
         _refuse_bad_values(resource, config["config"])
@@ -143,34 +162,41 @@ def setting_config(settings: list[str]) -> dict:
 
 
 def _refuse_bad_values(resource: str, config: dict) -> None:
-    """A setting the resource does not have, or a value it would refuse (a day written
-    30/06/2025, a count out of range), refused now: not once a run is under way."""
+    """A value the resource would refuse (a day written 30/06/2025, a count out of range),
+    refused now: not once a run is under way. (Dagster's stricter type check follows:
+    config_problem.)"""
     from pydantic import ValidationError
 
-    from crm_pipeline.analytics.settings import AnalysisSettings
-    from crm_pipeline.core.classify import CoreRules
-    from crm_pipeline.mining.settings import MiningSettings
-
-    kind = {"analysis": AnalysisSettings, "mining": MiningSettings, "core_rules": CoreRules}[
-        resource
-    ]
-    unknown = sorted(set(config) - set(kind.model_fields))
-    if unknown:
-        raise SettingError(
-            f"--set {resource}.{unknown[0]}: {resource} has no setting {unknown[0]!r}; it has "
-            f"{', '.join(kind.model_fields)}"
-        )
     try:
-        kind(**config)
+        _settings_class(resource)(**config)
     except ValidationError as error:
         problems = "; ".join(
-            f"{resource}.{'.'.join(map(str, e['loc']))} = {config.get(e['loc'][0])!r}: "
-            f"{e['msg'].removeprefix('Value error, ')}"
+            e["msg"].removeprefix("Value error, ")
+            if e["type"] == "value_error"  # the project's own message names the setting
+            else f"{resource}.{e['loc'][0]} = {config.get(e['loc'][0])!r}: {e['msg']}"
             for e in error.errors()
         )
         raise SettingError(
             f"--set {problems}. The README's Configuration section lists the settings."
         ) from None
+
+
+def config_problem(defs: dg.Definitions, config: dict) -> str | None:
+    """What Dagster's own check of the settings' run config refuses (5.0 for a whole number),
+    said as the command says it; None when it passes."""
+    try:
+        dg.validate_run_config(defs.resolve_implicit_global_asset_job_def(), config)
+    except dg.DagsterInvalidConfigError as error:
+        return settings_refused(error)
+    return None
+
+
+def settings_refused(error: dg.DagsterInvalidConfigError) -> str:
+    problems = "; ".join(e.message.rstrip(".") for e in error.errors) or str(error)
+    return (
+        f"--set: {problems}. The README's Configuration section lists the settings; the UI "
+        "shows them with their types (Deployment > Resources)."
+    )
 
 
 def materialize_all(
@@ -263,8 +289,19 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
         # No step failed: the run did, before any step (a resource setting out of range).
         for event in result.all_events:
             if event.event_type_value in ("RESOURCE_INIT_FAILURE", "RUN_FAILURE"):
-                messages.append(f"run: {event.message}")
+                messages.append(f"run: {event.message}{_cause(event)}")
     return messages
+
+
+def _cause(event: dg.DagsterEvent) -> str:
+    """Why a resource could not be set up (a setting's value it refused), in a line."""
+    error = getattr(event.event_specific_data, "error", None)
+    while error is not None and error.cause is not None:
+        error = error.cause
+    if error is None:
+        return ""
+    said = " ".join(error.message.split("For further information")[0].split())
+    return f" Cause: {said}"
 
 
 def warehouse_summary(path: str) -> list[tuple[str, int]]:

@@ -262,10 +262,23 @@ def test_failed_key_and_contract_checks_name_the_rows_and_the_reason(
     assert f"order_id={order_id}, line_no={line_no}, sku=SKU404" in keys.description
     assert "have a sku not in core.products" in keys.description
     # Why, and what to do: each product set aside from the reference file, or not in it.
-    assert (
+    assert keys.description.endswith(
         "(core.products is built from reference/products.csv: SKU405 set aside in "
         "quarantine.staging_rejects (negative_unit_price); SKU404 not in the file). "
-        "Deliver products.csv again" in keys.description
+        "Deliver products.csv again with these sku values, correct, then re-materialize "
+        "raw.products, staging.products, core.products and what follows"
+    )
+    # A line of the file raw could not read might have held it: said as a possibility.
+    with duckdb.connect(str(copy)) as conn:
+        conn.execute(
+            "INSERT INTO quarantine.raw_rejects (source, source_file, source_line, reason, "
+            "detail, raw_text, loaded_at) VALUES ('products', 'reference/products.csv', 7, "
+            "'malformed_line', 'a quote left open', 'SKU404,\"Lamp', now())"
+        )
+        keys = _keys_check(conn, TABLES["order_lines"])
+    assert (
+        "SKU404 not staged (not in the file, or on one of its 1 line(s) set aside in "
+        "quarantine.raw_rejects)" in keys.description
     )
     assert "SKU404" in keys.metadata["failing_rows"].value
     assert f"order_id={order_id}, line_no={line_no}: column quantity" in contract.description

@@ -21,13 +21,14 @@ from dagster_shared.serdes import serialize_value
 from pandera.typing import Series
 
 from crm_pipeline import landing
+from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.cli import main
 from crm_pipeline.contracts import repeated_keys, validate_query
 from crm_pipeline.failures import _without_password, explained, safe_url
 from crm_pipeline.raw.assets import raw_assets
 from crm_pipeline.reporting import preview
 from crm_pipeline.resources import WarehouseResource, WarehouseUnavailable
-from crm_pipeline.run import failure_messages, range_tags
+from crm_pipeline.run import failure_messages, range_tags, setting_config
 from crm_pipeline_tests.conftest import bind
 from crm_pipeline_tests.landing_builder import DAY1, DAY2
 
@@ -575,9 +576,16 @@ def test_a_setting_given_on_the_command_line_reaches_the_run_and_a_wrong_one_is_
         "as_of": "is not RESOURCE.FIELD=VALUE",
         "warehouse.path=x.duckdb": "'warehouse' is not one of analysis, mining, core_rules",
         "analysis.holdout_days=0": "analysis.holdout_days = 0: Input should be greater than 0",
-        "analysis.as_of=30/06/2025": "analysis.as_of = '30/06/2025': analysis.as_of is "
-        "'30/06/2025': give a day as YYYY-MM-DD",
+        "analysis.as_of=30/06/2025": "--set analysis.as_of is '30/06/2025': give a day as "
+        "YYYY-MM-DD",
+        # Dagster's own, stricter, check: no fraction for a whole number.
+        "analysis.holdout_days=5.0": 'Value "5.0" of type "<class \'float\'>" is not valid for '
+        'expected type "Int"',
         "core_rules.as_of=2025-13-01": "give a day as YYYY-MM-DD",
+    }
+    # A text setting's value stays text (a day in ISO's basic form), not a number.
+    assert setting_config(["analysis.as_of=20250630"]) == {
+        "resources": {"analysis": {"config": {"as_of": "20250630"}}}
     }
     for setting, said in refused.items():
         assert _exit_code("--set", setting) == 2, setting
@@ -642,3 +650,24 @@ def test_a_preview_shows_values_as_the_warehouse_writes_them_and_personal_ones_b
         "16000.00",
         "Xxxx.Xxxx@xxxxx.xxx",
     ]
+
+
+def test_an_as_of_bound_to_an_environment_variable_is_checked_with_its_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    @dg.asset
+    def day(analysis: AnalysisSettings) -> str:
+        return str(analysis.as_of_date())
+
+    # The definitions load: until a run reads it, the variable's name is no day to check.
+    bound = AnalysisSettings(as_of=dg.EnvVar("CRM_TEST_AS_OF"))
+    monkeypatch.setenv("CRM_TEST_AS_OF", "2025-06-30")
+    assert dg.materialize([day], resources={"analysis": bound}).output_for_node("day") == (
+        "2025-06-30"
+    )
+    monkeypatch.setenv("CRM_TEST_AS_OF", "30/06/2025")
+    failed = dg.materialize([day], resources={"analysis": bound}, raise_on_error=False)
+    assert not failed.success
+    assert "analysis.as_of is '30/06/2025': give a day as YYYY-MM-DD" in " ".join(
+        failure_messages(failed)
+    )

@@ -177,6 +177,9 @@ def test_raw_and_staging_assets_declare_the_columns_the_warehouse_holds(run) -> 
     # Each day of the range run carries the range's figures: not as the day's row count.
     staged = conn.execute("SELECT count(*) FROM staging.online_orders").fetchall()[0][0]
     assert "dagster/row_count" not in shown and shown["rows_in_run"].value == staged > 0
+    shown = result.asset_materializations_for_node("raw__online_orders")[0].metadata
+    loaded = conn.execute("SELECT count(*) FROM raw.online_orders").fetchall()[0][0]
+    assert "dagster/row_count" not in shown and shown["rows_in_run"].value == loaded > staged
 
 
 def test_injected_erroneous_values_never_reach_staging(run) -> None:

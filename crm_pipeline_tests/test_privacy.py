@@ -140,7 +140,13 @@ def test_an_erased_customer_is_gone_from_every_copy_and_stays_gone(
     # blocking check passes, and their purchases are still counted under a customer key.
     # The test account asked too, by its id as typed elsewhere: it stays left out, though the
     # email that said so is gone.
+    # A dictionary that cannot be written again is said, and the erasure stands.
+    dictionary.unlink()
+    dictionary.mkdir()
     assert _command("erase", "--account-id", f" {tester.lower()}", "--reason", "ticket 43") == 0
+    assert "data dictionary beside the warehouse could not be written again" in (
+        capsys.readouterr().err
+    )
     assert tables_quoting(warehouse, ["qa.tester@example.com"]) == []
     assert _command("materialize") == 0
     for copy in (warehouse, published):

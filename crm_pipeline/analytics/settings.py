@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from crm_pipeline.analytics.scoring import Minimums
-from crm_pipeline.core.classify import parse_day
+from crm_pipeline.core.classify import day_setting, parse_day
 
 
 class AnalysisSettings(dg.ConfigurableResource):
@@ -47,11 +47,10 @@ class AnalysisSettings(dg.ConfigurableResource):
     def minimums(self) -> Minimums:
         return Minimums(self.min_buyers_to_fit, self.min_repeat_buyers_to_fit)
 
-    @field_validator("as_of")
+    @field_validator("as_of", mode="before")
     @classmethod
-    def _a_day(cls, value: str) -> str:
-        parse_day(value, "analysis.as_of")  # refused when set, not when a step reads it
-        return value
+    def _a_day(cls, value: object) -> object:
+        return day_setting(value, "analysis.as_of")
 
     def as_of_date(self) -> date | None:
         """The configured as-of day, or None for the last day with orders."""

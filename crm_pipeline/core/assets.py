@@ -27,6 +27,7 @@ from crm_pipeline.core.secret import KeySecret, key_secret
 from crm_pipeline.failures import explained
 from crm_pipeline.landing import NEED_DIMENSIONS, PRODUCTS, STORES, ground_truth_dir_for
 from crm_pipeline.marts import DAILY_FRESHNESS
+from crm_pipeline.raw.tables import REJECTS_TABLE as RAW_REJECTS_TABLE
 from crm_pipeline.raw.tables import table_exists
 from crm_pipeline.reporting import schema_of, table_metadata
 from crm_pipeline.resources import WAREHOUSE_POOL, LandingZoneResource, WarehouseResource
@@ -185,13 +186,28 @@ def _unresolved_reference(
         ).fetchall()
     ]
     rules = _rejected_by(conn, reference.name, column, values)
+    unread = (
+        conn.execute(
+            f"SELECT count(*) FROM {RAW_REJECTS_TABLE} WHERE source = ?", [reference.name]
+        ).fetchall()[0][0]
+        if table_exists(conn, RAW_REJECTS_TABLE)
+        else 0
+    )
+    # A line raw could not read is not searched for the value: said as a possibility.
+    missing = (
+        f"not staged (not in the file, or on one of its {unread} line(s) set aside in "
+        f"{RAW_REJECTS_TABLE})"
+        if unread
+        else "not in the file"
+    )
     said = [f"{v} set aside in {REJECTS_TABLE} ({rules[v]})" for v in values if v in rules]
-    said += [f"{v} not in the file" for v in values if v not in rules]
+    said += [f"{v} {missing}" for v in values if v not in rules]
     return (
         f" ({ref.table} is built from {reference.folder}/{reference.pattern}: "
         + "; ".join(said)
         + f"). Deliver {reference.pattern} again with these {column} values, correct, then "
-        f"re-materialize staging.{reference.name}, {ref.table} and what follows"
+        f"re-materialize raw.{reference.name}, staging.{reference.name}, {ref.table} and what "
+        "follows"
     )
 
 

@@ -31,6 +31,16 @@ def parse_day(value: str, setting: str) -> date | None:
         ) from err
 
 
+def day_setting(value: object, setting: str) -> object:
+    """A day setting as given, refused when it is text but no YYYY-MM-DD day: when it is set,
+    not when a step reads it. One bound to an environment variable (dg.EnvVar, its name until
+    a run reads it) is checked when the run builds the resource with its value; one of another
+    type is left to the field's own type check."""
+    if isinstance(value, str) and not isinstance(value, dg.EnvVar):
+        parse_day(value, setting)
+    return value
+
+
 class CoreRules(dg.ConfigurableResource):
     """Rules of the core model, bound once for every core asset: what is left out, and where
     categories split."""
@@ -63,11 +73,10 @@ class CoreRules(dg.ConfigurableResource):
         default=[], description="Email domains of staff, left out like test accounts."
     )
 
-    @field_validator("as_of")
+    @field_validator("as_of", mode="before")
     @classmethod
-    def _a_day(cls, value: str) -> str:
-        parse_day(value, "core_rules.as_of")  # refused when set, not when a step reads it
-        return value
+    def _a_day(cls, value: object) -> object:
+        return day_setting(value, "core_rules.as_of")
 
     def as_of_date(self) -> date | None:
         """The configured as-of day, or None for the last day with events."""

@@ -135,7 +135,8 @@ def load_csv(
         if len(header) > MAX_COLUMNS:
             detail = (
                 f"{f.name}: the header has {len(header)} columns, more than {MAX_COLUMNS} (a "
-                "sheet exported whole?); deliver the contract's columns and re-materialize its source (a daily file: for its day)"
+                "sheet exported whole?); deliver the contract's columns and re-materialize "
+                "its source (a daily file: for its day)"
             )
             _reject_whole_file(conn, table, f, "header_mismatch", detail, loaded_at, 1)
             continue
@@ -144,12 +145,12 @@ def load_csv(
         if missing or duplicated:
             unexpected = _shown_names([c for c in header if c not in contract])
             detail = (
-                (
-                    f"{f.name}: header lacks {missing} (it has {unexpected or 'no other columns'})"
-                    if missing
-                    else f"{f.name}: header repeats {duplicated}"
-                )
-                + "; fix the header and deliver the file again, then re-materialize its source (a daily file: for its day)"
+                f"{f.name}: header lacks {missing} (it has {unexpected or 'no other columns'})"
+                if missing
+                else f"{f.name}: header repeats {duplicated}"
+            ) + (
+                "; fix the header and deliver the file again, then re-materialize its source "
+                "(a daily file: for its day)"
             )
             _reject_whole_file(conn, table, f, "header_mismatch", detail, loaded_at, 1)
             continue

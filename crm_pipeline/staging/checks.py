@@ -264,8 +264,8 @@ def conserved_result(
     released = releasable_rows(conn, source)
     if rejected or conflicts or released:
         metadata |= {f"merged_{rule}": n for rule, n in conflicts.items()}
-        said = [
-            f"of the merged, {n} into another version of the same record with other values ({rule}; "
+        merges = [
+            f"{n} into another version of the same record with other values ({rule}; "
             + (
                 "the row of the day's file last by name, then its last line, is kept"
                 if rule == SUPERSEDED
@@ -274,8 +274,9 @@ def conserved_result(
             + f": see {MERGED_TABLE} where source = '{source}' and rule = '{rule}')"
             for rule, n in sorted(conflicts.items())
         ]
+        said = ["of the merged, " + ", ".join(merges)] if merges else []
         if rejected:
-            said.append(f"the quarantined in {REJECTS_TABLE} where source = '{source}'")
+            said.append(f"the quarantined are in {REJECTS_TABLE} where source = '{source}'")
         if released:
             metadata["days_to_release"] = dg.MetadataValue.json(list(released))
             said.append(
