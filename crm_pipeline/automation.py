@@ -16,20 +16,10 @@ import duckdb
 from crm_pipeline import landing
 from crm_pipeline.partitions import daily_partitions
 from crm_pipeline.resources import LandingZoneResource, WarehouseResource
-from crm_pipeline.run import RANGE_END, RANGE_START, range_tags
+from crm_pipeline.run import IN_FLIGHT, RANGE_END, RANGE_START, range_tags
 
 # A day launches once its newest file is this old: a copy still being written is not read.
 SETTLE_SECONDS = 120
-# Runs of the daily job that have not ended: a day one of them covers is not launched again.
-IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.MANAGED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.SUSPENDED,
-    dg.DagsterRunStatus.CANCELING,
-]
 
 daily_refresh = dg.define_asset_job(
     "daily_refresh",

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from crm_pipeline import SettingError, iso_day, privacy_commands
 
-DEFAULT_DAGSTER_HOME = "data/dagster_home"
 # The lines of a failed blocking check's description shown after its first.
 SHOWN_LINES = 5
 
@@ -51,6 +50,7 @@ def _materialize(args: argparse.Namespace) -> int:
         from crm_pipeline.raw.shop import ShopSchemaError
         from crm_pipeline.resources import resources_from_env
         from crm_pipeline.run import (
+            DEFAULT_DAGSTER_HOME,
             any_partitioned,
             config_problem,
             failure_messages,
@@ -59,6 +59,7 @@ def _materialize(args: argparse.Namespace) -> int:
             materialize_all,
             prepare_instance,
             range_problem,
+            runs_not_ended,
             selected_keys,
             setting_config,
             settings_refused,
@@ -74,7 +75,7 @@ def _materialize(args: argparse.Namespace) -> int:
     bound = resources_from_env(resolve=True)
     defs = definitions(resources_from_env())
     # A bad setting is refused before anything runs.
-    problem = config_problem(defs, setting_config(args.set or []))
+    problem = config_problem(defs, setting_config(args.set or [])) or runs_not_ended()
     if problem:
         print(problem, file=sys.stderr)
         return 2

@@ -32,6 +32,7 @@ def erase(args: argparse.Namespace) -> int:
     from crm_pipeline.failures import ActionableError
     from crm_pipeline.publish import publish
     from crm_pipeline.resources import WarehouseUnavailable, resources_from_env
+    from crm_pipeline.run import runs_not_ended
     from crm_pipeline.staging.staged_with import recorded_phone_regions
 
     named = {
@@ -52,6 +53,9 @@ def erase(args: argparse.Namespace) -> int:
         return 2
     if not Path(warehouse.path).exists():
         print(f"No warehouse at {warehouse.path}: nothing to erase.", file=sys.stderr)
+        return 2
+    if busy := runs_not_ended():
+        print(busy, file=sys.stderr)
         return 2
     try:
         with warehouse.connect() as conn:
@@ -150,6 +154,7 @@ def rekey(args: argparse.Namespace) -> int:
     from crm_pipeline.publish import publish
     from crm_pipeline.raw.tables import table_exists
     from crm_pipeline.resources import WarehouseUnavailable, resources_from_env
+    from crm_pipeline.run import runs_not_ended
 
     resources = resources_from_env(resolve=True)
     warehouse = resources["warehouse"]
@@ -158,6 +163,9 @@ def rekey(args: argparse.Namespace) -> int:
     path = warehouse.key_secret_path()
     if not Path(warehouse.path).exists():
         print(f"No warehouse at {warehouse.path}: no keys to replace.", file=sys.stderr)
+        return 2
+    if busy := runs_not_ended():
+        print(busy, file=sys.stderr)
         return 2
     try:
         with warehouse.connect() as conn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -85,6 +86,43 @@ def prepare_instance(home: Path) -> dg.DagsterInstance:
 
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+# Runs that have not ended (queued, starting, started, being cancelled).
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.MANAGED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.SUSPENDED,
+    dg.DagsterRunStatus.CANCELING,
+]
+DEFAULT_DAGSTER_HOME = "data/dagster_home"
+
+
+def runs_not_ended() -> str | None:
+    """Why a command that writes the warehouse outside the run queue (materialize, erase,
+    rekey) must wait: the runs of the Dagster instance in DAGSTER_HOME (a deployment's, or
+    `make ui`'s) that have not ended, which would fail on its lock or publish half of theirs.
+    None when there are none, or no instance there."""
+    home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME)
+    if not (home / "dagster.yaml").is_file():
+        return None
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        runs = instance.get_runs(dg.RunsFilter(statuses=IN_FLIGHT), limit=5)
+    finally:
+        instance.dispose()
+    if not runs:
+        return None
+    listed = ", ".join(f"{r.run_id[:8]} ({r.job_name}, {r.status.value.lower()})" for r in runs)
+    return (
+        f"Runs of the Dagster instance in {home} have not ended: {listed}. This command writes "
+        "the warehouse outside their queue, so one would fail on the other's lock, or publish "
+        "half a run: wait until they end, or launch the work in the UI, where the queue orders "
+        "it (Materialize for assets, a backfill of daily_refresh for days). A run whose process "
+        "died stays started until it is terminated in the UI (Runs)."
+    )
 
 
 def range_tags(first: str, last: str) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -22,6 +23,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_dagster_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests read no developer's DAGSTER_HOME (`make ui`'s runs, which commands that write
+    the warehouse wait for): an empty one of their own, unless a test sets another."""
+    os.environ["DAGSTER_HOME"] = str(tmp_path_factory.mktemp("dagster_home"))
 
 
 @pytest.fixture(scope="module")

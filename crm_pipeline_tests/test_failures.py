@@ -24,11 +24,12 @@ from crm_pipeline import landing
 from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.cli import main
 from crm_pipeline.contracts import repeated_keys, validate_query
+from crm_pipeline.definitions import defs
 from crm_pipeline.failures import _without_password, explained, safe_url
 from crm_pipeline.raw.assets import raw_assets
 from crm_pipeline.reporting import preview
 from crm_pipeline.resources import WarehouseResource, WarehouseUnavailable
-from crm_pipeline.run import failure_messages, range_tags, setting_config
+from crm_pipeline.run import failure_messages, prepare_instance, range_tags, setting_config
 from crm_pipeline_tests.conftest import bind
 from crm_pipeline_tests.landing_builder import DAY1, DAY2
 
@@ -671,3 +672,33 @@ def test_an_as_of_bound_to_an_environment_variable_is_checked_with_its_value(
     assert "analysis.as_of is '30/06/2025': give a day as YYYY-MM-DD" in " ".join(
         failure_messages(failed)
     )
+
+
+def test_commands_that_write_the_warehouse_wait_for_the_runs_of_the_instance(
+    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    _command_line_on(_zone(tiny_zone, tmp_path), warehouse, monkeypatch)
+    assert _exit_code("--select", "group:raw", "--no-publish") == 0
+    loaded = _count(warehouse, "SELECT count(*) FROM raw.deliveries")
+    # A run of the deployment's queue (or of `make ui`) is under way in DAGSTER_HOME.
+    home = tmp_path / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    instance = prepare_instance(home)  # not entered: see test_automation's instance
+    run = instance.create_run_for_job(
+        defs.resolve_job_def("daily_refresh"), status=dg.DagsterRunStatus.STARTED
+    )
+    instance.dispose()
+    capsys.readouterr()
+    for command in (
+        ["materialize", "--select", "group:raw"],
+        ["erase", "--card", "L1", "--reason", "t"],
+        ["rekey"],
+    ):
+        with pytest.raises(SystemExit) as exit_code:
+            main(command)
+        assert exit_code.value.code == 2, command
+        said = capsys.readouterr().err
+        assert f"have not ended: {run.run_id[:8]} (daily_refresh, started)" in said, command
+        assert "launch the work in the UI" in said
+    assert _count(warehouse, "SELECT count(*) FROM raw.deliveries") == loaded

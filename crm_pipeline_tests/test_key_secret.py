@@ -113,7 +113,7 @@ def test_keys_are_keyed_with_a_secret_the_warehouse_does_not_hold(at, monkeypatc
     shutil.move(secret, secret.with_name("elsewhere"))
     assert _command("materialize", "--no-publish") == 1
     stopped = capsys.readouterr()
-    for said in (str(secret), "CRM_KEY_SECRET_FILE", "Restore it from your backup", "rekey"):
+    for said in (str(secret), "CRM_KEY_SECRET_FILE", "restore it there from your backup", "rekey"):
         assert said in stopped.out + stopped.err
     monkeypatch.setenv("CRM_KEY_SECRET_FILE", str(other.with_name("customer_key.secret")))
     assert _command("materialize", "--no-publish") == 1
@@ -141,7 +141,7 @@ def test_rekey_replaces_keys_made_without_the_secret_everywhere(at, monkeypatch,
     # That run made the secret its new keys are made with, and later runs need it.
     shutil.move(secret, secret.with_name("elsewhere"))
     assert _command("materialize", *UP_TO_KEYS) == 1
-    assert "Restore it from your backup" in "".join(capsys.readouterr())
+    assert "restore it there from your backup" in "".join(capsys.readouterr())
     shutil.move(secret.with_name("elsewhere"), secret)
     old = _unkeyed(warehouse, secret)
     assert len(old) > 100

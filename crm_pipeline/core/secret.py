@@ -146,10 +146,11 @@ def _verify(recorded: str, value: bytes | None, path: Path) -> None:
         )
     if value is None:
         raise KeySecretError(
-            f"The warehouse's customer keys were made with the secret in {path} ({SETTING}), "
-            "and there is no such file. Restore it from your backup (or point "
-            f"{SETTING} at it); if it is lost, `crm-pipeline rekey --new-secret` gives every "
-            "customer a new key with a new secret."
+            f"The warehouse's customer keys were made with a secret this run reads from {path} "
+            f"({SETTING}, by default customer_key.secret beside the warehouse), and there is no "
+            f"such file. Point {SETTING} at the file the keys were made with (every run must "
+            "read the same one), or restore it there from your backup; only if it is lost, "
+            "`crm-pipeline rekey --new-secret` gives every customer a new key with a new secret."
         )
     if not hmac.compare_digest(check_value(value), recorded):
         raise KeySecretError(

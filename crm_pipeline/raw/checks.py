@@ -243,8 +243,9 @@ def shop_days_result(table: str, changed: list[str]) -> dg.AssetCheckResult:
             f"The shop's {table} rows of {len(changed)} day(s) loaded before differ from what "
             f"raw holds (rows changed, added or removed in the shop since, such as a refund): "
             f"{listed(changed, 10)}. Their figures stay as loaded until those days are run "
-            f"again (crm-pipeline materialize --first {changed[0]} --last {changed[-1]}, or "
-            "each day alone)."
+            f"again: a backfill of daily_refresh from {changed[0]} to {changed[-1]} in the UI "
+            f"(or each day alone), or crm-pipeline materialize --first {changed[0]} --last "
+            f"{changed[-1]} when no run is under way."
         ),
         metadata={"changed_days": dg.MetadataValue.json(changed)},
     )
