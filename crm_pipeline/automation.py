@@ -97,16 +97,30 @@ def _loaded_since(stamps: dict[str, int], day: str, loaded: dict[tuple[str, str]
     return all(loaded.get((source, day), whole_day) >= stamp for source, stamp in stamps.items())
 
 
+def _covered(run: dg.DagsterRun) -> set[str]:
+    """The days a run of the daily job covers (its partition, or its range)."""
+    first = run.tags.get(RANGE_START, run.tags.get("dagster/partition"))
+    last = run.tags.get(RANGE_END, first)
+    if not first:
+        return set()
+    return {d for d in daily_partitions.get_partition_keys() if first <= d <= last}
+
+
 def _in_flight(instance: dg.DagsterInstance) -> set[str]:
     """The days that runs of the daily job not yet ended cover."""
     days: set[str] = set()
     for run in instance.get_runs(dg.RunsFilter(job_name=daily_refresh.name, statuses=IN_FLIGHT)):
-        tags = run.tags
-        first = tags.get(RANGE_START, tags.get("dagster/partition"))
-        last = tags.get(RANGE_END, first)
-        if first:
-            days |= {d for d in daily_partitions.get_partition_keys() if first <= d <= last}
+        days |= _covered(run)
     return days
+
+
+def _last_run_failed(instance: dg.DagsterInstance, days: set[str]) -> list[str]:
+    """Of these days, those whose latest run of the daily job (of the last 100) failed."""
+    latest: dict[str, bool] = {}
+    for run in instance.get_runs(dg.RunsFilter(job_name=daily_refresh.name), limit=100):
+        for day in _covered(run) & days:  # newest run first: the first one seen decides
+            latest.setdefault(day, run.status == dg.DagsterRunStatus.FAILURE)
+    return sorted(day for day, failed in latest.items() if failed)
 
 
 def _why_not_yet(day: str, stamps: dict[str, int]) -> str | None:
@@ -151,6 +165,30 @@ def daily_schedule(
     if _loaded_since(stamps, day, loaded):
         return dg.SkipReason(f"{day}: loaded and published since its files last changed")
     return dg.RunRequest(run_key=day, partition_key=day)
+
+
+def _failed_note(
+    instance: dg.DagsterInstance,
+    found: dict[str, dict[str, int]],
+    warehouse: WarehouseResource,
+) -> str:
+    """The delivered days whose last run failed and that no published run loaded since their
+    files changed: the sensor launches a day once, so these wait for a launch by hand."""
+    failed = _last_run_failed(instance, set(found))
+    if not failed:
+        return ""
+    try:
+        loaded = loaded_times(warehouse.published_path())
+    except Unreadable:
+        loaded = {}
+    failed = [day for day in failed if not _loaded_since(found[day], day, loaded)]
+    if not failed:
+        return ""
+    return (
+        f"; {len(failed)} day(s) whose last run failed, e.g. {failed[0]}: once the cause is "
+        "fixed, launch them in the UI (a backfill of daily_refresh); the sensor launches a "
+        "day again only when its files change"
+    )
 
 
 def _blocks(days: list[str]) -> list[tuple[str, str]]:
@@ -226,6 +264,8 @@ def new_landing_day(
     if held:
         day, why = next(iter(held.items()))
         skip += f"; {len(held)} day(s) not yet, e.g. {day}: {why}"
+    if not requests:
+        skip += _failed_note(context.instance, found, warehouse)
     return dg.SensorResult(
         run_requests=requests, cursor=json.dumps(cursor), skip_reason=None if requests else skip
     )
