@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from urllib.parse import quote
 
 import dagster as dg
+import duckdb
 import sqlalchemy as sa
 
 
@@ -117,6 +118,21 @@ def partitions_of(context: dg.AssetExecutionContext) -> str:
     return f"partitions {keys.start}..{keys.end}"
 
 
+# What DuckDB says of a database file it cannot read as one: cut short, or its blocks damaged.
+_DAMAGE = ("Corrupt database file", "Could not read enough bytes", "not a valid DuckDB database")
+DAMAGED_ADVICE = (
+    "The warehouse file (CRM_WAREHOUSE) is damaged (cut short, or its blocks changed on "
+    "disk). Restore it from your backup, or move it aside and rebuild it from the landing "
+    "zone with `crm-pipeline materialize` (keep the same key secret file, so customers keep "
+    "their keys); the published copy analysts read is untouched."
+)
+
+
+def damaged_file(error: BaseException) -> bool:
+    """Whether DuckDB failed because a database file is damaged."""
+    return isinstance(error, duckdb.Error) and any(said in str(error) for said in _DAMAGE)
+
+
 @contextmanager
 def explained(
     context: dg.AssetExecutionContext, source: str, advice: str, url: str | None = None
@@ -133,6 +149,8 @@ def explained(
         partitions = partitions_of(context)
         cause = _without_password(f"{type(error).__name__}: {error}".strip(), url)
         actionable = isinstance(error, ActionableError)
+        if damaged_file(error):  # the warehouse's own file, not what the step reads
+            advice = DAMAGED_ADVICE
         description = f"{step} failed for {partitions}, reading {source}. Cause: {cause}" + (
             "" if actionable else f"\nWhat to do: {advice}"
         )

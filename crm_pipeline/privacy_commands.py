@@ -21,6 +21,33 @@ def _setting_wrong(warehouse) -> bool:
     return False
 
 
+def _erasing_marker(warehouse_path: str) -> Path:
+    """The file that says an erasure committed but its warehouse file is not yet rewritten."""
+    path = Path(warehouse_path)
+    return path.with_name(path.name + ".erasing")
+
+
+def _rewritten_and_published(warehouse) -> tuple:
+    """The warehouse file rewritten with its live data only, the published copy replaced and
+    the data dictionary beside it written again (a failure of that last one is only said)."""
+    from crm_pipeline import privacy
+    from crm_pipeline.dictionary import refresh_beside
+    from crm_pipeline.publish import publish
+
+    privacy.rewrite_file(warehouse.path, warehouse.memory_limit, warehouse.storage_version)
+    published = publish(warehouse)
+    try:
+        dictionary = refresh_beside(warehouse.path, warehouse.published_path())
+    except OSError as error:  # the erasure is done: a stale dictionary is said, not fatal
+        dictionary = None
+        print(
+            f"The data dictionary beside the warehouse could not be written again ({error}): "
+            "run `crm-pipeline dictionary --out FILE` to update it.",
+            file=sys.stderr,
+        )
+    return published, dictionary
+
+
 def erase(args: argparse.Namespace) -> int:
     """crm-pipeline erase: a data subject's erasure request, then the published copy anew."""
     from datetime import UTC, datetime
@@ -28,9 +55,7 @@ def erase(args: argparse.Namespace) -> int:
     import duckdb
 
     from crm_pipeline import privacy
-    from crm_pipeline.dictionary import refresh_beside
     from crm_pipeline.failures import ActionableError
-    from crm_pipeline.publish import publish
     from crm_pipeline.resources import WarehouseUnavailable, resources_from_env
     from crm_pipeline.run import runs_not_ended
     from crm_pipeline.staging.staged_with import recorded_phone_regions
@@ -57,6 +82,26 @@ def erase(args: argparse.Namespace) -> int:
     if busy := runs_not_ended():
         print(busy, file=sys.stderr)
         return 2
+    marker = _erasing_marker(warehouse.path)
+    finished = marker.exists()
+    if finished:
+        # An erasure stopped after its commit: its values are gone from the tables but not
+        # yet from the file's free blocks, nor from a published copy.
+        try:
+            _rewritten_and_published(warehouse)
+        except (OSError, duckdb.Error, WarehouseUnavailable) as error:
+            print(
+                f"An earlier erasure stopped before the warehouse file was rewritten ({marker} "
+                f"is there), and finishing it failed: {error}. Run `crm-pipeline erase` again "
+                "once the cause is fixed.",
+                file=sys.stderr,
+            )
+            return 2
+        marker.unlink()
+        print(
+            "Finished the erasure stopped earlier: the warehouse file "
+            f"{Path(warehouse.path).resolve()} is rewritten and the published copy replaced."
+        )
     try:
         with warehouse.connect() as conn:
             # A phone is read as staging read the warehouse's, whatever this shell's setting.
@@ -64,6 +109,9 @@ def erase(args: argparse.Namespace) -> int:
             request = privacy.Request(**named, phone_regions=regions)
             keys = privacy.customers_of(conn, request)
             if not keys:
+                if finished:
+                    print("No customer in the warehouse matches the request; nothing more erased.")
+                    return 0
                 print("No customer in the warehouse matches the request; nothing erased.")
                 return 1
             shared = privacy.shared_contacts(conn, request)
@@ -79,6 +127,8 @@ def erase(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
+            # Until the file is rewritten and published, the next erase finishes this one.
+            marker.write_text(f"erasing: {args.reason}\n", encoding="utf-8")
             conn.begin()
             erasure = privacy.erase(conn, keys, args.reason, datetime.now(UTC).replace(tzinfo=None))
             conn.commit()
@@ -96,26 +146,17 @@ def erase(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        privacy.rewrite_file(warehouse.path, warehouse.memory_limit, warehouse.storage_version)
-        published = publish(warehouse)
+        published, dictionary = _rewritten_and_published(warehouse)
     except (OSError, duckdb.Error, WarehouseUnavailable) as error:
-        again = " ".join(f"--customer-key {key}" for key in erasure.customer_keys)
         print(
             f"Request {erasure.request_id} is erased in the warehouse, but rewriting its file "
             f"or replacing the published copy failed: {error}. The old values may remain "
-            f"there until `crm-pipeline erase {again} --reason ...` runs again.",
+            "there until `crm-pipeline erase` runs again (any request, or this one), which "
+            "finishes it first.",
             file=sys.stderr,
         )
         return 2
-    try:
-        dictionary = refresh_beside(warehouse.path, warehouse.published_path())
-    except OSError as error:  # the erasure is done: a stale dictionary is said, not fatal
-        dictionary = None
-        print(
-            f"The data dictionary beside the warehouse could not be written again ({error}): "
-            "run `crm-pipeline dictionary --out FILE` to update it.",
-            file=sys.stderr,
-        )
+    marker.unlink(missing_ok=True)
     print(
         f"Erased request {erasure.request_id}: {len(erasure.customer_keys)} customer(s) "
         f"({', '.join(erasure.customer_keys)}), "

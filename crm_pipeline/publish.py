@@ -75,6 +75,8 @@ def _copy_whole(warehouse: WarehouseResource, partial: Path) -> None:
         rewrite_file(warehouse.path, warehouse.large_memory_limit, warehouse.storage_version)
     with warehouse.connect() as conn:
         conn.execute("CHECKPOINT")  # everything in the main file, nothing left in the WAL
+        # A stopped publish's WAL beside the copy would be replayed into it, and refused.
+        partial.with_name(partial.name + ".wal").unlink(missing_ok=True)
         shutil.copyfile(warehouse.path, partial)
 
 

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.core.classify import CoreRules
-from crm_pipeline.failures import ActionableError
+from crm_pipeline.failures import DAMAGED_ADVICE, ActionableError, damaged_file
 from crm_pipeline.landing import shop_url_for
 from crm_pipeline.mining.settings import MiningSettings
 from crm_pipeline.raw.tables import quote_literal
@@ -148,6 +148,10 @@ class WarehouseResource(dg.ConfigurableResource):
         try:
             conn = duckdb.connect(self.path, read_only=read_only, config=config)
         except duckdb.IOException as error:
+            if damaged_file(error):
+                raise WarehouseUnavailable(
+                    f"Cannot open the warehouse {self.path}: {error}. {DAMAGED_ADVICE}"
+                ) from error
             raise WarehouseUnavailable(
                 f"Cannot open the warehouse {self.path}"
                 f"{' read-only' if read_only else ' for writing'}: {error}. If another process "

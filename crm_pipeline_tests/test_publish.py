@@ -12,9 +12,9 @@ import dagster as dg
 import duckdb
 import pytest
 
-from crm_pipeline.failures import ActionableError
+from crm_pipeline.failures import ActionableError, damaged_file
 from crm_pipeline.publish import publish, published_asset, stored_version
-from crm_pipeline.resources import WarehouseResource
+from crm_pipeline.resources import WarehouseResource, WarehouseUnavailable
 
 # A table of the warehouse's contracts (one the published copy holds), written as a run would.
 FACTS = dg.AssetKey(["analytics", "model_runs"])
@@ -159,3 +159,42 @@ def test_files_written_anew_keep_the_permissions_an_operator_gave_them(tmp_path:
     assert stat.S_IMODE(published.stat().st_mode) == 0o640
     publish(warehouse)  # the pseudonymous copy, written anew, keeps them too
     assert stat.S_IMODE(published.stat().st_mode) == 0o640
+
+
+def test_a_stopped_publish_leaves_nothing_that_stops_the_next_one(tmp_path: Path) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    assert _run(warehouse, 1).success
+    # A WAL beside the copy being written, as a publish killed midway leaves it: another
+    # database's, which DuckDB would refuse to replay into the next copy.
+    other = tmp_path / "other.duckdb"
+    with duckdb.connect(str(other)) as conn:
+        conn.execute("PRAGMA disable_checkpoint_on_shutdown")
+        conn.execute("CREATE TABLE leftover AS SELECT 1 AS a")
+    for content in ("whole", "pseudonymous"):
+        resource = WarehouseResource(path=str(warehouse), published_content=content)
+        partial = resource.published_path().with_name("published.duckdb.partial")
+        (partial.parent / (partial.name + ".wal")).write_bytes(
+            other.with_name("other.duckdb.wal").read_bytes()
+        )
+        assert publish(resource).tables == [("analytics.model_runs", 1)], content
+        assert _published_value(resource.published_path()) == 1
+
+
+def test_a_damaged_warehouse_file_is_said_to_be_damaged_with_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute(
+            "CREATE TABLE t AS SELECT range AS i, md5(range::VARCHAR) AS s FROM range(200000)"
+        )
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 10])  # cut short: a copy that stopped, a full disk
+    opened = WarehouseResource(path=str(path)).connect()
+    with pytest.raises(WarehouseUnavailable, match="is damaged .* Restore it from your backup"):
+        opened.__enter__()
+    # Blocks changed on disk: DuckDB finds it when it reads them, inside a step.
+    damaged = bytearray(whole)
+    damaged[4096 * 3 + 262144 : 4096 * 7 + 262144] = bytes(4096 * 4)
+    path.write_bytes(bytes(damaged))
+    with duckdb.connect(str(path)) as conn, pytest.raises(duckdb.Error) as read:
+        conn.execute("SELECT count(DISTINCT s) FROM t").fetchall()
+    assert damaged_file(read.value) and "Corrupt database file" in str(read.value)
