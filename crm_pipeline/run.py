@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -108,7 +109,20 @@ def runs_not_ended() -> str | None:
     home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME)
     if not (home / "dagster.yaml").is_file():
         return None
-    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        instance = dg.DagsterInstance.from_config(str(home))
+    except Exception as error:  # noqa: BLE001 - whatever its storage says, said in a line
+        unset = re.search(r'environment variable "(\w+)" which is not set', str(error))
+        why = (
+            f"it reads {unset[1]}, which is not set here"
+            if unset
+            else f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        )
+        return (
+            f"Cannot read the Dagster instance in {home} ({why}), so cannot tell whether a "
+            "run of it is under way: give this command the instance's settings too "
+            "(DAGSTER_PG_URL for a deployment's), or point DAGSTER_HOME elsewhere."
+        )
     try:
         runs = instance.get_runs(dg.RunsFilter(statuses=IN_FLIGHT), limit=5)
     finally:

@@ -701,4 +701,10 @@ def test_commands_that_write_the_warehouse_wait_for_the_runs_of_the_instance(
         said = capsys.readouterr().err
         assert f"have not ended: {run.run_id[:8]} (daily_refresh, started)" in said, command
         assert "launch the work in the UI" in said
+    # A deployment's instance this shell cannot read (its database URL not set here): no
+    # telling whether a run is under way, so no run either.
+    shutil.copy(Path(landing.__file__).with_name("dagster_production.yaml"), home / "dagster.yaml")
+    monkeypatch.delenv("DAGSTER_PG_URL", raising=False)
+    assert _exit_code("--select", "group:raw") == 2
+    assert "(it reads DAGSTER_PG_URL, which is not set here)" in capsys.readouterr().err
     assert _count(warehouse, "SELECT count(*) FROM raw.deliveries") == loaded
