@@ -129,13 +129,15 @@ def runs_not_ended() -> str | None:
         instance.dispose()
     if not runs:
         return None
-    listed = ", ".join(f"{r.run_id[:8]} ({r.job_name}, {r.status.value.lower()})" for r in runs)
+    listed = ", ".join(f"{r.run_id} ({r.job_name}, {r.status.value.lower()})" for r in runs)
     return (
         f"Runs of the Dagster instance in {home} have not ended: {listed}. This command writes "
         "the warehouse outside their queue, so one would fail on the other's lock, or publish "
         "half a run: wait until they end, or launch the work in the UI, where the queue orders "
         "it (Materialize for assets, a backfill of daily_refresh for days). A run whose process "
-        "died stays started until it is terminated in the UI (Runs)."
+        "died (a killed `crm-pipeline materialize --record`) stays started until it is "
+        f"terminated in the UI (Runs), or deleted: DAGSTER_HOME={home} .venv/bin/dagster run "
+        "delete RUN_ID."
     )
 
 

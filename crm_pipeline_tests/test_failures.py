@@ -699,7 +699,7 @@ def test_commands_that_write_the_warehouse_wait_for_the_runs_of_the_instance(
             main(command)
         assert exit_code.value.code == 2, command
         said = capsys.readouterr().err
-        assert f"have not ended: {run.run_id[:8]} (daily_refresh, started)" in said, command
+        assert f"have not ended: {run.run_id} (daily_refresh, started)" in said, command
         assert "launch the work in the UI" in said
     # A deployment's instance this shell cannot read (its database URL not set here): no
     # telling whether a run is under way, so no run either.
