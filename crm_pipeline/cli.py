@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from crm_pipeline import SettingError, iso_day, privacy_commands
@@ -67,6 +67,7 @@ def _materialize(args: argparse.Namespace) -> int:
             step_seconds,
             work_seconds,
         )
+        from crm_pipeline.writer_lock import held_for
 
     # Bound now, not at import: the environment may have changed since (a test, a notebook).
     # The run's resources read the environment when they start (EnvVar): a value in the run's
@@ -75,7 +76,11 @@ def _materialize(args: argparse.Namespace) -> int:
     bound = resources_from_env(resolve=True)
     defs = definitions(resources_from_env())
     # A bad setting is refused before anything runs.
-    problem = config_problem(defs, setting_config(args.set or [])) or runs_not_ended()
+    problem = (
+        config_problem(defs, setting_config(args.set or []))
+        or runs_not_ended()
+        or held_for(args.held, bound["warehouse"].path, "materialize")
+    )
     if problem:
         print(problem, file=sys.stderr)
         return 2
@@ -173,7 +178,13 @@ def _materialize(args: argparse.Namespace) -> int:
                     print(f"        {line}")
                 failed_checks.append(evaluation)
     if not result.success:
+        shown = set()
         for message in failure_messages(result):
+            # Steps failed by one cause (the warehouse held by another process) say it once.
+            step, cause_said, cause = message.partition(" Cause: ")
+            if cause_said and cause in shown:
+                message = f"{step} Cause: as above."
+            shown.add(cause)
             print(f"  FAILED {message}", file=sys.stderr)
         return 1
     print(f"Run {result.run_id} succeeded" + (" with failed checks" if failed_checks else ""))
@@ -379,8 +390,11 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> None:
 
     args = parser.parse_args(argv)
     args.own_process = own_process
+    # What a command holds until it returns: the warehouse's lock, for those that write it.
+    args.held = ExitStack()
     try:
-        status = args.handler(args)
+        with args.held:
+            status = args.handler(args)
     except SettingError as error:
         print(error, file=sys.stderr)
         status = 2

@@ -59,6 +59,7 @@ def erase(args: argparse.Namespace) -> int:
     from crm_pipeline.resources import WarehouseUnavailable, resources_from_env
     from crm_pipeline.run import runs_not_ended
     from crm_pipeline.staging.staged_with import recorded_phone_regions
+    from crm_pipeline.writer_lock import held_for
 
     named = {
         "customer_keys": tuple(args.customer_key),
@@ -79,7 +80,7 @@ def erase(args: argparse.Namespace) -> int:
     if not Path(warehouse.path).exists():
         print(f"No warehouse at {warehouse.path}: nothing to erase.", file=sys.stderr)
         return 2
-    if busy := runs_not_ended():
+    if busy := runs_not_ended() or held_for(args.held, warehouse.path, "erase"):
         print(busy, file=sys.stderr)
         return 2
     marker = _erasing_marker(warehouse.path)
@@ -196,6 +197,7 @@ def rekey(args: argparse.Namespace) -> int:
     from crm_pipeline.raw.tables import table_exists
     from crm_pipeline.resources import WarehouseUnavailable, resources_from_env
     from crm_pipeline.run import runs_not_ended
+    from crm_pipeline.writer_lock import held_for
 
     resources = resources_from_env(resolve=True)
     warehouse = resources["warehouse"]
@@ -205,7 +207,7 @@ def rekey(args: argparse.Namespace) -> int:
     if not Path(warehouse.path).exists():
         print(f"No warehouse at {warehouse.path}: no keys to replace.", file=sys.stderr)
         return 2
-    if busy := runs_not_ended():
+    if busy := runs_not_ended() or held_for(args.held, warehouse.path, "rekey"):
         print(busy, file=sys.stderr)
         return 2
     try:

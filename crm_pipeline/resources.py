@@ -19,6 +19,7 @@ from crm_pipeline.landing import shop_url_for
 from crm_pipeline.mining.settings import MiningSettings
 from crm_pipeline.raw.tables import quote_literal
 from crm_pipeline.staging.phones import DEFAULT_PHONE_REGIONS
+from crm_pipeline.writer_lock import holder
 
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
 DEFAULT_LANDING_DIR = "data/landing"
@@ -152,9 +153,12 @@ class WarehouseResource(dg.ConfigurableResource):
                 raise WarehouseUnavailable(
                     f"Cannot open the warehouse {self.path}: {error}. {DAMAGED_ADVICE}"
                 ) from error
+            command = holder(self.path)
             raise WarehouseUnavailable(
                 f"Cannot open the warehouse {self.path}"
-                f"{' read-only' if read_only else ' for writing'}: {error}. If another process "
+                f"{' read-only' if read_only else ' for writing'}: {error}. "
+                + (f"A crm-pipeline command holds it ({command}). " if command else "")
+                + "If another process "
                 "holds it (a run, or a session left open on it: analysts read the published "
                 "copy instead), wait for it to end or close it; if CRM_WAREHOUSE names a "
                 "folder or a place this user cannot write, point it at a .duckdb file."

@@ -674,12 +674,34 @@ def test_an_as_of_bound_to_an_environment_variable_is_checked_with_its_value(
     )
 
 
-def test_commands_that_write_the_warehouse_wait_for_the_runs_of_the_instance(
-    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
-) -> None:
+def _raw_loaded(tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A warehouse the command line has loaded raw into, and that command line's setting."""
     warehouse = tmp_path / "warehouse.duckdb"
     _command_line_on(_zone(tiny_zone, tmp_path), warehouse, monkeypatch)
     assert _exit_code("--select", "group:raw", "--no-publish") == 0
+    return warehouse
+
+
+def _writers_refused(capsys) -> list[str]:
+    """What materialize, erase and rekey each said, refused (exit 2)."""
+    capsys.readouterr()
+    said = []
+    for command in (
+        ["materialize", "--select", "group:raw"],
+        ["erase", "--card", "L1", "--reason", "t"],
+        ["rekey"],
+    ):
+        with pytest.raises(SystemExit) as exit_code:
+            main(command)
+        assert exit_code.value.code == 2, command
+        said.append(capsys.readouterr().err)
+    return said
+
+
+def test_commands_that_write_the_warehouse_wait_for_the_runs_of_the_instance(
+    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    warehouse = _raw_loaded(tiny_zone, tmp_path, monkeypatch)
     loaded = _count(warehouse, "SELECT count(*) FROM raw.deliveries")
     # A run of the deployment's queue (or of `make ui`) is under way in DAGSTER_HOME.
     home = tmp_path / "dagster_home"
@@ -689,17 +711,8 @@ def test_commands_that_write_the_warehouse_wait_for_the_runs_of_the_instance(
         defs.resolve_job_def("daily_refresh"), status=dg.DagsterRunStatus.STARTED
     )
     instance.dispose()
-    capsys.readouterr()
-    for command in (
-        ["materialize", "--select", "group:raw"],
-        ["erase", "--card", "L1", "--reason", "t"],
-        ["rekey"],
-    ):
-        with pytest.raises(SystemExit) as exit_code:
-            main(command)
-        assert exit_code.value.code == 2, command
-        said = capsys.readouterr().err
-        assert f"have not ended: {run.run_id} (daily_refresh, started)" in said, command
+    for said in _writers_refused(capsys):
+        assert f"have not ended: {run.run_id} (daily_refresh, started)" in said
         assert "launch the work in the UI" in said
     # A deployment's instance this shell cannot read (its database URL not set here): no
     # telling whether a run is under way, so no run either.
@@ -708,3 +721,68 @@ def test_commands_that_write_the_warehouse_wait_for_the_runs_of_the_instance(
     assert _exit_code("--select", "group:raw") == 2
     assert "(it reads DAGSTER_PG_URL, which is not set here)" in capsys.readouterr().err
     assert _count(warehouse, "SELECT count(*) FROM raw.deliveries") == loaded
+
+
+# Holds the warehouse's lock as a command does, and DuckDB's too, until killed.
+_HOLDER = """
+import contextlib, sys, time, duckdb
+from crm_pipeline.writer_lock import sole_writer
+command = sys.argv[2] == "command"
+with sole_writer(sys.argv[1], "materialize") if command else contextlib.nullcontext():
+    conn = duckdb.connect(sys.argv[1])
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def _held(warehouse: Path, by: str) -> subprocess.Popen:
+    """A process holding the warehouse open for writing: a command, or another program (an
+    analyst's DuckDB shell on it)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(warehouse), by], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_second_command_refuses_while_one_writes_the_warehouse_and_a_killed_one_holds_nothing(
+    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # Two commands at once (no Dagster instance between them) took the file in turns between
+    # their steps, and the one under way failed.
+    warehouse = _raw_loaded(tiny_zone, tmp_path, monkeypatch)
+    loaded = _count(warehouse, "SELECT max(loaded_at) FROM raw.deliveries")
+    holder = _held(warehouse, "command")
+    try:
+        for said in _writers_refused(capsys):
+            assert (
+                f"Another crm-pipeline command is writing the warehouse {warehouse} "
+                f"(pid {holder.pid}, since " in said
+            )
+            assert ": crm-pipeline materialize): wait until it ends" in said
+        # A run launched from the UI meanwhile finds the file locked, and is told by whom.
+        taken = f"command holds it \\(pid {holder.pid},"
+        with (
+            pytest.raises(WarehouseUnavailable, match=taken),
+            WarehouseResource(path=str(warehouse)).connect(),
+        ):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _count(warehouse, "SELECT max(loaded_at) FROM raw.deliveries") == loaded
+    # Held by another program, every step fails on it, and says why once.
+    holder = _held(warehouse, "other")
+    try:
+        capsys.readouterr()
+        assert _exit_code("--select", "group:raw", "--no-publish") == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    failed = [line for line in capsys.readouterr().err.splitlines() if "  FAILED " in line]
+    assert len(failed) >= 7
+    assert "Conflicting lock is held" in failed[0]
+    assert all(line.endswith(" Cause: as above.") for line in failed[1:])
+    # Killed, it holds nothing: the next command runs.
+    assert _exit_code("--select", "group:raw", "--no-publish") == 0
+    assert _count(warehouse, "SELECT max(loaded_at) FROM raw.deliveries") > loaded

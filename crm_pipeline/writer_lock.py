@@ -1,0 +1,97 @@
+"""One crm-pipeline command at a time on a warehouse: `materialize`, `erase` and `rekey` hold
+a lock file beside it (`<warehouse>.lock`) for as long as they run.
+
+DuckDB's own lock lasts as long as a connection, and a run opens one per step: two commands
+started together would take the file in turns between their steps and fail each other's
+(whichever step found it taken), losing the run that was under way. The lock file is taken
+with flock, which the system releases when the process ends, however it ends: a killed command
+leaves no stale lock. Runs of a Dagster instance are not held off by it (the instance's queue
+and pool order them); a command waits for those itself (run.runs_not_ended).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from crm_pipeline.failures import ActionableError
+
+
+class WarehouseBusy(ActionableError):
+    """Another crm-pipeline command is writing the warehouse."""
+
+
+def lock_path(warehouse: str) -> Path:
+    return Path(warehouse).with_name(Path(warehouse).name + ".lock")
+
+
+@contextmanager
+def sole_writer(warehouse: str, command: str) -> Iterator[None]:
+    """Hold the warehouse's lock file while the block runs, as `crm-pipeline <command>` (its
+    arguments are not written: an erasure's name whom it erases); WarehouseBusy, naming the
+    command that holds it, when another process does."""
+    path = lock_path(warehouse)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Not truncated on open: the holder's line stays readable until this process holds it.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WarehouseBusy(
+                f"Another crm-pipeline command is writing the warehouse {warehouse} "
+                f"({_held_by(path) or 'its lock file ' + str(path) + ' is held'}): wait until "
+                "it ends, then run this one. Two at once would fail each other's steps on "
+                "the warehouse."
+            ) from None
+        os.ftruncate(fd, 0)
+        since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        os.write(fd, f"{os.getpid()}\t{since}\tcrm-pipeline {command}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def held_for(stack: ExitStack, warehouse: str, command: str) -> str | None:
+    """Take the warehouse's lock until `stack` closes (a command's whole run); the refusal to
+    print when another command holds it."""
+    try:
+        stack.enter_context(sole_writer(warehouse, command))
+    except WarehouseBusy as error:
+        return str(error)
+    except OSError:
+        # No file can be made beside it: nor can the warehouse be written, and the run's
+        # first step says so, naming the setting.
+        return None
+    return None
+
+
+def holder(warehouse: str) -> str | None:
+    """The crm-pipeline command of another process holding the warehouse's lock file, if any
+    (for a message about a warehouse found locked)."""
+    path = lock_path(warehouse)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        said = _held_by(path)
+        return None if said and said.startswith(f"pid {os.getpid()},") else said
+    finally:
+        os.close(fd)
+    return None
+
+
+def _held_by(path: Path) -> str | None:
+    """The holder as its line says: its process id, since when, and its command."""
+    try:
+        pid, since, command = path.read_text().splitlines()[0].split("\t", 2)
+    except (OSError, IndexError, ValueError):
+        return None
+    return f"pid {pid}, since {since}: {command}"
