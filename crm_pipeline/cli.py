@@ -52,6 +52,7 @@ def _materialize(args: argparse.Namespace) -> int:
         from crm_pipeline.run import (
             DEFAULT_DAGSTER_HOME,
             any_partitioned,
+            causes_once,
             config_problem,
             failure_messages,
             landing_days,
@@ -178,13 +179,7 @@ def _materialize(args: argparse.Namespace) -> int:
                     print(f"        {line}")
                 failed_checks.append(evaluation)
     if not result.success:
-        shown = set()
-        for message in failure_messages(result):
-            # Steps failed by one cause (the warehouse held by another process) say it once.
-            step, cause_said, cause = message.partition(" Cause: ")
-            if cause_said and cause in shown:
-                message = f"{step} Cause: as above."
-            shown.add(cause)
+        for message in causes_once(failure_messages(result)):
             print(f"  FAILED {message}", file=sys.stderr)
         return 1
     print(f"Run {result.run_id} succeeded" + (" with failed checks" if failed_checks else ""))

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from crm_pipeline.alerts import failed_run_alert
 from crm_pipeline.analytics.assets import analytics_assets
 from crm_pipeline.automation import daily_refresh, daily_schedule, new_landing_day
 from crm_pipeline.core.assets import core_assets
@@ -24,7 +25,7 @@ def definitions(resources: dict[str, dg.ConfigurableResource] | None = None) -> 
         # (3-4 s each: a daily run at a million customers took 246 s that way, 90 s in process).
         executor=dg.in_process_executor,
         schedules=[daily_schedule],
-        sensors=[new_landing_day],
+        sensors=[new_landing_day, failed_run_alert],
         resources=resources or resources_from_env(),
     )
 

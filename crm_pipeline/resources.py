@@ -19,6 +19,7 @@ from crm_pipeline.landing import shop_url_for
 from crm_pipeline.mining.settings import MiningSettings
 from crm_pipeline.raw.tables import quote_literal
 from crm_pipeline.staging.phones import DEFAULT_PHONE_REGIONS
+from crm_pipeline.webhook import AlertWebhook
 from crm_pipeline.writer_lock import holder
 
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
@@ -201,13 +202,15 @@ SETTINGS = {
     "CRM_PHONE_REGIONS": ",".join(DEFAULT_PHONE_REGIONS),
     "CRM_LANDING_DIR": DEFAULT_LANDING_DIR,
     "CRM_SHOP_URL": "",
+    "CRM_ALERT_WEBHOOK": "",
+    "CRM_UI_URL": "",
 }
 
 
 def resources_from_env(resolve: bool = False) -> dict[str, dg.ConfigurableResource]:
     """The resources every asset uses, bound once: CRM_WAREHOUSE, CRM_PUBLISHED,
     CRM_PUBLISHED_CONTENT, CRM_KEY_SECRET_FILE, CRM_TIME_ZONE, CRM_PHONE_REGIONS,
-    CRM_LANDING_DIR, CRM_SHOP_URL.
+    CRM_LANDING_DIR, CRM_SHOP_URL, CRM_ALERT_WEBHOOK, CRM_UI_URL.
 
     A setting given in the environment is bound as an EnvVar, so the UI shows where it comes
     from; resolve=True reads the values now instead (for the command line).
@@ -232,5 +235,8 @@ def resources_from_env(resolve: bool = False) -> dict[str, dg.ConfigurableResour
         "mining": MiningSettings(),
         "landing_zone": LandingZoneResource(
             root=setting("CRM_LANDING_DIR"), shop_url=setting("CRM_SHOP_URL")
+        ),
+        "alert_webhook": AlertWebhook(
+            url=setting("CRM_ALERT_WEBHOOK"), ui_url=setting("CRM_UI_URL")
         ),
     }

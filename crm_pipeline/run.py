@@ -335,16 +335,34 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
     messages = []
     for event in result.all_events:
         if event.is_step_failure:
-            data = event.step_failure_data
-            explained = data.user_failure_data.description if data.user_failure_data else None
-            error = data.error.message.strip() if data.error else "no error recorded"
-            messages.append(f"{event.step_key}: {explained or error}")
+            messages.append(f"{event.step_key}: {step_failure(event)}")
     if not messages and not result.success:
         # No step failed: the run did, before any step (a resource setting out of range).
         for event in result.all_events:
             if event.event_type_value in ("RESOURCE_INIT_FAILURE", "RUN_FAILURE"):
                 messages.append(f"run: {event.message}{_cause(event)}")
     return messages
+
+
+def step_failure(event: dg.DagsterEvent) -> str:
+    """A failed step's message: what the step said of its failure (failures.explained), or
+    else the error."""
+    data = event.step_failure_data
+    explained = data.user_failure_data.description if data.user_failure_data else None
+    return explained or (data.error.message.strip() if data.error else "no error recorded")
+
+
+def causes_once(messages: list[str]) -> list[str]:
+    """The messages, with a cause an earlier one gave said as 'as above': steps failed by one
+    cause (the warehouse held by another process) say it once."""
+    shown: set[str] = set()
+    said = []
+    for message in messages:
+        before, cause_said, cause = message.partition(" Cause: ")
+        said.append(f"{before} Cause: as above." if cause_said and cause in shown else message)
+        if cause_said:
+            shown.add(cause)
+    return said
 
 
 def _cause(event: dg.DagsterEvent) -> str:

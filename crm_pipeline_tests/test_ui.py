@@ -133,7 +133,8 @@ def test_ui_loads_the_schedule_and_the_sensor(webserver: str) -> None:
         "daily_refresh_schedule": "STOPPED"
     }
     assert {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]} == {
-        "new_landing_day": "STOPPED"
+        "new_landing_day": "STOPPED",
+        "failed_run_alert": "STOPPED",
     }
 
 

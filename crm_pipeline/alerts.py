@@ -1,0 +1,74 @@
+"""Telling operators that a run failed without their watching the UI: the sensor
+`failed_run_alert` posts each failed run of this code location to a webhook (CRM_ALERT_WEBHOOK).
+
+The post is JSON with a `text` field, as Slack's and Mattermost's incoming webhooks and most
+chat and paging relays take it, and the run's facts beside it (`crm_pipeline`) for a relay that
+routes on them. The text says what the run's failure message says in the UI: which job, which
+days, and per failed step its source, partitions and cause. Like the sensors of
+crm_pipeline.automation it starts stopped; switch it on in the UI (Automation). A post is tried
+three times; one the endpoint never takes fails the sensor's tick, saying why (Dagster does not
+evaluate a run twice), and a sent one is noted in the failed run's log.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from crm_pipeline.run import RANGE_END, RANGE_START, causes_once, step_failure
+from crm_pipeline.webhook import AlertWebhook
+
+# The failed steps a post lists (a run failed by one cause fails many steps alike).
+LISTED_STEPS = 5
+
+
+def alert_payload(run: dg.DagsterRun, failures: list[str], run_failure: str, ui_url: str) -> dict:
+    """What a failed run's post says: the text operators read and the facts beside it.
+    failures: 'step: message' per failed step, as the UI shows them; run_failure: the run's
+    own failure message (all there is when it failed before any step)."""
+    job = "assets launched from the UI" if run.job_name.startswith("__") else run.job_name
+    first = run.tags.get(RANGE_START) or run.tags.get("dagster/partition")
+    last = run.tags.get(RANGE_END) or first
+    days = f"days {first}..{last}" if first and last != first else f"day {first}" if first else ""
+    lines = [f"crm-pipeline run {run.run_id} ({job}{', ' + days if days else ''}) failed."]
+    lines += [f"- {message}" for message in causes_once(failures)[:LISTED_STEPS]]
+    if len(failures) > LISTED_STEPS:
+        lines.append(f"- and {len(failures) - LISTED_STEPS} more failed step(s).")
+    if not failures:
+        lines.append(f"- {run_failure}")
+    if ui_url:
+        lines.append(f"{ui_url.rstrip('/')}/runs/{run.run_id}")
+    return {
+        "text": "\n".join(lines),
+        "crm_pipeline": {
+            "run_id": run.run_id,
+            "job": run.job_name,
+            "first_day": first,
+            "last_day": last,
+            "failed_steps": [f.partition(": ")[0] for f in failures],
+        },
+    }
+
+
+@dg.run_failure_sensor(
+    name="failed_run_alert",
+    description="Posts every failed run of this code location, with the cause of each failed "
+    "step, to the webhook in CRM_ALERT_WEBHOOK (Slack, Mattermost, or any endpoint taking JSON).",
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    minimum_interval_seconds=30,
+)
+def failed_run_alert(
+    context: dg.RunFailureSensorContext, alert_webhook: AlertWebhook
+) -> dg.SkipReason | None:
+    if not alert_webhook.url:
+        return dg.SkipReason(
+            f"Run {context.dagster_run.run_id} failed; no alert posted: CRM_ALERT_WEBHOOK is "
+            "not set where the daemon runs."
+        )
+    failures = [
+        f"{event.step_key}: {step_failure(event)}" for event in context.get_step_failure_events()
+    ]
+    run_failure = context.failure_event.message or "no message recorded"
+    alert_webhook.post(
+        alert_payload(context.dagster_run, failures, run_failure, alert_webhook.ui_url)
+    )
+    return None

@@ -1,0 +1,164 @@
+"""The failed-run alert: what a failed run posts to the webhook, and a webhook that is down."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from crm_pipeline import landing, webhook
+from crm_pipeline.alerts import failed_run_alert
+from crm_pipeline.definitions import definitions, defs
+from crm_pipeline.run import range_tags
+from crm_pipeline.webhook import AlertNotSent, AlertWebhook
+from crm_pipeline_tests.conftest import bind
+from crm_pipeline_tests.landing_builder import DAY1, DAY2
+
+TOKEN = "T0KEN-in-the-path"
+
+
+class Endpoint:
+    """A webhook endpoint on 127.0.0.1 that answers each post with the next status given
+    (then 200) and keeps what it was sent."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses, self.posts = list(statuses), []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                endpoint.posts.append((self.path, self.headers["Content-Type"], body))
+                self.send_response(endpoint.statuses.pop(0) if endpoint.statuses else 200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/{TOKEN}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    served = Endpoint([])
+    yield served
+    served.close()
+
+
+@pytest.fixture
+def failed_run(tiny_zone: Path, tmp_path: Path) -> Iterator[dg.RunFailureSensorContext]:
+    """The context the daemon gives the sensor for a failed run: the daily job over two days,
+    with the shop's database gone."""
+    zone = tmp_path / "zone"
+    shutil.copytree(tiny_zone, zone)
+    (zone / landing.SHOP_DATABASE_FILE).unlink()
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    instance = dg.DagsterInstance.local_temp(str(home))
+    resources = {**bind(zone, tmp_path / "warehouse.duckdb"), "alert_webhook": AlertWebhook()}
+    result = (
+        definitions(resources)
+        .resolve_job_def("daily_refresh")
+        .execute_in_process(instance=instance, tags=range_tags(DAY1, DAY2), raise_on_error=False)
+    )
+    assert not result.success
+    context = dg.build_run_status_sensor_context(
+        sensor_name="failed_run_alert",
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+    ).for_run_failure()
+    yield context
+    instance.dispose()
+
+
+def _alert(context: dg.RunFailureSensorContext, url: str) -> dg.SkipReason | None:
+    hook = AlertWebhook(url=url, ui_url="https://dagster.example.com/")
+    # Evaluated in a context of its own, as test_automation's schedule is (Dagster 1.13 sets
+    # its current instance and does not reset it).
+    return contextvars.copy_context().run(failed_run_alert, context, alert_webhook=hook)
+
+
+def test_a_failed_run_posts_its_days_each_failed_step_its_cause_and_a_link(
+    failed_run: dg.RunFailureSensorContext, endpoint: Endpoint
+) -> None:
+    assert _alert(failed_run, endpoint.url) is None
+    [(path, kind, body)] = endpoint.posts
+    assert (path, kind) == (f"/hooks/{TOKEN}", "application/json")
+    posted = json.loads(body)
+    run_id = failed_run.dagster_run.run_id
+    lines = posted["text"].splitlines()
+    assert lines[0] == f"crm-pipeline run {run_id} (daily_refresh, days {DAY1}..{DAY2}) failed."
+    # The shop's three tables, each its step, source and days; their one cause said once.
+    assert [line.split(":")[0] for line in lines[1:4]] == [
+        "- raw__online_accounts",
+        "- raw__online_order_items",
+        "- raw__online_orders",
+    ]
+    assert lines[3].startswith(
+        f"- raw__online_orders: raw.online_orders failed for partitions {DAY1}..{DAY2}, reading "
+        "the online shop database"
+    )
+    assert "Cause: ShopSchemaError: No online shop database" in lines[1]
+    assert lines[2].endswith("table 'order_items'. Cause: as above.")
+    assert lines[-1] == f"https://dagster.example.com/runs/{run_id}"
+    assert len(lines) == 5
+    assert posted["crm_pipeline"] == {
+        "run_id": run_id,
+        "job": "daily_refresh",
+        "first_day": DAY1,
+        "last_day": DAY2,
+        "failed_steps": ["raw__online_accounts", "raw__online_order_items", "raw__online_orders"],
+    }
+
+
+def test_an_endpoint_that_is_down_is_tried_again_and_one_that_refuses_is_named_without_its_token(
+    failed_run: dg.RunFailureSensorContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhook, "RETRY_WAITS", (0.1, 0.1))
+    busy = Endpoint([503, 503])
+    try:
+        assert _alert(failed_run, busy.url) is None
+        assert len(busy.posts) == 3  # taken on the third try
+        assert busy.posts[0][2] == busy.posts[2][2]
+    finally:
+        busy.close()
+    wrong = Endpoint([404])
+    try:
+        with pytest.raises(AlertNotSent) as refused:
+            _alert(failed_run, wrong.url)
+        assert len(wrong.posts) == 1  # a wrong URL is not posted to again
+    finally:
+        wrong.close()
+    said = str(refused.value)
+    assert f"the webhook at 127.0.0.1:{wrong.server.server_port} (CRM_ALERT_WEBHOOK)" in said
+    assert "HTTP 404" in said
+    assert TOKEN not in said
+    # Gone altogether: said so after three tries, the token still unsaid.
+    with pytest.raises(AlertNotSent, match="could not be reached") as unreachable:
+        _alert(failed_run, wrong.url)
+    assert TOKEN not in str(unreachable.value)
+
+
+def test_without_a_webhook_the_sensor_says_why_it_posted_nothing(
+    failed_run: dg.RunFailureSensorContext,
+) -> None:
+    skipped = _alert(failed_run, "")
+    assert isinstance(skipped, dg.SkipReason)
+    assert "CRM_ALERT_WEBHOOK is not set" in skipped.skip_message
+    # The sensor is loaded, stopped until switched on, and watches this code location's runs.
+    sensor = defs.resolve_sensor_def("failed_run_alert")
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
