@@ -36,3 +36,17 @@ def replace_file(new: "os.PathLike[str] | str", target: "os.PathLike[str] | str"
         except PermissionError:
             pass  # a group this user is not in: the file keeps the user's own
     os.replace(new, target)
+
+
+def code_digest(folders: "tuple[str, ...]", *versions: str) -> str:
+    """A digest of the code in the package's folders (every module's bytes) and the given
+    library versions: what a record of work (a staged day, a model fit) is stamped with, so
+    work done by other code is told apart after an upgrade."""
+    import hashlib
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    return hashlib.sha256(
+        b"".join(path.read_bytes() for f in folders for path in sorted((here / f).glob("*.py")))
+        + "|".join(versions).encode()
+    ).hexdigest()[:16]

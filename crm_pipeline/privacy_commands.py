@@ -243,10 +243,11 @@ def rekey(args: argparse.Namespace) -> int:
     try:
         # The old keys stay in the file's free blocks until rewritten; a report names some.
         privacy.rewrite_file(warehouse.path, warehouse.memory_limit, warehouse.storage_version)
-        published = publish(warehouse)
         report = Path(warehouse.path).with_name("report.html").exists()
         if report:
             write_report(warehouse, resources["analysis"])
+        # The copy, written last, holds no old key either, and says so.
+        published = publish(warehouse, settle=files_written)
         with warehouse.connect() as conn:
             files_written(conn)
     except (OSError, duckdb.Error, WarehouseUnavailable) as error:

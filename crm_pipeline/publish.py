@@ -2,6 +2,7 @@
 that got this far, so analysts never see half a run and never hold the file a run writes."""
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,10 @@ class Published:
     left_out: list[str]
 
 
-def publish(warehouse: WarehouseResource) -> Published:
+def publish(
+    warehouse: WarehouseResource,
+    settle: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+) -> Published:
     """Write the published copy beside its path and rename it over it in one step: a reader
     that has the old file open keeps reading the old file (POSIX rename), and new readers get
     the new one.
@@ -46,17 +50,27 @@ def publish(warehouse: WarehouseResource) -> Published:
     By default the copy is pseudonymous (CRM_PUBLISHED_CONTENT): every table but the delivered
     records of raw and staging, each personal column empty, written anew so that no personal
     value is left in the file's bytes either. 'whole' copies the warehouse file as it is.
+    settle: a last write to the copy before it is swapped in (a record true of the copy once
+    written).
     """
     target = warehouse.published_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     whole = warehouse.publishes_whole()
+    if stored_version(warehouse) != warehouse.storage_version:
+        # A warehouse made before the setting (or another one) is rewritten in its format
+        # once, so the DuckDB CLI installed with it and the clients the setting names open it.
+        from crm_pipeline.privacy import rewrite_file
+
+        rewrite_file(warehouse.path, warehouse.large_memory_limit, warehouse.storage_version)
     if whole:
         _copy_whole(warehouse, partial)
         left_out = []
     else:
         left_out = _copy_pseudonymous(warehouse, partial)
-    with duckdb.connect(str(partial), read_only=True) as copy:
+    with duckdb.connect(str(partial), read_only=settle is None) as copy:
+        if settle is not None:
+            settle(copy)
         tables = copy.execute(
             "SELECT schema_name || '.' || table_name, estimated_size FROM duckdb_tables() "
             "ORDER BY 1"
@@ -66,13 +80,7 @@ def publish(warehouse: WarehouseResource) -> Published:
 
 
 def _copy_whole(warehouse: WarehouseResource, partial: Path) -> None:
-    """The warehouse file as it is, in the storage format the setting names."""
-    if stored_version(warehouse) != warehouse.storage_version:
-        # A warehouse made before the setting (or another one) is rewritten in its format
-        # once, so the copy opens in the clients the setting names.
-        from crm_pipeline.privacy import rewrite_file
-
-        rewrite_file(warehouse.path, warehouse.large_memory_limit, warehouse.storage_version)
+    """The warehouse file as it is (in the storage format the setting names, see publish)."""
     with warehouse.connect() as conn:
         conn.execute("CHECKPOINT")  # everything in the main file, nothing left in the WAL
         # A stopped publish's WAL beside the copy would be replayed into it, and refused.

@@ -160,6 +160,10 @@ def test_rekey_replaces_keys_made_without_the_secret_everywhere(at, monkeypatch,
     assert "run `crm-pipeline rekey` again to finish" in capsys.readouterr().out
     assert _command("rekey") == 0
     assert "Finished an earlier rekey: the warehouse" in capsys.readouterr().out
+    # Both files say so, the copy analysts read too.
+    for copy in (warehouse, warehouse.with_name("published.duckdb")):
+        scheme = "SELECT files_pending FROM core.customer_key_scheme"
+        assert _rows(copy, scheme) == [(False,)], copy
     renamed = {records[(s, i)]: k for s, i, k in _rows(warehouse, CROSSWALK)}
     assert len(set(renamed.values())) == len(renamed)
     # A retired key becomes a keyed hash of itself.

@@ -574,6 +574,11 @@ def test_a_clv_fit_scores_the_days_after_it_until_refit_days_and_never_a_day_bef
     _analytics_as_of(warehouse, day - timedelta(days=1), refit_days=3)
     _analytics_as_of(warehouse, day + timedelta(days=4), refit_days=3)
     assert fitted_as_of() == [day, day - timedelta(days=1), day + timedelta(days=4)]
+    # A fit made by other code (the version before an upgrade) serves no later day.
+    with duckdb.connect(str(warehouse)) as writer:
+        writer.execute("UPDATE analytics.model_runs SET code = 'an earlier version'")
+    _analytics_as_of(warehouse, day + timedelta(days=5), refit_days=3)
+    assert fitted_as_of()[-1] == day + timedelta(days=5)
     # Scored with the fit of its own day again, a day's table is the one its fit gave.
     assert (
         _analytics_as_of(warehouse, day, refit_days=3)["scored_customers"]

@@ -127,12 +127,16 @@ def test_a_warehouse_in_duckdb_2s_format_is_published_once_in_the_format_1x_clie
     assert len(_duckdb_cli(warehouse.published_path(), "FROM sales").split()) == 1 + 1000
 
 
-def test_the_pseudonymous_copy_is_written_in_the_format_1x_clients_open(tmp_path: Path) -> None:
+def test_the_pseudonymous_copy_and_the_warehouse_are_written_in_the_format_1x_clients_open(
+    tmp_path: Path,
+) -> None:
     warehouse = _duckdb_2_warehouse(tmp_path / "warehouse.duckdb", 1000)
     done = publish(warehouse)
     # A table no contract describes may hold anything: it stays in the warehouse.
     assert done.tables == [("core.stores", 1000)] and done.left_out == ["main.sales"]
-    assert stored_version(warehouse) == "v2.0.0"  # the warehouse is not rewritten for it
+    # The warehouse is rewritten once too: the DuckDB CLI installed with it opens it.
+    assert stored_version(warehouse) == "v1.5.0"
+    assert _duckdb_cli(Path(warehouse.path), "SELECT count(*) FROM main.sales").split()[1] == "1000"
     assert _duckdb_cli(warehouse.published_path(), "SELECT sum(store_id) FROM core.stores").split(
         "\n"
     )[1] == str(sum(range(1000)))

@@ -702,6 +702,40 @@ def test_days_staged_with_other_settings_stop_a_run_of_some_days_but_not_of_all(
     assert settings() == {("Europe/Berlin", "GB")}
 
 
+def test_days_an_earlier_version_staged_are_named_until_they_are_run_again(
+    tiny_zone: Path, tmp_path: Path
+) -> None:
+    from crm_pipeline.definitions import defs
+    from crm_pipeline.run import range_tags
+    from crm_pipeline_tests.conftest import bind
+    from crm_pipeline_tests.landing_builder import DAY1, DAY2
+
+    layers = [a for a in defs.assets if {k.path[0] for k in a.keys} <= {"raw", "staging"}]
+    resources = bind(tiny_zone, tmp_path / "w.duckdb")
+
+    def run(first: str) -> dict[str, tuple[bool, list]]:
+        result = dg.materialize(layers, resources=resources, tags=range_tags(first, DAY2))
+        return {
+            e.asset_key.path[-1]: (e.passed, e.metadata.get("days_to_run", None))
+            for e in result.get_asset_check_evaluations()
+            if e.check_name == "staged_by_this_version"
+        }
+
+    daily = {"store_purchases", "inquiries", "feedback", "online_orders", "online_order_items"}
+    assert run(DAY1) == {name: (True, None) for name in daily}
+    # A warehouse an earlier version staged: its record has no code (nor any column for it).
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        conn.execute("ALTER TABLE staging.staged_with DROP COLUMN code")
+    after_upgrade = run(DAY2)
+    assert {name: passed for name, (passed, _) in after_upgrade.items()} == dict.fromkeys(
+        daily, False
+    )
+    # The day run since is this version's; the other keeps the earlier one's rules.
+    days_to_run = {name: days.value for name, (_, days) in after_upgrade.items()}
+    assert days_to_run == {name: [DAY1] for name in daily}
+    assert run(DAY1) == {name: (True, None) for name in daily}
+
+
 def _failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
     assert not result.success
     return {

@@ -10,8 +10,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import duckdb
+import numpy as np
 import pandas as pd
+import scipy
 
+from crm_pipeline import code_digest
 from crm_pipeline.analytics import breakdowns
 from crm_pipeline.analytics.clv import BgNbdFit
 from crm_pipeline.analytics.features import (
@@ -32,9 +35,12 @@ MODEL_RUNS_DDL = """
 CREATE TABLE IF NOT EXISTS analytics.model_runs (
     run_at TIMESTAMP, model VARCHAR, status VARCHAR, parameters VARCHAR,
     log_likelihood DOUBLE, customers BIGINT, seconds DOUBLE, as_of TIMESTAMP,
-    data_from TIMESTAMP, data_to TIMESTAMP, note VARCHAR, metrics VARCHAR
+    data_from TIMESTAMP, data_to TIMESTAMP, note VARCHAR, metrics VARCHAR, code VARCHAR
 )
 """
+# The code that fits and mines (the analytics and mining modules, and the numeric libraries):
+# a fit made by other code (before an upgrade) serves no later day.
+MODEL_CODE = code_digest(("analytics", "mining"), np.__version__, scipy.__version__)
 
 
 def _model_runs_table(conn: duckdb.DuckDBPyConnection) -> None:
@@ -48,6 +54,7 @@ def _model_runs_table(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(
         "ALTER TABLE analytics.model_runs ADD COLUMN IF NOT EXISTS metrics VARCHAR DEFAULT '{}'"
     )
+    conn.execute("ALTER TABLE analytics.model_runs ADD COLUMN IF NOT EXISTS code VARCHAR")
 
 
 def data_seen(first_day: date | None, last_day: date) -> tuple[date | None, date | None]:
@@ -81,6 +88,7 @@ def record_runs(
                 "data_to": pd.Timestamp(end) if end else pd.NaT,
                 "note": r.note,
                 "metrics": json.dumps(r.metrics),
+                "code": MODEL_CODE,
             }
             for r, start, end in runs
         ]
@@ -102,8 +110,8 @@ def serving_run(
 ) -> tuple[datetime, date] | None:
     """The latest fitted run of `model` in analytics.model_runs that may serve the day, as
     (run_at, as_of): as of the day or up to `refit_days` before it (never after: no later data
-    may reach a result), on history from the same first day (and with these parameters, when
-    given). None when there is none, or refit_days is 0."""
+    may reach a result), on history from the same first day, by this code (and with these
+    parameters, when given). None when there is none, or refit_days is 0."""
     if not refit_days or first_day is None:
         return None
     _model_runs_table(conn)
@@ -114,6 +122,7 @@ def serving_run(
         WHERE model = $model AND status = 'fitted'
           AND CAST(as_of AS DATE) BETWEEN CAST($day AS DATE) - $days AND CAST($day AS DATE)
           AND CAST(data_from AS DATE) = CAST($first AS DATE)
+          AND code = $code
           AND ($parameters IS NULL OR parameters = $parameters)
         ORDER BY as_of DESC, run_at DESC
         LIMIT 1
@@ -123,6 +132,7 @@ def serving_run(
             "day": day,
             "days": refit_days,
             "first": first_day,
+            "code": MODEL_CODE,
             "parameters": None if parameters is None else json.dumps(parameters),
         },
     ).fetchall()

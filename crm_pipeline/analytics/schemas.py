@@ -145,6 +145,11 @@ class ModelRuns(CoreModel):
         "Evaluation figures as JSON, e.g. a holdout check's predicted and actual purchases.",
         nullable=False,
     )
+    code: Series[str] = field(
+        "Digest of the code that fitted it (the analytics and mining modules, numpy's and "
+        "scipy's versions): a fit serves later days only for the same code; NULL: a version "
+        "before it was recorded."
+    )
 
 
 def _dimension() -> object:

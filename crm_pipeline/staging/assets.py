@@ -86,7 +86,7 @@ def staging_asset(source: Source) -> dg.AssetsDefinition:
             backfill_policy=single_run_backfill if source.daily else None,
             pool=WAREHOUSE_POOL,
             kinds={"duckdb"},
-            check_specs=checks.check_specs(key),
+            check_specs=checks.check_specs(key, source.daily),
             tags={"layer": "staging"},
             metadata={
                 "dagster/column_schema": schema_of(model, list(staging_columns(source).items()))
@@ -142,6 +142,7 @@ def staging_asset(source: Source) -> dg.AssetsDefinition:
                 check_results=[
                     checks.contract_result(conn, source, days),
                     checks.conserved_result(conn, source.name, days),
+                    *([checks.version_result(conn, source.name)] if source.daily else []),
                 ],
             )
 

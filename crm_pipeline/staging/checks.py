@@ -1,5 +1,6 @@
-"""The staging layer's checks: the contract holds, keys are unique, and every raw row is
-conserved (raw = staging + quarantined + merged duplicates, per partition)."""
+"""The staging layer's checks: the contract holds, keys are unique, every raw row is
+conserved (raw = staging + quarantined + merged duplicates, per partition), and every day was
+staged by this version of the code."""
 
 from __future__ import annotations
 
@@ -25,13 +26,28 @@ from crm_pipeline.staging.rules import (
     Source,
 )
 from crm_pipeline.staging.schemas import STAGING_MODELS, MergedDuplicates, StagingRejects
+from crm_pipeline.staging.staged_with import staged_by_other_code
 
 CONTRACT = "contract"
 CONSERVED = "rows_conserved"
+THIS_VERSION = "staged_by_this_version"
+# Days a warning lists by name; the rest are counted.
+LISTED_DAYS = 10
 
 
-def check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+def check_specs(key: dg.AssetKey, daily: bool) -> list[dg.AssetCheckSpec]:
+    # A snapshot is staged whole by every run: only days can be left from another version.
+    version = dg.AssetCheckSpec(
+        THIS_VERSION,
+        asset=key,
+        description=(
+            "Every day of the table was read and staged by this version of crm-pipeline; warns "
+            "with the days an earlier one staged (after an upgrade), which keep its reading "
+            "and cleaning rules until they are run again."
+        ),
+    )
     return [
+        *([version] if daily else []),
         dg.AssetCheckSpec(
             CONTRACT,
             asset=key,
@@ -300,4 +316,30 @@ def conserved_result(
         passed=True,
         description=f"All {raw} raw rows conserved: {staged} staged, {merged} merged duplicates.",
         metadata=metadata,
+    )
+
+
+def version_result(conn: duckdb.DuckDBPyConnection, source: str) -> dg.AssetCheckResult:
+    days = staged_by_other_code(conn, source)
+    if not days:
+        return dg.AssetCheckResult(
+            check_name=THIS_VERSION,
+            passed=True,
+            description=f"Every day of staging.{source} was staged by this version.",
+        )
+    named = ", ".join(days[:LISTED_DAYS]) + (
+        f" and {len(days) - LISTED_DAYS} more" if len(days) > LISTED_DAYS else ""
+    )
+    return dg.AssetCheckResult(
+        check_name=THIS_VERSION,
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{len(days)} day(s) of staging.{source} ({days[0]}..{days[-1]}: {named}) were read "
+            "and staged by an earlier version of crm-pipeline, and keep its reading and "
+            "cleaning rules (a file or row it set aside, a value it read otherwise) until they "
+            "are run again: run every day once (crm-pipeline materialize, with no --first and "
+            "no --select, or a backfill of daily_refresh over them in the UI)."
+        ),
+        metadata={"days_to_run": dg.MetadataValue.json(days)},
     )

@@ -346,6 +346,11 @@ class StagedWith(pa.DataFrameModel):
         "read in, such as US,CN,DE."
     )
     loaded_at: Series[pd.Timestamp] = pa.Field(description="When staging ran.")
+    code: Series[str] = pa.Field(
+        nullable=True,
+        description="Digest of the code that read and staged the day (the raw and staging "
+        "modules and the phone library's version); NULL: a version before it was recorded.",
+    )
 
     class Config:
         strict = True

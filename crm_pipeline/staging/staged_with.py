@@ -1,16 +1,28 @@
 """The business settings each staged partition was read with: the time zone a delivered time
 with a UTC offset is converted to (CRM_TIME_ZONE) and the countries a phone written without its
 country code is read in (CRM_PHONE_REGIONS). Days staged with other settings must not be mixed
-with the run's: times would be hours apart, and one number two customers' phones."""
+with the run's: times would be hours apart, and one number two customers' phones.
+
+Each day also records the version of the code that read and staged it (STAGING_CODE): after
+an upgrade, the days not run since keep the earlier version's reading and cleaning rules, and
+the staging tables' check `staged_by_this_version` names them until they are run again.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 import duckdb
+import phonenumbers
 
+from crm_pipeline import code_digest
 from crm_pipeline.failures import ActionableError
 from crm_pipeline.raw.tables import ddl, table_exists
+
+# The code that decides what a delivered day becomes in raw and staging (every module of the
+# two layers, and the phone library's rules): a day staged by other code may have been read
+# and cleaned otherwise.
+STAGING_CODE = code_digest(("raw", "staging"), phonenumbers.__version__)
 
 STAGED_WITH_TABLE = "staging.staged_with"
 STAGED_WITH_COLUMNS = {
@@ -19,6 +31,8 @@ STAGED_WITH_COLUMNS = {
     "time_zone": "VARCHAR NOT NULL",
     "phone_regions": "VARCHAR NOT NULL",
     "loaded_at": "TIMESTAMP NOT NULL",
+    # NULL on the rows of versions before it was recorded.
+    "code": "VARCHAR",
 }
 # Each setting: its column, and the environment variable an operator sets it with.
 SETTINGS = (("time_zone", "CRM_TIME_ZONE"), ("phone_regions", "CRM_PHONE_REGIONS"))
@@ -37,7 +51,7 @@ def refuse_other_settings(
     run's days (None: no days) and the staging tables it stages; a table of the run gives up
     its snapshot rows and its rows of the run's days. (A run of every asset over every day
     stages them all anew.)"""
-    conn.execute(ddl(STAGED_WITH_TABLE, STAGED_WITH_COLUMNS))
+    _ensure(conn)
     days, staged = run
     now = conn.execute("SELECT current_setting('TimeZone')").fetchone()[0], phone_regions
     found = conn.execute(
@@ -105,8 +119,8 @@ def record_settings(
     phone_regions: str,
     loaded_at: datetime,
 ) -> None:
-    """Record the run's settings for each day staged (a NULL day: a snapshot)."""
-    conn.execute(ddl(STAGED_WITH_TABLE, STAGED_WITH_COLUMNS))
+    """Record the run's settings and code for each day staged (a NULL day: a snapshot)."""
+    _ensure(conn)
     if days is None:
         conn.execute(f"DELETE FROM {STAGED_WITH_TABLE} WHERE source = ?", [source])
     else:
@@ -117,8 +131,45 @@ def record_settings(
     conn.execute(
         f"""
         INSERT INTO {STAGED_WITH_TABLE}
-        SELECT $source, CAST(day AS DATE), current_setting('TimeZone'), $regions, $at
+        SELECT $source, CAST(day AS DATE), current_setting('TimeZone'), $regions, $at, $code
         FROM unnest($days) AS t(day)
         """,
-        {"source": source, "days": days or [None], "regions": phone_regions, "at": loaded_at},
+        {
+            "source": source,
+            "days": days or [None],
+            "regions": phone_regions,
+            "at": loaded_at,
+            "code": STAGING_CODE,
+        },
     )
+
+
+def _ensure(conn: duckdb.DuckDBPyConnection) -> None:
+    """The table, with the code column a warehouse of an earlier version lacks."""
+    conn.execute(ddl(STAGED_WITH_TABLE, STAGED_WITH_COLUMNS))
+    conn.execute(f"ALTER TABLE {STAGED_WITH_TABLE} ADD COLUMN IF NOT EXISTS code VARCHAR")
+
+
+def staged_by_other_code(conn: duckdb.DuckDBPyConnection, source: str) -> list[str]:
+    """The days of staging.<source> that other code staged: recorded with another version, or
+    not recorded at all (staged before the record was kept), in day order."""
+    _ensure(conn)
+    return [
+        str(day)
+        for (day,) in conn.execute(
+            f"""
+            WITH days AS (
+                SELECT DISTINCT partition_date AS day FROM staging.{source}
+                UNION
+                SELECT partition_date FROM {STAGED_WITH_TABLE} WHERE source = $source
+            )
+            SELECT day
+            FROM days
+            LEFT JOIN {STAGED_WITH_TABLE} AS w
+              ON w.source = $source AND w.partition_date = days.day
+            WHERE day IS NOT NULL AND w.code IS DISTINCT FROM $code
+            ORDER BY day
+            """,
+            {"source": source, "code": STAGING_CODE},
+        ).fetchall()
+    ]
