@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextvars
 import json
-import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -18,6 +16,7 @@ from crm_pipeline.alerts import failed_run_alert
 from crm_pipeline.definitions import definitions, defs
 from crm_pipeline.run import range_tags
 from crm_pipeline.webhook import AlertNotSent, AlertWebhook
+from crm_pipeline_tests import landing_builder
 from crm_pipeline_tests.conftest import bind
 from crm_pipeline_tests.landing_builder import DAY1, DAY2
 
@@ -58,12 +57,15 @@ def endpoint() -> Iterator[Endpoint]:
     served.close()
 
 
-@pytest.fixture
-def failed_run(tiny_zone: Path, tmp_path: Path) -> Iterator[dg.RunFailureSensorContext]:
+@pytest.fixture(scope="module")
+def failed_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dg.RunFailureSensorContext]:
     """The context the daemon gives the sensor for a failed run: the daily job over two days,
     with the shop's database gone."""
-    zone = tmp_path / "zone"
-    shutil.copytree(tiny_zone, zone)
+    tmp_path = tmp_path_factory.mktemp("failed_run")
+    (tmp_path / "zone").mkdir()
+    zone = landing_builder.build(tmp_path / "zone")
     (zone / landing.SHOP_DATABASE_FILE).unlink()
     home = tmp_path / "dagster_home"
     home.mkdir()
