@@ -38,15 +38,30 @@ def replace_file(new: "os.PathLike[str] | str", target: "os.PathLike[str] | str"
     os.replace(new, target)
 
 
-def code_digest(folders: "tuple[str, ...]", *versions: str) -> str:
-    """A digest of the code in the package's folders (every module's bytes) and the given
-    library versions: what a record of work (a staged day, a model fit) is stamped with, so
-    work done by other code is told apart after an upgrade."""
+def code_digest(modules: "tuple[str, ...]", *versions: str, root: "str | None" = None) -> str:
+    """A digest of the code of the package's modules and folders of modules ('raw',
+    'landing.py') and the given library versions: what a record of work (a staged day, a model
+    fit) is stamped with, so work done by other code is told apart after an upgrade. The code
+    is taken as Python parses it, without comments and docstrings: rewording them is no other
+    code. root: where the modules are (default: this package)."""
+    import ast
     import hashlib
     from pathlib import Path
 
-    here = Path(__file__).parent
-    return hashlib.sha256(
-        b"".join(path.read_bytes() for f in folders for path in sorted((here / f).glob("*.py")))
-        + "|".join(versions).encode()
-    ).hexdigest()[:16]
+    here = Path(root or Path(__file__).parent)
+    paths = [p for m in modules for p in (sorted((here / m).glob("*.py")) or [here / m])]
+    digest = hashlib.sha256("|".join(versions).encode())
+    for path in paths:
+        tree = ast.parse(path.read_bytes())
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (
+                isinstance(body, list)
+                and body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
+                node.body = body[1:] or [ast.Pass()]
+        digest.update(path.name.encode() + ast.dump(tree).encode())
+    return digest.hexdigest()[:16]

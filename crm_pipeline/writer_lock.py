@@ -5,8 +5,10 @@ DuckDB's own lock lasts as long as a connection, and a run opens one per step: t
 started together would take the file in turns between their steps and fail each other's
 (whichever step found it taken), losing the run that was under way. The lock file is taken
 with flock, which the system releases when the process ends, however it ends: a killed command
-leaves no stale lock. Runs of a Dagster instance are not held off by it (the instance's queue
-and pool order them); a command waits for those itself (run.runs_not_ended).
+leaves no stale lock. Processes it forks (staging's normaliser pool) close their copy at once,
+so one left behind by a killed command does not hold it either. Runs of a Dagster instance are
+not held off by it (the instance's queue and pool order them); a command waits for those
+itself (run.runs_not_ended).
 """
 
 from __future__ import annotations
@@ -20,13 +22,44 @@ from pathlib import Path
 
 from crm_pipeline.failures import ActionableError
 
+# The descriptor of the lock this process holds, if any: a forked child closes its copy.
+_held: list[int] = []
+
+
+def _close_in_child() -> None:
+    for fd in _held:
+        os.close(fd)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
+
 
 class WarehouseBusy(ActionableError):
-    """Another crm-pipeline command is writing the warehouse."""
+    """Another crm-pipeline command is writing the warehouse, or its lock file cannot be
+    opened."""
 
 
 def lock_path(warehouse: str) -> Path:
     return Path(warehouse).with_name(Path(warehouse).name + ".lock")
+
+
+def _open(path: Path) -> tuple[int, bool]:
+    """The lock file open, and whether it can be written (flock takes a read-only one too:
+    a lock file another user made, on a warehouse folder shared by a group)."""
+    try:
+        # 644: it holds a process id, a time and a command name, nothing personal.
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644), True
+    except PermissionError:
+        pass
+    try:
+        return os.open(path, os.O_RDONLY), False
+    except OSError as error:
+        raise WarehouseBusy(
+            f"Cannot open the warehouse's lock file {path} ({error.strerror}): a command that "
+            "writes the warehouse holds it while it runs. Let this user write the warehouse's "
+            "folder (CRM_WAREHOUSE), or read the file if another made it."
+        ) from None
 
 
 @contextmanager
@@ -37,7 +70,7 @@ def sole_writer(warehouse: str, command: str) -> Iterator[None]:
     path = lock_path(warehouse)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Not truncated on open: the holder's line stays readable until this process holds it.
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd, writable = _open(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -48,24 +81,28 @@ def sole_writer(warehouse: str, command: str) -> Iterator[None]:
                 "it ends, then run this one. Two at once would fail each other's steps on "
                 "the warehouse."
             ) from None
-        os.ftruncate(fd, 0)
-        since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        os.write(fd, f"{os.getpid()}\t{since}\tcrm-pipeline {command}\n".encode())
+        _held.append(fd)
+        if writable:
+            os.ftruncate(fd, 0)
+            since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            os.write(fd, f"{os.getpid()}\t{since}\tcrm-pipeline {command}\n".encode())
         yield
     finally:
+        if fd in _held:
+            _held.remove(fd)
         os.close(fd)  # releases the lock
 
 
 def held_for(stack: ExitStack, warehouse: str, command: str) -> str | None:
     """Take the warehouse's lock until `stack` closes (a command's whole run); the refusal to
-    print when another command holds it."""
+    print when another command holds it, or the lock file cannot be opened."""
     try:
         stack.enter_context(sole_writer(warehouse, command))
     except WarehouseBusy as error:
         return str(error)
-    except OSError:
-        # No file can be made beside it: nor can the warehouse be written, and the run's
-        # first step says so, naming the setting.
+    except (OSError, ValueError):
+        # No folder can be made for it (or CRM_WAREHOUSE names no file): nor can the
+        # warehouse be written, and the run's first step says so, naming the setting.
         return None
     return None
 
@@ -73,15 +110,14 @@ def held_for(stack: ExitStack, warehouse: str, command: str) -> str | None:
 def holder(warehouse: str) -> str | None:
     """The crm-pipeline command of another process holding the warehouse's lock file, if any
     (for a message about a warehouse found locked)."""
-    path = lock_path(warehouse)
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
+        fd = os.open(lock_path(warehouse), os.O_RDONLY)
+    except (OSError, ValueError):
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        said = _held_by(path)
+        said = _held_by(lock_path(warehouse))
         return None if said and said.startswith(f"pid {os.getpid()},") else said
     finally:
         os.close(fd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextvars
 import json
 import threading
@@ -28,13 +29,14 @@ class Endpoint:
     (then 200) and keeps what it was sent."""
 
     def __init__(self, statuses: list[int]) -> None:
-        self.statuses, self.posts = list(statuses), []
+        self.statuses, self.posts, self.auth = list(statuses), [], []
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 endpoint.posts.append((self.path, self.headers["Content-Type"], body))
+                endpoint.auth.append(self.headers["Authorization"])
                 self.send_response(endpoint.statuses.pop(0) if endpoint.statuses else 200)
                 self.end_headers()
 
@@ -131,28 +133,52 @@ def test_an_endpoint_that_is_down_is_tried_again_and_one_that_refuses_is_named_w
     failed_run: dg.RunFailureSensorContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(webhook, "RETRY_WAITS", (0.1, 0.1))
+    monkeypatch.setattr(webhook, "_down_until", [0.0])
     busy = Endpoint([503, 503])
     try:
-        assert _alert(failed_run, busy.url) is None
-        assert len(busy.posts) == 3  # taken on the third try
-        assert busy.posts[0][2] == busy.posts[2][2]
+        assert _alert(failed_run, busy.url) is None  # taken on the third try
+        assert len(busy.posts) == 3 and busy.posts[0][2] == busy.posts[2][2]
+        # One the endpoint never took: the tick's next run tries once, so a tick of several
+        # failed runs ends within the sensor's minute (and its cursor is kept).
+        busy.statuses = [503] * 10
+        with pytest.raises(AlertNotSent, match="HTTP 503"):
+            _alert(failed_run, busy.url)
+        assert len(busy.posts) == 6
+        with pytest.raises(AlertNotSent):
+            _alert(failed_run, busy.url)
+        assert len(busy.posts) == 7
     finally:
         busy.close()
-    wrong = Endpoint([404])
+    monkeypatch.setattr(webhook, "_down_until", [0.0])
+    # A user and password in the URL go as basic auth, never into a message.
+    port = Endpoint([404])
+    secret = f"http://alerts:S3CRET@127.0.0.1:{port.server.server_port}/hooks/{TOKEN}"
     try:
         with pytest.raises(AlertNotSent) as refused:
-            _alert(failed_run, wrong.url)
-        assert len(wrong.posts) == 1  # a wrong URL is not posted to again
+            _alert(failed_run, secret)
+        assert len(port.posts) == 1  # a wrong URL is not posted to again
     finally:
-        wrong.close()
+        port.close()
     said = str(refused.value)
-    assert f"the webhook at 127.0.0.1:{wrong.server.server_port} (CRM_ALERT_WEBHOOK)" in said
+    assert f"the webhook at 127.0.0.1:{port.server.server_port} (CRM_ALERT_WEBHOOK)" in said
     assert "HTTP 404" in said
-    assert TOKEN not in said
-    # Gone altogether: said so after three tries, the token still unsaid.
-    with pytest.raises(AlertNotSent, match="could not be reached") as unreachable:
-        _alert(failed_run, wrong.url)
-    assert TOKEN not in str(unreachable.value)
+    # Gone altogether, or no URL a request can be made of: the secrets still unsaid.
+    for url in (secret, f"http://127.0.0.1:1/hooks/{TOKEN} with a space"):
+        with pytest.raises(AlertNotSent) as failed:
+            _alert(failed_run, url)
+        said += str(failed.value)
+    assert TOKEN not in said and "S3CRET" not in said
+
+
+def test_a_user_and_password_in_the_url_are_sent_as_basic_auth(
+    failed_run: dg.RunFailureSensorContext, endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhook, "_down_until", [0.0])
+    url = endpoint.url.replace("http://", "http://alerts:S3CRET@")
+    assert _alert(failed_run, url) is None
+    [(path, _, _)] = endpoint.posts
+    assert path == f"/hooks/{TOKEN}"
+    assert endpoint.auth == ["Basic " + base64.b64encode(b"alerts:S3CRET").decode()]
 
 
 def test_without_a_webhook_the_sensor_says_why_it_posted_nothing(

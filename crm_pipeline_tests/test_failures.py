@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from datetime import date
@@ -725,24 +726,35 @@ def test_commands_that_write_the_warehouse_wait_for_the_runs_of_the_instance(
 
 # Holds the warehouse's lock as a command does, and DuckDB's too, until killed.
 _HOLDER = """
-import contextlib, sys, time, duckdb
+import contextlib, os, sys, time, duckdb
 from crm_pipeline.writer_lock import sole_writer
 command = sys.argv[2] == "command"
 with sole_writer(sys.argv[1], "materialize") if command else contextlib.nullcontext():
+    # A process of its own, as staging's normaliser pool forks, outliving a killed command.
+    child = os.fork()
+    if child == 0:
+        time.sleep(120)
+        os._exit(0)
     conn = duckdb.connect(sys.argv[1])
-    print("held", flush=True)
+    print("held", child, flush=True)
     time.sleep(120)
 """
 
 
-def _held(warehouse: Path, by: str) -> subprocess.Popen:
-    """A process holding the warehouse open for writing: a command, or another program (an
-    analyst's DuckDB shell on it)."""
+def _held(warehouse: Path, by: str) -> tuple[subprocess.Popen, int]:
+    """A process holding the warehouse open for writing, a command or another program (an
+    analyst's DuckDB shell on it), and the id of a process it forked."""
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLDER, str(warehouse), by], stdout=subprocess.PIPE, text=True
     )
-    assert holder.stdout.readline().strip() == "held"
-    return holder
+    said, child = holder.stdout.readline().split()
+    assert said == "held"
+    return holder, int(child)
+
+
+def _kill(holder: subprocess.Popen) -> None:
+    holder.kill()
+    holder.wait()
 
 
 def test_a_second_command_refuses_while_one_writes_the_warehouse_and_a_killed_one_holds_nothing(
@@ -752,7 +764,7 @@ def test_a_second_command_refuses_while_one_writes_the_warehouse_and_a_killed_on
     # their steps, and the one under way failed.
     warehouse = _raw_loaded(tiny_zone, tmp_path, monkeypatch)
     loaded = _count(warehouse, "SELECT max(loaded_at) FROM raw.deliveries")
-    holder = _held(warehouse, "command")
+    holder, child = _held(warehouse, "command")
     try:
         for said in _writers_refused(capsys):
             assert (
@@ -768,21 +780,24 @@ def test_a_second_command_refuses_while_one_writes_the_warehouse_and_a_killed_on
         ):
             pass
     finally:
-        holder.kill()
-        holder.wait()
+        _kill(holder)
     assert _count(warehouse, "SELECT max(loaded_at) FROM raw.deliveries") == loaded
     # Held by another program, every step fails on it, and says why once.
-    holder = _held(warehouse, "other")
+    other, other_child = _held(warehouse, "other")
     try:
         capsys.readouterr()
         assert _exit_code("--select", "group:raw", "--no-publish") == 1
     finally:
-        holder.kill()
-        holder.wait()
+        _kill(other)
+        os.kill(other_child, signal.SIGKILL)
     failed = [line for line in capsys.readouterr().err.splitlines() if "  FAILED " in line]
     assert len(failed) >= 7
     assert "Conflicting lock is held" in failed[0]
     assert all(line.endswith(" Cause: as above.") for line in failed[1:])
-    # Killed, it holds nothing: the next command runs.
-    assert _exit_code("--select", "group:raw", "--no-publish") == 0
+    # Killed, it holds nothing, nor does the process it forked, still alive: the next runs.
+    try:
+        os.kill(child, 0)
+        assert _exit_code("--select", "group:raw", "--no-publish") == 0
+    finally:
+        os.kill(child, signal.SIGKILL)
     assert _count(warehouse, "SELECT max(loaded_at) FROM raw.deliveries") > loaded

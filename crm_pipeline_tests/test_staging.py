@@ -839,3 +839,25 @@ def test_rows_quarantined_for_a_product_now_in_the_reference_data_name_their_day
         "SELECT sku FROM staging.store_purchases WHERE receipt_id = 'R4'"
     ).fetchall() == [("SKU9",)]
     assert "reference data" not in conserved_result(staged, "store_purchases", [DAY]).description
+
+
+def test_the_code_a_day_is_stamped_with_changes_with_its_code_not_its_comments(
+    tmp_path: Path,
+) -> None:
+    from crm_pipeline import code_digest
+
+    module = tmp_path / "layer" / "rules.py"
+    module.parent.mkdir()
+
+    def digest(source: str) -> str:
+        module.write_text(source)
+        return code_digest(("layer",), "1.0", root=str(tmp_path))
+
+    first = digest('"""Rules."""\n\ndef cap(x):\n    """At most 5."""\n    return min(x, 5)\n')
+    reworded = digest(
+        '"""The rules."""\n\n# Why 5: the contract.\ndef cap(x):\n    return min(x, 5)  # cap\n'
+    )
+    assert reworded == first
+    assert digest('"""Rules."""\n\ndef cap(x):\n    return min(x, 6)\n') != first
+    module.write_text('"""Rules."""\n\ndef cap(x):\n    return min(x, 5)\n')
+    assert code_digest(("layer",), "1.1", root=str(tmp_path)) != first  # a library's version

@@ -7,6 +7,7 @@ table has a blocking contract check: its pandera model and one row per grain.
 
 import json
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 
 import dagster as dg
 import duckdb
@@ -38,9 +39,13 @@ CREATE TABLE IF NOT EXISTS analytics.model_runs (
     data_from TIMESTAMP, data_to TIMESTAMP, note VARCHAR, metrics VARCHAR, code VARCHAR
 )
 """
-# The code that fits and mines (the analytics and mining modules, and the numeric libraries):
-# a fit made by other code (before an upgrade) serves no later day.
-MODEL_CODE = code_digest(("analytics", "mining"), np.__version__, scipy.__version__)
+
+
+@cache
+def model_code() -> str:
+    """The digest of the code that fits and mines (the analytics and mining modules, and the
+    numeric libraries): a fit made by other code (before an upgrade) serves no later day."""
+    return code_digest(("analytics", "mining"), np.__version__, scipy.__version__)
 
 
 def _model_runs_table(conn: duckdb.DuckDBPyConnection) -> None:
@@ -88,7 +93,7 @@ def record_runs(
                 "data_to": pd.Timestamp(end) if end else pd.NaT,
                 "note": r.note,
                 "metrics": json.dumps(r.metrics),
-                "code": MODEL_CODE,
+                "code": model_code(),
             }
             for r, start, end in runs
         ]
@@ -132,7 +137,7 @@ def serving_run(
             "day": day,
             "days": refit_days,
             "first": first_day,
-            "code": MODEL_CODE,
+            "code": model_code(),
             "parameters": None if parameters is None else json.dumps(parameters),
         },
     ).fetchall()

@@ -41,9 +41,10 @@ def check_specs(key: dg.AssetKey, daily: bool) -> list[dg.AssetCheckSpec]:
         THIS_VERSION,
         asset=key,
         description=(
-            "Every day of the table was read and staged by this version of crm-pipeline; warns "
-            "with the days an earlier one staged (after an upgrade), which keep its reading "
-            "and cleaning rules until they are run again."
+            "Every day of the table was read and staged by this version's code (the raw and "
+            "staging modules, the landing contract, the versions of the libraries that read "
+            "and clean; comments aside); warns with the days other code staged (after an "
+            "upgrade), which keep its reading and cleaning rules until they are run again."
         ),
     )
     return [

@@ -3,7 +3,7 @@ with a UTC offset is converted to (CRM_TIME_ZONE) and the countries a phone writ
 country code is read in (CRM_PHONE_REGIONS). Days staged with other settings must not be mixed
 with the run's: times would be hours apart, and one number two customers' phones.
 
-Each day also records the version of the code that read and staged it (STAGING_CODE): after
+Each day also records the version of the code that read and staged it (staging_code): after
 an upgrade, the days not run since keep the earlier version's reading and cleaning rules, and
 the staging tables' check `staged_by_this_version` names them until they are run again.
 """
@@ -11,18 +11,31 @@ the staging tables' check `staged_by_this_version` names them until they are run
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 
+import anyascii
 import duckdb
+import pandas
 import phonenumbers
 
 from crm_pipeline import code_digest
 from crm_pipeline.failures import ActionableError
 from crm_pipeline.raw.tables import ddl, table_exists
 
-# The code that decides what a delivered day becomes in raw and staging (every module of the
-# two layers, and the phone library's rules): a day staged by other code may have been read
-# and cleaned otherwise.
-STAGING_CODE = code_digest(("raw", "staging"), phonenumbers.__version__)
+
+@cache
+def staging_code() -> str:
+    """The digest of the code that decides what a delivered day becomes in raw and staging
+    (every module of the two layers, the landing contract, and the libraries that read and
+    clean): a day staged by other code may have been read and cleaned otherwise."""
+    return code_digest(
+        ("raw", "staging", "landing.py"),
+        phonenumbers.__version__,
+        anyascii.__version__,
+        duckdb.__version__,
+        pandas.__version__,
+    )
+
 
 STAGED_WITH_TABLE = "staging.staged_with"
 STAGED_WITH_COLUMNS = {
@@ -139,7 +152,7 @@ def record_settings(
             "days": days or [None],
             "regions": phone_regions,
             "at": loaded_at,
-            "code": STAGING_CODE,
+            "code": staging_code(),
         },
     )
 
@@ -170,6 +183,6 @@ def staged_by_other_code(conn: duckdb.DuckDBPyConnection, source: str) -> list[s
             WHERE day IS NOT NULL AND w.code IS DISTINCT FROM $code
             ORDER BY day
             """,
-            {"source": source, "code": STAGING_CODE},
+            {"source": source, "code": staging_code()},
         ).fetchall()
     ]
