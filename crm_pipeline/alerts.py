@@ -6,16 +6,16 @@ chat and paging relays take it, and the run's facts beside it (`crm_pipeline`) f
 routes on them. The text says what the run's failure message says in the UI: which job, which
 days, and per failed step its source, partitions and cause. Like the sensors of
 crm_pipeline.automation it starts stopped; switch it on in the UI (Automation). A post is tried
-three times; one the endpoint never takes fails the sensor's tick, saying why (Dagster does not
-evaluate a run twice), and a sent one is noted in the failed run's log.
+three times; one the endpoint never takes is said, with why, in the failed run's log and the
+sensor's tick (Dagster does not evaluate a run twice), and a sent one is noted in the log too.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from crm_pipeline.run import RANGE_END, RANGE_START, causes_once, step_failure
-from crm_pipeline.webhook import AlertWebhook
+from crm_pipeline.run import RANGE_END, RANGE_START, causes_once, failure_cause, step_failure
+from crm_pipeline.webhook import AlertNotSent, AlertWebhook
 
 # The failed steps a post lists (a run failed by one cause fails many steps alike).
 LISTED_STEPS = 5
@@ -67,8 +67,15 @@ def failed_run_alert(
     failures = [
         f"{event.step_key}: {step_failure(event)}" for event in context.get_step_failure_events()
     ]
-    run_failure = context.failure_event.message or "no message recorded"
-    alert_webhook.post(
-        alert_payload(context.dagster_run, failures, run_failure, alert_webhook.ui_url)
-    )
+    event = context.failure_event
+    run_failure = f"{event.message or 'no message recorded'}{failure_cause(event)}"
+    try:
+        alert_webhook.post(
+            alert_payload(context.dagster_run, failures, run_failure, alert_webhook.ui_url)
+        )
+    except AlertNotSent as error:
+        # Said where an operator looks: the failed run's log, and this tick (one tick may
+        # handle several runs, so a raised error would name none of them).
+        context.instance.report_engine_event(str(error), dagster_run=context.dagster_run)
+        return dg.SkipReason(f"Run {context.dagster_run.run_id}: {error}")
     return None

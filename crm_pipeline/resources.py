@@ -142,6 +142,14 @@ class WarehouseResource(dg.ConfigurableResource):
         retries: a second writer is a scheduling bug to surface."""
         if not read_only:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # A run's step (launched from the UI) between a command's steps would mix the two.
+            command = holder(self.path)
+            if command:
+                raise WarehouseUnavailable(
+                    f"The warehouse {self.path} is being written by a crm-pipeline command "
+                    f"outside the run queue ({command}); this step wrote nothing. Launch the "
+                    "run again once the command has ended."
+                )
         config = {
             "memory_limit": memory_limit or self.memory_limit,
             "threads": self.threads,
@@ -154,12 +162,9 @@ class WarehouseResource(dg.ConfigurableResource):
                 raise WarehouseUnavailable(
                     f"Cannot open the warehouse {self.path}: {error}. {DAMAGED_ADVICE}"
                 ) from error
-            command = holder(self.path)
             raise WarehouseUnavailable(
                 f"Cannot open the warehouse {self.path}"
-                f"{' read-only' if read_only else ' for writing'}: {error}. "
-                + (f"A crm-pipeline command holds it ({command}). " if command else "")
-                + "If another process "
+                f"{' read-only' if read_only else ' for writing'}: {error}. If another process "
                 "holds it (a run, or a session left open on it: analysts read the published "
                 "copy instead), wait for it to end or close it; if CRM_WAREHOUSE names a "
                 "folder or a place this user cannot write, point it at a .duckdb file."

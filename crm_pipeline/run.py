@@ -340,7 +340,7 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
         # No step failed: the run did, before any step (a resource setting out of range).
         for event in result.all_events:
             if event.event_type_value in ("RESOURCE_INIT_FAILURE", "RUN_FAILURE"):
-                messages.append(f"run: {event.message}{_cause(event)}")
+                messages.append(f"run: {event.message}{failure_cause(event)}")
     return messages
 
 
@@ -365,7 +365,7 @@ def causes_once(messages: list[str]) -> list[str]:
     return said
 
 
-def _cause(event: dg.DagsterEvent) -> str:
+def failure_cause(event: dg.DagsterEvent) -> str:
     """Why a resource could not be set up (a setting's value it refused), in a line."""
     error = getattr(event.event_specific_data, "error", None)
     while error is not None and error.cause is not None:

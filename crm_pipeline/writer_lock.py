@@ -6,9 +6,10 @@ started together would take the file in turns between their steps and fail each 
 (whichever step found it taken), losing the run that was under way. The lock file is taken
 with flock, which the system releases when the process ends, however it ends: a killed command
 leaves no stale lock. Processes it forks (staging's normaliser pool) close their copy at once,
-so one left behind by a killed command does not hold it either. Runs of a Dagster instance are
-not held off by it (the instance's queue and pool order them); a command waits for those
-itself (run.runs_not_ended).
+so one left behind by a killed command does not hold it either. A run of a Dagster instance
+(launched from the UI) does not take it, its queue and pool order those, but each of its steps
+that writes refuses while a command holds it (WarehouseResource.connect), so it cannot write
+between a command's steps; a command waits for such runs itself (run.runs_not_ended).
 """
 
 from __future__ import annotations
@@ -108,16 +109,39 @@ def held_for(stack: ExitStack, warehouse: str, command: str) -> str | None:
 
 
 def holder(warehouse: str) -> str | None:
-    """The crm-pipeline command of another process holding the warehouse's lock file, if any
-    (for a message about a warehouse found locked)."""
+    """The crm-pipeline command of another process holding the warehouse's lock file, if any.
+    Read from the system's lock table (/proc/locks), without taking the lock even for a moment
+    (a probe would make a command starting then refuse); elsewhere, by a probe."""
+    path = lock_path(warehouse) if Path(warehouse).name else None
     try:
-        fd = os.open(lock_path(warehouse), os.O_RDONLY)
-    except (OSError, ValueError):
+        found = path.stat() if path else None
+    except OSError:
+        return None
+    if found is None:
+        return None
+    try:
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return _probed(path)
+    where = f"{os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino}"
+    for line in table.splitlines():
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 4087 fe:00:2204296 0 EOF"; a waiter's line has "->".
+        theirs = len(fields) > 5 and fields[4] != str(os.getpid())
+        if theirs and fields[1] == "FLOCK" and fields[5] == where:
+            return _held_by(path) or f"its lock file {path} is held"
+    return None
+
+
+def _probed(path: Path) -> str | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        said = _held_by(lock_path(warehouse))
+        said = _held_by(path)
         return None if said and said.startswith(f"pid {os.getpid()},") else said
     finally:
         os.close(fd)

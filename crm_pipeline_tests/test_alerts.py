@@ -8,15 +8,17 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from crm_pipeline import landing, webhook
 from crm_pipeline.alerts import failed_run_alert
+from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.definitions import definitions, defs
 from crm_pipeline.run import range_tags
-from crm_pipeline.webhook import AlertNotSent, AlertWebhook
+from crm_pipeline.webhook import AlertWebhook
 from crm_pipeline_tests import landing_builder
 from crm_pipeline_tests.conftest import bind
 from crm_pipeline_tests.landing_builder import DAY1, DAY2
@@ -73,20 +75,24 @@ def failed_run(
     home.mkdir()
     instance = dg.DagsterInstance.local_temp(str(home))
     resources = {**bind(zone, tmp_path / "warehouse.duckdb"), "alert_webhook": AlertWebhook()}
+    yield _failed(resources, instance, DAY2)
+    instance.dispose()
+
+
+def _failed(resources: dict, instance: dg.DagsterInstance, last: str) -> dg.RunFailureSensorContext:
+    """The context the daemon gives the sensor for a failed daily_refresh of DAY1..last."""
     result = (
         definitions(resources)
         .resolve_job_def("daily_refresh")
-        .execute_in_process(instance=instance, tags=range_tags(DAY1, DAY2), raise_on_error=False)
+        .execute_in_process(instance=instance, tags=range_tags(DAY1, last), raise_on_error=False)
     )
     assert not result.success
-    context = dg.build_run_status_sensor_context(
+    return dg.build_run_status_sensor_context(
         sensor_name="failed_run_alert",
         dagster_event=result.get_run_failure_event(),
         dagster_instance=instance,
         dagster_run=result.dagster_run,
     ).for_run_failure()
-    yield context
-    instance.dispose()
 
 
 def _alert(context: dg.RunFailureSensorContext, url: str) -> dg.SkipReason | None:
@@ -129,6 +135,18 @@ def test_a_failed_run_posts_its_days_each_failed_step_its_cause_and_a_link(
     }
 
 
+def _not_sent(context: dg.RunFailureSensorContext, url: str) -> str:
+    """What the tick says of a post the endpoint did not take; the run's log says it too."""
+    skipped = _alert(context, url)
+    assert isinstance(skipped, dg.SkipReason)
+    said = skipped.skip_message
+    run_id = context.dagster_run.run_id
+    assert said.startswith(f"Run {run_id}: The failed run's alert was not sent to the webhook")
+    logged = [e.message for e in context.instance.all_logs(run_id)]
+    assert said.removeprefix(f"Run {run_id}: ") == logged[-1]
+    return said
+
+
 def test_an_endpoint_that_is_down_is_tried_again_and_one_that_refuses_is_named_without_its_token(
     failed_run: dg.RunFailureSensorContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -141,11 +159,9 @@ def test_an_endpoint_that_is_down_is_tried_again_and_one_that_refuses_is_named_w
         # One the endpoint never took: the tick's next run tries once, so a tick of several
         # failed runs ends within the sensor's minute (and its cursor is kept).
         busy.statuses = [503] * 10
-        with pytest.raises(AlertNotSent, match="HTTP 503"):
-            _alert(failed_run, busy.url)
+        assert "HTTP 503" in _not_sent(failed_run, busy.url)
         assert len(busy.posts) == 6
-        with pytest.raises(AlertNotSent):
-            _alert(failed_run, busy.url)
+        _not_sent(failed_run, busy.url)
         assert len(busy.posts) == 7
     finally:
         busy.close()
@@ -154,20 +170,39 @@ def test_an_endpoint_that_is_down_is_tried_again_and_one_that_refuses_is_named_w
     port = Endpoint([404])
     secret = f"http://alerts:S3CRET@127.0.0.1:{port.server.server_port}/hooks/{TOKEN}"
     try:
-        with pytest.raises(AlertNotSent) as refused:
-            _alert(failed_run, secret)
+        said = _not_sent(failed_run, secret)
         assert len(port.posts) == 1  # a wrong URL is not posted to again
     finally:
         port.close()
-    said = str(refused.value)
     assert f"the webhook at 127.0.0.1:{port.server.server_port} (CRM_ALERT_WEBHOOK)" in said
     assert "HTTP 404" in said
     # Gone altogether, or no URL a request can be made of: the secrets still unsaid.
     for url in (secret, f"http://127.0.0.1:1/hooks/{TOKEN} with a space"):
-        with pytest.raises(AlertNotSent) as failed:
-            _alert(failed_run, url)
-        said += str(failed.value)
+        said += _not_sent(failed_run, url)
     assert TOKEN not in said and "S3CRET" not in said
+
+
+def test_a_run_that_failed_before_any_step_posts_why(
+    tmp_path: Path, endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhook, "_down_until", [0.0])
+    monkeypatch.setenv("CRM_TEST_AS_OF", "2025-13-45")
+    instance = dg.DagsterInstance.local_temp(str(tmp_path))
+    resources = {
+        **bind(tmp_path / "zone", tmp_path / "warehouse.duckdb"),
+        "analysis": AnalysisSettings(as_of=dg.EnvVar("CRM_TEST_AS_OF")),
+        "alert_webhook": AlertWebhook(),
+    }
+    try:
+        context = _failed(resources, instance, DAY1)
+        assert _alert(context, endpoint.url) is None
+    finally:
+        instance.dispose()
+    [(_, _, body)] = endpoint.posts
+    lines = json.loads(body)["text"].splitlines()
+    assert lines[1].startswith('- Execution of run for "daily_refresh" failed.')
+    assert " Cause: " in lines[1]
+    assert "analysis.as_of is '2025-13-45': give a day as YYYY-MM-DD" in lines[1]
 
 
 def test_a_user_and_password_in_the_url_are_sent_as_basic_auth(

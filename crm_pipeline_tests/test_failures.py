@@ -728,14 +728,14 @@ def test_commands_that_write_the_warehouse_wait_for_the_runs_of_the_instance(
 _HOLDER = """
 import contextlib, os, sys, time, duckdb
 from crm_pipeline.writer_lock import sole_writer
-command = sys.argv[2] == "command"
+command = sys.argv[2] in ("command", "between its steps")
 with sole_writer(sys.argv[1], "materialize") if command else contextlib.nullcontext():
     # A process of its own, as staging's normaliser pool forks, outliving a killed command.
     child = os.fork()
     if child == 0:
         time.sleep(120)
         os._exit(0)
-    conn = duckdb.connect(sys.argv[1])
+    conn = None if sys.argv[2] == "between its steps" else duckdb.connect(sys.argv[1])
     print("held", child, flush=True)
     time.sleep(120)
 """
@@ -772,13 +772,17 @@ def test_a_second_command_refuses_while_one_writes_the_warehouse_and_a_killed_on
                 f"(pid {holder.pid}, since " in said
             )
             assert ": crm-pipeline materialize): wait until it ends" in said
-        # A run launched from the UI meanwhile finds the file locked, and is told by whom.
-        taken = f"command holds it \\(pid {holder.pid},"
-        with (
-            pytest.raises(WarehouseUnavailable, match=taken),
-            WarehouseResource(path=str(warehouse)).connect(),
-        ):
-            pass
+    finally:
+        _kill(holder)
+        os.kill(child, signal.SIGKILL)
+    # A run launched from the UI meanwhile writes nothing between the command's steps (when
+    # DuckDB's own lock is free), and is told by whom.
+    holder, child = _held(warehouse, "between its steps")
+    try:
+        ran = _load(warehouse.parent / "zone", warehouse, "stores")
+        [failed] = failure_messages(ran)
+        assert f"crm-pipeline command outside the run queue (pid {holder.pid}, since " in failed
+        assert "this step wrote nothing" in failed
     finally:
         _kill(holder)
     assert _count(warehouse, "SELECT max(loaded_at) FROM raw.deliveries") == loaded
