@@ -111,18 +111,13 @@ def held_for(stack: ExitStack, warehouse: str, command: str) -> str | None:
 def holder(warehouse: str) -> str | None:
     """The crm-pipeline command of another process holding the warehouse's lock file, if any.
     Read from the system's lock table (/proc/locks), without taking the lock even for a moment
-    (a probe would make a command starting then refuse); elsewhere, by a probe."""
-    path = lock_path(warehouse) if Path(warehouse).name else None
+    (a probe would make a command starting then refuse)."""
     try:
-        found = path.stat() if path else None
-    except OSError:
-        return None
-    if found is None:
-        return None
-    try:
+        path = lock_path(warehouse)
+        found = path.stat()
         table = Path("/proc/locks").read_text()
-    except OSError:
-        return _probed(path)
+    except (OSError, ValueError):  # no lock file, or CRM_WAREHOUSE names no file
+        return None
     where = f"{os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino}"
     for line in table.splitlines():
         fields = line.split()
@@ -130,21 +125,6 @@ def holder(warehouse: str) -> str | None:
         theirs = len(fields) > 5 and fields[4] != str(os.getpid())
         if theirs and fields[1] == "FLOCK" and fields[5] == where:
             return _held_by(path) or f"its lock file {path} is held"
-    return None
-
-
-def _probed(path: Path) -> str | None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        said = _held_by(path)
-        return None if said and said.startswith(f"pid {os.getpid()},") else said
-    finally:
-        os.close(fd)
     return None
 
 
