@@ -3,6 +3,8 @@ with personal data masked."""
 
 from __future__ import annotations
 
+import unicodedata
+
 import dagster as dg
 import duckdb
 import pandas as pd
@@ -23,9 +25,15 @@ def personal_columns(model: type[pa.DataFrameModel]) -> frozenset[str]:
 def masked(value: object) -> str:
     """A personal value as its shape, for an operator's eyes: digits as 9, letters as x or X,
     the rest kept ('Anna.Berg@gmail.com' -> 'Xxxx.Xxxx@xxxxx.xxx', '(415) 555-0100' ->
-    '(999) 999-9999'). What is wrong with a value still shows; the value does not."""
+    '(999) 999-9999'). What is wrong with a value still shows; the value does not. A
+    combining mark (a vowel sign, a virama, an accent typed apart) is part of a letter, and
+    masked as one: kept, the marks of a name in Devanagari or Thai spell out most of it."""
     return "".join(
-        "9" if c.isdigit() else ("X" if c.isupper() else "x") if c.isalpha() else c
+        "9"
+        if c.isdigit()
+        else ("X" if c.isupper() else "x")
+        if c.isalpha() or unicodedata.category(c).startswith("M")
+        else c
         for c in str(value)
     )
 

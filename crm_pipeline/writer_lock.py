@@ -14,6 +14,7 @@ between a command's steps; a command waits for such runs itself (run.runs_not_en
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from collections.abc import Iterator
@@ -48,13 +49,23 @@ def lock_path(warehouse: str) -> Path:
 def _open(path: Path) -> tuple[int, bool]:
     """The lock file open, and whether it can be written (flock takes a read-only one too:
     a lock file another user made, on a warehouse folder shared by a group)."""
+    # A link in its place is not followed: whoever can write the folder could point it at a
+    # file this user owns, which taking the lock would overwrite.
+    nofollow = os.O_NOFOLLOW
     try:
         # 644: it holds a process id, a time and a command name, nothing personal.
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644), True
+        return os.open(path, os.O_RDWR | os.O_CREAT | nofollow, 0o644), True
     except PermissionError:
         pass
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        raise WarehouseBusy(
+            f"The warehouse's lock file {path} is a link; a command that writes the warehouse "
+            "writes its lock file there. Remove the link, then run the command again."
+        ) from None
     try:
-        return os.open(path, os.O_RDONLY), False
+        return os.open(path, os.O_RDONLY | nofollow), False
     except OSError as error:
         raise WarehouseBusy(
             f"Cannot open the warehouse's lock file {path} ({error.strerror}): a command that "

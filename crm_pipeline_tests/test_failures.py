@@ -28,7 +28,7 @@ from crm_pipeline.contracts import repeated_keys, validate_query
 from crm_pipeline.definitions import defs
 from crm_pipeline.failures import _without_password, explained, safe_url
 from crm_pipeline.raw.assets import raw_assets
-from crm_pipeline.reporting import preview
+from crm_pipeline.reporting import masked, preview
 from crm_pipeline.resources import WarehouseResource, WarehouseUnavailable
 from crm_pipeline.run import failure_messages, prepare_instance, range_tags, setting_config
 from crm_pipeline_tests.conftest import bind
@@ -562,6 +562,19 @@ def test_a_shop_url_whose_driver_is_missing_names_one_that_is_installed(
     assert "postgresql+psycopg2://" in printed and "s3cret" not in printed
 
 
+def test_a_shop_url_that_cannot_be_read_is_named_without_its_password(
+    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    _command_line_on(_zone(tiny_zone, tmp_path), tmp_path / "warehouse.duckdb", monkeypatch)
+    monkeypatch.setenv("CRM_SHOP_URL", "postgresql+psycopg2://crm:s3cret@127.0.0.1:notaport/shop")
+    assert _exit_code() == 2
+    printed = capsys.readouterr().err
+    assert "Traceback" not in printed
+    assert "CRM_SHOP_URL <an unparseable database URL> is not a database URL" in printed
+    assert "'notaport'" in printed
+    assert "s3cret" not in printed
+
+
 def test_a_setting_given_on_the_command_line_reaches_the_run_and_a_wrong_one_is_refused(
     tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
@@ -652,6 +665,14 @@ def test_a_preview_shows_values_as_the_warehouse_writes_them_and_personal_ones_b
         "16000.00",
         "Xxxx.Xxxx@xxxxx.xxx",
     ]
+
+
+def test_a_name_in_a_script_with_combining_marks_is_masked_whole() -> None:
+    # Vowel signs and viramas are marks, not letters: kept, they spelled most of the name
+    # in the previews Dagster stores.
+    assert masked("अनुराग शर्मा") == "xxxxxx xxxxx"
+    assert masked("ถนนสุขุมวิท 21") == "xxxxxxxxxxx 99"
+    assert masked("Zoe\u0308 O'Brien") == "Xxxx X'Xxxxx"
 
 
 def test_an_as_of_bound_to_an_environment_variable_is_checked_with_its_value(
@@ -805,3 +826,20 @@ def test_a_second_command_refuses_while_one_writes_the_warehouse_and_a_killed_on
     finally:
         os.kill(child, signal.SIGKILL)
     assert _count(warehouse, "SELECT max(loaded_at) FROM raw.deliveries") > loaded
+
+
+def test_a_link_in_place_of_the_lock_file_is_refused_and_its_target_left_alone(
+    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # Whoever can write the warehouse's folder could point the lock file at a file of the
+    # user who runs the commands, which taking the lock truncated.
+    warehouse = _raw_loaded(tiny_zone, tmp_path, monkeypatch)
+    victim = tmp_path / "notes.txt"
+    victim.write_text("important content\n")
+    lock = warehouse.with_name(warehouse.name + ".lock")
+    lock.unlink(missing_ok=True)
+    lock.symlink_to(victim)
+    for said in _writers_refused(capsys):
+        assert f"The warehouse's lock file {lock} is a link" in said
+        assert "Remove the link, then run the command again." in said
+    assert victim.read_text() == "important content\n"

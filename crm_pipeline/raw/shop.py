@@ -85,6 +85,12 @@ def shop_engine(url: str) -> sa.Engine:
             f"({error}). Name an installed one in the URL: postgresql+psycopg2://... for "
             "PostgreSQL, sqlite:///path for a SQLite file."
         ) from error
+    except ValueError as error:  # a part of the URL that cannot be read, such as its port
+        raise ShopSchemaError(
+            f"CRM_SHOP_URL {safe_url(url)} is not a database URL SQLAlchemy can read ({error}). "
+            "Give one such as postgresql+psycopg2://user:password@host:5432/shop or "
+            "sqlite:///path/to/shop.sqlite."
+        ) from error
 
 
 def order_days(url: str) -> dict[str | None, int]:
