@@ -38,6 +38,36 @@ def replace_file(new: "os.PathLike[str] | str", target: "os.PathLike[str] | str"
     os.replace(new, target)
 
 
+def as_private_as(path: "os.PathLike[str] | str") -> None:
+    """Tighten this process's umask so that no file it writes from now on is readable by more
+    people than `path` is: DuckDB's WAL beside the warehouse, a rewrite or a copy being
+    published, a marker. An operator's chmod 600 on the warehouse then holds for every file a
+    run writes about it (a WAL holds the rows being written). Never loosens the umask; does
+    nothing while `path` does not exist."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    hidden = 0o077 & ~mode  # what group and others may not do with the file
+    current = _umask()
+    if hidden & ~current:
+        os.umask(current | hidden)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    current = os.umask(0o077)
+    os.umask(current)
+    return current
+
+
 def code_digest(modules: "tuple[str, ...]", *versions: str, root: "str | None" = None) -> str:
     """A digest of the code of the package's modules and folders of modules ('raw',
     'landing.py') and the given library versions: what a record of work (a staged day, a model

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from crm_pipeline import SettingError, iso_day, privacy_commands
+from crm_pipeline import SettingError, as_private_as, iso_day, privacy_commands
 
 # The lines of a failed blocking check's description shown after its first.
 SHOWN_LINES = 5
@@ -79,12 +79,14 @@ def _materialize(args: argparse.Namespace) -> int:
     # A bad setting is refused before anything runs.
     problem = (
         config_problem(defs, setting_config(args.set or []))
+        or (bound["warehouse"].published_problem() if args.publish else None)
         or runs_not_ended()
         or held_for(args.held, bound["warehouse"].path, "materialize")
     )
     if problem:
         print(problem, file=sys.stderr)
         return 2
+    as_private_as(bound["warehouse"].path)  # what the run writes, no more readable than it
     first = last = None
     try:
         keys = selected_keys(defs, args.select)
@@ -250,6 +252,14 @@ def _dictionary(args: argparse.Namespace) -> int:
     published = warehouse.published_path()
     text = data_dictionary(str(published) if published.exists() else None)
     if args.out:
+        kept = (Path(warehouse.path), published, warehouse.key_secret_path())
+        if Path(args.out).resolve() in {path.resolve() for path in kept}:
+            print(
+                f"--out {args.out} is the warehouse, its published copy or its key secret: "
+                "name a Markdown file, such as data_dictionary.md.",
+                file=sys.stderr,
+            )
+            return 2
         Path(args.out).write_text(text, encoding="utf-8")
         print(f"Data dictionary: {Path(args.out).resolve()}")
     else:

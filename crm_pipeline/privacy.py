@@ -4,7 +4,9 @@ and kept out of later loads of the same records.
 A request names customers (by key, email, phone, account id or loyalty card). Every source
 record the crosswalk gives them is erased: the columns the contracts tag as personal data are
 set to NULL in raw and staging, the quarantine records of those rows and the rows raw rejected
-that quote their values lose them, the normaliser cache forgets the values,
+that quote their values (in any case, a phone however typed) lose them, and a delivered
+record staging set aside that gives one of their emails or phones is erased with them; the
+normaliser cache forgets the values,
 core.identity_groups the digests of the records' values, and core's golden record and survey
 comments lose them. The records are listed in raw.erased_records, and each later load of raw
 blanks them again as it lands them (an account snapshot read again from the shop, a past day
@@ -29,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import phonenumbers
 
 from crm_pipeline import replace_file
 from crm_pipeline.core.crosswalk import GROUPS
@@ -59,8 +62,32 @@ CROSSWALK = "core.customer_crosswalk"
 CORE_ROWS = {"customers": "customer_key", "feedback": "customer_key"}
 # Shorter values (an initial, a two-digit extension) are too common to look for in free text.
 SHORTEST_QUOTED = 4
-# SQL: whether a text ({}) quotes one of the erased values ($values).
-QUOTING = "list_bool_or([contains(CAST({} AS VARCHAR), v) FOR v IN $values])"
+# SQL: whether a text ({0}) quotes one of the erased values ($values, lower case) in any
+# case, or one of their phones ($phones, national numbers) however it is typed: a run of
+# digits and separators whose digits end with the number ('+1 213 797 1182' and
+# '(213) 797-1182' for 2137971182), with room for a country code or a trunk prefix before it.
+QUOTING = (
+    "(list_bool_or([contains(lower(CAST({0} AS VARCHAR)), v) FOR v IN $values]) "
+    "OR list_bool_or(["
+    "list_bool_or([ends_with(d, n) AND length(d) <= length(n) + 5 FOR n IN $phones]) "
+    "FOR d IN [regexp_replace(r, '\\D', '', 'g') FOR r IN "
+    "regexp_extract_all(CAST({0} AS VARCHAR), '[+(]?\\d[\\d ().\\-/]{{5,}}\\d')]]))"
+)
+
+
+@dataclass(frozen=True)
+class Quoted:
+    """What the erased records' values look like in free text: the values in lower case, and
+    the national numbers of their phones (see QUOTING)."""
+
+    values: list[str]
+    phones: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.values or self.phones)
+
+    def params(self) -> dict[str, list[str]]:
+        return {"values": self.values, "phones": self.phones}
 
 
 @dataclass(frozen=True)
@@ -209,6 +236,62 @@ def _their_values(conn: duckdb.DuckDBPyConnection) -> list[str]:
     return [v for (v,) in values]
 
 
+def _their_phones(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """The national numbers of the phones the records of temp table `erasing` give, as staged
+    (E.164): '2137971182' for '+12137971182'."""
+    parts = [
+        f"SELECT phone FROM staging.{source} "
+        f"WHERE {id_column} IN (SELECT source_id FROM erasing WHERE source = '{source}')"
+        for source, id_column in ERASABLE.items()
+        if "phone" in personal_columns(STAGING_MODELS[source])
+        and table_exists(conn, f"staging.{source}")
+    ]
+    numbers = set()
+    found = conn.execute(f"SELECT DISTINCT phone FROM ({' UNION ALL '.join(parts)})")
+    for (phone,) in found.fetchall():
+        try:
+            numbers.add(str(phonenumbers.parse(phone).national_number))
+        except (phonenumbers.NumberParseException, TypeError):
+            continue  # no phone
+    return sorted(n for n in numbers if len(n) >= 7)
+
+
+def _records_quoting(conn: duckdb.DuckDBPyConnection, quoted: Quoted) -> None:
+    """Add to temp table `erasing` the delivered records of no customer (staging set them
+    aside: a rating out of range, a date that is none) that give one of the erased emails or
+    phones, however typed ('J.OLIVER@OUTLOOK.COM', '+1 213 797 1182'); blank those of them
+    without an id, which no later load can recognise. Only emails and phones tell whose a
+    record is: a name or a birth day is shared by many."""
+    contacts = Quoted([v for v in quoted.values if "@" in v], quoted.phones)
+    if not contacts:
+        return
+    for source, id_column in ERASABLE.items():
+        if not table_exists(conn, f"raw.{source}"):
+            continue
+        given = sorted({"email", "phone"} & personal_columns(RAW_MODELS[source]))
+        text = "concat_ws(' | ', " + ", ".join(map(quote_ident, given)) + ")"
+        record = _raw_id(id_column)
+        conn.execute(
+            f"""
+            INSERT INTO erasing
+            SELECT DISTINCT '{source}', {record}
+            FROM raw.{source}
+            WHERE {record} NOT IN (
+                SELECT source_id FROM {CROSSWALK} WHERE source = '{source}'
+                UNION ALL
+                SELECT source_id FROM erasing WHERE source = '{source}'
+            )
+              AND {QUOTING.format(text)}
+            """,
+            contacts.params(),
+        )
+        conn.execute(
+            f"UPDATE raw.{source} SET {_set_null(personal_columns(RAW_MODELS[source]))} "
+            f"WHERE {record} IS NULL AND {QUOTING.format(text)}",
+            contacts.params(),
+        )
+
+
 def erase(
     conn: duckdb.DuckDBPyConnection, customer_keys: list[str], reason: str, now: datetime
 ) -> Erasure:
@@ -225,9 +308,12 @@ def erase(
         """,
         {"keys": customer_keys, "sources": list(ERASABLE)},
     )
-    records = conn.execute("SELECT count(*) FROM erasing").fetchall()[0][0]
     values = _their_values(conn)
-    files = _landing_files(conn, values)
+    quoted = Quoted(sorted({v.lower() for v in values}), _their_phones(conn))
+    if quoted:
+        _records_quoting(conn, quoted)
+    records = conn.execute("SELECT count(*) FROM erasing").fetchall()[0][0]
+    files = _landing_files(conn, quoted)
     # A test or staff account is known by its email's domain, which goes: its rule is kept.
     conn.execute(
         f"""
@@ -271,21 +357,22 @@ def erase(
                 """,
                 [patch, source, source],
             )
-    if values:
+    if quoted:
         # Rows set aside without an id to go by (a line cut off, an account without its id)
         # lose what quotes one of the values.
         conn.execute(
             f"UPDATE {RAW_REJECTS} SET raw_text = NULL "
             f"WHERE raw_text IS NOT NULL AND {QUOTING.format('raw_text')}",
-            {"values": values},
+            quoted.params(),
         )
         for source in ERASABLE:
             for log in (REJECTS_TABLE, MERGED_TABLE):
                 conn.execute(
                     f"UPDATE {log} SET record = json_merge_patch(record, $patch) "
                     f"WHERE source = $source AND {QUOTING.format('record')}",
-                    {"values": values, "patch": _patch(source), "source": source},
+                    quoted.params() | {"patch": _patch(source), "source": source},
                 )
+    if values:
         # The cache holds phones by their digits too ('4155550100' for '(415) 555-0100').
         digits = sorted({d for v in values if len(d := re.sub(r"\D", "", v)) >= 7})
         conn.execute(
@@ -315,7 +402,7 @@ def _patch(source: str) -> str:
     )
 
 
-def _landing_files(conn: duckdb.DuckDBPyConnection, values: list[str]) -> list[str]:
+def _landing_files(conn: duckdb.DuckDBPyConnection, quoted: Quoted) -> list[str]:
     """The delivered files (landing zone paths, or shop tables) the erased records came from,
     and those with a line set aside in quarantine that quotes one of their values (a file
     whose header did not match: loaded again, it would bring the line back)."""
@@ -325,8 +412,8 @@ def _landing_files(conn: duckdb.DuckDBPyConnection, values: list[str]) -> list[s
         for source, id_column in ERASABLE.items()
         if table_exists(conn, f"raw.{source}")
     ]
-    quoted = bool(values) and table_exists(conn, RAW_REJECTS)
-    if quoted:
+    quoting = bool(quoted) and table_exists(conn, RAW_REJECTS)
+    if quoting:
         parts.append(
             f"SELECT source_file FROM {RAW_REJECTS} "
             f"WHERE raw_text IS NOT NULL AND {QUOTING.format('raw_text')}"
@@ -335,7 +422,7 @@ def _landing_files(conn: duckdb.DuckDBPyConnection, values: list[str]) -> list[s
         return []
     found = conn.execute(
         f"SELECT DISTINCT source_file FROM ({' UNION '.join(parts)}) ORDER BY 1",
-        {"values": values} if quoted else {},
+        quoted.params() if quoting else {},
     )
     return [f for (f,) in found.fetchall()]
 

@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from crm_pipeline import as_private_as
+
 
 def _setting_wrong(warehouse) -> bool:
     """Whether a setting the command ends with (what the published copy holds) is wrong, said
@@ -80,9 +82,14 @@ def erase(args: argparse.Namespace) -> int:
     if not Path(warehouse.path).exists():
         print(f"No warehouse at {warehouse.path}: nothing to erase.", file=sys.stderr)
         return 2
-    if busy := runs_not_ended() or held_for(args.held, warehouse.path, "erase"):
-        print(busy, file=sys.stderr)
+    if refused := (
+        warehouse.published_problem()
+        or runs_not_ended()
+        or held_for(args.held, warehouse.path, "erase")
+    ):
+        print(refused, file=sys.stderr)
         return 2
+    as_private_as(warehouse.path)  # its WAL, rewrite and marker no more readable than it
     marker = _erasing_marker(warehouse.path)
     finished = marker.exists()
     if finished:
@@ -207,9 +214,14 @@ def rekey(args: argparse.Namespace) -> int:
     if not Path(warehouse.path).exists():
         print(f"No warehouse at {warehouse.path}: no keys to replace.", file=sys.stderr)
         return 2
-    if busy := runs_not_ended() or held_for(args.held, warehouse.path, "rekey"):
-        print(busy, file=sys.stderr)
+    if refused := (
+        warehouse.published_problem()
+        or runs_not_ended()
+        or held_for(args.held, warehouse.path, "rekey")
+    ):
+        print(refused, file=sys.stderr)
         return 2
+    as_private_as(warehouse.path)  # its WAL, rewrite and marker no more readable than it
     try:
         with warehouse.connect() as conn:
             if not table_exists(conn, "core.customer_crosswalk"):

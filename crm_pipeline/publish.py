@@ -53,7 +53,7 @@ def publish(
     settle: a last write to the copy before it is swapped in (a record true of the copy once
     written).
     """
-    target = warehouse.published_path()
+    target = warehouse.publish_target()
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     whole = warehouse.publishes_whole()

@@ -12,6 +12,7 @@ import duckdb
 import phonenumbers
 from pydantic import Field
 
+from crm_pipeline import as_private_as
 from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.core.classify import CoreRules
 from crm_pipeline.failures import DAMAGED_ADVICE, ActionableError, damaged_file
@@ -35,6 +36,10 @@ WAREHOUSE_POOL = "warehouse"
 STORAGE_VERSION = "v1.5.0"
 # What the published copy holds (CRM_PUBLISHED_CONTENT).
 PSEUDONYMOUS, WHOLE = "pseudonymous", "whole"
+
+
+# Bytes 8 to 11 of a DuckDB database file.
+DUCKDB_HEADER = b"DUCK"
 
 
 class WarehouseUnavailable(ActionableError):
@@ -134,6 +139,41 @@ class WarehouseResource(dg.ConfigurableResource):
             else Path(self.path).with_name("published.duckdb")
         )
 
+    def published_problem(self) -> str | None:
+        """Why a publish must not replace what is at the published copy's path (the warehouse
+        itself, a file that is no DuckDB database: a key secret, a shop database, a folder),
+        with what to do; None when it may."""
+        target = self.published_path()
+        setting = "CRM_PUBLISHED" if self.published else "CRM_WAREHOUSE"
+        if target.resolve() == Path(self.path).resolve():
+            return (
+                f"{setting} makes the published copy's path {target} the warehouse itself: a "
+                "publish would replace the warehouse with its copy. Set CRM_PUBLISHED to another "
+                "path, such as published.duckdb beside a warehouse of another name."
+            )
+        if not target.exists() and not target.is_symlink():
+            return None
+        try:
+            with target.open("rb") as file:
+                head = file.read(len(DUCKDB_HEADER) + 8)
+        except OSError as error:
+            head = f"({error.strerror})".encode()
+        # An empty file is one an operator made to give the copy its permissions.
+        if head and head[8:] != DUCKDB_HEADER:
+            return (
+                f"{setting} makes {target} the published copy's path, and that is no DuckDB "
+                "file (a copy published before is): a publish would replace it. Name another "
+                "path for the copy in CRM_PUBLISHED, or move that file away."
+            )
+        return None
+
+    def publish_target(self) -> Path:
+        """The published copy's path, once published_problem has nothing against it."""
+        problem = self.published_problem()
+        if problem:
+            raise ActionableError(problem)
+        return self.published_path()
+
     @contextmanager
     def connect(
         self, read_only: bool = False, memory_limit: str | None = None
@@ -142,6 +182,7 @@ class WarehouseResource(dg.ConfigurableResource):
         retries: a second writer is a scheduling bug to surface."""
         if not read_only:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            as_private_as(self.path)
             # A run's step (launched from the UI) between a command's steps would mix the two.
             command = holder(self.path)
             if command:

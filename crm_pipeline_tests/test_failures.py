@@ -828,6 +828,28 @@ def test_a_second_command_refuses_while_one_writes_the_warehouse_and_a_killed_on
     assert _count(warehouse, "SELECT max(loaded_at) FROM raw.deliveries") > loaded
 
 
+def test_commands_refuse_a_published_path_that_would_replace_the_shop_or_the_warehouse(
+    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    warehouse = _raw_loaded(tiny_zone, tmp_path, monkeypatch)
+    shop = warehouse.parent / "zone" / landing.SHOP_DATABASE_FILE
+    delivered = shop.read_bytes()
+    monkeypatch.setenv("CRM_PUBLISHED", str(shop))
+    for said in _writers_refused(capsys):
+        assert f"CRM_PUBLISHED makes {shop} the published copy's path, and that is no DuckDB" in (
+            said
+        )
+    assert shop.read_bytes() == delivered
+    # A run that does not publish has nothing to refuse.
+    assert _exit_code("--select", "group:raw", "--no-publish") == 0
+    monkeypatch.delenv("CRM_PUBLISHED")
+    with pytest.raises(SystemExit) as exit_code:
+        main(["dictionary", "--out", str(warehouse)])
+    assert exit_code.value.code == 2
+    assert "is the warehouse, its published copy or its key secret" in capsys.readouterr().err
+    assert _count(warehouse, "SELECT count(*) FROM raw.deliveries") > 0
+
+
 def test_a_link_in_place_of_the_lock_file_is_refused_and_its_target_left_alone(
     tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

@@ -3,6 +3,8 @@ whose blocking check failed, and never in the way of a run while an analyst hold
 
 from __future__ import annotations
 
+import os
+import re
 import stat
 import subprocess
 import sys
@@ -163,6 +165,75 @@ def test_files_written_anew_keep_the_permissions_an_operator_gave_them(tmp_path:
     assert stat.S_IMODE(published.stat().st_mode) == 0o640
     publish(warehouse)  # the pseudonymous copy, written anew, keeps them too
     assert stat.S_IMODE(published.stat().st_mode) == 0o640
+
+
+def test_a_published_path_that_names_what_is_no_published_copy_is_refused(
+    tmp_path: Path,
+) -> None:
+    # A slip in CRM_PUBLISHED replaced the warehouse, the key secret or the shop's database
+    # with the copy, and said it had published.
+    path = tmp_path / "warehouse.duckdb"
+    warehouse = _duckdb_2_warehouse(path, 10)
+    secret = tmp_path / "customer_key.secret"
+    secret.write_text("0123456789abcdef" * 4)
+    for target, said in (
+        (path, f"CRM_PUBLISHED makes the published copy's path {path} the warehouse itself"),
+        (secret, f"CRM_PUBLISHED makes {secret} the published copy's path, and that is no DuckDB"),
+        (tmp_path, f"CRM_PUBLISHED makes {tmp_path} the published copy's path, and that is no"),
+    ):
+        aimed = warehouse.model_copy(update={"published": str(target)})
+        with pytest.raises(ActionableError, match=re.escape(said)):
+            publish(aimed)
+    assert secret.read_text() == "0123456789abcdef" * 4
+    with duckdb.connect(str(path), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM duckdb_tables()").fetchone()[0] > 0
+    # A copy published before, or an empty file made to set its permissions, is replaced.
+    publish(warehouse)
+    publish(warehouse)
+    assert (
+        warehouse.model_copy(update={"published": str(tmp_path / "new.duckdb")}).published_problem()
+        is None
+    )
+
+
+# Writes the warehouse as a run's step does, and prints the modes of the WAL it leaves beside
+# it and of a first published copy. A process of its own: the umask is the process's.
+_WRITER = """
+import os, stat, sys
+from crm_pipeline.publish import publish
+from crm_pipeline.resources import WarehouseResource
+
+def mode(path):
+    return oct(stat.S_IMODE(os.stat(path).st_mode))
+
+warehouse = WarehouseResource(path=sys.argv[1], published_content="whole")
+with warehouse.connect() as conn:
+    conn.execute("SET wal_autocheckpoint = '1TB'")
+    conn.execute("CREATE OR REPLACE TABLE core.stores AS SELECT 'Anna.Berg@gmail.com' AS email")
+    print(mode(sys.argv[1] + ".wal"))
+publish(warehouse)
+print(mode(warehouse.published_path()))
+"""
+
+
+def test_files_a_run_writes_beside_the_warehouse_are_no_more_readable_than_it(
+    tmp_path: Path,
+) -> None:
+    # With the umask most systems give (022), a warehouse an operator made private left its
+    # WAL, holding the rows being written, readable by every user of the machine.
+    path = tmp_path / "warehouse.duckdb"
+    _duckdb_2_warehouse(path, 10)
+    for warehouse_mode, expected in ((0o600, "0o600"), (0o640, "0o640")):
+        path.chmod(warehouse_mode)
+        path.with_name("published.duckdb").unlink(missing_ok=True)
+        written = subprocess.run(
+            [sys.executable, "-c", _WRITER, str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+            preexec_fn=lambda: os.umask(0o022),
+        )
+        assert written.stdout.split() == [expected, expected], warehouse_mode
 
 
 def test_a_stopped_publish_leaves_nothing_that_stops_the_next_one(tmp_path: Path) -> None:

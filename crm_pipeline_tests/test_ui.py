@@ -40,6 +40,30 @@ def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
     return payload["data"]
 
 
+# Runs the command given after it with SIGINT and SIGTERM at their defaults (exec keeps a
+# signal ignored, and resets one handled).
+_DEFAULT_SIGNALS = (
+    "import os, signal, sys; "
+    "signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "signal.signal(signal.SIGTERM, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def _processes_in_group(group: int) -> list[str]:
+    """The command lines of the live processes in a process group."""
+    left = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The fields after the command's name: state, parent, process group.
+            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+            if int(pgrp) == group and state != "Z":
+                left.append(stat.with_name("cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, ValueError):
+            continue  # ended meanwhile
+    return left
+
+
 @pytest.fixture(scope="module")
 def webserver(tiny_zone: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("dagster_home")
@@ -58,8 +82,14 @@ def webserver(tiny_zone: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "CRM_WAREHOUSE": str(home / "warehouse.duckdb"),
     }
     server = subprocess.Popen(
-        # `dagster dev` as `make ui` runs it: the webserver plus the daemon that dequeues runs.
+        # `dagster dev` as `make ui` runs it: the webserver plus the daemon that dequeues runs,
+        # started with SIGINT and SIGTERM as a terminal gives them. A process started in the
+        # background ignores SIGINT, and a Dagster run in this one set SIGTERM as SIGINT: a
+        # server inheriting that ignores both, and stopping it took the kill below.
         [
+            sys.executable,
+            "-c",
+            _DEFAULT_SIGNALS,
             Path(sys.executable).with_name("dagster"),
             "dev",
             "-w",
@@ -89,12 +119,18 @@ def webserver(tiny_zone: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
             pytest.fail("the webserver did not answer within 90 s")
         yield url
     finally:
+        # Stopped as Ctrl-C stops `make ui`: every process it started ends with it.
         os.killpg(server.pid, signal.SIGINT)
         try:
-            server.wait(timeout=30)
+            server.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+            pytest.fail("the webserver did not stop within 60 s of SIGINT")
+        left = _processes_in_group(server.pid)
+        if left:
+            os.killpg(server.pid, signal.SIGKILL)
+        assert not left, f"processes left running after the webserver stopped: {left}"
 
 
 def test_ui_loads_every_asset_with_its_checks(webserver: str) -> None:
