@@ -38,9 +38,12 @@ class AlertWebhook(dg.ConfigurableResource):
         """POST the payload as JSON, trying again when the endpoint is down or busy; an
         AlertNotSent naming the endpoint's host (never the token or password its URL holds)
         when it does not take it. A user and password in the URL are sent as basic auth."""
-        parts = urlsplit(self.url)
-        where = (parts.hostname or "") + (f":{parts.port}" if _port(parts) else "")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(self.url)
+            where = (parts.hostname or "") + (f":{parts.port}" if _port(parts) else "")
+        except ValueError:  # an address in brackets left open: its message quotes nothing
+            parts = where = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise AlertNotSent("CRM_ALERT_WEBHOOK is no http:// or https:// URL: correct it.")
         headers = {"Content-Type": "application/json"}
         if parts.username is not None:

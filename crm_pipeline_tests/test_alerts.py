@@ -180,6 +180,12 @@ def test_an_endpoint_that_is_down_is_tried_again_and_one_that_refuses_is_named_w
     for url in (secret, f"http://127.0.0.1:1/hooks/{TOKEN} with a space"):
         said += _not_sent(failed_run, url)
     assert TOKEN not in said and "S3CRET" not in said
+    # An address left open is no URL: said so, as the tick's skip (it broke the tick).
+    skipped = _alert(failed_run, f"https://[::1/hooks/{TOKEN}")
+    assert isinstance(skipped, dg.SkipReason)
+    assert skipped.skip_message.endswith(
+        ": CRM_ALERT_WEBHOOK is no http:// or https:// URL: correct it."
+    )
 
 
 def test_a_run_that_failed_before_any_step_posts_why(
