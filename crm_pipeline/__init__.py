@@ -1,6 +1,8 @@
 """crm-pipeline: a batch CRM analytics pipeline on Dagster and DuckDB."""
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # numpy asks the kernel for transparent huge pages for large arrays. Where the kernel compacts
 # memory to serve them on the fault (THP defrag "madvise", as on the benchmark machine), that
@@ -38,20 +40,28 @@ def replace_file(new: "os.PathLike[str] | str", target: "os.PathLike[str] | str"
     os.replace(new, target)
 
 
-def as_private_as(path: "os.PathLike[str] | str") -> None:
-    """Tighten this process's umask so that no file it writes from now on is readable by more
-    people than `path` is: DuckDB's WAL beside the warehouse, a rewrite or a copy being
-    published, a marker. An operator's chmod 600 on the warehouse then holds for every file a
-    run writes about it (a WAL holds the rows being written). Never loosens the umask; does
-    nothing while `path` does not exist."""
+@contextmanager
+def as_private_as(path: "os.PathLike[str] | str") -> "Iterator[None]":
+    """While the block runs, tighten this process's umask so that no file it writes is
+    readable by more people than `path` is: DuckDB's WAL beside the warehouse, a rewrite or a
+    copy being published, a marker. An operator's chmod 600 on the warehouse then holds for
+    every file written about it (a WAL holds the rows being written). Never loosens the
+    umask, puts it back after, and does nothing while `path` does not exist."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
+        yield
         return
     hidden = 0o077 & ~mode  # what group and others may not do with the file
     current = _umask()
-    if hidden & ~current:
-        os.umask(current | hidden)
+    if not hidden & ~current:
+        yield
+        return
+    os.umask(current | hidden)
+    try:
+        yield
+    finally:
+        os.umask(current)
 
 
 def _umask() -> int:

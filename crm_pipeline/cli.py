@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from crm_pipeline import SettingError, as_private_as, iso_day, privacy_commands
+from crm_pipeline import SettingError, iso_day, privacy_commands
 
 # The lines of a failed blocking check's description shown after its first.
 SHOWN_LINES = 5
@@ -86,7 +86,6 @@ def _materialize(args: argparse.Namespace) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
-    as_private_as(bound["warehouse"].path)  # what the run writes, no more readable than it
     first = last = None
     try:
         keys = selected_keys(defs, args.select)

@@ -33,7 +33,7 @@ from pathlib import Path
 import duckdb
 import phonenumbers
 
-from crm_pipeline import replace_file
+from crm_pipeline import as_private_as, replace_file
 from crm_pipeline.core.crosswalk import GROUPS
 from crm_pipeline.core.schemas import CORE_MODELS
 from crm_pipeline.raw.schemas import RAW_MODELS
@@ -62,32 +62,59 @@ CROSSWALK = "core.customer_crosswalk"
 CORE_ROWS = {"customers": "customer_key", "feedback": "customer_key"}
 # Shorter values (an initial, a two-digit extension) are too common to look for in free text.
 SHORTEST_QUOTED = 4
-# SQL: whether a text ({0}) quotes one of the erased values ($values, lower case) in any
-# case, or one of their phones ($phones, national numbers) however it is typed: a run of
-# digits and separators whose digits end with the number ('+1 213 797 1182' and
-# '(213) 797-1182' for 2137971182), with room for a country code or a trunk prefix before it.
+# The personal values looked for in free text (a line set aside, a record quarantine keeps):
+# what tells a person apart. A birth day, an income, a city or a comment ('good') is shared
+# by many, and found in another's record would strip theirs.
+QUOTED_COLUMNS = frozenset({"email", "phone", "full_name", "address"})
+# A date and time, taken out of a text before phones are looked for in it: its digits run on
+# ('2025-01-17 09' reads as 2025011709, a valid number).
+_DATE_TIME = r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?"
+# A phone as typed: digits, spaces, brackets, dots and dashes, a + before.
+_PHONE_RUN = r"[+(]?\d[\d ().\-]{5,}\d"
+# SQL: whether a text ({0}) quotes one of the erased values, in any case and as a whole (not
+# inside a longer address: bo@example.com is not in jumbo@example.com), by $pattern (see
+# Quoted); or gives one of their phones, a run of digits as typed whose digits are one of
+# the number's forms ($phones: 2137971182, 12137971182, 0012137971182, ...).
 QUOTING = (
-    "(list_bool_or([contains(lower(CAST({0} AS VARCHAR)), v) FOR v IN $values]) "
-    "OR list_bool_or(["
-    "list_bool_or([ends_with(d, n) AND length(d) <= length(n) + 5 FOR n IN $phones]) "
-    "FOR d IN [regexp_replace(r, '\\D', '', 'g') FOR r IN "
-    "regexp_extract_all(CAST({0} AS VARCHAR), '[+(]?\\d[\\d ().\\-/]{{5,}}\\d')]]))"
+    "(regexp_matches(lower(CAST({0} AS VARCHAR)), $pattern) "
+    "OR list_has_any([regexp_replace(r, '\\D', '', 'g') FOR r IN regexp_extract_all("
+    "regexp_replace(CAST({0} AS VARCHAR), $date_time, ' ', 'g'), $phone_run)], $phones))"
 )
 
 
 @dataclass(frozen=True)
 class Quoted:
-    """What the erased records' values look like in free text: the values in lower case, and
-    the national numbers of their phones (see QUOTING)."""
+    """What the erased records' values look like in free text: a pattern that finds any of
+    them in lower case (DuckDB's, as the text is lowered), between characters no email or
+    word goes on with; and the digit forms of their phones."""
 
-    values: list[str]
+    pattern: str | None
     phones: list[str]
 
-    def __bool__(self) -> bool:
-        return bool(self.values or self.phones)
+    @staticmethod
+    def of(conn: duckdb.DuckDBPyConnection, values: list[str], phones: list[str]) -> Quoted:
+        lowered = conn.execute(
+            "SELECT list_distinct([lower(v) FOR v IN $values])", {"values": values}
+        ).fetchall()[0][0]
+        if not lowered:
+            return Quoted(None, phones)
+        either = "|".join(re.escape(v) for v in sorted(lowered, key=len, reverse=True))
+        pattern = (
+            r"(?:^|[^\pL\pN._%+\-@])(?:" + either + r")"
+            r"(?:$|[^\pL\pN_%+\-@.]|\.(?:$|[^\pL\pN]))"
+        )
+        return Quoted(pattern, phones)
 
-    def params(self) -> dict[str, list[str]]:
-        return {"values": self.values, "phones": self.phones}
+    def __bool__(self) -> bool:
+        return bool(self.pattern or self.phones)
+
+    def params(self) -> dict:
+        return {
+            "pattern": self.pattern,
+            "phones": self.phones,
+            "date_time": _DATE_TIME,
+            "phone_run": _PHONE_RUN,
+        }
 
 
 @dataclass(frozen=True)
@@ -214,13 +241,14 @@ def blank_raw(conn: duckdb.DuckDBPyConnection, source: str) -> int:
     return count
 
 
-def _their_values(conn: duckdb.DuckDBPyConnection) -> list[str]:
+def _their_values(conn: duckdb.DuckDBPyConnection, only: frozenset[str] | None = None) -> list[str]:
     """Every personal value the records of temp table `erasing` hold, as delivered (raw) and
     as staged (normalised), longest first."""
     parts = []
     for source, id_column in ERASABLE.items():
         for schema, models in (("raw", RAW_MODELS), ("staging", STAGING_MODELS)):
             columns = sorted(personal_columns(models[source]) - {"extra_columns"})
+            columns = [c for c in columns if only is None or c in only]
             if not columns or not table_exists(conn, f"{schema}.{source}"):
                 continue
             listed = ", ".join(f"CAST({quote_ident(c)} AS VARCHAR)" for c in columns)
@@ -237,8 +265,10 @@ def _their_values(conn: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def _their_phones(conn: duckdb.DuckDBPyConnection) -> list[str]:
-    """The national numbers of the phones the records of temp table `erasing` give, as staged
-    (E.164): '2137971182' for '+12137971182'."""
+    """The digit forms a phone of the records of temp table `erasing` is typed in, from the
+    number as staged (E.164): +12137971182 gives 2137971182, 12137971182, 02137971182,
+    0012137971182 and 01112137971182 (national, international, with a trunk or an exit
+    prefix)."""
     parts = [
         f"SELECT phone FROM staging.{source} "
         f"WHERE {id_column} IN (SELECT source_id FROM erasing WHERE source = '{source}')"
@@ -246,30 +276,41 @@ def _their_phones(conn: duckdb.DuckDBPyConnection) -> list[str]:
         if "phone" in personal_columns(STAGING_MODELS[source])
         and table_exists(conn, f"staging.{source}")
     ]
-    numbers = set()
+    if not parts:
+        return []
+    forms = set()
     found = conn.execute(f"SELECT DISTINCT phone FROM ({' UNION ALL '.join(parts)})")
     for (phone,) in found.fetchall():
         try:
-            numbers.add(str(phonenumbers.parse(phone).national_number))
+            number = phonenumbers.parse(phone)
         except (phonenumbers.NumberParseException, TypeError):
             continue  # no phone
-    return sorted(n for n in numbers if len(n) >= 7)
+        national = phonenumbers.national_significant_number(number)
+        country = str(number.country_code)
+        forms |= {national, "0" + national}
+        forms |= {prefix + country + national for prefix in ("", "00", "011")}
+    return sorted(f for f in forms if len(f) >= 7)
 
 
-def _records_quoting(conn: duckdb.DuckDBPyConnection, quoted: Quoted) -> None:
+def _records_quoting(conn: duckdb.DuckDBPyConnection, emails: list[str], phones: list[str]) -> None:
     """Add to temp table `erasing` the delivered records of no customer (staging set them
-    aside: a rating out of range, a date that is none) that give one of the erased emails or
-    phones, however typed ('J.OLIVER@OUTLOOK.COM', '+1 213 797 1182'); blank those of them
-    without an id, which no later load can recognise. Only emails and phones tell whose a
-    record is: a name or a birth day is shared by many."""
-    contacts = Quoted([v for v in quoted.values if "@" in v], quoted.phones)
-    if not contacts:
-        return
+    aside: a rating out of range, a date that is none) whose email is one of the erased ones
+    in any case ('J.OLIVER@OUTLOOK.COM'), or whose phone's digits are a form of one of theirs
+    ('+1 213 797 1182'); blank those of them without an id, which no later load can
+    recognise. Only a whole email or phone says whose a record is: a name or a birth day is
+    shared by many."""
+    tests = {
+        "email": ("emails", "list_contains([lower(e) FOR e IN $emails], lower(trim(email)))"),
+        "phone": ("phones", "list_contains($phones, regexp_replace(phone, '\\D', '', 'g'))"),
+    }
+    values = {"emails": emails, "phones": phones}
     for source, id_column in ERASABLE.items():
         if not table_exists(conn, f"raw.{source}"):
             continue
-        given = sorted({"email", "phone"} & personal_columns(RAW_MODELS[source]))
-        text = "concat_ws(' | ', " + ", ".join(map(quote_ident, given)) + ")"
+        given = personal_columns(RAW_MODELS[source])
+        used = [tests[column] for column in sorted(tests) if column in given]
+        theirs = " OR ".join(test for _, test in used)
+        params = {name: values[name] for name, _ in used}
         record = _raw_id(id_column)
         conn.execute(
             f"""
@@ -281,14 +322,13 @@ def _records_quoting(conn: duckdb.DuckDBPyConnection, quoted: Quoted) -> None:
                 UNION ALL
                 SELECT source_id FROM erasing WHERE source = '{source}'
             )
-              AND {QUOTING.format(text)}
+              AND ({theirs})
             """,
-            contacts.params(),
+            params,
         )
         conn.execute(
-            f"UPDATE raw.{source} SET {_set_null(personal_columns(RAW_MODELS[source]))} "
-            f"WHERE {record} IS NULL AND {QUOTING.format(text)}",
-            contacts.params(),
+            f"UPDATE raw.{source} SET {_set_null(given)} WHERE {record} IS NULL AND ({theirs})",
+            params,
         )
 
 
@@ -309,9 +349,9 @@ def erase(
         {"keys": customer_keys, "sources": list(ERASABLE)},
     )
     values = _their_values(conn)
-    quoted = Quoted(sorted({v.lower() for v in values}), _their_phones(conn))
-    if quoted:
-        _records_quoting(conn, quoted)
+    phones = _their_phones(conn)
+    quoted = Quoted.of(conn, _their_values(conn, QUOTED_COLUMNS), phones)
+    _records_quoting(conn, [v for v in values if "@" in v], phones)
     records = conn.execute("SELECT count(*) FROM erasing").fetchall()[0][0]
     files = _landing_files(conn, quoted)
     # A test or staff account is known by its email's domain, which goes: its rule is kept.
@@ -435,7 +475,7 @@ def rewrite_file(path: str, memory_limit: str, storage_version: str) -> None:
     fresh = target.with_name(target.name + ".rewrite")
     fresh.unlink(missing_ok=True)
     config = {"memory_limit": memory_limit, "storage_compatibility_version": storage_version}
-    with duckdb.connect(str(target), config=config) as conn:
+    with as_private_as(target), duckdb.connect(str(target), config=config) as conn:
         conn.execute("CHECKPOINT")
         (name,) = conn.execute("SELECT current_database()").fetchall()[0]
         conn.execute(f"ATTACH {quote_literal(str(fresh))} AS fresh")

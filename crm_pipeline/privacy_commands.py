@@ -7,8 +7,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from crm_pipeline import as_private_as
-
 
 def _setting_wrong(warehouse) -> bool:
     """Whether a setting the command ends with (what the published copy holds) is wrong, said
@@ -89,7 +87,6 @@ def erase(args: argparse.Namespace) -> int:
     ):
         print(refused, file=sys.stderr)
         return 2
-    as_private_as(warehouse.path)  # its WAL, rewrite and marker no more readable than it
     marker = _erasing_marker(warehouse.path)
     finished = marker.exists()
     if finished:
@@ -221,7 +218,6 @@ def rekey(args: argparse.Namespace) -> int:
     ):
         print(refused, file=sys.stderr)
         return 2
-    as_private_as(warehouse.path)  # its WAL, rewrite and marker no more readable than it
     try:
         with warehouse.connect() as conn:
             if not table_exists(conn, "core.customer_crosswalk"):

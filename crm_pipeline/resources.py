@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import dagster as dg
@@ -182,7 +182,6 @@ class WarehouseResource(dg.ConfigurableResource):
         retries: a second writer is a scheduling bug to surface."""
         if not read_only:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            as_private_as(self.path)
             # A run's step (launched from the UI) between a command's steps would mix the two.
             command = holder(self.path)
             if command:
@@ -196,31 +195,33 @@ class WarehouseResource(dg.ConfigurableResource):
             "threads": self.threads,
             "storage_compatibility_version": self.storage_version,
         }
-        try:
-            conn = duckdb.connect(self.path, read_only=read_only, config=config)
-        except duckdb.IOException as error:
-            if damaged_file(error):
-                raise WarehouseUnavailable(
-                    f"Cannot open the warehouse {self.path}: {error}. {DAMAGED_ADVICE}"
-                ) from error
-            raise WarehouseUnavailable(
-                f"Cannot open the warehouse {self.path}"
-                f"{' read-only' if read_only else ' for writing'}: {error}. If another process "
-                "holds it (a run, or a session left open on it: analysts read the published "
-                "copy instead), wait for it to end or close it; if CRM_WAREHOUSE names a "
-                "folder or a place this user cannot write, point it at a .duckdb file."
-            ) from error
-        try:
+        # What it writes beside the warehouse (its WAL, a copy) no more readable than it.
+        with as_private_as(self.path) if not read_only else nullcontext():
             try:
-                conn.execute(f"SET TimeZone = {quote_literal(self.time_zone)}")
-            except duckdb.Error as error:
-                raise ActionableError(
-                    f"CRM_TIME_ZONE {self.time_zone!r} is not a time zone ({error}). Give an "
-                    "IANA name such as UTC, Europe/Berlin or America/New_York."
+                conn = duckdb.connect(self.path, read_only=read_only, config=config)
+            except duckdb.IOException as error:
+                if damaged_file(error):
+                    raise WarehouseUnavailable(
+                        f"Cannot open the warehouse {self.path}: {error}. {DAMAGED_ADVICE}"
+                    ) from error
+                raise WarehouseUnavailable(
+                    f"Cannot open the warehouse {self.path}"
+                    f"{' read-only' if read_only else ' for writing'}: {error}. If another process "
+                    "holds it (a run, or a session left open on it: analysts read the published "
+                    "copy instead), wait for it to end or close it; if CRM_WAREHOUSE names a "
+                    "folder or a place this user cannot write, point it at a .duckdb file."
                 ) from error
-            yield conn
-        finally:
-            conn.close()
+            try:
+                try:
+                    conn.execute(f"SET TimeZone = {quote_literal(self.time_zone)}")
+                except duckdb.Error as error:
+                    raise ActionableError(
+                        f"CRM_TIME_ZONE {self.time_zone!r} is not a time zone ({error}). Give an "
+                        "IANA name such as UTC, Europe/Berlin or America/New_York."
+                    ) from error
+                yield conn
+            finally:
+                conn.close()
 
 
 class LandingZoneResource(dg.ConfigurableResource):

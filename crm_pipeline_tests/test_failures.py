@@ -566,13 +566,18 @@ def test_a_shop_url_that_cannot_be_read_is_named_without_its_password(
     tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     _command_line_on(_zone(tiny_zone, tmp_path), tmp_path / "warehouse.duckdb", monkeypatch)
-    monkeypatch.setenv("CRM_SHOP_URL", "postgresql+psycopg2://crm:s3cret@127.0.0.1:notaport/shop")
-    assert _exit_code() == 2
-    printed = capsys.readouterr().err
-    assert "Traceback" not in printed
-    assert "CRM_SHOP_URL <an unparseable database URL> is not a database URL" in printed
-    assert "'notaport'" in printed
-    assert "s3cret" not in printed
+    for url in (
+        "postgresql+psycopg2://crm:s3cret@127.0.0.1:notaport/shop",
+        # An @ in the password, not percent-encoded: the rest reads as a port.
+        "postgresql+psycopg2://crm:s3@cret:tail@127.0.0.1:5432/shop",
+    ):
+        monkeypatch.setenv("CRM_SHOP_URL", url)
+        assert _exit_code() == 2
+        printed = capsys.readouterr().err
+        assert "Traceback" not in printed
+        assert "CRM_SHOP_URL <an unparseable database URL> is not a database URL" in printed
+        assert "must be percent-encoded" in printed
+        assert "s3" not in printed and "cret" not in printed and "tail" not in printed
 
 
 def test_a_setting_given_on_the_command_line_reaches_the_run_and_a_wrong_one_is_refused(

@@ -245,6 +245,8 @@ def test_an_erasure_finds_the_customers_email_and_phone_however_a_set_aside_reco
     with (zone / "feedback" / DAY1 / "survey.csv").open("a", encoding="utf-8") as f:
         f.write(f"F8,{DAY1} 20:00:00,,BO@EXAMPLE.COM,+1 415 555 0101,9,5,{answers},meh\n")
         f.write(f"F9,{DAY1} 21:00:00,,cy@example.com,+1 415 555 0199,9,5,{answers},meh\n")
+        # Another's address ends with Bo's: not Bo's record.
+        f.write(f"F7,{DAY1} 22:00:00,,jbo@example.com,+1 415 555 0177,9,5,{answers},meh\n")
     with (zone / "inquiries" / DAY1 / "helpdesk.jsonl").open("a", encoding="utf-8") as f:
         f.write('\n{"inquiry_id": "I9", "email": "Bo@Example.com", "phone": "415.555.0101", "to')
     monkeypatch.setenv("CRM_LANDING_DIR", str(zone))
@@ -269,5 +271,42 @@ def test_an_erasure_finds_the_customers_email_and_phone_however_a_set_aside_reco
             "SELECT source, source_id FROM raw.erased_records WHERE source_id = 'F8'"
         ).fetchall() == [("feedback", "F8")]
         assert conn.execute(
-            "SELECT email, phone FROM raw.feedback WHERE response_id = 'F9'"
-        ).fetchall() == [("cy@example.com", "+1 415 555 0199")]
+            "SELECT email, phone FROM raw.feedback WHERE response_id IN ('F7', 'F9') ORDER BY 1"
+        ).fetchall() == [
+            ("cy@example.com", "+1 415 555 0199"),
+            ("jbo@example.com", "+1 415 555 0177"),
+        ]
+
+
+def test_quarantine_text_is_searched_for_whole_values_and_phones_as_typed() -> None:
+    # Substrings and date-times found other people's records: jbo@ for bo@, and a survey sent
+    # at 2025-01-17 09 for the phone +1 202 501 1709.
+    with duckdb.connect() as conn:
+        quoted = privacy.Quoted.of(
+            conn, ["bo@example.com", "Bo Chen", "İlkay Öz"], ["2025011709", "12025011709"]
+        )
+        found = {
+            text: conn.execute(
+                f"SELECT {privacy.QUOTING.format('$t')}", quoted.params() | {"t": text}
+            ).fetchone()[0]
+            for text in (
+                "F2,2025-01-17 10:00:00,,BO@EXAMPLE.COM,,9",
+                '{"email": "jbo@example.com", "name": "Bo Chen"}',
+                "x,jbo@example.com,y",
+                "bo@example.com.au",
+                "İLKAY ÖZ, 3 Main St",
+                "sent 2025-01-17 09:18:00 by +1 415 205 8461",
+                "call (202) 501-1709 after six",
+                "+1 202 501 1709",
+            )
+        }
+    assert found == {
+        "F2,2025-01-17 10:00:00,,BO@EXAMPLE.COM,,9": True,
+        '{"email": "jbo@example.com", "name": "Bo Chen"}': True,  # by the name
+        "x,jbo@example.com,y": False,
+        "bo@example.com.au": False,
+        "İLKAY ÖZ, 3 Main St": True,
+        "sent 2025-01-17 09:18:00 by +1 415 205 8461": False,
+        "call (202) 501-1709 after six": True,
+        "+1 202 501 1709": True,
+    }

@@ -85,12 +85,13 @@ def shop_engine(url: str) -> sa.Engine:
             f"({error}). Name an installed one in the URL: postgresql+psycopg2://... for "
             "PostgreSQL, sqlite:///path for a SQLite file."
         ) from error
-    except ValueError as error:  # a part of the URL that cannot be read, such as its port
+    except ValueError:  # its text may quote the password: a port read from an unescaped @
         raise ShopSchemaError(
-            f"CRM_SHOP_URL {safe_url(url)} is not a database URL SQLAlchemy can read ({error}). "
-            "Give one such as postgresql+psycopg2://user:password@host:5432/shop or "
-            "sqlite:///path/to/shop.sqlite."
-        ) from error
+            f"CRM_SHOP_URL {safe_url(url)} is not a database URL SQLAlchemy can read (a part of "
+            "it, such as the port, is not what that part holds; a password with @, : or / in "
+            "it must be percent-encoded). Give one such as "
+            "postgresql+psycopg2://user:password@host:5432/shop or sqlite:///path/to/shop.sqlite."
+        ) from None
 
 
 def order_days(url: str) -> dict[str | None, int]:
