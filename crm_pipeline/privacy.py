@@ -37,7 +37,7 @@ from crm_pipeline import as_private_as, replace_file
 from crm_pipeline.core.crosswalk import GROUPS
 from crm_pipeline.core.schemas import CORE_MODELS
 from crm_pipeline.raw.schemas import RAW_MODELS
-from crm_pipeline.raw.tables import ddl, quote_ident, quote_literal, table_exists
+from crm_pipeline.raw.tables import ddl, id_text, quote_ident, quote_literal, table_exists
 from crm_pipeline.reporting import personal_columns
 from crm_pipeline.staging import normalise
 from crm_pipeline.staging.build import MERGED_TABLE, REJECTS_TABLE
@@ -215,9 +215,10 @@ def shared_contacts(conn: duckdb.DuckDBPyConnection, request: Request) -> dict[s
 
 
 def _raw_id(id_column: str, value: str | None = None) -> str:
-    """A delivered id as staging keys it (trimmed, upper-cased), so raw rows match the
-    crosswalk's source ids."""
-    return f"upper(nullif(trim({value or quote_ident(id_column)}), ''))"
+    """A delivered id as staging keys it (trimmed, upper-cased; an account id's whole number
+    as that number), so raw rows match the crosswalk's source ids."""
+    keyed = f"upper(nullif(trim({value or quote_ident(id_column)}), ''))"
+    return id_text(keyed) if id_column == "account_id" else keyed
 
 
 def _set_null(columns: frozenset[str]) -> str:

@@ -4,6 +4,7 @@ keys survive a re-run and a new day, and every core check passes."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -196,6 +197,51 @@ def test_order_lines_are_stored_in_customer_and_time_order_with_text_columns(
     assert not _rows(
         everything_kept,
         "SELECT * FROM duckdb_types() WHERE NOT internal AND type_name LIKE 'line_%'",
+    )
+
+
+def test_ids_a_real_column_or_a_spreadsheet_wrote_as_decimals_are_the_same_ids(
+    tiny_zone: Path, tmp_path: Path, everything_kept: Path
+) -> None:
+    # The shop's items declaring order_id REAL (1.0 for the orders' 1) set every online line
+    # aside; its orders declaring account_id REAL doubled every customer; a survey's account
+    # id saved through a spreadsheet ('1.0') made a customer of its own.
+    zone = tmp_path / "zone"
+    shutil.copytree(tiny_zone, zone)
+    with sqlite3.connect(zone / "online_shop.sqlite") as db:
+        for table, real in (
+            ("accounts", ""),
+            ("orders", "account_id"),
+            ("order_items", "order_id"),
+        ):
+            names = [c[1] for c in db.execute(f"PRAGMA table_info({table})")]
+            ids = {"account_id", "order_id"} & set(names)
+            declared = ", ".join(
+                f"{n} {'REAL' if n == real else 'INTEGER' if n in ids else 'TEXT'}" for n in names
+            )
+            values = ", ".join(f"CAST(substr({n}, 2) AS INTEGER)" if n in ids else n for n in names)
+            db.execute(f"CREATE TABLE numbered ({declared})")
+            db.execute(f"INSERT INTO numbered SELECT {values} FROM {table} ORDER BY rowid")
+            db.execute(f"DROP TABLE {table}")
+            db.execute(f"ALTER TABLE numbered RENAME TO {table}")
+    for survey, spelled in (
+        (zone / "feedback" / DAY1 / "survey.csv", ",A1,"),
+        (zone / "feedback" / DAY2 / "survey.csv", ",A2,"),
+    ):
+        text = survey.read_text(encoding="utf-8")
+        assert spelled in text
+        survey.write_text(text.replace(spelled, f",{spelled[2]}.0,"), encoding="utf-8")
+    warehouse = tmp_path / "warehouse.duckdb"
+    _run(zone, warehouse, DAY2, CoreRules(test_account_domains=[]))
+    counts = """
+        SELECT (SELECT count(*) FROM core.customers),
+               (SELECT count(*) FROM core.order_lines WHERE channel = 'online'),
+               (SELECT count(*) FROM core.feedback WHERE customer_key IS NOT NULL),
+               (SELECT count(DISTINCT customer_key) FROM core.feedback)
+    """
+    assert _rows(warehouse, counts) == _rows(everything_kept, counts)
+    assert (
+        _rows(warehouse, "SELECT count(*) FROM core.order_lines WHERE channel = 'online'")[0][0] > 0
     )
 
 

@@ -24,7 +24,13 @@ import sqlalchemy as sa
 
 from crm_pipeline.failures import ActionableError, safe_url
 from crm_pipeline.raw.shop_fetch import NOT_UTF8, ROW_ID, stage
-from crm_pipeline.raw.tables import DELIVERIES_TABLE, REJECTS_TABLE, extra_columns_sql, quote_ident
+from crm_pipeline.raw.tables import (
+    DELIVERIES_TABLE,
+    REJECTS_TABLE,
+    extra_columns_sql,
+    id_text,
+    quote_ident,
+)
 
 # Internal names carry a prefix no delivered column is expected to use.
 _DAY = "__crm_day"
@@ -121,17 +127,17 @@ def _routing(conn: duckdb.DuckDBPyConnection, read: ShopRead) -> Callable[[str],
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {_FIRST_DAYS} AS
-        SELECT o.order_id, min(days.day) AS day
+        SELECT {id_text("o.order_id")} AS order_id, min(days.day) AS day
         FROM {_ORDER_DAYS} AS o
         JOIN partition_days AS days ON days.day = substr(o.ordered_at, 1, 10)
-        GROUP BY o.order_id
+        GROUP BY ALL
         """
     )
     return lambda rows: (
         f"""
         SELECT rows.*, first_day.day AS {_DAY}
         FROM {rows} AS rows
-        LEFT JOIN {_FIRST_DAYS} AS first_day ON first_day.order_id = rows.order_id
+        LEFT JOIN {_FIRST_DAYS} AS first_day ON first_day.order_id = {id_text("rows.order_id")}
     """
     )
 

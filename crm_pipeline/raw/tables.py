@@ -62,6 +62,14 @@ def sql_types(columns: dict[str, str]) -> list[tuple[str, str]]:
     return [(name, kind.removesuffix(" NOT NULL")) for name, kind in columns.items()]
 
 
+def id_text(expr: str) -> str:
+    """SQL: a delivered id as ids are compared: a whole number written as a decimal, as a REAL
+    column or a spreadsheet gives it ('90046.0'), is that number ('90046'). An order id typed
+    INTEGER in the shop's orders and REAL in its items, or an account id a survey export saved
+    through Excel, is then one id."""
+    return f"regexp_replace({expr}, '^([0-9]+)\\.0+$', '\\1')"
+
+
 def quote_ident(name: str) -> str:
     """A SQL identifier for any delivered column name (headers are untrusted input)."""
     return '"' + name.replace('"', '""') + '"'

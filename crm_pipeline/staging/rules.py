@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from crm_pipeline.landing import NEED_DIMENSIONS
-from crm_pipeline.raw.tables import quote_ident
+from crm_pipeline.raw.tables import id_text, quote_ident
 from crm_pipeline.staging import normalise, phones
 
 MISSING_REQUIRED = "missing_required"
@@ -196,6 +196,11 @@ def _text(column: str, required: bool = False, fold: str = "") -> Typed:
     return Typed(column, "VARCHAR", expr, required=required)
 
 
+def _id(column: str, required: bool = False) -> Typed:
+    """An id of the shop's: upper-case, a whole number as that number (see id_text)."""
+    return Typed(column, "VARCHAR", id_text(f"upper({text(column)})"), required=required)
+
+
 def _norm(lookup: str, raw: str | None = None) -> Typed:
     """A value made by a Python normaliser (joined in as n_<lookup>) from a raw column."""
     return Typed(lookup, "VARCHAR", f"n_{lookup}.value", nulls_invalid=raw or lookup)
@@ -340,7 +345,7 @@ LOYALTY_MEMBERS = Source(
 ONLINE_ACCOUNTS = Source(
     "online_accounts",
     (
-        _text("account_id", required=True, fold="upper"),
+        _id("account_id", required=True),
         _norm("email"),
         _norm("phone"),
         _norm("full_name"),
@@ -363,8 +368,8 @@ ONLINE_ACCOUNTS = Source(
 ONLINE_ORDERS = Source(
     "online_orders",
     (
-        _text("order_id", required=True, fold="upper"),
-        _text("account_id", required=True, fold="upper"),
+        _id("order_id", required=True),
+        _id("account_id", required=True),
         _cast("ordered_at", "TIMESTAMP", required=True),
         _text("status", fold="lower"),
         _text("payment_method", fold="lower"),
@@ -378,7 +383,7 @@ ONLINE_ORDERS = Source(
 ONLINE_ORDER_ITEMS = Source(
     "online_order_items",
     (
-        _text("order_id", required=True, fold="upper"),
+        _id("order_id", required=True),
         _cast("line_no", "INTEGER", required=True),
         _text("sku", required=True, fold="upper"),
         _cast("quantity", "INTEGER", required=True),
@@ -441,7 +446,7 @@ INQUIRIES = Source(
         _cast("opened_at", "TIMESTAMP", required=True),
         _cast("first_response_at", "TIMESTAMP"),
         _cast("closed_at", "TIMESTAMP"),
-        _text("account_id", fold="upper"),
+        _id("account_id"),
         _norm("email"),
         _norm("phone"),
         _choice(
@@ -475,7 +480,7 @@ FEEDBACK = Source(
     (
         _text("response_id", required=True, fold="upper"),
         _cast("submitted_at", "TIMESTAMP", required=True),
-        _text("account_id", fold="upper"),
+        _id("account_id"),
         _norm("email"),
         _norm("phone"),
         _cast("satisfaction_rating", "TINYINT"),
