@@ -70,6 +70,11 @@ def test_crlf_file_quarantines_the_bad_line_with_its_own_text(tmp_path: Path) ->
         (HEADER + b"\rS1,A,West\rS2,B,West\r", "line_breaks", "bare carriage return"),
         (HEADER + b"\r\nS1,A,West\r\nS2,B,West\n", "line_breaks", "some in CRLF, some in LF"),
         (
+            HEADER + b"\r\r\nS1,A,West\r\r\nS2,B,West\r\r\n",
+            "line_breaks",
+            "converted to CRLF twice",
+        ),
+        (
             (HEADER + b"\r\nS1,A,West\r\nS2,B,West\r\n").decode().encode("utf-16"),
             "utf16_text",
             "UTF-16",

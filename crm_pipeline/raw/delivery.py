@@ -16,7 +16,7 @@ WHOLE_FILE_RULES = ("header_mismatch", "utf16_text", "not_text", "line_breaks")
 
 # A CSV's quoted values (a quote opens one only at a field's start: 12" screen is no quote)
 # and its line ends, in the order they come.
-_CSV_TOKENS = re.compile(rb'(?:(?<=,)|(?<=\n)|^)"(?:[^"]|"")*"|\r?\n')
+_CSV_TOKENS = re.compile(rb'(?:(?<=,)|(?<=\n)|^)"(?:[^"]|"")*"|\r?\n|\r')
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,17 @@ class Delivery:
         if b"\r\n" not in text or text.count(b"\n") == text.count(b"\r\n"):
             return False
         ends = {m.group() for m in _CSV_TOKENS.finditer(text) if not m.group().startswith(b'"')}
-        return ends == {b"\r\n", b"\n"}
+        return {b"\r\n", b"\n"} <= ends
+
+    @cached_property
+    def stray_carriage_returns(self) -> bool:
+        """Whether, in a file whose lines end in LF, a carriage return outside quoted values
+        ends no line: CR CR LF, as a file converted to CRLF twice has. DuckDB's CSV reader
+        cannot read such a file."""
+        text = self.text
+        if b"\n" not in text or text.count(b"\r") == text.count(b"\r\n"):
+            return False
+        return any(m.group() == b"\r" for m in _CSV_TOKENS.finditer(text))
 
     @property
     def blank(self) -> bool:
@@ -93,6 +103,12 @@ class Delivery:
             return "line_breaks", f"{self.name}: {why}, {again}"
         if csv and self.mixed_line_breaks:
             why = "its lines end some in CRLF, some in LF; re-export it with one kind"
+            return "line_breaks", f"{self.name}: {why}, {again}"
+        if csv and self.stray_carriage_returns:
+            why = (
+                "a carriage return (CR) outside a quoted value ends no line (CR CR LF: a file "
+                "converted to CRLF twice?); re-export it with LF or CRLF"
+            )
             return "line_breaks", f"{self.name}: {why}, {again}"
         return None
 
