@@ -20,6 +20,7 @@ from crm_pipeline.analytics.clv import (
     DAYS_PER_MONTH,
     WEEKS_PER_MONTH,
     BgNbdFit,
+    bgnbd_implausible,
     bgnbd_log_likelihood,
     clv,
     expected_purchases,
@@ -359,7 +360,31 @@ def test_a_bgnbd_fit_gone_to_extremes_is_logged_implausible_and_scores_nobody() 
     assert out.isna().all().all()  # no P(alive), expected purchases or CLV for anyone
     [run] = runs
     assert (run.model, run.status) == ("bgnbd", "implausible")
-    assert run.note.startswith("not used: expected_purchases could not evaluate customer")
+    assert run.note.startswith("not used: its parameters ran to extremes (b = 1.72e+06)")
+
+
+def test_a_bgnbd_fit_whose_every_parameter_ran_off_scores_nobody_though_it_could(
+    cdnow_bgnbd: BgNbdFit,
+) -> None:
+    # Eight days of a business's own history (150 buyers): r, alpha, a and b near 1e7. Such a
+    # fit scores without error, and was used: a customer who bought twice, the last time on
+    # the day, had P(alive) 0.44, and one who bought once 1.0.
+    extreme = BgNbdFit(
+        r=1.9e7, alpha=1.42e7, a=9.76e6, b=9.44e6, log_likelihood=-114.2, n=150, converged=False
+    )
+    spend = GammaGammaFit(p=2.0, q=3.0, gamma=100.0, log_likelihood=-10.0, n=1, converged=True)
+    features = pd.DataFrame(
+        {"x": [1.0, 0.0], "t_x": [1.0, 0.0], "T": [1.0, 1.0], "m_x": [60.0, 0.0]},
+        index=["K1", "K2"],
+    )
+    assert 0.4 < p_alive(extreme, 1.0, 1.0, 1.0) < 0.5  # what it would have said
+    with np.errstate(all="ignore"):
+        out, runs = _fit_clv(features, 12, 0.1, Minimums(1, 1), ClvFits(extreme, spend))
+    assert out.isna().all().all()
+    [run] = runs
+    assert (run.model, run.status) == ("bgnbd", "implausible")
+    assert "r = 1.9e+07, alpha = 1.42e+07, a = 9.76e+06, b = 9.44e+06" in run.note
+    assert bgnbd_implausible(cdnow_bgnbd) is None  # the published fit stands
     assert run.note.endswith("P(alive), expected purchases and CLV left empty")
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 from crm_pipeline.analytics.clv import (
     WEEKS_PER_MONTH,
     BgNbdFit,
+    bgnbd_implausible,
     clv,
     expected_purchases,
     fit_bgnbd,
@@ -108,6 +109,10 @@ def holdout_run(
             time.perf_counter() - started,
             f"not used: {error}",
         )
+    extremes = bgnbd_implausible(fit)
+    if extremes:
+        run = _bgnbd_run("bgnbd_holdout", fit, time.perf_counter() - started, "")
+        return replace(run, status="implausible", note=f"not used: {extremes}")
     return _bgnbd_run(
         "bgnbd_holdout",
         fit,
@@ -194,6 +199,9 @@ def _fit_clv(
             )
         )
     m_x = features["m_x"].fillna(0).to_numpy(float)
+    extremes = bgnbd_implausible(bg)
+    if extremes:
+        return _model_left_empty(out, runs, bg, f"not used: {extremes}")
     try:
         out["p_alive"] = p_alive(bg, x, t_x, T)
         out["expected_purchases_90d"] = expected_purchases(bg, 90 / 7, x, t_x, T)
