@@ -345,22 +345,28 @@ def test_a_gamma_gamma_fit_off_every_observed_spend_is_not_scored_with() -> None
     assert implausible(alike, np.full(3, 9.99)) is None
 
 
+def _scored_with(bgnbd: BgNbdFit, x: float, t_x: float, T: float) -> tuple[pd.DataFrame, str]:
+    """Scores of a repeat buyer (x, t_x, T) and a one-time buyer with `bgnbd` reused, and
+    the BG/NBD run's note, when it is logged implausible."""
+    spend = GammaGammaFit(p=2.0, q=3.0, gamma=100.0, log_likelihood=-10.0, n=1, converged=True)
+    features = pd.DataFrame(
+        {"x": [x, 0.0], "t_x": [t_x, 0.0], "T": [T, T], "m_x": [60.0, 0.0]}, index=["K1", "K2"]
+    )
+    with np.errstate(all="ignore"):
+        out, runs = _fit_clv(features, 12, 0.1, Minimums(1, 1), ClvFits(bgnbd, spend))
+    [run] = runs
+    assert (run.model, run.status) == ("bgnbd", "implausible")
+    return out, run.note
+
+
 def test_a_bgnbd_fit_gone_to_extremes_is_logged_implausible_and_scores_nobody() -> None:
     # A short history in which nobody seems to drop out: a and b run off (a field case).
     extreme = BgNbdFit(
         r=8.44, alpha=20.39, a=837.5, b=1724457.1, log_likelihood=-10.0, n=2, converged=True
     )
-    spend = GammaGammaFit(p=2.0, q=3.0, gamma=100.0, log_likelihood=-10.0, n=1, converged=True)
-    features = pd.DataFrame(
-        {"x": [2.0, 0.0], "t_x": [3.0, 0.0], "T": [3.43, 3.43], "m_x": [60.0, 0.0]},
-        index=["K1", "K2"],
-    )
-    with np.errstate(all="ignore"):
-        out, runs = _fit_clv(features, 12, 0.1, Minimums(1, 1), ClvFits(extreme, spend))
+    out, note = _scored_with(extreme, 2.0, 3.0, 3.43)
     assert out.isna().all().all()  # no P(alive), expected purchases or CLV for anyone
-    [run] = runs
-    assert (run.model, run.status) == ("bgnbd", "implausible")
-    assert run.note.startswith("not used: its parameters ran to extremes (b = 1.72e+06)")
+    assert note.startswith("not used: its parameters ran to extremes (b = 1.72e+06)")
 
 
 def test_a_bgnbd_fit_whose_every_parameter_ran_off_scores_nobody_though_it_could(
@@ -372,20 +378,12 @@ def test_a_bgnbd_fit_whose_every_parameter_ran_off_scores_nobody_though_it_could
     extreme = BgNbdFit(
         r=1.9e7, alpha=1.42e7, a=9.76e6, b=9.44e6, log_likelihood=-114.2, n=150, converged=False
     )
-    spend = GammaGammaFit(p=2.0, q=3.0, gamma=100.0, log_likelihood=-10.0, n=1, converged=True)
-    features = pd.DataFrame(
-        {"x": [1.0, 0.0], "t_x": [1.0, 0.0], "T": [1.0, 1.0], "m_x": [60.0, 0.0]},
-        index=["K1", "K2"],
-    )
     assert 0.4 < p_alive(extreme, 1.0, 1.0, 1.0) < 0.5  # what it would have said
-    with np.errstate(all="ignore"):
-        out, runs = _fit_clv(features, 12, 0.1, Minimums(1, 1), ClvFits(extreme, spend))
+    out, note = _scored_with(extreme, 1.0, 1.0, 1.0)
     assert out.isna().all().all()
-    [run] = runs
-    assert (run.model, run.status) == ("bgnbd", "implausible")
-    assert "r = 1.9e+07, alpha = 1.42e+07, a = 9.76e+06, b = 9.44e+06" in run.note
+    assert "r = 1.9e+07, alpha = 1.42e+07, a = 9.76e+06, b = 9.44e+06" in note
+    assert note.endswith("P(alive), expected purchases and CLV left empty")
     assert bgnbd_implausible(cdnow_bgnbd) is None  # the published fit stands
-    assert run.note.endswith("P(alive), expected purchases and CLV left empty")
 
 
 def test_a_fresh_fit_and_holdout_on_buyers_who_all_just_bought_are_logged_not_raised() -> None:
