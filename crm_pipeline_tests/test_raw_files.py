@@ -147,6 +147,12 @@ def test_a_header_naming_a_column_twice_in_two_cases_is_set_aside_naming_it(
     ]
 
 
+def test_a_file_separated_by_semicolons_is_set_aside_saying_so(tmp_path: Path) -> None:
+    conn, _ = _load(tmp_path, b"store_id;city;region\nS1;A;West\n")
+    ((detail,),) = conn.execute(f"SELECT DISTINCT detail FROM {REJECTS_TABLE}").fetchall()
+    assert "its values are separated by semicolons: export it separated by commas" in detail
+
+
 def test_a_file_delivered_without_its_header_is_set_aside_quoting_no_value(
     tmp_path: Path,
 ) -> None:

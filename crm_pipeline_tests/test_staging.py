@@ -119,6 +119,26 @@ def test_a_line_priced_0_a_free_gift_is_staged(tmp_path: Path) -> None:
     assert conn.execute("SELECT count(*) FROM quarantine.staging_rejects").fetchall() == [(0,)]
 
 
+def test_a_price_with_a_decimal_comma_is_set_aside_saying_how_to_write_it(tmp_path: Path) -> None:
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    _insert(conn, "products", landing.PRODUCTS.columns, PRODUCTS, None)
+    _insert(conn, "stores", landing.STORES.columns, STORES, None)
+    comma = ["R8", "S1", "2025-03-01 15:00:00", "", "", "SKU1", "1", "12,50", "cash"]
+    _insert(conn, "store_purchases", landing.STORE_PURCHASES.columns, [comma], DAY)
+    for name in ("products", "stores"):
+        _stage(conn, name, getattr(landing, name.upper()).columns, None)
+    _stage(conn, "store_purchases", landing.STORE_PURCHASES.columns, [DAY])
+    assert _rules(conn, "store_purchases") == {
+        "R8": (
+            "invalid_value",
+            (
+                'unit_price "12,50" is not a valid decimal(12,2) (a point before the decimals: '
+                "12.50, not 12,50)"
+            ),
+        )
+    }
+
+
 def test_a_repeated_line_is_kept_once_and_recorded_as_merged(staged) -> None:
     kept = staged.execute(
         "SELECT receipt_id, source_line, quantity FROM staging.store_purchases ORDER BY 1"

@@ -144,13 +144,23 @@ def load_csv(
         duplicated = sorted({c for c in header if header.count(c) > 1})
         if missing or duplicated:
             unexpected = _shown_names([c for c in header if c not in contract])
+            # One column whose name holds semicolons: the names, separated by another delimiter.
+            semicolons = len(header) == 1 and ";" in header[0]
             detail = (
-                f"{f.name}: header lacks {missing} (it has {unexpected or 'no other columns'})"
-                if missing
-                else f"{f.name}: header repeats {duplicated}"
-            ) + (
-                "; fix the header and deliver the file again, then re-materialize its source "
-                "(a daily file: for its day)"
+                (
+                    f"{f.name}: header lacks {missing} (it has {unexpected or 'no other columns'})"
+                    if missing
+                    else f"{f.name}: header repeats {duplicated}"
+                )
+                + (
+                    "; its values are separated by semicolons: export it separated by commas"
+                    if semicolons and missing
+                    else ""
+                )
+                + (
+                    "; fix the header and deliver the file again, then re-materialize its source "
+                    "(a daily file: for its day)"
+                )
             )
             _reject_whole_file(conn, table, f, "header_mismatch", detail, loaded_at, 1)
             continue

@@ -152,6 +152,8 @@ def _described(sql_type: str) -> str:
         return f"timestamp ({TIME_FORMATS})"
     if sql_type == "DATE":
         return "date (YYYY-MM-DD)"
+    if sql_type.startswith("DECIMAL"):
+        return f"{sql_type.lower()} (a point before the decimals: 12.50, not 12,50)"
     return sql_type.lower()
 
 
