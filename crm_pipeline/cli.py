@@ -64,6 +64,7 @@ def _materialize(args: argparse.Namespace) -> int:
             selected_keys,
             setting_config,
             settings_refused,
+            shop_only_start,
             slowest_steps,
             step_seconds,
             work_seconds,
@@ -136,6 +137,9 @@ def _materialize(args: argparse.Namespace) -> int:
                 "delivery day.",
                 file=sys.stderr,
             )
+            return 2
+        if not args.first and (problem := shop_only_start(zone, days)):
+            print(problem, file=sys.stderr)
             return 2
         first, last = args.first or days[0], args.last or days[-1]
     if first:

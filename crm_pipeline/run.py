@@ -20,16 +20,39 @@ from crm_pipeline.resources import LandingZoneResource
 INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
 
 
-def landing_days(zone: LandingZoneResource) -> list[str]:
-    """The partition days the landing zone holds data for: daily folders and shop order days."""
-    keys = set(daily_partitions.get_partition_keys())
+def _folder_days(zone: LandingZoneResource) -> set[str]:
+    """The days the daily file sources have a folder for."""
     found: set[str] = set()
     for source in landing.DAILY_FILE_SOURCES:
         folder = zone.path / source.folder
         if folder.is_dir():
             found |= {p.name for p in folder.iterdir() if p.is_dir()}
-    found |= {d for d in order_days(zone.database_url) if d}
+    return found
+
+
+def landing_days(zone: LandingZoneResource) -> list[str]:
+    """The partition days the landing zone holds data for: daily folders and shop order days."""
+    keys = set(daily_partitions.get_partition_keys())
+    found = _folder_days(zone) | {d for d in order_days(zone.database_url) if d}
     return sorted(found & keys)
+
+
+def shop_only_start(zone: LandingZoneResource, days: list[str]) -> str | None:
+    """Why a range starting at the first of the delivered `days` would fail, when only the
+    shop has orders before the first day folder of the files (a mistyped order year, or a
+    shop older than the file deliveries): the daily file sources have no folder for them."""
+    keys = set(daily_partitions.get_partition_keys())
+    files_from = min(_folder_days(zone) & keys, default=None)
+    if not days or files_from is None or days[0] >= files_from:
+        return None
+    return (
+        f"The delivered days start at {days[0]}, the day of the shop's earliest order, but the "
+        f"daily files start at {files_from}: the file sources have no folder for the days "
+        "between, and their loads would fail. If an order's date is mistyped, correct it in "
+        f"the shop; to load from the files' first day, give --first {files_from} (or, for a "
+        "shop older than the file deliveries, create an empty folder for each earlier day of "
+        "each file source)."
+    )
 
 
 def range_problem(

@@ -562,6 +562,22 @@ def test_a_shop_url_whose_driver_is_missing_names_one_that_is_installed(
     assert "postgresql+psycopg2://" in printed and "s3cret" not in printed
 
 
+def test_a_range_only_the_shop_starts_earlier_is_refused_naming_the_files_first_day(
+    tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # One order's year mistyped (or a shop older than the files) started the range a year
+    # early, and the run failed for every day of every file source, with no word of why.
+    zone = _zone(tiny_zone, tmp_path)
+    for source in landing.DAILY_FILE_SOURCES:
+        shutil.rmtree(zone / source.folder / DAY1)
+    _command_line_on(zone, tmp_path / "warehouse.duckdb", monkeypatch)
+    assert _exit_code("--no-publish") == 2
+    said = capsys.readouterr().err
+    assert f"The delivered days start at {DAY1}, the day of the shop's earliest order" in said
+    assert f"give --first {DAY2}" in said
+    assert _exit_code("--first", DAY2, "--no-publish") in (0, 1)
+
+
 def test_a_shop_url_that_cannot_be_read_is_named_without_its_password(
     tiny_zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
