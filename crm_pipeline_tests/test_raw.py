@@ -165,6 +165,33 @@ def test_rows_accounted_check_warns_with_the_reject_count(loaded) -> None:
     assert all(e.passed for (_, name), e in checks.items() if name == "contract")
 
 
+def test_a_file_loaded_before_and_no_longer_delivered_is_named_with_its_rows(
+    tiny_zone: Path, tmp_path: Path
+) -> None:
+    # A day's second export taken away: its rows left raw with it, with no word.
+    zone = tmp_path / "zone"
+    shutil.copytree(tiny_zone, zone)
+    day = zone / "store_purchases" / DAY1
+    shutil.copy(day / "pos.csv", day / "pos_2.csv")
+    warehouse = tmp_path / "warehouse.duckdb"
+    _load(zone, warehouse, DAY1, DAY1)
+    (day / "pos_2.csv").unlink()
+    result = _load(zone, warehouse, DAY1, DAY1)
+    checks = {(e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()}
+    store = checks[("store_purchases", "rows_accounted")]
+    assert store.severity == dg.AssetCheckSeverity.WARN and not store.passed
+    gone = f"store_purchases/{DAY1}/pos_2.csv"
+    assert store.metadata["files_gone"].value == {gone: 3}
+    assert (
+        f"1 file(s) loaded before are no longer delivered, and their 3 row(s) left "
+        f"raw.store_purchases with them: {gone} (3 rows)"
+    ) in store.description
+    # The next load of the day has nothing to say of it.
+    again = _load(zone, warehouse, DAY1, DAY1)
+    evaluations = again.get_asset_check_evaluations()
+    assert not any("files_gone" in e.metadata for e in evaluations)
+
+
 def test_rows_accounted_check_fails_when_a_row_is_lost(loaded, tmp_path: Path) -> None:
     _, _, warehouse = loaded
     copy = tmp_path / "copy.duckdb"

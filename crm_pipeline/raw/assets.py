@@ -62,9 +62,12 @@ def _result(
     notes: dict[str, list[str]] | None = None,
     empty_files: list[str] | None = None,
     also: list[dg.AssetCheckResult] | None = None,
+    gone: dict[str, int] | None = None,
 ) -> dg.MaterializeResult:
     """Checks and metadata for the slice just written (a whole table or a range of days);
-    empty_files: delivered files without a byte of content; also: the asset's other checks."""
+    empty_files: delivered files without a byte of content; also: the asset's other checks;
+    gone: files an earlier load of the slice loaded that are no longer delivered, with the
+    rows they had in raw."""
     model = RAW_MODELS[table]
     where, params = _slice(days)
     rejected = conn.execute(
@@ -84,7 +87,7 @@ def _result(
         metadata=metadata,
         check_results=[
             checks.contract_result(conn, table, model, where, params),
-            checks.rows_accounted_result(conn, table, where, params, empty_files or []),
+            checks.rows_accounted_result(conn, table, where, params, empty_files or [], gone or {}),
             *(also or []),
         ],
     )
@@ -211,7 +214,9 @@ def _load_files(
         )
         conn.commit()
         not_read = refused[:50] + [p.relative_to(root).as_posix() for p in stray[:50]]
-        return _result(conn, source.name, days, {"files_not_read": not_read}, empty)
+        names = {d.name for d in delivered}
+        gone = {name: rows for name, rows in sorted(held.items()) if name not in names}
+        return _result(conn, source.name, days, {"files_not_read": not_read}, empty, gone=gone)
 
 
 def _refuse_a_load_that_empties(

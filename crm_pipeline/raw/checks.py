@@ -110,13 +110,15 @@ def rows_accounted_result(
     where: str,
     params: list,
     empty_files: Sequence[str] = (),
+    gone: dict[str, int] | None = None,
 ) -> dg.AssetCheckResult:
     """Compare delivered rows with raw rows plus rejected rows, partition by partition.
 
     A file delivers non-empty physical lines; a record whose quoted value breaks lines
     accounts for every line it spans (source_lines, and the same count over a reject's text).
     empty_files: files delivered without a byte of content (not even a header), which a
-    failed export leaves: the check warns and names them.
+    failed export leaves: the check warns and names them. gone: files loaded before that are
+    no longer delivered (their rows left raw with them): warned of too, with their rows.
     """
     rows = conn.execute(
         f"""
@@ -208,6 +210,14 @@ def rows_accounted_result(
             f"{len(empty_files)} file(s) empty, without even a header line, as a failed "
             f"export leaves them: {listed(list(empty_files))}. If the day had rows, deliver the file again and "
             "re-materialize its day"
+        )
+    if gone:
+        metadata["files_gone"] = dg.MetadataValue.json(gone)
+        warnings.append(
+            f"{len(gone)} file(s) loaded before are no longer delivered, and their "
+            f"{sum(gone.values())} row(s) left raw.{table} with them: "
+            + listed([f"{name} ({rows} rows)" for name, rows in gone.items()])
+            + ". If that was not meant, deliver them again and re-materialize their day"
         )
     if warnings:
         return dg.AssetCheckResult(
