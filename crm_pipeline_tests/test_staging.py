@@ -139,6 +139,19 @@ def test_a_price_with_a_decimal_comma_is_set_aside_saying_how_to_write_it(tmp_pa
     }
 
 
+def test_a_return_line_is_set_aside_for_its_quantity_alone(tmp_path: Path) -> None:
+    # Its negative line price also read as a discount greater than the price.
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    _insert(conn, "products", landing.PRODUCTS.columns, PRODUCTS, None)
+    _stage(conn, "products", landing.PRODUCTS.columns, None)
+    returned = ["O1", "1", "SKU1", "-1", "13.50", "0"]
+    _insert(conn, "online_order_items", landing.ORDER_ITEMS.columns, [returned], DAY)
+    _stage(conn, "online_order_items", landing.ORDER_ITEMS.columns, [DAY])
+    assert conn.execute(
+        "SELECT rule, reason FROM quarantine.staging_rejects WHERE source = 'online_order_items'"
+    ).fetchall() == [("non_positive_quantity", "quantity -1 is not positive")]
+
+
 def test_a_repeated_line_is_kept_once_and_recorded_as_merged(staged) -> None:
     kept = staged.execute(
         "SELECT receipt_id, source_line, quantity FROM staging.store_purchases ORDER BY 1"
