@@ -152,6 +152,25 @@ def test_a_return_line_is_set_aside_for_its_quantity_alone(tmp_path: Path) -> No
     ).fetchall() == [("non_positive_quantity", "quantity -1 is not positive")]
 
 
+def test_sales_of_a_product_whose_row_was_set_aside_say_why_it_was(tmp_path: Path) -> None:
+    # The sales said only "sku SKU3 is not in staging.products", though products.csv had it.
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    comma = ["SKU3", "Shade", "Home", "Lighting", "physical", "13,50", "7.00"]
+    _insert(conn, "products", landing.PRODUCTS.columns, [*PRODUCTS, comma], None)
+    _insert(conn, "stores", landing.STORES.columns, STORES, None)
+    sale = ["R9", "S1", "2025-03-01 15:00:00", "", "", "SKU3", "1", "13.50", "cash"]
+    _insert(conn, "store_purchases", landing.STORE_PURCHASES.columns, [RECEIPTS[0], sale], DAY)
+    _stage(conn, "products", landing.PRODUCTS.columns, None)
+    _stage(conn, "stores", landing.STORES.columns, None)
+    _stage(conn, "store_purchases", landing.STORE_PURCHASES.columns, [DAY])
+    result = conserved_result(conn, "store_purchases", [DAY])
+    assert result.severity == dg.AssetCheckSeverity.WARN
+    assert (
+        "1 row(s) quarantined for a product or store that the reference delivery holds but "
+        'staging set aside (products SKU3: unit_price "13,50" is not a valid decimal(12,2)'
+    ) in result.description
+
+
 def test_a_repeated_line_is_kept_once_and_recorded_as_merged(staged) -> None:
     kept = staged.execute(
         "SELECT receipt_id, source_line, quantity FROM staging.store_purchases ORDER BY 1"

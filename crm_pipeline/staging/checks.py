@@ -225,6 +225,42 @@ def releasable_rows(conn: duckdb.DuckDBPyConnection, source: str) -> dict[str, i
     return dict(rows)
 
 
+def held_by_reference_rejects(
+    conn: duckdb.DuckDBPyConnection, source: str, days: list[str] | None
+) -> list[tuple[str, str, int, str]]:
+    """The keys this source's rows of `days` were quarantined for as not in a reference table
+    (a product, a store) that its delivery does hold, set aside by staging (a price written
+    12,50): (table, key, rows, why the reference row was set aside), most rows first."""
+    where, params = slice_sql(days)
+    parts, values = [], []
+    for check in SOURCES[source].checks:
+        if check.reference is None:
+            continue
+        column, table, key = check.reference
+        parts.append(
+            f"""
+            SELECT '{table}' AS tab, k.key, count(*) AS n, any_value(k.reason) AS why
+            FROM {REJECTS_TABLE} AS r
+            JOIN (
+                SELECT upper(trim(json_extract_string(record, '$.{key}'))) AS key,
+                       min(reason) AS reason
+                FROM {REJECTS_TABLE}
+                WHERE source = ?
+                GROUP BY ALL
+            ) AS k ON k.key = regexp_extract(r.reason, ?, 1)
+            WHERE r.source = ? AND r.rule = ? AND {where}
+            GROUP BY ALL
+            """
+        )
+        values += [table, f"^{column} (.*) is not in staging\\.{table}$", source, check.rule]
+        values += params
+    if not parts:
+        return []
+    return conn.execute(
+        f"SELECT * FROM ({' UNION ALL '.join(parts)}) ORDER BY n DESC, tab, key", values
+    ).fetchall()
+
+
 def conserved_result(
     conn: duckdb.DuckDBPyConnection, source: str, days: list[str] | None
 ) -> dg.AssetCheckResult:
@@ -294,6 +330,15 @@ def conserved_result(
         said = ["of the merged, " + ", ".join(merges)] if merges else []
         if rejected:
             said.append(f"the quarantined are in {REJECTS_TABLE} where source = '{source}'")
+        held = held_by_reference_rejects(conn, source, days) if rejected else []
+        if held:
+            shown = "; ".join(f"{table} {key}: {why}" for table, key, _, why in held[:5])
+            said.append(
+                f"{sum(n for *_, n, _ in held)} row(s) quarantined for a product or store that "
+                f"the reference delivery holds but staging set aside ({shown}): correct it "
+                f"there, then re-materialize the reference table and staging.{source} for "
+                "their days"
+            )
         if released:
             metadata["days_to_release"] = dg.MetadataValue.json(list(released))
             said.append(
