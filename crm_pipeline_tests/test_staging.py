@@ -104,15 +104,23 @@ def test_each_defect_class_goes_to_quarantine_under_its_rule(staged) -> None:
     assert rules.keys() == {"R2", "R3", "R4", "", "R5", "R6"}
 
 
-def test_a_line_priced_0_a_free_gift_is_staged(tmp_path: Path) -> None:
+def _receipts_staged(
+    tmp_path: Path, receipts: list[list[str]], products: list[list[str]] = PRODUCTS
+) -> duckdb.DuckDBPyConnection:
+    """A warehouse with these products, the stores and these receipts of DAY, all staged."""
     conn = duckdb.connect(str(tmp_path / "w.duckdb"))
-    _insert(conn, "products", landing.PRODUCTS.columns, PRODUCTS, None)
+    _insert(conn, "products", landing.PRODUCTS.columns, products, None)
     _insert(conn, "stores", landing.STORES.columns, STORES, None)
-    gift = ["G1", "S1", "2025-03-01 15:00:00", "lc1", "", "SKU1", "1", "0.00", "card"]
-    _insert(conn, "store_purchases", landing.STORE_PURCHASES.columns, [RECEIPTS[0], gift], DAY)
+    _insert(conn, "store_purchases", landing.STORE_PURCHASES.columns, receipts, DAY)
     _stage(conn, "products", landing.PRODUCTS.columns, None)
     _stage(conn, "stores", landing.STORES.columns, None)
     _stage(conn, "store_purchases", landing.STORE_PURCHASES.columns, [DAY])
+    return conn
+
+
+def test_a_line_priced_0_a_free_gift_is_staged(tmp_path: Path) -> None:
+    gift = ["G1", "S1", "2025-03-01 15:00:00", "lc1", "", "SKU1", "1", "0.00", "card"]
+    conn = _receipts_staged(tmp_path, [RECEIPTS[0], gift])
     assert conn.execute(
         "SELECT receipt_id, unit_price FROM staging.store_purchases ORDER BY 1"
     ).fetchall() == [("G1", 0), ("R1", 20)]
@@ -120,14 +128,8 @@ def test_a_line_priced_0_a_free_gift_is_staged(tmp_path: Path) -> None:
 
 
 def test_a_price_with_a_decimal_comma_is_set_aside_saying_how_to_write_it(tmp_path: Path) -> None:
-    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
-    _insert(conn, "products", landing.PRODUCTS.columns, PRODUCTS, None)
-    _insert(conn, "stores", landing.STORES.columns, STORES, None)
     comma = ["R8", "S1", "2025-03-01 15:00:00", "", "", "SKU1", "1", "12,50", "cash"]
-    _insert(conn, "store_purchases", landing.STORE_PURCHASES.columns, [comma], DAY)
-    for name in ("products", "stores"):
-        _stage(conn, name, getattr(landing, name.upper()).columns, None)
-    _stage(conn, "store_purchases", landing.STORE_PURCHASES.columns, [DAY])
+    conn = _receipts_staged(tmp_path, [comma])
     assert _rules(conn, "store_purchases") == {
         "R8": (
             "invalid_value",
@@ -154,15 +156,9 @@ def test_a_return_line_is_set_aside_for_its_quantity_alone(tmp_path: Path) -> No
 
 def test_sales_of_a_product_whose_row_was_set_aside_say_why_it_was(tmp_path: Path) -> None:
     # The sales said only "sku SKU3 is not in staging.products", though products.csv had it.
-    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
     comma = ["SKU3", "Shade", "Home", "Lighting", "physical", "13,50", "7.00"]
-    _insert(conn, "products", landing.PRODUCTS.columns, [*PRODUCTS, comma], None)
-    _insert(conn, "stores", landing.STORES.columns, STORES, None)
     sale = ["R9", "S1", "2025-03-01 15:00:00", "", "", "SKU3", "1", "13.50", "cash"]
-    _insert(conn, "store_purchases", landing.STORE_PURCHASES.columns, [RECEIPTS[0], sale], DAY)
-    _stage(conn, "products", landing.PRODUCTS.columns, None)
-    _stage(conn, "stores", landing.STORES.columns, None)
-    _stage(conn, "store_purchases", landing.STORE_PURCHASES.columns, [DAY])
+    conn = _receipts_staged(tmp_path, [RECEIPTS[0], sale], [*PRODUCTS, comma])
     result = conserved_result(conn, "store_purchases", [DAY])
     assert result.severity == dg.AssetCheckSeverity.WARN
     assert (
