@@ -196,8 +196,11 @@ def test_injected_erroneous_values_never_reach_staging(run) -> None:
             "unknown_sku",
             "rating_off_scale",
         ):
+            # An inquiry about a product the catalogue lacks is kept, without the product.
+            value = "sku" if d["source"] == "inquiries" and d["defect"] == "unknown_sku" else "*"
             kept = conn.execute(
-                f"SELECT count(*) FROM {staged[d['source']]} WHERE source_file = ? AND source_line = ?",
+                f"SELECT count({value}) FROM {staged[d['source']]} "
+                "WHERE source_file = ? AND source_line = ?",
                 [d["file"], int(d["line"])],
             ).fetchone()[0]
             assert kept == 0, d

@@ -167,6 +167,31 @@ def test_sales_of_a_product_whose_row_was_set_aside_say_why_it_was(tmp_path: Pat
     ) in result.description
 
 
+def test_an_inquiry_about_a_product_the_catalogue_lacks_is_kept_without_it(
+    tmp_path: Path,
+) -> None:
+    # It was set aside whole: a customer's complaint lost for a product code.
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    _insert(conn, "products", landing.PRODUCTS.columns, PRODUCTS, None)
+    _stage(conn, "products", landing.PRODUCTS.columns, None)
+    inquiry = dict.fromkeys(landing.INQUIRIES.columns, "")
+    asked = [
+        inquiry
+        | {"inquiry_id": i, "opened_at": "2025-03-01 09:00:00", "topic": "complaint"}
+        | {"sku": sku}
+        for i, sku in (("Q1", "SKU1"), ("Q2", "SKU404"))
+    ]
+    rows = [[row[c] for c in landing.INQUIRIES.columns] for row in asked]
+    _insert(conn, "inquiries", landing.INQUIRIES.columns, rows, DAY)
+    _stage(conn, "inquiries", landing.INQUIRIES.columns, [DAY])
+    assert conn.execute(
+        "SELECT inquiry_id, topic, sku FROM staging.inquiries ORDER BY 1"
+    ).fetchall() == [("Q1", "complaint", "SKU1"), ("Q2", "complaint", None)]
+    assert conn.execute(
+        "SELECT column_name, rows FROM quarantine.nulled_values WHERE source = 'inquiries'"
+    ).fetchall() == [("sku", 1)]
+
+
 def test_a_repeated_line_is_kept_once_and_recorded_as_merged(staged) -> None:
     kept = staged.execute(
         "SELECT receipt_id, source_line, quantity FROM staging.store_purchases ORDER BY 1"

@@ -196,6 +196,14 @@ def _text(column: str, required: bool = False, fold: str = "") -> Typed:
     return Typed(column, "VARCHAR", expr, required=required)
 
 
+def _listed(column: str, table: str, key: str) -> Typed:
+    """An optional reference: NULL, and counted, when the reference table does not list it (a
+    customer's inquiry about a product the catalogue lacks is still their inquiry)."""
+    value = f"upper({text(column)})"
+    listed = f"CASE WHEN {value} IN (SELECT {key} FROM staging.{table}) THEN {value} END"
+    return Typed(column, "VARCHAR", listed, nulls_invalid=column)
+
+
 def _id(column: str, required: bool = False) -> Typed:
     """An id of the shop's: upper-case, a whole number as that number (see id_text)."""
     return Typed(column, "VARCHAR", id_text(f"upper({text(column)})"), required=required)
@@ -453,7 +461,7 @@ INQUIRIES = Source(
         _choice(
             "topic", ("pre_sales", "complaint", "tech_support", "after_sales", "training", "other")
         ),
-        _text("sku", fold="upper"),
+        _listed("sku", "products", "sku"),
         _text("text"),
     ),
     key=("inquiry_id",),
@@ -464,7 +472,6 @@ INQUIRIES = Source(
             "t.first_response_at < t.opened_at OR t.closed_at < t.opened_at",
             "'answered or closed before it was opened at ' || t.opened_at",
         ),
-        _known("sku", "products", "sku"),
     ),
     normalised=CONTACT_NORMALISERS,
     lookups=("products",),
