@@ -437,7 +437,8 @@ def test_a_reference_file_no_row_of_which_loads_fails_and_leaves_the_table_as_it
     # What is wrong with the file, though the rejects are rolled back with the load.
     assert (
         "2 row(s): header_mismatch (reference/stores.csv: header lacks ['store_id', 'city', "
-        "'region'] (it has ['store_id;city;region']); fix the header"
+        "'region'] (it has ['store_id;city;region']); its values are separated by semicolons: "
+        "export it separated by commas; fix the header"
     ) in message
     assert _raw_rows(warehouse, "stores") == stores
     # Not a byte, not even the header: a failed export, refused too.
