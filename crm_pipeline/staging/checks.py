@@ -15,6 +15,7 @@ from crm_pipeline.contracts import (
     repeated_keys,
     validate_queries,
 )
+from crm_pipeline.failures import listed
 from crm_pipeline.raw.checks import LINEAGE
 from crm_pipeline.staging.build import MERGED_TABLE, REJECTS_TABLE, slice_sql
 from crm_pipeline.staging.rules import (
@@ -373,9 +374,7 @@ def version_result(conn: duckdb.DuckDBPyConnection, source: str) -> dg.AssetChec
             passed=True,
             description=f"Every day of staging.{source} was staged by this version.",
         )
-    named = ", ".join(days[:LISTED_DAYS]) + (
-        f" and {len(days) - LISTED_DAYS} more" if len(days) > LISTED_DAYS else ""
-    )
+    named = listed(days, LISTED_DAYS)
     return dg.AssetCheckResult(
         check_name=THIS_VERSION,
         passed=False,
