@@ -81,8 +81,9 @@ def _materialize(args: argparse.Namespace) -> int:
     problem = (
         config_problem(defs, setting_config(args.set or []))
         or (bound["warehouse"].published_problem() if args.publish else None)
-        or runs_not_ended()
+        # Held first: a run of the instance that starts after the check then waits for it.
         or held_for(args.held, bound["warehouse"].path, "materialize")
+        or runs_not_ended()
     )
     if problem:
         print(problem, file=sys.stderr)

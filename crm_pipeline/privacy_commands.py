@@ -82,8 +82,9 @@ def erase(args: argparse.Namespace) -> int:
         return 2
     if refused := (
         warehouse.published_problem()
-        or runs_not_ended()
+        # Held first: a run of the instance that starts after the check then waits for it.
         or held_for(args.held, warehouse.path, "erase")
+        or runs_not_ended()
     ):
         print(refused, file=sys.stderr)
         return 2
@@ -213,8 +214,9 @@ def rekey(args: argparse.Namespace) -> int:
         return 2
     if refused := (
         warehouse.published_problem()
-        or runs_not_ended()
+        # Held first: a run of the instance that starts after the check then waits for it.
         or held_for(args.held, warehouse.path, "rekey")
+        or runs_not_ended()
     ):
         print(refused, file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -37,6 +38,9 @@ STORAGE_VERSION = "v1.5.0"
 # What the published copy holds (CRM_PUBLISHED_CONTENT).
 PSEUDONYMOUS, WHOLE = "pseudonymous", "whole"
 
+
+# How often a step waiting for a command (WarehouseResource._command_ended) looks again.
+_COMMAND_POLL_SECONDS = 2.0
 
 # Bytes 8 to 11 of a DuckDB database file.
 DUCKDB_HEADER = b"DUCK"
@@ -100,6 +104,13 @@ class WarehouseResource(dg.ConfigurableResource):
         description="The file holding the secret customer keys are made with (made, readable "
         "by its owner only, by the first run): keep it out of the published copy's reach and "
         "back it up with the warehouse. Empty: customer_key.secret beside the warehouse.",
+    )
+    command_wait_minutes: float = Field(
+        default=180,
+        description="How long a run's step that writes waits for a crm-pipeline command "
+        "writing the warehouse outside the run queue (materialize, erase, rekey) to end before "
+        "it fails, having written nothing: a run launched from the UI, the schedule or the "
+        "sensor while such a command runs goes on after it.",
     )
 
     def phone_region_codes(self) -> tuple[str, ...]:
@@ -174,22 +185,45 @@ class WarehouseResource(dg.ConfigurableResource):
             raise ActionableError(problem)
         return self.published_path()
 
+    def _command_ended(self) -> None:
+        """Wait for a crm-pipeline command of another process writing the warehouse to end
+        (command_wait_minutes at most): a run's step (launched from the UI) between a
+        command's steps would mix the two, or read half of the command's work. The command refuses to start while a run of the
+        instance has not ended (run.runs_not_ended), so a waiting run is next."""
+        command = holder(self.path)
+        if not command:
+            return
+        log = dg.get_dagster_logger()
+        log.info(
+            f"The warehouse {self.path} is being written by a crm-pipeline command outside the "
+            f"run queue ({command}); this step waits for it to end (command_wait_minutes: "
+            f"{self.command_wait_minutes:g})."
+        )
+        started = time.monotonic()
+        deadline = started + self.command_wait_minutes * 60
+        while command and time.monotonic() < deadline:
+            time.sleep(max(0.0, min(_COMMAND_POLL_SECONDS, deadline - time.monotonic())))
+            command = holder(self.path)
+        if command:
+            raise WarehouseUnavailable(
+                f"The warehouse {self.path} is still being written by a crm-pipeline command "
+                f"outside the run queue ({command}) after {self.command_wait_minutes:g} "
+                "minutes (command_wait_minutes); this step wrote nothing. Launch the run again "
+                "once the command has ended."
+            )
+        log.info(f"The command ended after {time.monotonic() - started:.0f} s; the step goes on.")
+
     @contextmanager
     def connect(
         self, read_only: bool = False, memory_limit: str | None = None
     ) -> Iterator[duckdb.DuckDBPyConnection]:
         """Open the warehouse (with DuckDB's memory_limit unless told another). No lock
-        retries: a second writer is a scheduling bug to surface."""
+        retries: a second writer is a scheduling bug to surface. A crm-pipeline command of
+        another process writing it is waited for, to read as well as to write (DuckDB shuts
+        readers out while a writer has it open)."""
         if not read_only:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            # A run's step (launched from the UI) between a command's steps would mix the two.
-            command = holder(self.path)
-            if command:
-                raise WarehouseUnavailable(
-                    f"The warehouse {self.path} is being written by a crm-pipeline command "
-                    f"outside the run queue ({command}); this step wrote nothing. Launch the "
-                    "run again once the command has ended."
-                )
+        self._command_ended()
         config = {
             "memory_limit": memory_limit or self.memory_limit,
             "threads": self.threads,

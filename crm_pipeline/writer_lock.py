@@ -8,8 +8,9 @@ with flock, which the system releases when the process ends, however it ends: a 
 leaves no stale lock. Processes it forks (staging's normaliser pool) close their copy at once,
 so one left behind by a killed command does not hold it either. A run of a Dagster instance
 (launched from the UI) does not take it, its queue and pool order those, but each of its steps
-that writes refuses while a command holds it (WarehouseResource.connect), so it cannot write
-between a command's steps; a command waits for such runs itself (run.runs_not_ended).
+waits while a command holds it (WarehouseResource.connect), so it cannot write between a
+command's steps; a command refuses to start while such a run has not ended
+(run.runs_not_ended).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from datetime import date
 from pathlib import Path
 
@@ -165,10 +166,22 @@ def _zone(tiny_zone: Path, tmp_path: Path) -> Path:
     return zone
 
 
-def _load(zone: Path, warehouse: Path, table: str) -> dg.ExecuteInProcessResult:
+def _load(
+    zone: Path,
+    warehouse: Path,
+    table: str,
+    instance: dg.DagsterInstance | None = None,
+    **warehouse_settings,
+) -> dg.ExecuteInProcessResult:
     assets = [a for a in raw_assets if a.key.path[-1] == table]
+    resources = bind(zone, warehouse)
+    resources["warehouse"] = WarehouseResource(path=str(warehouse), **warehouse_settings)
     return dg.materialize(
-        assets, resources=bind(zone, warehouse), tags=range_tags(DAY1, DAY2), raise_on_error=False
+        assets,
+        resources=resources,
+        tags=range_tags(DAY1, DAY2),
+        raise_on_error=False,
+        instance=instance,
     )
 
 
@@ -819,16 +832,38 @@ def test_a_second_command_refuses_while_one_writes_the_warehouse_and_a_killed_on
         _kill(holder)
         os.kill(child, signal.SIGKILL)
     # A run launched from the UI meanwhile writes nothing between the command's steps (when
-    # DuckDB's own lock is free), and is told by whom.
+    # DuckDB's own lock is free): it waits for the command to end, saying whose, then goes on.
+    zone = warehouse.parent / "zone"
+    holder, child = _held(warehouse, "between its steps")
+    ending = threading.Timer(3, _kill, [holder])
+    instance = dg.DagsterInstance.ephemeral()
+    try:
+        ending.start()
+        ran = _load(zone, warehouse, "stores", instance=instance)
+    finally:
+        ending.cancel()
+        _kill(holder)
+    assert ran.success
+    said = [e.user_message for e in instance.all_logs(ran.run_id) if not e.is_dagster_event]
+    assert any(
+        f"crm-pipeline command outside the run queue (pid {holder.pid}, since " in m
+        and "this step waits for it to end" in m
+        for m in said
+    ), said
+    assert any(m.startswith("The command ended after ") for m in said), said
+    waited = _count(warehouse, "SELECT max(loaded_at) FROM raw.deliveries")
+    assert waited > loaded
+    # Past command_wait_minutes, the step fails having written nothing, naming the command.
     holder, child = _held(warehouse, "between its steps")
     try:
-        ran = _load(warehouse.parent / "zone", warehouse, "stores")
+        ran = _load(zone, warehouse, "stores", command_wait_minutes=0.05)
         [failed] = failure_messages(ran)
         assert f"crm-pipeline command outside the run queue (pid {holder.pid}, since " in failed
-        assert "this step wrote nothing" in failed
+        assert "after 0.05 minutes (command_wait_minutes); this step wrote nothing" in failed
     finally:
         _kill(holder)
-    assert _count(warehouse, "SELECT max(loaded_at) FROM raw.deliveries") == loaded
+    assert _count(warehouse, "SELECT max(loaded_at) FROM raw.deliveries") == waited
+    loaded = waited
     # Held by another program, every step fails on it, and says why once.
     other, other_child = _held(warehouse, "other")
     try:
