@@ -3,6 +3,7 @@ while one parse serves every way a number is typed."""
 
 from __future__ import annotations
 
+import os
 import random
 
 import duckdb
@@ -120,6 +121,15 @@ def test_many_values_are_normalised_on_every_core_in_their_order() -> None:
     assert lookups.normalise_all(phone_e164, values, fork_seconds=0) == expected
     assert lookups.normalise_all(phone_e164, values[:100], fork_seconds=0) == expected[:100]
     assert lookups.normalise_all(phone_e164, values) == expected
+    # Not only here: the values past the first few are read in worker processes.
+    ran_in = lookups.normalise_all(_process_of, values, fork_seconds=0)
+    here = str(os.getpid())
+    assert ran_in[0] == here and set(ran_in) - {here}
+    assert ran_in[-1] != here
+
+
+def _process_of(_: str) -> str:
+    return str(os.getpid())
 
 
 def test_a_chinese_mobile_typed_nationally_shares_the_parse_of_its_international_spelling(

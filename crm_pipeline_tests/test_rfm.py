@@ -8,11 +8,32 @@ import pytest
 
 from crm_pipeline.analytics.rfm import SEGMENT_MAP, SEGMENTS, quintile, rfm_scores, segment
 
+# The usual RFM grid, recency 5 (top row) to 1, frequency 1 (left) to 5.
+GRID = """
+New        Potential  Potential  Champions  Champions
+Promising  Potential  Potential  Loyal      Loyal
+Sleep      Sleep      Attention  Loyal      Loyal
+Hibernate  Hibernate  Risk       Risk       CantLose
+Hibernate  Hibernate  Risk       Risk       CantLose
+"""
+SHORT = {
+    "Potential": "Potential Loyalists",
+    "Sleep": "About to Sleep",
+    "Attention": "Need Attention",
+    "Hibernate": "Hibernating",
+    "Risk": "At Risk",
+    "CantLose": "Can't Lose",
+}
+
 
 def test_the_segment_map_covers_every_score_pair_with_the_ten_segments() -> None:
-    assert len(SEGMENT_MAP) == 25
-    assert set(SEGMENT_MAP.values()) == set(SEGMENTS)
-    assert len(SEGMENTS) == 10
+    expected = {
+        (5 - row, f + 1): SHORT.get(name, name)
+        for row, line in enumerate(GRID.strip().splitlines())
+        for f, name in enumerate(line.split())
+    }
+    assert SEGMENT_MAP == expected
+    assert set(SEGMENT_MAP.values()) == set(SEGMENTS) and len(SEGMENTS) == 10
 
 
 @pytest.mark.parametrize(
@@ -32,7 +53,7 @@ def test_the_segment_map_covers_every_score_pair_with_the_ten_segments() -> None
         (1, 1, "Hibernating"),
     ],
 )
-def test_segment_of_a_score_pair(r: int, f: int, name: str) -> None:
+def test_a_score_pair_falls_in_its_named_segment(r: int, f: int, name: str) -> None:
     assert segment(r, f) == name
 
 

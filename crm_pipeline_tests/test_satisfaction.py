@@ -30,7 +30,7 @@ def test_nps_is_promoters_minus_detractors() -> None:
     assert nps(pd.Series([10, 10, 3])) == pytest.approx(100 / 3)
 
 
-def test_complaint_rate() -> None:
+def test_the_complaint_rate_is_the_percentage_of_inquiries_that_are_complaints() -> None:
     assert complaint_rate(pd.Series(["complaint", "pre_sales", "other", "complaint"])) == 50.0
 
 
@@ -95,7 +95,9 @@ def test_customer_measures_are_their_own_answers_and_contacts() -> None:
         (0, "detractor"),
     ],
 )
-def test_nps_groups(score: int, group: str) -> None:
+def test_nine_and_ten_promote_seven_and_eight_are_passive_six_and_under_detract(
+    score: int, group: str
+) -> None:
     assert nps_group(score) == group
 
 
