@@ -209,6 +209,7 @@ def _materialize(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
+    from crm_pipeline.dictionary import holds_delivered_records, stored_types
     from crm_pipeline.resources import resources_from_env
     from crm_pipeline.run import warehouse_summary
 
@@ -224,12 +225,18 @@ def _summary(args: argparse.Namespace) -> int:
     width = max(len(name) for name, _ in rows)
     for name, count in rows:
         print(f"  {name:<{width}}  {count:>12,}")
+    # What the copy holds, read from it: one published whole (by the setting, or by a version
+    # from before the pseudonymous copy) holds personal data until the next publish.
+    whole = published.exists() and holds_delivered_records(stored_types(str(published)))
     content = (
-        "the whole warehouse"
-        if warehouse.publishes_whole()
+        "the whole warehouse, personal data included"
+        if whole
         else "no personal data: personal columns empty, the delivered records and the "
         "identity crosswalk left out"
     )
+    if published.exists() and whole != warehouse.publishes_whole():
+        setting = "whole" if warehouse.publishes_whole() else "pseudonymous"
+        content += f"; the next run publishes it {setting}, as CRM_PUBLISHED_CONTENT says"
     print(
         f"\nQuery the published copy (read-only; swapped in after each good run; {content}): "
         f"{readable}\n"

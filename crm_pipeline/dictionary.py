@@ -140,6 +140,13 @@ def stored_types(warehouse: str) -> dict[str, dict[str, str]]:
     return stored
 
 
+def holds_delivered_records(stored: dict[str, dict[str, str]]) -> bool:
+    """Whether a file's tables (stored_types) include those the pseudonymous copy leaves out:
+    the warehouse itself, or a copy published whole (CRM_PUBLISHED_CONTENT=whole, or by a
+    version from before the pseudonymous copy)."""
+    return any(table in UNPUBLISHED_TABLES for table in stored)
+
+
 def data_dictionary(warehouse: str | None = None) -> str:
     """Markdown: one section per table (grain first), one row per column. With a warehouse
     file, a column's type is the one stored there (the core and mart tables' types come from
@@ -156,6 +163,15 @@ def data_dictionary(warehouse: str | None = None) -> str:
         f"Columns tagged personal are personal data. Types as {source}.",
         "",
     ]
+    if holds_delivered_records(stored):
+        whole = (
+            f"{warehouse} holds the delivered records and personal values: it is the "
+            "warehouse, or a copy published whole (CRM_PUBLISHED_CONTENT=whole, or by a version "
+            "from before the pseudonymous copy: the next publish with the default setting "
+            "writes it pseudonymous). The notes on the published copy below describe the "
+            "pseudonymous one."
+        )
+        lines += [whole, ""]
     for table, (model, types) in TABLES.items():
         contract = model.to_schema().columns
         lines += [f"## {table}", "", grain(model), "", published_note(table), ""]

@@ -30,6 +30,7 @@ from crm_pipeline.mining.settings import MiningSettings
 from crm_pipeline.reporting import personal_columns
 from crm_pipeline.resources import LandingZoneResource, WarehouseResource
 from crm_pipeline.run import landing_days, materialize_all
+from crm_pipeline.staging.assets import staging_assets
 from crm_pipeline_tests.conftest import tables_quoting
 
 # Source names in the generator's summary -> raw tables.
@@ -582,11 +583,24 @@ def test_a_clv_fit_scores_the_days_after_it_until_refit_days_and_never_a_day_bef
     _analytics_as_of(warehouse, day - timedelta(days=1), refit_days=3)
     _analytics_as_of(warehouse, day + timedelta(days=4), refit_days=3)
     assert fitted_as_of() == [day, day - timedelta(days=1), day + timedelta(days=4)]
+    # A day of purchases up to a fit's day staged again since (re-delivered, or run again
+    # after an upgrade) changes the history it was fitted on: it serves no more.
+    _analytics_as_of(warehouse, day + timedelta(days=5), refit_days=3)
+    assert fitted_as_of()[-1] == day + timedelta(days=4)  # served
+    [store] = [a for a in staging_assets if a.key.path == ["staging", "store_purchases"]]
+    restaged = (day - timedelta(days=2)).isoformat()
+    assert dg.materialize(
+        [store],
+        resources={"warehouse": WarehouseResource(path=str(warehouse))},
+        partition_key=restaged,
+    ).success
+    _analytics_as_of(warehouse, day + timedelta(days=5), refit_days=3)
+    assert fitted_as_of()[-1] == day + timedelta(days=5)
     # A fit made by other code (the version before an upgrade) serves no later day.
     with duckdb.connect(str(warehouse)) as writer:
         writer.execute("UPDATE analytics.model_runs SET code = 'an earlier version'")
-    _analytics_as_of(warehouse, day + timedelta(days=5), refit_days=3)
-    assert fitted_as_of()[-1] == day + timedelta(days=5)
+    _analytics_as_of(warehouse, day + timedelta(days=6), refit_days=3)
+    assert fitted_as_of()[-1] == day + timedelta(days=6)
     # Scored with the fit of its own day again, a day's table is the one its fit gave.
     assert (
         _analytics_as_of(warehouse, day, refit_days=3)["scored_customers"]

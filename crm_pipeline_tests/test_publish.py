@@ -14,6 +14,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from crm_pipeline.cli import main
 from crm_pipeline.failures import ActionableError, damaged_file
 from crm_pipeline.publish import publish, published_asset, stored_version
 from crm_pipeline.resources import WarehouseResource, WarehouseUnavailable
@@ -273,3 +274,36 @@ def test_a_damaged_warehouse_file_is_said_to_be_damaged_with_what_to_do(tmp_path
     with duckdb.connect(str(path)) as conn, pytest.raises(duckdb.Error) as read:
         conn.execute("SELECT count(DISTINCT s) FROM t").fetchall()
     assert damaged_file(read.value) and "Corrupt database file" in str(read.value)
+
+
+def test_the_summary_and_dictionary_say_what_the_published_copy_holds_as_read_from_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # A copy published whole (by the setting, or by a version from before the pseudonymous
+    # copy) holds personal data until the next publish, whatever the setting says now.
+    path = tmp_path / "warehouse.duckdb"
+    warehouse = WarehouseResource(path=str(path))
+    with warehouse.connect() as conn:
+        conn.execute("CREATE SCHEMA raw")
+        conn.execute("CREATE TABLE raw.online_accounts AS SELECT 'ann@example.com' AS email")
+    monkeypatch.setenv("CRM_WAREHOUSE", str(path))
+    monkeypatch.delenv("CRM_PUBLISHED_CONTENT", raising=False)
+
+    def said(command: str) -> str:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_code:
+            main([command])
+        assert exit_code.value.code == 0
+        return " ".join(capsys.readouterr().out.split())
+
+    publish(warehouse.model_copy(update={"published_content": "whole"}))
+    assert (
+        "(read-only; swapped in after each good run; the whole warehouse, personal data "
+        "included; the next run publishes it pseudonymous, as CRM_PUBLISHED_CONTENT says)"
+    ) in said("summary")
+    assert f"{warehouse.published_path()} holds the delivered records and personal values" in (
+        said("dictionary")
+    )
+    publish(warehouse)
+    assert "(read-only; swapped in after each good run; no personal data: " in said("summary")
+    assert "holds the delivered records" not in said("dictionary")

@@ -29,7 +29,9 @@ from crm_pipeline.analytics.schemas import ANALYTICS_MODELS
 from crm_pipeline.analytics.scoring import ClvFits, ModelRun, holdout_run, score_customers
 from crm_pipeline.core.model import inquiries_as_of
 from crm_pipeline.marts import Built, Mart, Settings, mart_assets, write_frame
+from crm_pipeline.raw.tables import table_exists
 from crm_pipeline.report import chart_metadata
+from crm_pipeline.staging.staged_with import STAGED_WITH_TABLE
 
 UNTIL = "< CAST($end AS DATE) + INTERVAL 1 DAY"
 MODEL_RUNS_DDL = """
@@ -116,19 +118,33 @@ def serving_run(
     """The latest fitted run of `model` in analytics.model_runs that may serve the day, as
     (run_at, as_of): as of the day or up to `refit_days` before it (never after: no later data
     may reach a result), on history from the same first day, by this code (and with these
-    parameters, when given). None when there is none, or refit_days is 0."""
+    parameters, when given), and on that history as it stands: no day of purchases up to its
+    as-of day staged again since (a re-delivered day, or every day run again after an
+    upgrade). None when there is none, or refit_days is 0."""
     if not refit_days or first_day is None:
         return None
     _model_runs_table(conn)
+    # Days staged again after the fit (staging.staged_with: one row per source and day).
+    restaged = (
+        f"""
+          AND NOT EXISTS (
+              SELECT 1 FROM {STAGED_WITH_TABLE} AS w
+              WHERE w.source IN ('online_orders', 'online_order_items', 'store_purchases')
+                AND w.partition_date <= CAST(r.as_of AS DATE)
+                AND w.loaded_at > r.run_at
+          )"""
+        if table_exists(conn, STAGED_WITH_TABLE)
+        else ""
+    )
     found = conn.execute(
-        """
+        f"""
         SELECT run_at, CAST(as_of AS DATE)
-        FROM analytics.model_runs
+        FROM analytics.model_runs AS r
         WHERE model = $model AND status = 'fitted'
           AND CAST(as_of AS DATE) BETWEEN CAST($day AS DATE) - $days AND CAST($day AS DATE)
           AND CAST(data_from AS DATE) = CAST($first AS DATE)
           AND code = $code
-          AND ($parameters IS NULL OR parameters = $parameters)
+          AND ($parameters IS NULL OR parameters = $parameters){restaged}
         ORDER BY as_of DESC, run_at DESC
         LIMIT 1
         """,
