@@ -84,7 +84,7 @@ def erase(args: argparse.Namespace) -> int:
         warehouse.published_problem()
         # Held first: a run of the instance that starts after the check then waits for it.
         or held_for(args.held, warehouse.path, "erase")
-        or runs_not_ended()
+        or runs_not_ended("erase")
     ):
         print(refused, file=sys.stderr)
         return 2
@@ -216,7 +216,7 @@ def rekey(args: argparse.Namespace) -> int:
         warehouse.published_problem()
         # Held first: a run of the instance that starts after the check then waits for it.
         or held_for(args.held, warehouse.path, "rekey")
-        or runs_not_ended()
+        or runs_not_ended("rekey")
     ):
         print(refused, file=sys.stderr)
         return 2

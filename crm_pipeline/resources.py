@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -22,7 +23,7 @@ from crm_pipeline.mining.settings import MiningSettings
 from crm_pipeline.raw.tables import quote_literal
 from crm_pipeline.staging.phones import DEFAULT_PHONE_REGIONS
 from crm_pipeline.webhook import AlertWebhook
-from crm_pipeline.writer_lock import holder
+from crm_pipeline.writer_lock import held_since, holder
 
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
 DEFAULT_LANDING_DIR = "data/landing"
@@ -39,7 +40,7 @@ STORAGE_VERSION = "v1.5.0"
 PSEUDONYMOUS, WHOLE = "pseudonymous", "whole"
 
 
-# How often a step waiting for a command (WarehouseResource._command_ended) looks again.
+# How often a step waiting for a command (WarehouseResource.wait_for_command) looks again.
 _COMMAND_POLL_SECONDS = 2.0
 
 # Bytes 8 to 11 of a DuckDB database file.
@@ -107,10 +108,11 @@ class WarehouseResource(dg.ConfigurableResource):
     )
     command_wait_minutes: float = Field(
         default=180,
-        description="How long a run's step that writes waits for a crm-pipeline command "
-        "writing the warehouse outside the run queue (materialize, erase, rekey) to end before "
-        "it fails, having written nothing: a run launched from the UI, the schedule or the "
-        "sensor while such a command runs goes on after it.",
+        description="How long a crm-pipeline command writing the warehouse outside the run "
+        "queue (materialize, erase, rekey) may hold it, from its start, while a run's steps wait "
+        "for it to end: a run launched from the UI, the schedule or the sensor meanwhile goes "
+        "on after it; past this, the command is taken as stuck and the run fails, having "
+        "written nothing.",
     )
 
     def phone_region_codes(self) -> tuple[str, ...]:
@@ -185,33 +187,44 @@ class WarehouseResource(dg.ConfigurableResource):
             raise ActionableError(problem)
         return self.published_path()
 
-    def _command_ended(self) -> None:
-        """Wait for a crm-pipeline command of another process writing the warehouse to end
-        (command_wait_minutes at most): a run's step (launched from the UI) between a
-        command's steps would mix the two, or read half of the command's work. The command refuses to start while a run of the
-        instance has not ended (run.runs_not_ended), so a waiting run is next."""
+    def wait_for_command(self) -> None:
+        """Wait for a crm-pipeline command of another process writing the warehouse to end: a
+        run's step (launched from the UI) between a command's steps would mix the two, or read
+        half of the command's work. The command refuses to start while a run of the instance
+        has not ended (run.runs_not_ended), so a waiting run is next. A command that has held
+        the warehouse for command_wait_minutes is taken as stuck: every step of the run fails
+        then, having written nothing (the limit runs from the command's start, so the steps
+        of a run share it)."""
         command = holder(self.path)
         if not command:
             return
         log = dg.get_dagster_logger()
-        log.info(
-            f"The warehouse {self.path} is being written by a crm-pipeline command outside the "
-            f"run queue ({command}); this step waits for it to end (command_wait_minutes: "
-            f"{self.command_wait_minutes:g})."
-        )
         started = time.monotonic()
-        deadline = started + self.command_wait_minutes * 60
-        while command and time.monotonic() < deadline:
-            time.sleep(max(0.0, min(_COMMAND_POLL_SECONDS, deadline - time.monotonic())))
+        since = held_since(self.path) or datetime.now(UTC)
+        until = since + timedelta(minutes=self.command_wait_minutes)
+        if datetime.now(UTC) < until:
+            log.info(
+                f"The warehouse {self.path} is being written by a crm-pipeline command outside "
+                f"the run queue ({command}); this step waits for it to end, until "
+                f"{until:%Y-%m-%d %H:%M:%S} UTC at the latest (command_wait_minutes: "
+                f"{self.command_wait_minutes:g} from the command's start)."
+            )
+        while command and datetime.now(UTC) < until:
+            left = (until - datetime.now(UTC)).total_seconds()
+            time.sleep(max(0.0, min(_COMMAND_POLL_SECONDS, left)))
             command = holder(self.path)
         if command:
             raise WarehouseUnavailable(
                 f"The warehouse {self.path} is still being written by a crm-pipeline command "
-                f"outside the run queue ({command}) after {self.command_wait_minutes:g} "
-                "minutes (command_wait_minutes); this step wrote nothing. Launch the run again "
-                "once the command has ended."
+                f"outside the run queue ({command}), more than {self.command_wait_minutes:g} "
+                "minutes after it started (command_wait_minutes); this step wrote nothing. "
+                "If the command is stuck, stop it; launch the run again once it has ended."
             )
-        log.info(f"The command ended after {time.monotonic() - started:.0f} s; the step goes on.")
+        if time.monotonic() - started > _COMMAND_POLL_SECONDS / 2:
+            log.info(
+                f"The command ended after {time.monotonic() - started:.0f} s of waiting; the "
+                "step goes on."
+            )
 
     @contextmanager
     def connect(
@@ -223,7 +236,7 @@ class WarehouseResource(dg.ConfigurableResource):
         readers out while a writer has it open)."""
         if not read_only:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._command_ended()
+        self.wait_for_command()
         config = {
             "memory_limit": memory_limit or self.memory_limit,
             "threads": self.threads,

@@ -111,6 +111,8 @@ def prepare_instance(home: Path) -> dg.DagsterInstance:
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
+# Backfills still launching runs (requested; being cancelled or failing: their runs ending).
+BACKFILLS_IN_FLIGHT = ("REQUESTED", "CANCELING", "FAILING")
 # Runs that have not ended (queued, starting, started, being cancelled).
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
@@ -124,11 +126,12 @@ IN_FLIGHT = [
 DEFAULT_DAGSTER_HOME = "data/dagster_home"
 
 
-def runs_not_ended() -> str | None:
-    """Why a command that writes the warehouse outside the run queue (materialize, erase,
-    rekey) must wait: the runs of the Dagster instance in DAGSTER_HOME (a deployment's, or
-    `make ui`'s) that have not ended, which would fail on its lock or publish half of theirs.
-    None when there are none, or no instance there."""
+def runs_not_ended(command: str = "materialize") -> str | None:
+    """Why `crm-pipeline <command>`, which writes the warehouse outside the run queue
+    (materialize, erase, rekey), must wait: the runs of the Dagster instance in DAGSTER_HOME (a
+    deployment's, or `make ui`'s) that have not ended, and its backfills still launching runs
+    (between two of a backfill's runs none is under way), which would fail on its lock or
+    publish half of theirs. None when there are none, or no instance there."""
     home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME)
     if not (home / "dagster.yaml").is_file():
         return None
@@ -148,19 +151,39 @@ def runs_not_ended() -> str | None:
         )
     try:
         runs = instance.get_runs(dg.RunsFilter(statuses=IN_FLIGHT), limit=5)
+        backfills = [
+            b for b in instance.get_backfills(limit=50) if b.status.value in BACKFILLS_IN_FLIGHT
+        ][:5]
     finally:
         instance.dispose()
-    if not runs:
+    if not runs and not backfills:
         return None
-    listed = ", ".join(f"{r.run_id} ({r.job_name}, {r.status.value.lower()})" for r in runs)
+    listed = ", ".join(
+        [f"{r.run_id} ({r.job_name}, {r.status.value.lower()})" for r in runs]
+        + [f"backfill {b.backfill_id} ({b.status.value.lower()})" for b in backfills]
+    )
+    if command == "materialize":
+        instead = (
+            "wait until they end, or launch the work in the UI, where the queue orders it "
+            "(Materialize for assets, a backfill of daily_refresh for days)"
+        )
+    else:
+        instead = (
+            "wait until they end (switch the schedule and sensor off in the UI meanwhile, so "
+            f"that no new run starts), then run `crm-pipeline {command}` again"
+        )
     return (
         f"Runs of the Dagster instance in {home} have not ended: {listed}. This command writes "
         "the warehouse outside their queue, so one would fail on the other's lock, or publish "
-        "half a run: wait until they end, or launch the work in the UI, where the queue orders "
-        "it (Materialize for assets, a backfill of daily_refresh for days). A run whose process "
-        "died (a killed `crm-pipeline materialize --record`) stays started until it is "
-        f"terminated in the UI (Runs), or deleted: DAGSTER_HOME={home} .venv/bin/dagster run "
-        "delete RUN_ID."
+        f"half a run: {instead}. A run whose process died (a killed `crm-pipeline materialize "
+        "--record`) stays started until it is terminated in the UI (Runs), or deleted: "
+        f"DAGSTER_HOME={home} .venv/bin/dagster run delete RUN_ID."
+        + (
+            " A backfill stays requested while no daemon runs it, until it is cancelled in the "
+            "UI (Overview, Backfills)."
+            if backfills
+            else ""
+        )
     )
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from crm_pipeline.failures import ActionableError
 
+# How the lock file's line writes since when its command has held it.
+_SINCE = "%Y-%m-%d %H:%M:%S UTC"
 # The descriptor of the lock this process holds, if any: a forked child closes its copy.
 _held: list[int] = []
 
@@ -97,7 +99,7 @@ def sole_writer(warehouse: str, command: str) -> Iterator[None]:
         _held.append(fd)
         if writable:
             os.ftruncate(fd, 0)
-            since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            since = datetime.now(UTC).strftime(_SINCE)
             os.write(fd, f"{os.getpid()}\t{since}\tcrm-pipeline {command}\n".encode())
         yield
     finally:
@@ -138,6 +140,16 @@ def holder(warehouse: str) -> str | None:
         if theirs and fields[1] == "FLOCK" and fields[5] == where:
             return _held_by(path) or f"its lock file {path} is held"
     return None
+
+
+def held_since(warehouse: str) -> datetime | None:
+    """Since when the command holding the warehouse's lock file has held it (UTC, as its line
+    says), or None when no line says."""
+    try:
+        since = lock_path(warehouse).read_text().splitlines()[0].split("\t", 2)[1]
+        return datetime.strptime(since, _SINCE).replace(tzinfo=UTC)
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _held_by(path: Path) -> str | None:

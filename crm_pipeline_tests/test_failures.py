@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import date
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pandas as pd
 import pandera.pandas as pa
 import pytest
 import sqlalchemy as sa
+from dagster._core.execution.backfill import PartitionBackfill
 from dagster_shared.serdes import serialize_value
 from pandera.typing import Series
 
@@ -171,9 +173,10 @@ def _load(
     warehouse: Path,
     table: str,
     instance: dg.DagsterInstance | None = None,
+    also: str | None = None,
     **warehouse_settings,
 ) -> dg.ExecuteInProcessResult:
-    assets = [a for a in raw_assets if a.key.path[-1] == table]
+    assets = [a for a in raw_assets if a.key.path[-1] in (table, also)]
     resources = bind(zone, warehouse)
     resources["warehouse"] = WarehouseResource(path=str(warehouse), **warehouse_settings)
     return dg.materialize(
@@ -768,9 +771,34 @@ def test_commands_that_write_the_warehouse_wait_for_the_runs_of_the_instance(
         defs.resolve_job_def("daily_refresh"), status=dg.DagsterRunStatus.STARTED
     )
     instance.dispose()
-    for said in _writers_refused(capsys):
+    materialize, erase, rekey = _writers_refused(capsys)
+    for said in (materialize, erase, rekey):
         assert f"have not ended: {run.run_id} (daily_refresh, started)" in said
-        assert "launch the work in the UI" in said
+    assert "launch the work in the UI" in materialize
+    for said, command in ((erase, "erase"), (rekey, "rekey")):
+        assert "switch the schedule and sensor off in the UI meanwhile" in said
+        assert f"then run `crm-pipeline {command}` again" in said
+    # Between two runs of a backfill none is under way: the backfill, still launching, is.
+    instance = prepare_instance(home)
+    instance.delete_run(run.run_id)
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id="bfill123",
+        asset_graph=defs.resolve_asset_graph(),
+        partition_names=[DAY1, DAY2],
+        asset_selection=[dg.AssetKey(["raw", "store_purchases"])],
+        backfill_timestamp=time.time(),
+        tags={},
+        dynamic_partitions_store=instance,
+        all_partitions=False,
+        title=None,
+        description=None,
+        run_config=None,
+    )
+    instance.add_backfill(backfill)
+    instance.dispose()
+    for said in _writers_refused(capsys):
+        assert "have not ended: backfill bfill123 (requested)" in said
+        assert "until it is cancelled in the UI (Overview, Backfills)" in said
     # A deployment's instance this shell cannot read (its database URL not set here): no
     # telling whether a run is under way, so no run either.
     shutil.copy(Path(landing.__file__).with_name("dagster_production.yaml"), home / "dagster.yaml")
@@ -853,15 +881,24 @@ def test_a_second_command_refuses_while_one_writes_the_warehouse_and_a_killed_on
     assert any(m.startswith("The command ended after ") for m in said), said
     waited = _count(warehouse, "SELECT max(loaded_at) FROM raw.deliveries")
     assert waited > loaded
-    # Past command_wait_minutes, the step fails having written nothing, naming the command.
+    # A command holding it command_wait_minutes after its start is taken as stuck: each step
+    # fails, having written nothing, naming the command; the first waits out the limit, and
+    # the next, sharing it, does not wait again.
     holder, child = _held(warehouse, "between its steps")
+    instance = dg.DagsterInstance.ephemeral()
     try:
-        ran = _load(zone, warehouse, "stores", command_wait_minutes=0.05)
-        [failed] = failure_messages(ran)
-        assert f"crm-pipeline command outside the run queue (pid {holder.pid}, since " in failed
-        assert "after 0.05 minutes (command_wait_minutes); this step wrote nothing" in failed
+        ran = _load(zone, warehouse, "stores", instance, command_wait_minutes=0.05, also="products")
+        failed = failure_messages(ran)
     finally:
         _kill(holder)
+    assert len(failed) == 2
+    for message in failed:
+        assert f"crm-pipeline command outside the run queue (pid {holder.pid}, since " in message
+        assert "more than 0.05 minutes after it started (command_wait_minutes); this step " in (
+            message
+        )
+    said = [e.user_message for e in instance.all_logs(ran.run_id) if not e.is_dagster_event]
+    assert sum("this step waits for it to end" in m for m in said) == 1, said
     assert _count(warehouse, "SELECT max(loaded_at) FROM raw.deliveries") == waited
     loaded = waited
     # Held by another program, every step fails on it, and says why once.

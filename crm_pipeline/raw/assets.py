@@ -135,6 +135,8 @@ def _load_files(
     days: list[str] | None,
 ) -> dg.MaterializeResult:
     """Replace the slice of raw.<source> for `days` (or the whole table) with its files."""
+    # Files are listed and read once no command writes the warehouse: what they held then.
+    warehouse.wait_for_command()
     paths = [
         (path, path.relative_to(root).as_posix(), day)
         for day in (days or [None])
@@ -330,6 +332,7 @@ def shop_asset(table: landing.ShopTable, partitioned: bool) -> dg.AssetsDefiniti
         landing_zone: LandingZoneResource,
     ) -> dg.MaterializeResult:
         url = landing_zone.database_url
+        warehouse.wait_for_command()
         loaded_at = _now()
         reading = f"the online shop database {safe_url(url)}, table '{table.name}'"
         advice = (
