@@ -20,7 +20,7 @@ import pandas as pd
 import pandera.pandas as pa
 import pytest
 import sqlalchemy as sa
-from dagster._core.execution.backfill import PartitionBackfill
+from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 from dagster_shared.serdes import serialize_value
 from pandera.typing import Series
 
@@ -781,18 +781,9 @@ def test_commands_that_write_the_warehouse_wait_for_the_runs_of_the_instance(
     # Between two runs of a backfill none is under way: the backfill, still launching, is.
     instance = prepare_instance(home)
     instance.delete_run(run.run_id)
-    backfill = PartitionBackfill.from_asset_partitions(
-        backfill_id="bfill123",
-        asset_graph=defs.resolve_asset_graph(),
-        partition_names=[DAY1, DAY2],
-        asset_selection=[dg.AssetKey(["raw", "store_purchases"])],
-        backfill_timestamp=time.time(),
-        tags={},
-        dynamic_partitions_store=instance,
-        all_partitions=False,
-        title=None,
-        description=None,
-        run_config=None,
+    # As the UI's launch of a backfill records it, before its daemon has launched a run.
+    backfill = PartitionBackfill(
+        "bfill123", BulkActionStatus.REQUESTED, False, {}, time.time(), partition_names=[DAY1]
     )
     instance.add_backfill(backfill)
     instance.dispose()
