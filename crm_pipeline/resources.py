@@ -51,6 +51,19 @@ class WarehouseUnavailable(ActionableError):
     """The warehouse file cannot be opened: another process holds it, or its path is wrong."""
 
 
+# The run tag that shows in the UI's run list while a run waits for a command, and after.
+WAITING_TAG = "crm/waiting_for_command"
+
+
+def _tag_run(value: str) -> None:
+    """Tag the run of the step under way (if any) with what it waits for, or waited."""
+    try:
+        context = dg.AssetExecutionContext.get()
+    except dg.DagsterInvariantViolationError:  # not in a step: nobody to show it to
+        return
+    context.instance.add_run_tags(context.run.run_id, {WAITING_TAG: value})
+
+
 class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB warehouse file. One writing process at a time: writers run in the pool."""
 
@@ -203,6 +216,7 @@ class WarehouseResource(dg.ConfigurableResource):
         since = held_since(self.path) or datetime.now(UTC)
         until = since + timedelta(minutes=self.command_wait_minutes)
         if datetime.now(UTC) < until:
+            _tag_run(command[:200])
             log.info(
                 f"The warehouse {self.path} is being written by a crm-pipeline command outside "
                 f"the run queue ({command}); this step waits for it to end, until "
@@ -221,6 +235,7 @@ class WarehouseResource(dg.ConfigurableResource):
                 "If the command is stuck, stop it; launch the run again once it has ended."
             )
         if time.monotonic() - started > _COMMAND_POLL_SECONDS / 2:
+            _tag_run(f"ended after {time.monotonic() - started:.0f} s")
             log.info(
                 f"The command ended after {time.monotonic() - started:.0f} s of waiting; the "
                 "step goes on."

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,7 +33,7 @@ from crm_pipeline.definitions import defs
 from crm_pipeline.failures import _without_password, explained, safe_url
 from crm_pipeline.raw.assets import raw_assets
 from crm_pipeline.reporting import masked, preview
-from crm_pipeline.resources import WarehouseResource, WarehouseUnavailable
+from crm_pipeline.resources import WAITING_TAG, WarehouseResource, WarehouseUnavailable
 from crm_pipeline.run import failure_messages, prepare_instance, range_tags, setting_config
 from crm_pipeline_tests.conftest import bind
 from crm_pipeline_tests.landing_builder import DAY1, DAY2
@@ -870,6 +871,9 @@ def test_a_second_command_refuses_while_one_writes_the_warehouse_and_a_killed_on
         for m in said
     ), said
     assert any(m.startswith("The command ended after ") for m in said), said
+    # The UI's run list shows it too, as a tag of the run.
+    tag = instance.get_run_by_id(ran.run_id).tags[WAITING_TAG]
+    assert re.fullmatch(r"ended after \d+ s", tag), tag
     waited = _count(warehouse, "SELECT max(loaded_at) FROM raw.deliveries")
     assert waited > loaded
     # A command holding it command_wait_minutes after its start is taken as stuck: each step
