@@ -48,7 +48,7 @@ def _materialize(args: argparse.Namespace) -> int:
         from crm_pipeline.partitions import FIRST_DAY
         from crm_pipeline.publish import KEY as PUBLISHED
         from crm_pipeline.raw.shop import ShopSchemaError
-        from crm_pipeline.resources import resources_from_env
+        from crm_pipeline.resources import COMMAND_PID_TAG, resources_from_env
         from crm_pipeline.run import (
             DEFAULT_DAGSTER_HOME,
             any_partitioned,
@@ -167,7 +167,10 @@ def _materialize(args: argparse.Namespace) -> int:
         else f"Materializing {what} (no partitioned asset among them)"
     )
     try:
-        result = materialize_all(defs, instance, first, last, selection, args.set)
+        # A recorded run is marked as this command's: a run of the UI it holds up in the
+        # warehouse pool does not wait for it (WarehouseResource.wait_for_command).
+        mark = {COMMAND_PID_TAG: str(os.getpid())} if args.record else None
+        result = materialize_all(defs, instance, first, last, selection, args.set, mark)
     except dg.DagsterInvalidConfigError as error:
         print(settings_refused(error), file=sys.stderr)
         return 2
@@ -237,9 +240,14 @@ def _summary(args: argparse.Namespace) -> int:
     if published.exists() and whole != warehouse.publishes_whole():
         setting = "whole" if warehouse.publishes_whole() else "pseudonymous"
         content += f"; the next run publishes it {setting}, as CRM_PUBLISHED_CONTENT says"
+    intro = (
+        f"Query the published copy (read-only; swapped in after each good run; {content})"
+        if published.exists()
+        else "No published copy yet (a run whose checks pass publishes one); query the "
+        "warehouse itself, read-only (it holds personal data)"
+    )
     print(
-        f"\nQuery the published copy (read-only; swapped in after each good run; {content}): "
-        f"{readable}\n"
+        f"\n{intro}: {readable}\n"
         f'  .venv/bin/duckdb -readonly {readable} -c "FROM analytics.scored_customers LIMIT 5"\n'
         f'  .venv/bin/python -c "import duckdb; '
         f"print(duckdb.connect('{readable}', read_only=True).sql('FROM analytics.scored_customers LIMIT 5'))\"\n"

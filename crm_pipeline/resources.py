@@ -23,7 +23,7 @@ from crm_pipeline.mining.settings import MiningSettings
 from crm_pipeline.raw.tables import quote_literal
 from crm_pipeline.staging.phones import DEFAULT_PHONE_REGIONS
 from crm_pipeline.webhook import AlertWebhook
-from crm_pipeline.writer_lock import held_since, holder
+from crm_pipeline.writer_lock import held_since, holder, holders
 
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
 DEFAULT_LANDING_DIR = "data/landing"
@@ -51,8 +51,30 @@ class WarehouseUnavailable(ActionableError):
     """The warehouse file cannot be opened: another process holds it, or its path is wrong."""
 
 
+# The tag of a run `crm-pipeline materialize --record` records: the command's process id.
+COMMAND_PID_TAG = "crm/command_pid"
 # The run tag that shows in the UI's run list while a run waits for a command, and after.
 WAITING_TAG = "crm/waiting_for_command"
+
+
+def _recorded_beside(warehouse: str) -> bool:
+    """Whether a command holding the warehouse is recording its run in this step's Dagster
+    instance (`materialize --record`, its run tagged with its process id): its steps claim the
+    warehouse pool slot this step holds, so waiting for it would hold both up."""
+    try:
+        context = dg.AssetExecutionContext.get()
+    except dg.DagsterInvariantViolationError:  # not in a step
+        return False
+    return any(
+        context.instance.get_runs(
+            dg.RunsFilter(
+                statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
+                tags={COMMAND_PID_TAG: str(pid)},
+            ),
+            limit=1,
+        )
+        for pid in holders(warehouse)
+    )
 
 
 def _tag_run(value: str) -> None:
@@ -211,6 +233,13 @@ class WarehouseResource(dg.ConfigurableResource):
         command = holder(self.path)
         if not command:
             return
+        if _recorded_beside(self.path):
+            raise WarehouseUnavailable(
+                f"The warehouse {self.path} is being written by a crm-pipeline command recorded "
+                f"in this run's Dagster instance ({command}; `materialize --record`): its steps "
+                "and this run's take turns in the warehouse pool, so this step cannot wait for "
+                "it, and wrote nothing. Launch the run again once the command has ended."
+            )
         log = dg.get_dagster_logger()
         started = time.monotonic()
         since = held_since(self.path) or datetime.now(UTC)

@@ -306,6 +306,7 @@ def materialize_all(
     last: str | None,
     selection: str | list[dg.AssetKey] | None = None,
     settings: list[str] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize every asset (or a selection, e.g. 'group:raw', or the assets listed) in one
     in-process run,
@@ -318,7 +319,7 @@ def materialize_all(
             **setting_config(settings or []),
         },
         instance=instance,
-        tags=range_tags(first, last) if first and last else None,
+        tags=(range_tags(first, last) if first and last else {}) | (tags or {}),
         raise_on_error=False,
         asset_selection=selected_keys(defs, selection) if isinstance(selection, str) else selection,
     )

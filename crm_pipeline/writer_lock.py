@@ -128,25 +128,43 @@ def holder(warehouse: str) -> str | None:
     (a probe would make a command starting then refuse)."""
     try:
         path = lock_path(warehouse)
-        found = path.stat()
-        table = Path("/proc/locks").read_text()
+        held = _holders(path) - {os.getpid()}
     except (OSError, ValueError):  # no lock file, or CRM_WAREHOUSE names no file
         return None
+    return (_held_by(path) or f"its lock file {path} is held") if held else None
+
+
+def holders(warehouse: str) -> set[int]:
+    """The processes other than this one holding the warehouse's lock file."""
+    try:
+        return _holders(lock_path(warehouse)) - {os.getpid()}
+    except (OSError, ValueError):
+        return set()
+
+
+def _holders(path: Path) -> set[int]:
+    """The processes holding the lock file, from the system's lock table."""
+    found = path.stat()
     where = f"{os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino}"
-    for line in table.splitlines():
+    holders = set()
+    for line in Path("/proc/locks").read_text().splitlines():
         fields = line.split()
         # "1: FLOCK  ADVISORY  WRITE 4087 fe:00:2204296 0 EOF"; a waiter's line has "->".
-        theirs = len(fields) > 5 and fields[4] != str(os.getpid())
-        if theirs and fields[1] == "FLOCK" and fields[5] == where:
-            return _held_by(path) or f"its lock file {path} is held"
-    return None
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == where:
+            holders.add(int(fields[4]))
+    return holders
 
 
 def held_since(warehouse: str) -> datetime | None:
     """Since when the command holding the warehouse's lock file has held it (UTC, as its line
-    says), or None when no line says."""
+    says), or None when no line says: the line is taken only when it is the holder's (a lock
+    file opened read-only keeps the line of an earlier command, and a new holder writes its
+    own a moment after taking the lock)."""
     try:
-        since = lock_path(warehouse).read_text().splitlines()[0].split("\t", 2)[1]
+        path = lock_path(warehouse)
+        pid, since, _ = path.read_text().splitlines()[0].split("\t", 2)
+        if int(pid) not in _holders(path):
+            return None
         return datetime.strptime(since, _SINCE).replace(tzinfo=UTC)
     except (OSError, IndexError, ValueError):
         return None

@@ -33,7 +33,12 @@ from crm_pipeline.definitions import defs
 from crm_pipeline.failures import _without_password, explained, safe_url
 from crm_pipeline.raw.assets import raw_assets
 from crm_pipeline.reporting import masked, preview
-from crm_pipeline.resources import WAITING_TAG, WarehouseResource, WarehouseUnavailable
+from crm_pipeline.resources import (
+    COMMAND_PID_TAG,
+    WAITING_TAG,
+    WarehouseResource,
+    WarehouseUnavailable,
+)
 from crm_pipeline.run import failure_messages, prepare_instance, range_tags, setting_config
 from crm_pipeline_tests.conftest import bind
 from crm_pipeline_tests.landing_builder import DAY1, DAY2
@@ -663,6 +668,8 @@ def test_a_recorded_run_keeps_the_shop_url_out_of_what_the_instance_stores(
     snapshot = serialize_value(instance.get_job_snapshot(run.job_snapshot_id))
     instance.dispose()
     assert "CRM_SHOP_URL" in snapshot and url not in snapshot
+    # Marked as this command's, so a run of the UI does not wait for it in the pool.
+    assert run.tags[COMMAND_PID_TAG] == str(os.getpid())
     assert _count(tmp_path / "warehouse.duckdb", "SELECT count(*) FROM raw.online_orders") > 0
 
 
@@ -894,6 +901,25 @@ def test_a_second_command_refuses_while_one_writes_the_warehouse_and_a_killed_on
         )
     said = [e.user_message for e in instance.all_logs(ran.run_id) if not e.is_dagster_event]
     assert sum("this step waits for it to end" in m for m in said) == 1, said
+    # A command recording its run in the same instance (`materialize --record`) takes turns
+    # with this run in the warehouse pool: the step does not wait for it, which would hold
+    # both up, and says why.
+    holder, child = _held(warehouse, "between its steps")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.create_run_for_job(
+        defs.resolve_job_def("daily_refresh"),
+        status=dg.DagsterRunStatus.STARTED,
+        tags={COMMAND_PID_TAG: str(holder.pid)},
+    )
+    try:
+        ran = _load(zone, warehouse, "stores", instance)
+        [failed] = failure_messages(ran)
+    finally:
+        _kill(holder)
+    assert "recorded in this run's Dagster instance (pid " in failed
+    assert "so this step cannot wait for it, and wrote nothing" in failed
+    said = [e.user_message for e in instance.all_logs(ran.run_id) if not e.is_dagster_event]
+    assert not any("this step waits for it to end" in m for m in said), said
     assert _count(warehouse, "SELECT max(loaded_at) FROM raw.deliveries") == waited
     loaded = waited
     # Held by another program, every step fails on it, and says why once.

@@ -296,6 +296,9 @@ def test_the_summary_and_dictionary_say_what_the_published_copy_holds_as_read_fr
         assert exit_code.value.code == 0
         return " ".join(capsys.readouterr().out.split())
 
+    assert "No published copy yet (a run whose checks pass publishes one); query the " in (
+        said("summary")
+    )
     publish(warehouse.model_copy(update={"published_content": "whole"}))
     assert (
         "(read-only; swapped in after each good run; the whole warehouse, personal data "

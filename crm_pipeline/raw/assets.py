@@ -332,13 +332,14 @@ def shop_asset(table: landing.ShopTable, partitioned: bool) -> dg.AssetsDefiniti
         landing_zone: LandingZoneResource,
     ) -> dg.MaterializeResult:
         url = landing_zone.database_url
-        warehouse.wait_for_command()
-        loaded_at = _now()
         reading = f"the online shop database {safe_url(url)}, table '{table.name}'"
         advice = (
             "Check that the shop database is reachable and CRM_SHOP_URL points at it, then "
             f"re-materialize raw.{name}" + (" for these partitions." if partitioned else ".")
         )
+        with explained(context, reading, advice, url):
+            warehouse.wait_for_command()
+        loaded_at = _now()
         with explained(context, reading, advice, url), warehouse.connect() as conn:
             days = _days(context) if partitioned else None
             ensure_raw_tables(conn, name, table.columns)

@@ -102,6 +102,9 @@ def staging_asset(source: Source) -> dg.AssetsDefinition:
             if source.daily
             else None
         )
+        # The load time is taken once no command writes the warehouse: a fit made meanwhile
+        # is older than the days this stages (analytics.assets.serving_run).
+        warehouse.wait_for_command()
         loaded_at = datetime.now(UTC).replace(tzinfo=None)
         started = time.perf_counter()
         reading = f"raw.{source.name}" + "".join(f", staging.{t}" for t in source.lookups)
