@@ -60,16 +60,15 @@ def _materialize(args: argparse.Namespace) -> int:
             materialize_all,
             prepare_instance,
             range_problem,
-            runs_not_ended,
             selected_keys,
             setting_config,
             settings_refused,
             shop_only_start,
             slowest_steps,
+            sole_writer_refusal,
             step_seconds,
             work_seconds,
         )
-        from crm_pipeline.writer_lock import held_for
 
     # Bound now, not at import: the environment may have changed since (a test, a notebook).
     # The run's resources read the environment when they start (EnvVar): a value in the run's
@@ -81,9 +80,7 @@ def _materialize(args: argparse.Namespace) -> int:
     problem = (
         config_problem(defs, setting_config(args.set or []))
         or (bound["warehouse"].published_problem() if args.publish else None)
-        # Held first: a run of the instance that starts after the check then waits for it.
-        or held_for(args.held, bound["warehouse"].path, "materialize")
-        or runs_not_ended()
+        or sole_writer_refusal(args.held, bound["warehouse"].path, "materialize")
     )
     if problem:
         print(problem, file=sys.stderr)

@@ -57,9 +57,8 @@ def erase(args: argparse.Namespace) -> int:
     from crm_pipeline import privacy
     from crm_pipeline.failures import ActionableError
     from crm_pipeline.resources import WarehouseUnavailable, resources_from_env
-    from crm_pipeline.run import runs_not_ended
+    from crm_pipeline.run import sole_writer_refusal
     from crm_pipeline.staging.staged_with import recorded_phone_regions
-    from crm_pipeline.writer_lock import held_for
 
     named = {
         "customer_keys": tuple(args.customer_key),
@@ -81,10 +80,7 @@ def erase(args: argparse.Namespace) -> int:
         print(f"No warehouse at {warehouse.path}: nothing to erase.", file=sys.stderr)
         return 2
     if refused := (
-        warehouse.published_problem()
-        # Held first: a run of the instance that starts after the check then waits for it.
-        or held_for(args.held, warehouse.path, "erase")
-        or runs_not_ended("erase")
+        warehouse.published_problem() or sole_writer_refusal(args.held, warehouse.path, "erase")
     ):
         print(refused, file=sys.stderr)
         return 2
@@ -201,8 +197,7 @@ def rekey(args: argparse.Namespace) -> int:
     from crm_pipeline.publish import publish
     from crm_pipeline.raw.tables import table_exists
     from crm_pipeline.resources import WarehouseUnavailable, resources_from_env
-    from crm_pipeline.run import runs_not_ended
-    from crm_pipeline.writer_lock import held_for
+    from crm_pipeline.run import sole_writer_refusal
 
     resources = resources_from_env(resolve=True)
     warehouse = resources["warehouse"]
@@ -213,10 +208,7 @@ def rekey(args: argparse.Namespace) -> int:
         print(f"No warehouse at {warehouse.path}: no keys to replace.", file=sys.stderr)
         return 2
     if refused := (
-        warehouse.published_problem()
-        # Held first: a run of the instance that starts after the check then waits for it.
-        or held_for(args.held, warehouse.path, "rekey")
-        or runs_not_ended("rekey")
+        warehouse.published_problem() or sole_writer_refusal(args.held, warehouse.path, "rekey")
     ):
         print(refused, file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +17,7 @@ from crm_pipeline import SettingError, landing
 from crm_pipeline.partitions import FIRST_DAY, daily_partitions
 from crm_pipeline.raw.shop import order_days
 from crm_pipeline.resources import LandingZoneResource
+from crm_pipeline.writer_lock import held_for
 
 INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
 
@@ -124,6 +126,13 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.CANCELING,
 ]
 DEFAULT_DAGSTER_HOME = "data/dagster_home"
+
+
+def sole_writer_refusal(held: ExitStack, warehouse: str, command: str) -> str | None:
+    """Take the warehouse's lock for `crm-pipeline <command>` until `held` closes, then look
+    for runs of the instance: why the command must not run, or None. Held first, so a run that
+    starts after the look waits for the command (WarehouseResource.wait_for_command)."""
+    return held_for(held, warehouse, command) or runs_not_ended(command)
 
 
 def runs_not_ended(command: str = "materialize") -> str | None:
