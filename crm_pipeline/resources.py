@@ -57,15 +57,20 @@ COMMAND_PID_TAG = "crm/command_pid"
 WAITING_TAG = "crm/waiting_for_command"
 
 
+def _step_context() -> dg.AssetExecutionContext | None:
+    """The context of the step under way, if any (a command's own reads have none)."""
+    try:
+        return dg.AssetExecutionContext.get()
+    except dg.DagsterInvariantViolationError:
+        return None
+
+
 def _recorded_beside(warehouse: str) -> bool:
     """Whether a command holding the warehouse is recording its run in this step's Dagster
     instance (`materialize --record`, its run tagged with its process id): its steps claim the
     warehouse pool slot this step holds, so waiting for it would hold both up."""
-    try:
-        context = dg.AssetExecutionContext.get()
-    except dg.DagsterInvariantViolationError:  # not in a step
-        return False
-    return any(
+    context = _step_context()
+    return context is not None and any(
         context.instance.get_runs(
             dg.RunsFilter(
                 statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
@@ -79,11 +84,9 @@ def _recorded_beside(warehouse: str) -> bool:
 
 def _tag_run(value: str) -> None:
     """Tag the run of the step under way (if any) with what it waits for, or waited."""
-    try:
-        context = dg.AssetExecutionContext.get()
-    except dg.DagsterInvariantViolationError:  # not in a step: nobody to show it to
-        return
-    context.instance.add_run_tags(context.run.run_id, {WAITING_TAG: value})
+    context = _step_context()
+    if context is not None:
+        context.instance.add_run_tags(context.run.run_id, {WAITING_TAG: value})
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -263,12 +266,10 @@ class WarehouseResource(dg.ConfigurableResource):
                 "minutes after it started (command_wait_minutes); this step wrote nothing. "
                 "If the command is stuck, stop it; launch the run again once it has ended."
             )
-        if time.monotonic() - started > _COMMAND_POLL_SECONDS / 2:
-            _tag_run(f"ended after {time.monotonic() - started:.0f} s")
-            log.info(
-                f"The command ended after {time.monotonic() - started:.0f} s of waiting; the "
-                "step goes on."
-            )
+        waited = time.monotonic() - started
+        if waited > _COMMAND_POLL_SECONDS / 2:
+            _tag_run(f"ended after {waited:.0f} s")
+            log.info(f"The command ended after {waited:.0f} s of waiting; the step goes on.")
 
     @contextmanager
     def connect(

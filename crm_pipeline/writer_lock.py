@@ -126,19 +126,17 @@ def holder(warehouse: str) -> str | None:
     """The crm-pipeline command of another process holding the warehouse's lock file, if any.
     Read from the system's lock table (/proc/locks), without taking the lock even for a moment
     (a probe would make a command starting then refuse)."""
-    try:
-        path = lock_path(warehouse)
-        held = _holders(path) - {os.getpid()}
-    except (OSError, ValueError):  # no lock file, or CRM_WAREHOUSE names no file
+    if not holders(warehouse):
         return None
-    return (_held_by(path) or f"its lock file {path} is held") if held else None
+    path = lock_path(warehouse)
+    return _held_by(path) or f"its lock file {path} is held"
 
 
 def holders(warehouse: str) -> set[int]:
     """The processes other than this one holding the warehouse's lock file."""
     try:
         return _holders(lock_path(warehouse)) - {os.getpid()}
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # no lock file, or CRM_WAREHOUSE names no file
         return set()
 
 
