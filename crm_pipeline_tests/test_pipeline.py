@@ -27,6 +27,7 @@ from crm_pipeline.dictionary import TABLES as DICTIONARY_TABLES
 from crm_pipeline.generate import generate
 from crm_pipeline.mining.assets import mining_assets
 from crm_pipeline.mining.settings import MiningSettings
+from crm_pipeline.report import chart
 from crm_pipeline.reporting import personal_columns
 from crm_pipeline.resources import LandingZoneResource, WarehouseResource
 from crm_pipeline.run import landing_days, materialize_all
@@ -675,6 +676,24 @@ def test_the_report_beside_the_warehouse_draws_every_chart_and_table(run) -> Non
     assert "<h2>Top opportunities</h2>" in page and "<h2>Sales</h2>" in page
     complete = [e for e in result.get_asset_check_evaluations() if e.check_name == "complete"]
     assert [e.passed for e in complete] == [True]
+
+
+def test_a_chart_is_drawn_once_for_its_asset_and_the_report_and_anew_when_its_data_change() -> None:
+    conn = duckdb.connect()
+    conn.execute("CREATE SCHEMA analytics")
+    conn.execute(
+        "CREATE TABLE analytics.need_ipa AS SELECT * FROM (VALUES "
+        "('overall', 'delivery', 4.5, 3.0, 'Concentrate here'), "
+        "('overall', 'price', 2.0, 4.0, 'Possible overkill')) "
+        "AS t(breakdown, dimension, importance, satisfaction, quadrant)"
+    )
+    title = "Needs: importance against performance"
+    drawn = chart(conn, title)
+    assert drawn[:8] == b"\x89PNG\r\n\x1a\n"
+    assert chart(conn, title) is drawn  # the report reuses the asset's drawing
+    conn.execute("UPDATE analytics.need_ipa SET satisfaction = 1.5 WHERE dimension = 'price'")
+    redrawn = chart(conn, title)
+    assert redrawn != drawn and chart(conn, title) is redrawn
 
 
 def test_every_mining_table_is_written_and_the_recommender_evaluated(run) -> None:
