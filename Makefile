@@ -9,6 +9,8 @@ export CRM_LANDING_DIR ?= data/landing
 export CRM_WAREHOUSE ?= data/warehouse.duckdb
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 UI_PORT ?= 3000
+# Test modules run on this many processes (pytest-xdist; a module's tests stay on one).
+TEST_WORKERS ?= 2
 
 .PHONY: install run test ui bench lock clean
 
@@ -46,7 +48,7 @@ run: install
 	$(VENV)/bin/crm-pipeline materialize --dictionary "$$(dirname "$$warehouse")/data_dictionary.md" --summary
 
 test: install
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
