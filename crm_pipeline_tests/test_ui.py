@@ -1,4 +1,5 @@
-"""The Dagster UI for real: the webserver loads every asset and check, and runs what it launches."""
+"""The Dagster UI for real: the webserver loads every asset and check, runs what it launches, and
+a run whose process is killed does not hold up the next."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from crm_pipeline.definitions import defs
 from crm_pipeline.raw.schemas import RAW_MODELS
+from crm_pipeline.resources import WAITING_TAG
 from crm_pipeline.run import prepare_instance
+from crm_pipeline.writer_lock import sole_writer
 from crm_pipeline_tests.conftest import free_port
 from crm_pipeline_tests.landing_builder import DAY1, DAY2
 
@@ -65,9 +69,21 @@ def _processes_in_group(group: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def webserver(tiny_zone: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def ui_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """DAGSTER_HOME of the UI's instance, as `make ui` makes it, but for run monitoring's clock:
+    the daemon looks every second and frees a dead run's slots 2 s after it ended (120 s and
+    60 s in crm_pipeline/dagster.yaml). The warehouse is beside it."""
     home = tmp_path_factory.mktemp("dagster_home")
     prepare_instance(home)
+    config = yaml.safe_load((home / "dagster.yaml").read_text())
+    config["run_monitoring"] |= {"poll_interval_seconds": 1, "free_slots_after_run_end_seconds": 2}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    return home
+
+
+@pytest.fixture(scope="module")
+def webserver(tiny_zone: Path, ui_home: Path) -> Iterator[str]:
+    home = ui_home
     # A copy delivered ten minutes ago: the sensor launches days whose files have settled.
     zone = home / "landing"
     shutil.copytree(tiny_zone, zone)
@@ -206,9 +222,10 @@ def test_ui_dry_runs_the_sensor_to_one_run_for_the_delivered_days(webserver: str
     assert tags["dagster/asset_partition_range_end"] == DAY2
 
 
-def test_ui_launches_a_run_that_succeeds(webserver: str) -> None:
+def _launch(url: str, selector: dict, tags: dict[str, str] | None = None) -> str:
+    """Launch a run of the job `selector` names from the UI; its id."""
     launched = _graphql(
-        webserver,
+        url,
         """
         mutation Launch($params: ExecutionParams!) {
           launchRun(executionParams: $params) {
@@ -223,35 +240,63 @@ def test_ui_launches_a_run_that_succeeds(webserver: str) -> None:
                 "selector": {
                     "repositoryLocationName": LOCATION,
                     "repositoryName": "__repository__",
-                    "jobName": "__ASSET_JOB",
-                    "assetSelection": [{"path": ["raw", "products"]}, {"path": ["raw", "stores"]}],
+                    **selector,
+                },
+                "executionMetadata": {
+                    "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]
                 },
             }
         },
     )["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
-    deadline, status = time.monotonic() + 120, None
+    return launched["run"]["runId"]
+
+
+def _run(url: str, run_id: str) -> tuple[str, dict[str, str]]:
+    """A run's status and tags."""
+    run = _graphql(
+        url,
+        "query($id: ID!) { runOrError(runId: $id) { ... on Run { status tags { key value } } } }",
+        {"id": run_id},
+    )["runOrError"]
+    return run["status"], {t["key"]: t["value"] for t in run["tags"]}
+
+
+def _ended(url: str, run_id: str, seconds: float) -> str:
+    """The run's status once it has ended, or its status after `seconds`."""
+    deadline, status = time.monotonic() + seconds, None
     while time.monotonic() < deadline:
-        status = _graphql(
-            webserver,
-            "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
-            {"id": run_id},
-        )["runOrError"]["status"]
+        status = _run(url, run_id)[0]
         if status in {"SUCCESS", "FAILURE", "CANCELED"}:
             break
         time.sleep(1)
-    assert status == "SUCCESS"
-    # Its steps ran in the run's own process, one after another, not a process per step.
-    messages = [
+    return status
+
+
+def _messages(url: str, run_id: str) -> list[str]:
+    return [
         event.get("message", "")
         for event in _graphql(
-            webserver,
+            url,
             "query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events { "
             "... on MessageEvent { message } } } } }",
             {"id": run_id},
         )["logsForRun"]["events"]
     ]
+
+
+def test_ui_launches_a_run_that_succeeds(webserver: str) -> None:
+    run_id = _launch(
+        webserver,
+        {
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": ["raw", "products"]}, {"path": ["raw", "stores"]}],
+        },
+    )
+    status = _ended(webserver, run_id, 120)
+    assert status == "SUCCESS"
+    # Its steps ran in the run's own process, one after another, not a process per step.
+    messages = _messages(webserver, run_id)
     assert any(m.startswith("Executing steps in process") for m in messages), messages
     assert not any("Launching subprocess" in m for m in messages)
 
@@ -312,3 +357,38 @@ def test_ui_sensor_switched_on_launches_the_delivered_days_as_one_run_that_succe
         DAY2,
     )
     assert run["status"] == "SUCCESS", run
+
+
+def test_ui_a_run_whose_process_is_killed_fails_and_the_next_run_gets_the_warehouse(
+    webserver: str, ui_home: Path
+) -> None:
+    daily = {"jobName": "daily_refresh"}
+    day = {"dagster/partition": DAY1}
+    # The first run's first step takes the warehouse pool's one slot, then waits for a
+    # command writing the warehouse: its process is killed there (as the system kills a
+    # process for memory), the slot still claimed.
+    with sole_writer(str(ui_home / "warehouse.duckdb"), "materialize"):
+        killed = _launch(webserver, daily, day)
+        deadline = time.monotonic() + 120
+        while WAITING_TAG not in _run(webserver, killed)[1] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert WAITING_TAG in _run(webserver, killed)[1], _run(webserver, killed)
+        (pid,) = {
+            int(m.split("(pid: ")[1].rstrip(")."))
+            for m in _messages(webserver, killed)
+            if m.startswith("Started process for run")
+        }
+        os.kill(pid, signal.SIGKILL)
+        assert _ended(webserver, killed, 60) == "FAILURE"
+    # The next run of the day is not held up by the dead run's slot: run monitoring frees it.
+    after = _launch(webserver, daily, day)
+    assert _ended(webserver, after, 180) == "SUCCESS", _run(webserver, after)
+
+
+def test_a_deployment_monitors_runs_as_the_local_instance_the_ui_runs_with() -> None:
+    local, production = (
+        yaml.safe_load((REPO / "crm_pipeline" / name).read_text())["run_monitoring"]
+        for name in ("dagster.yaml", "dagster_production.yaml")
+    )
+    assert production == local
+    assert local["enabled"] is True and local["free_slots_after_run_end_seconds"] > 0
