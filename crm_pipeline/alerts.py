@@ -21,10 +21,31 @@ from crm_pipeline.webhook import AlertNotSent, AlertWebhook
 LISTED_STEPS = 5
 
 
+def ended_from_outside(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """What ended the run from outside its process, as Dagster recorded it: the code server
+    seeing its process killed (a signal: the system out of memory, `kill -9`), or run
+    monitoring cancelling it (the maximum runtime). Where no step failed, the run's own
+    failure message says only that it was marked failed."""
+    records = instance.get_records_for_run(
+        run_id, of_type={dg.DagsterEventType.ENGINE_EVENT, dg.DagsterEventType.RUN_CANCELING}
+    ).records
+    said: list[str] = []
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        message = (event.message or "").strip()
+        outside = event.event_type == dg.DagsterEventType.RUN_CANCELING or message.startswith(
+            "[DagsterApiServer]"
+        )
+        if outside and message and message not in said:
+            said.append(message)
+    return said
+
+
 def alert_payload(run: dg.DagsterRun, failures: list[str], run_failure: str, ui_url: str) -> dict:
     """What a failed run's post says: the text operators read and the facts beside it.
     failures: 'step: message' per failed step, as the UI shows them; run_failure: the run's
-    own failure message (all there is when it failed before any step)."""
+    own failure message (all there is when it failed before any step), then what ended it
+    from outside, if anything did."""
     job = "assets launched from the UI" if run.job_name.startswith("__") else run.job_name
     first = run.tags.get(RANGE_START) or run.tags.get("dagster/partition")
     last = run.tags.get(RANGE_END) or first
@@ -68,7 +89,12 @@ def failed_run_alert(
         f"{event.step_key}: {step_failure(event)}" for event in context.get_step_failure_events()
     ]
     event = context.failure_event
-    run_failure = f"{event.message or 'no message recorded'}{failure_cause(event)}"
+    run_failure = " ".join(
+        [
+            f"{event.message or 'no message recorded'}{failure_cause(event)}",
+            *ended_from_outside(context.instance, context.dagster_run.run_id),
+        ]
+    )
     try:
         alert_webhook.post(
             alert_payload(context.dagster_run, failures, run_failure, alert_webhook.ui_url)

@@ -3,55 +3,22 @@
 from __future__ import annotations
 
 import base64
-import contextvars
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from crm_pipeline import landing, webhook
-from crm_pipeline.alerts import failed_run_alert
 from crm_pipeline.analytics.settings import AnalysisSettings
 from crm_pipeline.definitions import definitions, defs
 from crm_pipeline.run import range_tags
 from crm_pipeline.webhook import AlertWebhook
 from crm_pipeline_tests import landing_builder
+from crm_pipeline_tests.alert_endpoint import TOKEN, Endpoint, alert
 from crm_pipeline_tests.conftest import bind
 from crm_pipeline_tests.landing_builder import DAY1, DAY2
-
-TOKEN = "T0KEN-in-the-path"
-
-
-class Endpoint:
-    """A webhook endpoint on 127.0.0.1 that answers each post with the next status given
-    (then 200) and keeps what it was sent."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses, self.posts, self.auth = list(statuses), [], []
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                endpoint.posts.append((self.path, self.headers["Content-Type"], body))
-                endpoint.auth.append(self.headers["Authorization"])
-                self.send_response(endpoint.statuses.pop(0) if endpoint.statuses else 200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/{TOKEN}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -95,17 +62,10 @@ def _failed(resources: dict, instance: dg.DagsterInstance, last: str) -> dg.RunF
     ).for_run_failure()
 
 
-def _alert(context: dg.RunFailureSensorContext, url: str) -> dg.SkipReason | None:
-    hook = AlertWebhook(url=url, ui_url="https://dagster.example.com/")
-    # Evaluated in a context of its own, as test_automation's schedule is (Dagster 1.13 sets
-    # its current instance and does not reset it).
-    return contextvars.copy_context().run(failed_run_alert, context, alert_webhook=hook)
-
-
 def test_a_failed_run_posts_its_days_each_failed_step_its_cause_and_a_link(
     failed_run: dg.RunFailureSensorContext, endpoint: Endpoint
 ) -> None:
-    assert _alert(failed_run, endpoint.url) is None
+    assert alert(failed_run, endpoint.url) is None
     [(path, kind, body)] = endpoint.posts
     assert (path, kind) == (f"/hooks/{TOKEN}", "application/json")
     posted = json.loads(body)
@@ -137,7 +97,7 @@ def test_a_failed_run_posts_its_days_each_failed_step_its_cause_and_a_link(
 
 def _not_sent(context: dg.RunFailureSensorContext, url: str) -> str:
     """What the tick says of a post the endpoint did not take; the run's log says it too."""
-    skipped = _alert(context, url)
+    skipped = alert(context, url)
     assert isinstance(skipped, dg.SkipReason)
     said = skipped.skip_message
     run_id = context.dagster_run.run_id
@@ -154,7 +114,7 @@ def test_an_endpoint_that_is_down_is_tried_again_and_one_that_refuses_is_named_w
     monkeypatch.setattr(webhook, "_down_until", [0.0])
     busy = Endpoint([503, 503])
     try:
-        assert _alert(failed_run, busy.url) is None  # taken on the third try
+        assert alert(failed_run, busy.url) is None  # taken on the third try
         assert len(busy.posts) == 3 and busy.posts[0][2] == busy.posts[2][2]
         # One the endpoint never took: the tick's next run tries once, so a tick of several
         # failed runs ends within the sensor's minute (and its cursor is kept).
@@ -181,7 +141,7 @@ def test_an_endpoint_that_is_down_is_tried_again_and_one_that_refuses_is_named_w
         said += _not_sent(failed_run, url)
     assert TOKEN not in said and "S3CRET" not in said
     # An address left open is no URL: said so, as the tick's skip (it broke the tick).
-    skipped = _alert(failed_run, f"https://[::1/hooks/{TOKEN}")
+    skipped = alert(failed_run, f"https://[::1/hooks/{TOKEN}")
     assert isinstance(skipped, dg.SkipReason)
     assert skipped.skip_message.endswith(
         ": CRM_ALERT_WEBHOOK is no http:// or https:// URL: correct it."
@@ -201,7 +161,7 @@ def test_a_run_that_failed_before_any_step_posts_why(
     }
     try:
         context = _failed(resources, instance, DAY1)
-        assert _alert(context, endpoint.url) is None
+        assert alert(context, endpoint.url) is None
     finally:
         instance.dispose()
     [(_, _, body)] = endpoint.posts
@@ -216,7 +176,7 @@ def test_a_user_and_password_in_the_url_are_sent_as_basic_auth(
 ) -> None:
     monkeypatch.setattr(webhook, "_down_until", [0.0])
     url = endpoint.url.replace("http://", "http://alerts:S3CRET@")
-    assert _alert(failed_run, url) is None
+    assert alert(failed_run, url) is None
     [(path, _, _)] = endpoint.posts
     assert path == f"/hooks/{TOKEN}"
     assert endpoint.auth == ["Basic " + base64.b64encode(b"alerts:S3CRET").decode()]
@@ -225,7 +185,7 @@ def test_a_user_and_password_in_the_url_are_sent_as_basic_auth(
 def test_without_a_webhook_the_sensor_says_why_it_posted_nothing(
     failed_run: dg.RunFailureSensorContext,
 ) -> None:
-    skipped = _alert(failed_run, "")
+    skipped = alert(failed_run, "")
     assert isinstance(skipped, dg.SkipReason)
     assert "CRM_ALERT_WEBHOOK is not set" in skipped.skip_message
     # The sensor is loaded, stopped until switched on, and watches this code location's runs.

@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -23,6 +24,7 @@ from crm_pipeline.raw.schemas import RAW_MODELS
 from crm_pipeline.resources import WAITING_TAG
 from crm_pipeline.run import prepare_instance
 from crm_pipeline.writer_lock import sole_writer
+from crm_pipeline_tests.alert_endpoint import Endpoint, alert
 from crm_pipeline_tests.conftest import free_port
 from crm_pipeline_tests.landing_builder import DAY1, DAY2
 
@@ -359,6 +361,28 @@ def test_ui_sensor_switched_on_launches_the_delivered_days_as_one_run_that_succe
     assert run["status"] == "SUCCESS", run
 
 
+def _alert_text(home: Path, run_id: str) -> str:
+    """What the failed-run alert posts for a failed run of the instance in `home`."""
+    instance = dg.DagsterInstance.from_config(str(home))
+    hook = Endpoint([])
+    try:
+        [failed] = instance.get_records_for_run(
+            run_id, of_type=dg.DagsterEventType.RUN_FAILURE
+        ).records
+        context = dg.build_run_status_sensor_context(
+            sensor_name="failed_run_alert",
+            dagster_event=failed.event_log_entry.dagster_event,
+            dagster_instance=instance,
+            dagster_run=instance.get_run_by_id(run_id),
+        ).for_run_failure()
+        assert alert(context, hook.url) is None
+    finally:
+        hook.close()
+        instance.dispose()
+    [(_, _, body)] = hook.posts
+    return json.loads(body)["text"]
+
+
 def test_ui_a_run_whose_process_is_killed_fails_and_the_next_run_gets_the_warehouse(
     webserver: str, ui_home: Path
 ) -> None:
@@ -380,6 +404,8 @@ def test_ui_a_run_whose_process_is_killed_fails_and_the_next_run_gets_the_wareho
         }
         os.kill(pid, signal.SIGKILL)
         assert _ended(webserver, killed, 60) == "FAILURE"
+    # The failed-run alert says why, where the run's own failure message does not.
+    assert "terminated by signal 9 (SIGKILL)" in _alert_text(ui_home, killed)
     # The next run of the day is not held up by the dead run's slot: run monitoring frees it.
     after = _launch(webserver, daily, day)
     assert _ended(webserver, after, 180) == "SUCCESS", _run(webserver, after)
