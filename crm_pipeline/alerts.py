@@ -14,7 +14,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from crm_pipeline.run import RANGE_END, RANGE_START, causes_once, failure_cause, step_failure
+from crm_pipeline.run import (
+    RANGE_END,
+    RANGE_START,
+    causes_once,
+    check_finding,
+    failure_cause,
+    step_failure,
+)
 from crm_pipeline.webhook import AlertNotSent, AlertWebhook
 
 # The failed steps a post lists (a run failed by one cause fails many steps alike).
@@ -41,11 +48,31 @@ def ended_from_outside(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     return said
 
 
-def alert_payload(run: dg.DagsterRun, failures: list[str], run_failure: str, ui_url: str) -> dict:
+def failed_blocking_checks(instance: dg.DagsterInstance, run_id: str) -> list[list[str]]:
+    """Each blocking check the run failed, as `crm-pipeline materialize` prints it: what it
+    found (rows, partitions), where its step's failure says only which check failed."""
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    evaluations = [record.event_log_entry.dagster_event.event_specific_data for record in records]
+    return [
+        check_finding(evaluation)
+        for evaluation in evaluations
+        if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    ]
+
+
+def alert_payload(
+    run: dg.DagsterRun,
+    failures: list[str],
+    run_failure: str,
+    ui_url: str,
+    checks: list[list[str]] | None = None,
+) -> dict:
     """What a failed run's post says: the text operators read and the facts beside it.
     failures: 'step: message' per failed step, as the UI shows them; run_failure: the run's
     own failure message (all there is when it failed before any step), then what ended it
-    from outside, if anything did."""
+    from outside, if anything did; checks: the blocking checks it failed (failed_blocking_checks)."""
     job = "assets launched from the UI" if run.job_name.startswith("__") else run.job_name
     first = run.tags.get(RANGE_START) or run.tags.get("dagster/partition")
     last = run.tags.get(RANGE_END) or first
@@ -56,6 +83,9 @@ def alert_payload(run: dg.DagsterRun, failures: list[str], run_failure: str, ui_
         lines.append(f"- and {len(failures) - LISTED_STEPS} more failed step(s).")
     if not failures:
         lines.append(f"- {run_failure}")
+    for head, *found in (checks or [])[:LISTED_STEPS]:
+        lines.append(f"- failed check {head}")
+        lines += [f"  {line}" for line in found]
     if ui_url:
         lines.append(f"{ui_url.rstrip('/')}/runs/{run.run_id}")
     return {
@@ -66,6 +96,7 @@ def alert_payload(run: dg.DagsterRun, failures: list[str], run_failure: str, ui_
             "first_day": first,
             "last_day": last,
             "failed_steps": [f.partition(": ")[0] for f in failures],
+            "failed_checks": [head.partition(": ")[0] for head, *_ in checks or []],
         },
     }
 
@@ -97,7 +128,13 @@ def failed_run_alert(
     )
     try:
         alert_webhook.post(
-            alert_payload(context.dagster_run, failures, run_failure, alert_webhook.ui_url)
+            alert_payload(
+                context.dagster_run,
+                failures,
+                run_failure,
+                alert_webhook.ui_url,
+                failed_blocking_checks(context.instance, context.dagster_run.run_id),
+            )
         )
     except AlertNotSent as error:
         # Said where an operator looks: the failed run's log, and this tick (one tick may

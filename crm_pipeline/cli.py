@@ -14,9 +14,6 @@ from pathlib import Path
 
 from crm_pipeline import SettingError, iso_day, privacy_commands
 
-# The lines of a failed blocking check's description shown after its first.
-SHOWN_LINES = 5
-
 
 @contextmanager
 def _imports(own_process: bool) -> Iterator[None]:
@@ -53,6 +50,7 @@ def _materialize(args: argparse.Namespace) -> int:
             DEFAULT_DAGSTER_HOME,
             any_partitioned,
             causes_once,
+            check_finding,
             config_problem,
             failure_messages,
             landing_days,
@@ -175,14 +173,11 @@ def _materialize(args: argparse.Namespace) -> int:
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:
             level = evaluation.severity.value
-            lines = (evaluation.description or "").splitlines() or [""]
-            print(
-                f"  {level:5} {evaluation.asset_key.to_user_string()} {evaluation.check_name}: "
-                f"{lines[0]}"
-            )
-            if level == "ERROR":  # what failed may be on the lines after the summary
-                for line in [line for line in lines[1:] if line.strip()][:SHOWN_LINES]:
-                    print(f"        {line}")
+            head, *found = check_finding(evaluation)
+            print(f"  {level:5} {head}")
+            for line in found:  # what a blocking check found, after its summary
+                print(f"        {line}")
+            if level == "ERROR":
                 failed_checks.append(evaluation)
     if not result.success:
         for message in causes_once(failure_messages(result)):

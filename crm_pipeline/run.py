@@ -385,6 +385,19 @@ def slowest_steps(steps: dict[str, float], shown: int = 12) -> dict[str, float]:
     return {step.replace("__", ".", 1): round(took, 2) for step, took in ranked}
 
 
+# The lines of a failed blocking check's finding shown after its summary line.
+SHOWN_LINES = 5
+
+
+def check_finding(evaluation: dg.AssetCheckEvaluation) -> list[str]:
+    """A failed check as operators read it: 'asset check: summary', then, for a blocking one,
+    up to SHOWN_LINES more lines of what it found (the rows, the partitions)."""
+    lines = [line for line in (evaluation.description or "").splitlines() if line.strip()] or [""]
+    head = f"{evaluation.asset_key.to_user_string()} {evaluation.check_name}: {lines[0]}"
+    blocking = evaluation.severity == dg.AssetCheckSeverity.ERROR
+    return [head, *(lines[1 : 1 + SHOWN_LINES] if blocking else [])]
+
+
 def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
     """Why each failed step failed: the project's explanation (asset, source, partitions,
     cause, what to do) when it gave one, else the error Dagster caught."""

@@ -46,12 +46,14 @@ def failed_run(
     instance.dispose()
 
 
-def _failed(resources: dict, instance: dg.DagsterInstance, last: str) -> dg.RunFailureSensorContext:
-    """The context the daemon gives the sensor for a failed daily_refresh of DAY1..last."""
+def _failed(
+    resources: dict, instance: dg.DagsterInstance, last: str, first: str = DAY1
+) -> dg.RunFailureSensorContext:
+    """The context the daemon gives the sensor for a failed daily_refresh of first..last."""
     result = (
         definitions(resources)
         .resolve_job_def("daily_refresh")
-        .execute_in_process(instance=instance, tags=range_tags(DAY1, last), raise_on_error=False)
+        .execute_in_process(instance=instance, tags=range_tags(first, last), raise_on_error=False)
     )
     assert not result.success
     return dg.build_run_status_sensor_context(
@@ -92,6 +94,7 @@ def test_a_failed_run_posts_its_days_each_failed_step_its_cause_and_a_link(
         "first_day": DAY1,
         "last_day": DAY2,
         "failed_steps": ["raw__online_accounts", "raw__online_order_items", "raw__online_orders"],
+        "failed_checks": [],
     }
 
 
@@ -191,3 +194,30 @@ def test_without_a_webhook_the_sensor_says_why_it_posted_nothing(
     # The sensor is loaded, stopped until switched on, and watches this code location's runs.
     sensor = defs.resolve_sensor_def("failed_run_alert")
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+
+
+def test_a_run_a_blocking_check_stopped_posts_what_the_check_found(
+    tmp_path: Path, endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhook, "_down_until", [0.0])
+    (tmp_path / "zone").mkdir()
+    zone = landing_builder.build(tmp_path / "zone")
+    instance = dg.DagsterInstance.local_temp(str(tmp_path))
+    resources = {**bind(zone, tmp_path / "warehouse.duckdb"), "alert_webhook": AlertWebhook()}
+    job = definitions(resources).resolve_job_def("daily_refresh")
+    try:
+        # DAY1 left half-loaded, as a run killed after its raw steps leaves it: its raw rows
+        # are in, none of them staged. The next day's run stops at the rows_conserved check.
+        raw = [key for key in job.asset_layer.executable_asset_keys if key.path[0] == "raw"]
+        loaded = job.execute_in_process(instance=instance, partition_key=DAY1, asset_selection=raw)
+        assert loaded.success
+        context = _failed(resources, instance, DAY2, first=DAY2)
+        assert alert(context, endpoint.url) is None
+    finally:
+        instance.dispose()
+    [(_, _, body)] = endpoint.posts
+    posted = json.loads(body)
+    text = posted["text"]
+    assert "- failed check core/quality_report rows_conserved: Rows unaccounted for:" in text
+    assert f"| {DAY1} 00:00:00 |" in text, text
+    assert posted["crm_pipeline"]["failed_checks"] == ["core/quality_report rows_conserved"]
